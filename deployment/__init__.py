@@ -1,0 +1,1 @@
+"""Export (GGUF, ONNX), runtimes and serving."""

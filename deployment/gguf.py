@@ -1,0 +1,153 @@
+"""Hugging Face llama-family folder -> GGUF, then llama.cpp's own quantizer.
+
+Written with the `gguf` package's GGUFWriter, tensor-name map and SpecialVocab, following llama.cpp's
+convert_hf_to_gguf.py for LlamaModel (the converter itself needs its bundled gguf-py, so it is not a
+dependency). Files are written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from sdk.errors import DistillError
+
+# model_type -> GGUF architecture. Only architectures whose tensor layout is handled below.
+SUPPORTED = {"llama": "LLAMA"}
+QUANT_TYPES = {"F16": 1, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values
+
+
+def _permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    # HF stores rotary halves as [first half | second half]; GGML's rope expects them interleaved.
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _vocab(model_dir: Path, vocab_size: int):
+    """Tokens and token types as llama.cpp's converter lists them for a BPE (gpt2-style) tokenizer."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    reverse = {i: t for t, i in tok.get_vocab().items()}
+    added = tok.get_added_vocab()
+    decoder = tok.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif reverse[i] in added:
+            tokens.append(reverse[i])
+            special = decoder[i].special if i in decoder else False
+            types.append(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.NORMAL)
+    return tokens, types
+
+
+def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenizer: str | None = None) -> Path:
+    """Write an unquantized (F32 or F16) GGUF of a llama-family HF folder; returns out_path."""
+    import gguf
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("model_type") not in SUPPORTED:
+        raise DistillError(f"GGUF export supports model types {sorted(SUPPORTED)}, "
+                           f"not {cfg.get('model_type')!r} ({model_dir / 'config.json'})")
+    if dtype not in ("F32", "F16"):
+        raise ValueError("write_gguf writes F32 or F16; quantize() makes the other types")
+    arch = getattr(gguf.MODEL_ARCH, SUPPORTED[cfg["model_type"]])
+    n_layer, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads", n_head)
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    rope = cfg.get("rope_parameters") or {}
+    rope_theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    if rope.get("rope_type", "default") != "default":
+        raise DistillError(f"GGUF export: rope_type {rope.get('rope_type')!r} is not handled ({model_dir})")
+
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
+    w.add_name(model_dir.name)
+    w.add_context_length(cfg.get("max_position_embeddings", 2048))
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_freq_base(float(rope_theta))
+    w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    w.add_rope_dimension_count(head_dim)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "F32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_vocab_size(cfg["vocab_size"])
+
+    tokens, types = _vocab(model_dir, cfg["vocab_size"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre_tokenizer or "default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(w, quiet=True)
+
+    names = gguf.get_tensor_name_map(arch, n_layer)
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise DistillError(f"no *.safetensors weights in {model_dir}")
+    for f in files:
+        with safe_open(f, framework="numpy") as st:
+            for key in st.keys():
+                t = st.get_tensor(key)
+                if key == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+                    continue  # llama.cpp reuses token_embd for tied output
+                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    raise DistillError(f"GGUF export: no GGUF name for tensor {key!r} ({f})")
+                if key.endswith("q_proj.weight"):
+                    t = _permute_qk(t, n_head)
+                elif key.endswith("k_proj.weight"):
+                    t = _permute_qk(t, n_kv)
+                # 1-D tensors (norms) stay F32, as llama.cpp's converter keeps them
+                t = t.astype(np.float16 if dtype == "F16" and t.ndim > 1 else np.float32)
+                w.add_tensor(name, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def quantize(src: Path, dst: Path, qtype: str, threads: int | None = None) -> Path:
+    """Quantize with llama.cpp's own quantizer, in a child process (keeps llama.cpp's threads
+    out of the torch process)."""
+    if qtype not in QUANT_TYPES:
+        raise DistillError(f"unknown GGUF quant type {qtype!r} (known: {', '.join(QUANT_TYPES)})")
+    tmp = dst.with_name(dst.name + ".tmp")
+    cmd = [sys.executable, "-m", "deployment.gguf", str(src), str(tmp), qtype, str(threads or os.cpu_count())]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"llama.cpp quantization to {qtype} failed:\n{proc.stderr[-2000:]}")
+    os.replace(tmp, dst)
+    return dst
+
+
+def _quantize_main(src: str, dst: str, qtype: str, threads: str) -> int:
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_TYPES[qtype]
+    params.nthread = int(threads)
+    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+
+
+if __name__ == "__main__":
+    sys.exit(_quantize_main(*sys.argv[1:5]))

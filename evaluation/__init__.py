@@ -1,0 +1,1 @@
+"""Evaluation: scoring every artifact on the held-out split, performance, reports."""

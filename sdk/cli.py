@@ -1,0 +1,81 @@
+"""The `distill` command line: templates, init, run. User errors exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sdk.errors import DistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a teacher LLM into a small student.")
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def templates() -> None:
+    """List the installed templates."""
+    from sdk.registry import TEMPLATES, get_template, names
+
+    for name in names(TEMPLATES):
+        try:
+            typer.echo(f"{name:12s} {get_template(name).description}")
+        except Exception as err:  # a broken third-party template must not hide the others
+            typer.echo(f"{name:12s} (cannot load: {err})")
+
+
+@app.command()
+def init(template: str, directory: Path,
+         preset: str = typer.Option("default", help="Shipped preset: tiny or default."),
+         force: bool = typer.Option(False, help="Overwrite an existing project.yaml.")) -> None:
+    """Write DIRECTORY/project.yaml for TEMPLATE, ready to edit and run."""
+    from sdk import config as cfgmod
+    from sdk.registry import get_template
+
+    try:
+        t = get_template(template)
+        src = t.preset_path(preset)
+        if not src.is_file():
+            raise DistillError(f"template {template!r} has no preset {preset!r}")
+        cfg = cfgmod.load_config(src)
+        out = directory / "project.yaml"
+        if out.exists() and not force:
+            raise DistillError(f"{out} exists (use --force to overwrite)")
+        directory.mkdir(parents=True, exist_ok=True)
+        from sdk.rundir import atomic_write_text
+
+        atomic_write_text(out, f"# distill-sdk project: template {template}, preset {preset}\n"
+                               f"# every key is documented in docs/config.md\n" + cfgmod.config_to_yaml(cfg))
+    except DistillError as err:
+        _fail(err)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<name>).")) -> None:
+    """Run every stage of a project; finished stages are skipped."""
+    from sdk.project import Project
+
+    try:
+        result = Project.from_yaml(project_yaml).run(out)
+    except DistillError as err:
+        _fail(err)
+    typer.echo(f"report: {result.report_paths['md']}")
+    typer.echo(f"report: {result.report_paths['json']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

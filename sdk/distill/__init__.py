@@ -1,0 +1,1 @@
+"""Distillation: losses, the training recipe, teacher annotation."""

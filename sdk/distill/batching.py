@@ -1,0 +1,51 @@
+"""Left-padded batches of token ids, scored at the last position (where the answer word comes next)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and position_ids; padding on the left puts every prompt's end at -1."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.as_tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    # positions count real tokens only, so a padded prompt sees the same positions as an unpadded one
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
+def last_token_logits(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """[B, vocab] next-token logits after each prompt (one forward pass; lm_head on the last position only)."""
+    return model(**left_pad(seqs, pad_id), logits_to_keep=1).logits[:, -1, :]
+
+
+def batches(n: int, batch_size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:
+    idx = list(range(n)) if order is None else list(order)
+    for i in range(0, len(idx), batch_size):
+        yield idx[i: i + batch_size]
+
+
+@torch.inference_mode()
+def score_label_probs(model: torch.nn.Module, seqs: Sequence[Sequence[int]], label_ids: Sequence[int],
+                      pad_id: int, batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
+    """[N, len(label_ids)] probabilities of the label words, renormalised over those words."""
+    from tqdm.auto import tqdm
+
+    # long prompts first: batches of similar length waste less compute on padding
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out = torch.empty((len(seqs), len(label_ids)))
+    was_training = model.training
+    model.eval()
+    for b in tqdm(list(batches(len(seqs), batch_size, order)), desc=progress, disable=progress is None,
+                  leave=False):
+        logits = last_token_logits(model, [seqs[i] for i in b], pad_id)[:, list(label_ids)]
+        out[b] = torch.softmax(logits.float(), dim=-1)
+    model.train(was_training)
+    return out

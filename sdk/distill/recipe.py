@@ -1,0 +1,137 @@
+"""The training recipe, top to bottom in plain PyTorch: setup, loop, save.
+
+Used for both teacher adaptation (LoRA, task cross-entropy) and student distillation (KD loss). It sees
+tensors, a loss, an optimizer schedule and an evaluation callback; never a config or a template.
+Every `eval_every` steps it validates, keeps the best weights, writes a resumable checkpoint, and stops
+after `patience` checks without improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from sdk.distill.batching import last_token_logits
+from sdk.distill.losses import Loss
+
+
+@dataclass
+class TrainResult:
+    best_metric: float
+    best_step: int
+    steps: int
+    seconds: float
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: torch.nn.Module,
+    seqs: Sequence[Sequence[int]],
+    targets: dict[str, torch.Tensor],
+    loss_fn: Loss,
+    evaluate: Callable[[torch.nn.Module], float],
+    *,
+    pad_id: int,
+    lr: float,
+    batch_size: int,
+    max_epochs: float,
+    eval_every: int,
+    patience: int,
+    seed: int,
+    checkpoint_dir: Path,
+    desc: str = "train",
+) -> TrainResult:
+    """Train the parameters of `model` that require grad; on return the model holds the best weights.
+
+    seqs: tokenised prompts; targets: per-example tensors indexed like seqs (`target` = answer token id,
+    plus whatever the loss reads). evaluate(model) -> validation metric, higher is better.
+    """
+    # --- setup
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = checkpoint_dir / "last.pt"
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(seqs) / batch_size)
+    total_steps = max(1, int(max_epochs * steps_per_epoch))
+    warmup = max(1, total_steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.cat([torch.randperm(len(seqs), generator=gen) for _ in range(math.ceil(max_epochs) + 1)])
+    step, best, best_step, bad_checks, history = 0, -math.inf, -1, 0, []
+    best_state = _trainable_state(model)
+    if ckpt_path.is_file():  # resume an interrupted run exactly where its last check left it
+        ck = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ck["model"], strict=False)
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        step, best, best_step, bad_checks, history = ck["step"], ck["best"], ck["best_step"], ck["bad_checks"], ck["history"]
+        best_state = ck["best_state"]
+    log = open(checkpoint_dir / "log.jsonl", "a")
+    start = time.perf_counter()
+
+    # --- loop
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step")
+    running = None
+    stopped_early = bad_checks >= patience  # a resumed run that had already stopped
+    while step < total_steps and not stopped_early:
+        idx = order[step * batch_size: (step + 1) * batch_size].tolist()
+        idx = [i % len(seqs) for i in idx]
+        logits = last_token_logits(model, [seqs[i] for i in idx], pad_id)
+        loss = loss_fn(logits, {k: v[idx] for k, v in targets.items()})
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}", best=f"{best:.4f}")
+        log.write(json.dumps({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}) + "\n")
+        if step % eval_every == 0 or step == total_steps:
+            model.eval()
+            metric = float(evaluate(model))
+            model.train()
+            history.append({"step": step, "loss": running, "val": metric})
+            log.write(json.dumps({"step": step, "val": metric}) + "\n")
+            log.flush()
+            if metric > best:
+                best, best_step, bad_checks = metric, step, 0
+                best_state = _trainable_state(model)
+            else:
+                bad_checks += 1
+            _atomic_save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "step": step, "best": best,
+                          "best_step": best_step, "bad_checks": bad_checks, "history": history,
+                          "best_state": best_state}, ckpt_path)
+            if bad_checks >= patience:
+                stopped_early = True
+                break
+    bar.close()
+    log.close()
+
+    # --- save: the caller persists the model; here the best weights are put back
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return TrainResult(best, best_step, step, time.perf_counter() - start, stopped_early, history)

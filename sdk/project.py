@@ -1,0 +1,380 @@
+"""Project: the one file that knows the order of the stages.
+
+    data -> adapt (teacher) -> annotate -> distill -> export -> evaluate -> report
+
+Each stage reads and writes one run folder, records its input hash and timing in the manifest, and is
+skipped on re-run when its outputs exist and its inputs' hash matches. Stages unpack the config into
+plain arguments for the core functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdk import config as cfgmod
+from sdk.config import ProjectConfig
+from sdk.errors import DistillError
+from sdk.rundir import RunDir, atomic_write_text, replace_dir, stable_hash, versions
+
+STAGES = ("data", "adapt", "annotate", "distill", "export", "evaluate", "report")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict[str, Any]
+    report_paths: dict[str, Path]
+
+
+class Project:
+    def __init__(self, config: ProjectConfig):
+        from sdk.registry import get_template
+
+        self.config = config
+        self.template = get_template(config.template)
+
+    # ---- construction
+    @classmethod
+    def from_template(cls, name: str, preset: str = "default", **overrides: Any) -> "Project":
+        """The template's shipped preset, with nested overrides, e.g. data={"n_test": 2000}."""
+        from sdk.registry import get_template
+
+        template = get_template(name)
+        path = template.preset_path(preset)
+        if not path.is_file():
+            raise DistillError(f"template {name!r} has no preset {preset!r} ({path} missing)")
+        data = cfgmod.deep_merge(cfgmod.load_yaml(path), overrides)
+        return cls(cfgmod.validate_config(data, source=f"{name}/{preset} preset + overrides"))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Project":
+        return cls(cfgmod.load_config(path))
+
+    def to_yaml(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_text(path, cfgmod.config_to_yaml(self.config))
+        return path
+
+    # ---- running
+    def run(self, out: str | Path | None = None) -> RunResult:
+        c = self.config
+        run = RunDir(Path(out) if out else Path("runs") / c.name)
+        atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
+        run.save(project=c.name, template=c.template, seed=c.seed, versions=versions(),
+                 config_hash=stable_hash(c.model_dump(mode="json")))
+        state: dict[str, Any] = {}
+        upstream = ""
+        for stage in STAGES:
+            fn = getattr(self, f"_stage_{stage}")
+            inputs_hash = stable_hash([stage, upstream, self._stage_inputs(stage)])
+            outputs = self._stage_outputs(stage, run)
+            if run.is_done(stage, inputs_hash, outputs):
+                print(f"[distill] {stage}: up to date, skipped")
+                state[stage] = run.manifest["stages"][stage]
+            else:
+                print(f"[distill] {stage}: running")
+                t0 = time.perf_counter()
+                info = fn(run, state) or {}
+                run.record(stage, inputs_hash, time.perf_counter() - t0, **info)
+                state[stage] = run.manifest["stages"][stage]
+            upstream = inputs_hash
+        report = json.loads(run.path("report.json").read_text())
+        return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md")})
+
+    def _stage_inputs(self, stage: str) -> Any:
+        c = self.config.model_dump(mode="json")
+        return {
+            "data": [c["template"], c["seed"], c["template_options"], c["data"]],
+            "adapt": [c["teacher"]],
+            "annotate": [c["distill"]["top_k"]],
+            "distill": [c["student"], c["distill"]],
+            "export": [c["export"]],
+            "evaluate": [c["evaluation"]],
+            "report": [],
+        }[stage]
+
+    def _stage_outputs(self, stage: str, run: RunDir) -> list[Path]:
+        return {
+            "data": [run.path("data", f"{s}.parquet") for s in ("train", "val", "test")],
+            "adapt": [run.path("teacher", "teacher.json")],
+            "annotate": [run.path("annotations", "train_topk.pt")],
+            "distill": [run.path("student", "config.json")],
+            "export": [run.path("artifacts", "exports.json")],
+            "evaluate": [run.path("evaluation", "artifacts.json")],
+            "report": [run.path("report.json"), run.path("report.md")],
+        }[stage]
+
+    # ---- shared helpers
+    def _splits(self, run: RunDir) -> dict[str, pd.DataFrame]:
+        return {s: pd.read_parquet(run.path("data", f"{s}.parquet")) for s in ("train", "val", "test")}
+
+    def _tokens(self, tokenizer, df: pd.DataFrame) -> list[list[int]]:
+        from sdk.data import tokenize_prompts
+
+        return tokenize_prompts(tokenizer, [self.template.prompt(r) for r in df.to_dict("records")])
+
+    def _teacher(self, run: RunDir):
+        """The adapted teacher (adapter merged), its tokenizer and the base model folder."""
+        from sdk.models import load_causal_lm
+
+        info = json.loads(run.path("teacher", "teacher.json").read_text())
+        model, tok = load_causal_lm(info["base"], self.config.teacher.trust_remote_code)
+        if info.get("adapter"):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, run.path("teacher", "adapter")).merge_and_unload()
+        return model.eval(), tok, info
+
+    # ---- stages
+    def _stage_data(self, run: RunDir, state: dict) -> dict:
+        from sdk.data import check_dataset, read_table, split, upsample_positives
+
+        c, t = self.config, self.template
+        d = c.data
+        if d.path is not None:
+            df, source = read_table(d.path, t.columns), str(d.path)
+        else:
+            try:
+                df = t.synthesize(d.n_train + d.n_val + d.n_test, c.seed, dict(c.template_options))
+            except ValueError as err:
+                raise DistillError(str(err)) from None
+            source = f"synthesized by template {t.name!r}"
+            check_dataset(df, t.columns, source)
+        parts = split(df, d.n_train, d.n_val, d.n_test, c.seed, source)
+        parts["train"] = upsample_positives(parts["train"], d.train_positive_fraction, c.seed)
+        tmp = run.tmp_dir("data")
+        for name, part in parts.items():
+            part.to_parquet(tmp / f"{name}.parquet", index=False)
+        replace_dir(tmp, run.path("data"))
+        counts = {n: {"rows": len(p), "positives": int(p["label"].sum())} for n, p in parts.items()}
+        return {"note": f"{source}; " + ", ".join(f"{n} {v['rows']} ({v['positives']} pos)" for n, v in counts.items()),
+                "counts": counts}
+
+    def _stage_adapt(self, run: RunDir, state: dict) -> dict:
+        import torch
+
+        from sdk.data import label_token_ids
+        from sdk.distill.batching import score_label_probs
+        from sdk.distill.losses import TaskCrossEntropy
+        from sdk.distill.recipe import train
+        from sdk.models import load_causal_lm, read_meta, resolve_model
+
+        c, t = self.config, self.template
+        base = resolve_model(c.teacher.model)
+        model, tok = load_causal_lm(base, c.teacher.trust_remote_code)
+        meta = read_meta(base) if isinstance(base, Path) else {}
+        label_ids = label_token_ids(tok, t.label_words, t.name)
+        parts = self._splits(run)
+        info: dict[str, Any] = {"base": str(base), "adapter": False, "label_ids": label_ids,
+                                "gguf_pre_tokenizer": meta.get("gguf_pre_tokenizer")}
+        tmp = run.tmp_dir("teacher")
+        note = "teacher used as is"
+        if c.teacher.adapt.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            a = c.teacher.adapt
+            torch.manual_seed(c.seed)
+            n_layers = model.config.num_hidden_layers
+            layers = None if a.top_layers is None else list(range(max(0, n_layers - a.top_layers), n_layers))
+            peft_model = get_peft_model(model, LoraConfig(
+                r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                layers_to_transform=layers))
+            seqs = self._tokens(tok, parts["train"])
+            target = torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]])
+            val_eval = self._early_stopping_eval(tok, parts["val"], label_ids)
+            res = train(peft_model, seqs, {"target": target}, TaskCrossEntropy(), val_eval,
+                        pad_id=tok.pad_token_id, lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs,
+                        eval_every=a.eval_every, patience=a.patience, seed=c.seed,
+                        checkpoint_dir=run.path("checkpoints", "adapt"), desc="adapt teacher (LoRA)")
+            peft_model.save_pretrained(tmp / "adapter")
+            info.update(adapter=True, train=res.__dict__)
+            note = (f"LoRA r={a.lora_r} on {len(layers) if layers else n_layers} layers: best val "
+                    f"{t.primary_metric} {res.best_metric:.4f} at step {res.best_step}/{res.steps}"
+                    f"{' (early stop)' if res.stopped_early else ''}")
+        atomic_write_text(tmp / "teacher.json", json.dumps(info, indent=2))
+        replace_dir(tmp, run.path("teacher"))
+        return {"note": note}
+
+    def _early_stopping_eval(self, tok, val: pd.DataFrame, label_ids: list[int]):
+        """Validation callback: the template's primary metric on a subset of the validation split
+        (every positive, negatives up to 400 rows: AUC does not depend on the class ratio)."""
+        from sdk.distill.batching import score_label_probs
+
+        pos, neg = val[val["label"] == 1], val[val["label"] == 0]
+        subset = pd.concat([pos, neg.sample(n=min(len(neg), max(0, 400 - len(pos))), random_state=self.config.seed)])
+        seqs, y = self._tokens(tok, subset), subset["label"].to_numpy()
+        target_recall = self.config.evaluation.target_recall
+
+        def evaluate(model) -> float:
+            probs = score_label_probs(model, seqs, label_ids, tok.pad_token_id, self.config.evaluation.batch_size)
+            scores = probs[:, 1].numpy()
+            return self.template.metrics(y, scores, 0.5, target_recall)[self.template.primary_metric]
+
+        return evaluate
+
+    def _stage_annotate(self, run: RunDir, state: dict) -> dict:
+        import torch
+        from tqdm.auto import tqdm
+
+        from sdk.distill.batching import batches, last_token_logits
+
+        model, tok, info = self._teacher(run)
+        seqs = self._tokens(tok, self._splits(run)["train"])
+        k = self.config.distill.top_k
+        values = torch.empty((len(seqs), k))
+        ids = torch.empty((len(seqs), k), dtype=torch.long)
+        with torch.inference_mode():
+            for b in tqdm(list(batches(len(seqs), self.config.evaluation.batch_size)), desc="teacher top-k logits"):
+                top = last_token_logits(model, [seqs[i] for i in b], tok.pad_token_id).topk(k, dim=-1)
+                values[b], ids[b] = top.values, top.indices
+        out = run.path("annotations")
+        out.mkdir(exist_ok=True)
+        tmp = out / "train_topk.pt.tmp"
+        torch.save({"teacher_topk_logits": values, "teacher_topk_ids": ids}, tmp)
+        os.replace(tmp, out / "train_topk.pt")
+        mass = torch.softmax(values, -1)  # renormalised; report how peaked the teacher is on labels
+        label_share = (ids[:, :1] == torch.tensor(info["label_ids"])).any(-1).float().mean().item()
+        return {"note": f"top-{k} teacher logits for {len(seqs)} training prompts; top-1 is a label word "
+                        f"in {label_share:.1%}", "top1_prob_mean": float(mass[:, 0].mean())}
+
+    def _stage_distill(self, run: RunDir, state: dict) -> dict:
+        import torch
+
+        from sdk.distill.recipe import train
+        from sdk.models import META_FILE, load_causal_lm
+        from sdk.registry import LOSSES, load
+        from sdk.students import count_params, evenly_spaced_layers, student_from_teacher
+
+        c = self.config
+        teacher, tok, info = self._teacher(run)
+        torch.manual_seed(c.seed)
+        if c.student.model:
+            student, _ = load_causal_lm(c.student.model, c.teacher.trust_remote_code)
+            origin = c.student.model
+        else:
+            try:
+                keep = evenly_spaced_layers(teacher.config.num_hidden_layers, c.student.layers)
+            except ValueError as err:
+                raise DistillError(str(err)) from None
+            student = student_from_teacher(teacher, keep)
+            origin = f"teacher layers {keep}"
+        del teacher
+        loss_fn = load(LOSSES, c.distill.loss)(temperature=c.distill.temperature, alpha=c.distill.alpha)
+        parts = self._splits(run)
+        seqs = self._tokens(tok, parts["train"])
+        ann = torch.load(run.path("annotations", "train_topk.pt"))
+        targets = {"target": torch.tensor([info["label_ids"][int(y)] for y in parts["train"]["label"]]), **ann}
+        d = c.distill
+        student.train()
+        res = train(student, seqs, targets, loss_fn, self._early_stopping_eval(tok, parts["val"], info["label_ids"]),
+                    pad_id=tok.pad_token_id, lr=d.lr, batch_size=d.batch_size, max_epochs=d.max_epochs,
+                    eval_every=d.eval_every, patience=d.patience, seed=c.seed,
+                    checkpoint_dir=run.path("checkpoints", "distill"), desc="distill student")
+        tmp = run.tmp_dir("student")
+        student.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps({"origin": origin, "gguf_pre_tokenizer": info.get("gguf_pre_tokenizer"),
+                                                 "label_ids": info["label_ids"]}, indent=2))
+        replace_dir(tmp, run.path("student"))
+        return {"note": f"{origin}, {count_params(student):,} params; best val {self.template.primary_metric} "
+                        f"{res.best_metric:.4f} at step {res.best_step}/{res.steps}", "train": res.__dict__}
+
+    def _stage_export(self, run: RunDir, state: dict) -> dict:
+        from deployment.gguf import quantize, write_gguf
+        from sdk.models import read_meta
+
+        student_dir = run.path("student")
+        meta = read_meta(student_dir)
+        tmp = run.tmp_dir("artifacts")
+        f16 = write_gguf(student_dir, tmp / "student-F16.gguf", "F16", meta.get("gguf_pre_tokenizer"))
+        files = {"F16": f16.name}
+        for q in self.config.export.quants:
+            if q != "F16":
+                files[q] = quantize(f16, tmp / f"student-{q}.gguf", q, self.config.evaluation.threads).name
+        atomic_write_text(tmp / "exports.json", json.dumps(files, indent=2))
+        replace_dir(tmp, run.path("artifacts"))
+        return {"note": ", ".join(f"{q} {os.path.getsize(run.path('artifacts', f)) / 1e6:.1f} MB"
+                                  for q, f in files.items())}
+
+    def _artifacts(self, run: RunDir):
+        from evaluation.harness import Artifact
+        from sdk.models import load_causal_lm
+        from sdk.students import count_params
+
+        c = self.config
+        info = json.loads(run.path("teacher", "teacher.json").read_text())
+        threads, bs = c.evaluation.threads, c.evaluation.batch_size
+        teacher_model, _ = load_causal_lm(info["base"], c.teacher.trust_remote_code)
+        teacher_params = count_params(teacher_model)
+        student_dir = run.path("student")
+        student_model, _ = load_causal_lm(student_dir)
+        student_params = count_params(student_model)
+        del teacher_model, student_model
+
+        def folder_bytes(p: Path) -> int:
+            return sum(f.stat().st_size for f in Path(p).rglob("*.safetensors"))
+
+        adapter = str(run.path("teacher", "adapter")) if info.get("adapter") else None
+        arts = [
+            Artifact("teacher-torch", "teacher", "torch", None, info["base"], teacher_params,
+                     folder_bytes(Path(info["base"])),
+                     {"model": info["base"], "adapter": adapter, "threads": threads, "batch_size": bs,
+                      "trust_remote_code": c.teacher.trust_remote_code}, 32.0),
+            Artifact("student-torch", "student", "torch", None, str(student_dir), student_params,
+                     folder_bytes(student_dir), {"model": str(student_dir), "threads": threads, "batch_size": bs}, 32.0),
+        ]
+        exports = json.loads(run.path("artifacts", "exports.json").read_text())
+        for q, fname in exports.items():
+            if q == "F16" and "F16" not in c.export.quants:
+                continue
+            path = run.path("artifacts", fname)
+            size = path.stat().st_size
+            arts.append(Artifact(f"student-gguf-{q}", "student", "gguf", q, str(path), student_params, size,
+                                 {"model": str(path), "threads": threads}, 8 * size / student_params))
+        return arts
+
+    def _stage_evaluate(self, run: RunDir, state: dict) -> dict:
+        from evaluation.harness import evaluate_artifact
+        from sdk.models import load_causal_lm
+
+        c = self.config
+        parts = self._splits(run)
+        _, tok = load_causal_lm(run.path("student"))
+        label_ids = json.loads(run.path("teacher", "teacher.json").read_text())["label_ids"]
+        val_seqs, test_seqs = self._tokens(tok, parts["val"]), self._tokens(tok, parts["test"])
+        work = run.path("evaluation")
+        entries = []
+        for art in self._artifacts(run):
+            print(f"[distill] evaluating {art.name}")
+            entries.append(evaluate_artifact(
+                art, self.template, parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
+                val_seqs, test_seqs, label_ids, target_recall=c.evaluation.target_recall,
+                latency_samples=c.evaluation.latency_samples, work_dir=work))
+        atomic_write_text(work / "artifacts.json", json.dumps(entries, indent=2))
+        return {"note": f"{len(entries)} artifacts on {len(test_seqs)} test prompts"}
+
+    def _stage_report(self, run: RunDir, state: dict) -> dict:
+        from evaluation.report import build_report, write_report
+
+        parts = self._splits(run)
+        entries = json.loads(run.path("evaluation", "artifacts.json").read_text())
+        stages = {k: {"seconds": v.get("seconds", 0), "note": v.get("note", "")}
+                  for k, v in run.manifest["stages"].items() if k != "report"}
+        report = build_report(
+            template=self.template.name, project=self.config.name, primary_metric=self.template.primary_metric,
+            artifacts=entries,
+            data={s: len(p) for s, p in (("n_train", parts["train"]), ("n_val", parts["val"]), ("n_test", parts["test"]))}
+            | {"test_positives": int(parts["test"]["label"].sum())},
+            machine={"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+            stages=stages)
+        write_report(report, run.root)
+        return {"note": "report.json, report.md"}

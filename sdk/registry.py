@@ -1,0 +1,41 @@
+"""Entry-point registries, the only place names are looked up: templates, losses, export formats.
+
+Third parties add a template without editing this project, in their own pyproject.toml:
+
+    [project.entry-points."distill_sdk.templates"]
+    insurance = "my_pkg.insurance:InsuranceTemplate"
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from sdk.errors import DistillError
+
+TEMPLATES = "distill_sdk.templates"
+LOSSES = "distill_sdk.losses"
+
+
+def _load(group: str) -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def names(group: str) -> list[str]:
+    return sorted(_load(group))
+
+
+def load(group: str, name: str) -> Any:
+    eps = _load(group)
+    if name not in eps:
+        kind = group.rsplit(".", 1)[-1].rstrip("s")
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise DistillError(f"unknown {kind} {name!r} (known: {known})")
+    return eps[name].load()
+
+
+def get_template(name: str):
+    """An instance of the template registered under `name`, checked against the protocol."""
+    from verticals.base import check_template
+
+    return check_template(load(TEMPLATES, name)())

@@ -1,0 +1,81 @@
+"""Run folder: atomic writes, the manifest (versions, seeds, hashes, timings), stage bookkeeping."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("distill-sdk", "torch", "transformers", "peft", "gguf", "llama_cpp_python", "scikit-learn",
+            "pandas", "numpy")
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a completed folder into place, replacing an older one."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.root / "manifest.json"
+        self.manifest: dict[str, Any] = (json.loads(self.manifest_path.read_text())
+                                         if self.manifest_path.is_file() else {"stages": {}})
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def tmp_dir(self, name: str) -> Path:
+        """A fresh temporary folder beside `name`, to be moved into place with replace_dir."""
+        tmp = self.root / f".{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def is_done(self, stage: str, inputs_hash: str, outputs: list[Path]) -> bool:
+        rec = self.manifest["stages"].get(stage)
+        return bool(rec and rec.get("hash") == inputs_hash and all(p.exists() for p in outputs))
+
+    def record(self, stage: str, inputs_hash: str, seconds: float, **info: Any) -> None:
+        self.manifest["stages"][stage] = {"hash": inputs_hash, "seconds": round(seconds, 2),
+                                          "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        self.save()
+
+    def save(self, **top: Any) -> None:
+        self.manifest.update(top)
+        atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, default=str))

@@ -1,0 +1,51 @@
+"""Students: cut from the teacher by keeping a subset of its decoder layers, or any HF causal LM."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM
+
+_LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")
+
+
+def evenly_spaced_layers(n_teacher: int, n_keep: int) -> list[int]:
+    """Indices of n_keep layers spread over the teacher's depth, first and last included."""
+    if not 1 <= n_keep <= n_teacher:
+        raise ValueError(f"student.layers must be between 1 and the teacher's {n_teacher} layers, got {n_keep}")
+    if n_keep == 1:
+        return [n_teacher - 1]
+    return sorted({int(round(x)) for x in np.linspace(0, n_teacher - 1, n_keep)})
+
+
+def student_from_teacher(teacher: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
+    """A new model with the teacher's config but only the layers in `keep`, their weights copied."""
+    cfg = copy.deepcopy(teacher.config)
+    cfg.num_hidden_layers = len(keep)
+    if isinstance(getattr(cfg, "layer_types", None), list):  # per-layer attention kinds (e.g. Gemma 3)
+        cfg.layer_types = [cfg.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    new_index = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for key, value in teacher.state_dict().items():
+        m = _LAYER_KEY.search(key)
+        if m is None:
+            state[key] = value
+        elif int(m.group(1)) in new_index:
+            state[key[: m.start()] + f".layers.{new_index[int(m.group(1))]}." + key[m.end():]] = value
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    # tied output embeddings show up as "missing" lm_head when the teacher ties them
+    missing = [k for k in missing if not (k.endswith("lm_head.weight") and cfg.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"student weights did not line up: missing={missing[:5]} unexpected={unexpected[:5]}")
+    if cfg.tie_word_embeddings:
+        student.tie_weights()
+    return student.eval()
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters counted once even when tied."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
