@@ -25,7 +25,16 @@ def latency_stats(fn: Callable[[int], object], n: int, warmup: int = 3) -> dict[
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far."""
+    """Peak resident memory of this process so far.
+
+    VmHWM first: ru_maxrss of a child started by fork+exec still counts the parent's pages on Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / (1024.0 * 1024.0) if sys.platform == "darwin" else kb / 1024.0
 

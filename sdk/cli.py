@@ -10,7 +10,7 @@ import typer
 
 from sdk.errors import DistillError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a teacher LLM into a small student.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distil a teacher LLM into a small student.")
 
 
 def _fail(err: Exception) -> None:

@@ -163,10 +163,10 @@ class Project:
         import torch
 
         from sdk.data import label_token_ids
-        from sdk.distill.batching import score_label_probs
         from sdk.distill.losses import TaskCrossEntropy
         from sdk.distill.recipe import train
         from sdk.models import load_causal_lm, read_meta, resolve_model
+        from sdk.students import decoder_linear_names
 
         c, t = self.config, self.template
         base = resolve_model(c.teacher.model)
@@ -186,7 +186,7 @@ class Project:
             n_layers = model.config.num_hidden_layers
             layers = None if a.top_layers is None else list(range(max(0, n_layers - a.top_layers), n_layers))
             peft_model = get_peft_model(model, LoraConfig(
-                r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules=decoder_linear_names(model),
                 layers_to_transform=layers))
             seqs = self._tokens(tok, parts["train"])
             target = torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]])
@@ -206,11 +206,11 @@ class Project:
 
     def _early_stopping_eval(self, tok, val: pd.DataFrame, label_ids: list[int]):
         """Validation callback: the template's primary metric on a subset of the validation split
-        (every positive, negatives up to 400 rows: AUC does not depend on the class ratio)."""
+        (every positive, negatives up to 240 rows: AUC does not depend on the class ratio)."""
         from sdk.distill.batching import score_label_probs
 
         pos, neg = val[val["label"] == 1], val[val["label"] == 0]
-        subset = pd.concat([pos, neg.sample(n=min(len(neg), max(0, 400 - len(pos))), random_state=self.config.seed)])
+        subset = pd.concat([pos, neg.sample(n=min(len(neg), max(0, 240 - len(pos))), random_state=self.config.seed)])
         seqs, y = self._tokens(tok, subset), subset["label"].to_numpy()
         target_recall = self.config.evaluation.target_recall
 
@@ -307,18 +307,13 @@ class Project:
 
     def _artifacts(self, run: RunDir):
         from evaluation.harness import Artifact
-        from sdk.models import load_causal_lm
-        from sdk.students import count_params
+        from sdk.students import count_params_on_disk
 
         c = self.config
         info = json.loads(run.path("teacher", "teacher.json").read_text())
         threads, bs = c.evaluation.threads, c.evaluation.batch_size
-        teacher_model, _ = load_causal_lm(info["base"], c.teacher.trust_remote_code)
-        teacher_params = count_params(teacher_model)
         student_dir = run.path("student")
-        student_model, _ = load_causal_lm(student_dir)
-        student_params = count_params(student_model)
-        del teacher_model, student_model
+        teacher_params, student_params = count_params_on_disk(info["base"]), count_params_on_disk(student_dir)
 
         def folder_bytes(p: Path) -> int:
             return sum(f.stat().st_size for f in Path(p).rglob("*.safetensors"))
@@ -343,12 +338,13 @@ class Project:
         return arts
 
     def _stage_evaluate(self, run: RunDir, state: dict) -> dict:
+        from transformers import AutoTokenizer
+
         from evaluation.harness import evaluate_artifact
-        from sdk.models import load_causal_lm
 
         c = self.config
         parts = self._splits(run)
-        _, tok = load_causal_lm(run.path("student"))
+        tok = AutoTokenizer.from_pretrained(run.path("student"))
         label_ids = json.loads(run.path("teacher", "teacher.json").read_text())["label_ids"]
         val_seqs, test_seqs = self._tokens(tok, parts["val"]), self._tokens(tok, parts["test"])
         work = run.path("evaluation")

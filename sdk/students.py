@@ -49,3 +49,24 @@ def student_from_teacher(teacher: torch.nn.Module, keep: list[int]) -> torch.nn.
 def count_params(model: torch.nn.Module) -> int:
     """Parameters counted once even when tied."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def decoder_linear_names(model: torch.nn.Module) -> list[str]:
+    """Short names of the linear layers inside decoder blocks (q_proj, ..., down_proj for llama):
+    the LoRA targets, found from the model instead of a per-architecture table."""
+    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                   if isinstance(mod, torch.nn.Linear) and _LAYER_KEY.search(name + ".")})
+
+
+def count_params_on_disk(model_dir) -> int:
+    """Parameters of a saved HF folder, read from the safetensors headers (no weights loaded)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(f, framework="pt") as st:
+            for key in st.keys():
+                total += int(np.prod(st.get_slice(key).get_shape()))
+    return total

