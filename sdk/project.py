@@ -163,6 +163,8 @@ class Project:
         import torch
 
         from sdk.data import label_token_ids
+        from sdk.distill.batching import token_forward
+        from sdk.distill.frozen_prefix import cache_hidden_states, cached_forward, top_view
         from sdk.distill.losses import TaskCrossEntropy
         from sdk.distill.recipe import train
         from sdk.models import load_causal_lm, read_meta, resolve_model
@@ -184,40 +186,53 @@ class Project:
             a = c.teacher.adapt
             torch.manual_seed(c.seed)
             n_layers = model.config.num_hidden_layers
-            layers = None if a.top_layers is None else list(range(max(0, n_layers - a.top_layers), n_layers))
+            start = 0 if a.top_layers is None else max(0, n_layers - a.top_layers)
             peft_model = get_peft_model(model, LoraConfig(
                 r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules=decoder_linear_names(model),
-                layers_to_transform=layers))
+                layers_to_transform=list(range(start, n_layers))))
             seqs = self._tokens(tok, parts["train"])
+            val = self._val_subset(parts["val"])
+            val_seqs = self._tokens(tok, val)
+            if start > 0:  # frozen bottom layers: run them once, train the top on their cached output
+                bs = c.evaluation.batch_size
+                train_fwd = cached_forward(cache_hidden_states(peft_model, seqs, start, tok.pad_token_id, bs))
+                val_fwd = cached_forward(cache_hidden_states(peft_model, val_seqs, start, tok.pad_token_id, bs))
+                trained = top_view(peft_model, start)
+            else:
+                train_fwd, val_fwd = token_forward(seqs, tok.pad_token_id), token_forward(val_seqs, tok.pad_token_id)
+                trained = peft_model
             target = torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]])
-            val_eval = self._early_stopping_eval(tok, parts["val"], label_ids)
-            res = train(peft_model, seqs, {"target": target}, TaskCrossEntropy(), val_eval,
-                        pad_id=tok.pad_token_id, lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs,
+            res = train(trained, train_fwd, len(seqs), {"target": target}, TaskCrossEntropy(),
+                        self._metric_eval(val_fwd, val, label_ids),
+                        lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs,
                         eval_every=a.eval_every, patience=a.patience, seed=c.seed,
                         checkpoint_dir=run.path("checkpoints", "adapt"), desc="adapt teacher (LoRA)")
             peft_model.save_pretrained(tmp / "adapter")
             info.update(adapter=True, train=res.__dict__)
-            note = (f"LoRA r={a.lora_r} on {len(layers) if layers else n_layers} layers: best val "
+            note = (f"LoRA r={a.lora_r} on the top {n_layers - start} layers: best val "
                     f"{t.primary_metric} {res.best_metric:.4f} at step {res.best_step}/{res.steps}"
                     f"{' (early stop)' if res.stopped_early else ''}")
         atomic_write_text(tmp / "teacher.json", json.dumps(info, indent=2))
         replace_dir(tmp, run.path("teacher"))
         return {"note": note}
 
-    def _early_stopping_eval(self, tok, val: pd.DataFrame, label_ids: list[int]):
-        """Validation callback: the template's primary metric on a subset of the validation split
-        (every positive, negatives up to 240 rows: AUC does not depend on the class ratio)."""
-        from sdk.distill.batching import score_label_probs
-
+    def _val_subset(self, val: pd.DataFrame) -> pd.DataFrame:
+        """Early-stopping set: every validation positive, negatives up to 240 rows (AUC-like metrics do
+        not depend on the class ratio, and each check costs a forward pass per row)."""
         pos, neg = val[val["label"] == 1], val[val["label"] == 0]
-        subset = pd.concat([pos, neg.sample(n=min(len(neg), max(0, 240 - len(pos))), random_state=self.config.seed)])
-        seqs, y = self._tokens(tok, subset), subset["label"].to_numpy()
-        target_recall = self.config.evaluation.target_recall
+        n_neg = min(len(neg), max(0, 240 - len(pos)))
+        return pd.concat([pos, neg.sample(n=n_neg, random_state=self.config.seed)]).reset_index(drop=True)
+
+    def _metric_eval(self, forward, val: pd.DataFrame, label_ids: list[int]):
+        """evaluate(model) -> the template's primary metric on `val` (rows scored by forward)."""
+        from sdk.distill.batching import label_probs_with
+
+        y = val["label"].to_numpy()
 
         def evaluate(model) -> float:
-            probs = score_label_probs(model, seqs, label_ids, tok.pad_token_id, self.config.evaluation.batch_size)
-            scores = probs[:, 1].numpy()
-            return self.template.metrics(y, scores, 0.5, target_recall)[self.template.primary_metric]
+            probs = label_probs_with(forward, model, len(val), label_ids, self.config.evaluation.batch_size)
+            m = self.template.metrics(y, probs[:, 1].numpy(), 0.5, self.config.evaluation.target_recall)
+            return m[self.template.primary_metric]
 
         return evaluate
 
@@ -249,6 +264,7 @@ class Project:
     def _stage_distill(self, run: RunDir, state: dict) -> dict:
         import torch
 
+        from sdk.distill.batching import token_forward
         from sdk.distill.recipe import train
         from sdk.models import META_FILE, load_causal_lm
         from sdk.registry import LOSSES, load
@@ -275,8 +291,9 @@ class Project:
         targets = {"target": torch.tensor([info["label_ids"][int(y)] for y in parts["train"]["label"]]), **ann}
         d = c.distill
         student.train()
-        res = train(student, seqs, targets, loss_fn, self._early_stopping_eval(tok, parts["val"], info["label_ids"]),
-                    pad_id=tok.pad_token_id, lr=d.lr, batch_size=d.batch_size, max_epochs=d.max_epochs,
+        val = self._val_subset(parts["val"])
+        val_eval = self._metric_eval(token_forward(self._tokens(tok, val), tok.pad_token_id), val, info["label_ids"])
+        res = train(student, token_forward(seqs, tok.pad_token_id), len(seqs), targets, loss_fn, val_eval, lr=d.lr, batch_size=d.batch_size, max_epochs=d.max_epochs,
                     eval_every=d.eval_every, patience=d.patience, seed=c.seed,
                     checkpoint_dir=run.path("checkpoints", "distill"), desc="distill student")
         tmp = run.tmp_dir("student")

@@ -11,14 +11,17 @@ import numpy as np
 
 
 class LlamaCppRuntime:
-    def __init__(self, model: str, threads: int | None = None, n_ctx: int = 512, logits_all: bool = False):
+    def __init__(self, model: str, threads: int | None = None, n_ctx: int = 512, logits_all: bool = False,
+                 kv_f32: bool = False):
+        """kv_f32: keep the KV cache in F32 instead of llama.cpp's default F16 (exact parity checks)."""
         from llama_cpp import Llama
 
         if not os.path.isfile(model):
             raise FileNotFoundError(f"GGUF file {model} does not exist")
         self.threads = threads or os.cpu_count() or 1
         self.llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=n_ctx, n_threads=self.threads,
-                         n_threads_batch=self.threads, logits_all=logits_all, verbose=False)
+                         n_threads_batch=self.threads, logits_all=logits_all, verbose=False,
+                         **({"type_k": 0, "type_v": 0} if kv_f32 else {}))  # 0 = GGML_TYPE_F32
 
     def logits(self, seq: Sequence[int]) -> np.ndarray:
         """[len(seq), vocab] logits at every position (needs logits_all=True)."""

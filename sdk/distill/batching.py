@@ -26,10 +26,32 @@ def last_token_logits(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad
     return model(**left_pad(seqs, pad_id), logits_to_keep=1).logits[:, -1, :]
 
 
+def token_forward(seqs: Sequence[Sequence[int]], pad_id: int):
+    """forward(model, idx) -> [B, vocab] answer-position logits for the prompts seqs[idx]."""
+
+    def forward(model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+        return last_token_logits(model, [seqs[i] for i in idx], pad_id)
+
+    return forward
+
+
 def batches(n: int, batch_size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:
     idx = list(range(n)) if order is None else list(order)
     for i in range(0, len(idx), batch_size):
         yield idx[i: i + batch_size]
+
+
+@torch.inference_mode()
+def label_probs_with(forward, model: torch.nn.Module, n: int, label_ids: Sequence[int],
+                     batch_size: int = 32) -> torch.Tensor:
+    """[n, len(label_ids)] label-word probabilities from forward(model, idx) (see token_forward)."""
+    out = torch.empty((n, len(label_ids)))
+    was_training = model.training
+    model.eval()
+    for b in batches(n, batch_size):
+        out[b] = torch.softmax(forward(model, b)[:, list(label_ids)].float(), dim=-1)
+    model.train(was_training)
+    return out
 
 
 @torch.inference_mode()

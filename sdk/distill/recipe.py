@@ -1,7 +1,8 @@
 """The training recipe, top to bottom in plain PyTorch: setup, loop, save.
 
 Used for both teacher adaptation (LoRA, task cross-entropy) and student distillation (KD loss). It sees
-tensors, a loss, an optimizer schedule and an evaluation callback; never a config or a template.
+a forward function over example indices, target tensors, a loss and an evaluation callback; never a
+config or a template.
 Every `eval_every` steps it validates, keeps the best weights, writes a resumable checkpoint, and stops
 after `patience` checks without improvement.
 """
@@ -12,14 +13,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from sdk.distill.batching import last_token_logits
 from sdk.distill.losses import Loss
 
 
@@ -45,12 +45,12 @@ def _atomic_save(obj: object, path: Path) -> None:
 
 def train(
     model: torch.nn.Module,
-    seqs: Sequence[Sequence[int]],
+    forward: Callable[[torch.nn.Module, list[int]], torch.Tensor],
+    n_examples: int,
     targets: dict[str, torch.Tensor],
     loss_fn: Loss,
     evaluate: Callable[[torch.nn.Module], float],
     *,
-    pad_id: int,
     lr: float,
     batch_size: int,
     max_epochs: float,
@@ -62,21 +62,22 @@ def train(
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
-    seqs: tokenised prompts; targets: per-example tensors indexed like seqs (`target` = answer token id,
-    plus whatever the loss reads). evaluate(model) -> validation metric, higher is better.
+    forward(model, idx) -> [B, vocab] logits at the answer position of examples idx (see
+    batching.token_forward, frozen_prefix.cached_forward); targets: per-example tensors (`target` = answer
+    token id, plus whatever the loss reads). evaluate(model) -> validation metric, higher is better.
     """
     # --- setup
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_dir / "last.pt"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(seqs) / batch_size)
+    steps_per_epoch = math.ceil(n_examples / batch_size)
     total_steps = max(1, int(max_epochs * steps_per_epoch))
     warmup = max(1, total_steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
     gen = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(seqs), generator=gen) for _ in range(math.ceil(max_epochs) + 1)])
+    order = torch.cat([torch.randperm(n_examples, generator=gen) for _ in range(math.ceil(max_epochs) + 1)])
     step, best, best_step, bad_checks, history = 0, -math.inf, -1, 0, []
     best_state = _trainable_state(model)
     if ckpt_path.is_file():  # resume an interrupted run exactly where its last check left it
@@ -96,8 +97,7 @@ def train(
     stopped_early = bad_checks >= patience  # a resumed run that had already stopped
     while step < total_steps and not stopped_early:
         idx = order[step * batch_size: (step + 1) * batch_size].tolist()
-        idx = [i % len(seqs) for i in idx]
-        logits = last_token_logits(model, [seqs[i] for i in idx], pad_id)
+        logits = forward(model, idx)
         loss = loss_fn(logits, {k: v[idx] for k, v in targets.items()})
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
