@@ -101,8 +101,8 @@ def load_causal_lm(spec: str | Path, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(spec, dtype="float32", trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise DistillError(f"cannot load model {str(spec)!r}: {err}") from None
+    except Exception as err:  # transformers/safetensors raise many types; all mean "unusable model"
+        raise DistillError(f"cannot load model {str(spec)!r}: {type(err).__name__}: {err}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.eval(), tok

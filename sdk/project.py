@@ -83,7 +83,10 @@ class Project:
             else:
                 print(f"[distill] {stage}: running")
                 t0 = time.perf_counter()
-                info = fn(run, state) or {}
+                try:
+                    info = fn(run, state) or {}
+                finally:
+                    run.discard_partials()  # a failed stage leaves no half-written folder behind
                 run.record(stage, inputs_hash, time.perf_counter() - t0, **info)
                 state[stage] = run.manifest["stages"][stage]
             upstream = inputs_hash

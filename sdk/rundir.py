@@ -67,6 +67,10 @@ class RunDir:
         tmp.mkdir(parents=True)
         return tmp
 
+    def discard_partials(self) -> None:
+        for p in self.root.glob(".*.partial"):
+            shutil.rmtree(p, ignore_errors=True)
+
     def is_done(self, stage: str, inputs_hash: str, outputs: list[Path]) -> bool:
         rec = self.manifest["stages"].get(stage)
         return bool(rec and rec.get("hash") == inputs_hash and all(p.exists() for p in outputs))

@@ -1,0 +1,66 @@
+import json
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sdk.distill.batching import label_probs_with, left_pad, token_forward
+from sdk.distill.losses import TaskCrossEntropy
+from sdk.distill.recipe import train
+
+PROMPTS = ["$3 gift_cards online 02h RU, new device. Fraud?", "$120 grocery store 14h US, same device. Fraud?"] * 8
+LABELS = [1, 0] * 8
+
+
+def _setup(tiny_llama):
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    seqs = [tok(p)["input_ids"] for p in PROMPTS]
+    label_ids = [tok.encode(" no")[0], tok.encode(" yes")[0]]
+    target = torch.tensor([label_ids[y] for y in LABELS])
+    return tok, model, seqs, label_ids, target
+
+
+def _accuracy(model, fwd, label_ids):
+    probs = label_probs_with(fwd, model, len(LABELS), label_ids)
+    return float(((probs[:, 1] > 0.5).long() == torch.tensor(LABELS)).float().mean())
+
+
+def test_left_padding_gives_the_same_last_logits_as_unpadded(tiny_llama):
+    tok, model, seqs, _, _ = _setup(tiny_llama)
+    short = tok("yes no")["input_ids"]
+    with torch.no_grad():
+        alone = model(torch.tensor([short])).logits[0, -1]
+        padded = token_forward([short, seqs[0]], tok.pad_token_id)(model, [0, 1])[0]
+    assert left_pad([short, seqs[0]], 0)["attention_mask"][0, 0] == 0
+    assert torch.allclose(alone, padded, atol=1e-4)
+
+
+def test_training_learns_the_labels_and_keeps_the_best(tiny_llama, tmp_path):
+    tok, model, seqs, label_ids, target = _setup(tiny_llama)
+    fwd = token_forward(seqs, tok.pad_token_id)
+    res = train(model, fwd, len(seqs), {"target": target}, TaskCrossEntropy(),
+                lambda m: _accuracy(m, fwd, label_ids), lr=3e-3, batch_size=4, max_epochs=6, eval_every=4,
+                patience=50, seed=0, checkpoint_dir=tmp_path)
+    assert res.best_metric == 1.0
+    assert _accuracy(model, fwd, label_ids) == 1.0  # best weights restored
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
+def test_early_stopping_and_resume(tiny_llama, tmp_path):
+    tok, model, seqs, label_ids, target = _setup(tiny_llama)
+    fwd = token_forward(seqs, tok.pad_token_id)
+    calls = []
+
+    def flat_metric(m):  # never improves after the first check
+        calls.append(1)
+        return 0.5
+
+    res = train(model, fwd, len(seqs), {"target": target}, TaskCrossEntropy(), flat_metric, lr=1e-3,
+                batch_size=4, max_epochs=10, eval_every=2, patience=2, seed=0, checkpoint_dir=tmp_path)
+    assert res.stopped_early and res.steps == 6 and len(calls) == 3
+    # a second call resumes from the checkpoint, sees the run had stopped, and trains no further
+    res2 = train(model, fwd, len(seqs), {"target": target}, TaskCrossEntropy(), flat_metric, lr=1e-3,
+                 batch_size=4, max_epochs=10, eval_every=2, patience=2, seed=0, checkpoint_dir=tmp_path)
+    assert res2.steps == 6 and len(calls) == 3

@@ -1,0 +1,59 @@
+import pandas as pd
+import pytest
+
+from sdk.data import check_dataset, label_token_ids, read_table, split, upsample_positives
+from sdk.errors import DistillError
+from verticals.fraud import FraudTemplate
+
+COLS = FraudTemplate.columns
+
+
+@pytest.fixture(scope="module")
+def df():
+    return FraudTemplate().synthesize(1000, seed=3, options={"fraud_rate": 0.1})
+
+
+def test_split_sizes_and_stratification(df):
+    parts = split(df, n_train=500, n_val=200, n_test=250, seed=0, source="x")
+    assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (500, 200, 250)
+    rate = df["label"].mean()
+    for p in parts.values():
+        assert abs(p["label"].mean() - rate) < 0.03
+
+
+def test_split_needs_enough_rows(df):
+    with pytest.raises(DistillError, match="n_val"):
+        split(df.head(50), n_train=10, n_val=40, n_test=40, seed=0, source="x")
+
+
+def test_upsample_reaches_fraction_and_keeps_all_rows(df):
+    up = upsample_positives(df, 0.3, seed=0)
+    assert abs(up["label"].mean() - 0.3) < 0.01
+    assert (up["label"] == 0).sum() == (df["label"] == 0).sum()
+    assert upsample_positives(df, None, 0) is df
+
+
+def test_empty_csv_is_named(tmp_path):
+    p = tmp_path / "tx.csv"
+    pd.DataFrame(columns=[*COLS, "label"]).to_csv(p, index=False)
+    with pytest.raises(DistillError, match=r"tx.csv is empty"):
+        read_table(p, COLS)
+
+
+def test_missing_column_and_bad_labels(df, tmp_path):
+    with pytest.raises(DistillError, match="amount"):
+        check_dataset(df.drop(columns=["amount"]), COLS, "d.csv")
+    with pytest.raises(DistillError, match="0/1"):
+        check_dataset(df.assign(label=df["label"] * 2), COLS, "d.csv")
+    with pytest.raises(DistillError, match="does not exist"):
+        read_table(tmp_path / "nope.csv", COLS)
+
+
+def test_label_words_must_be_single_tokens(tiny_llama):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    ids = label_token_ids(tok, {0: " no", 1: " yes"}, "fraud")
+    assert len(set(ids)) == 2
+    with pytest.raises(DistillError, match="single tokens"):
+        label_token_ids(tok, {0: " no", 1: " certainly fraudulent"}, "fraud")

@@ -1,0 +1,81 @@
+"""The whole fraud pipeline on the shipped `tiny` preset: real teacher (embedded SmolLM2), real LoRA,
+distillation, GGUF export and llama.cpp quantization, evaluation in child processes, reports."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    cli = [sys.executable, "-m", "sdk.cli"]
+    assert subprocess.run([*cli, "init", "fraud", root, "--preset", "tiny"]).returncode == 0
+    out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "report.md" in out.stdout
+    return root / "run"
+
+
+def test_report_json_contract(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    assert r["schema_version"] == "1.0" and r["template"] == "fraud"
+    arts = {a["name"]: a for a in r["artifacts"]}
+    assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"}
+    for a in arts.values():
+        assert a["role"] in ("teacher", "student") and a["format"] in ("torch", "gguf", "onnx")
+        for k in ("roc_auc", "recall", "precision", "fpr"):
+            assert 0.0 <= a["metrics"][k] <= 1.0
+        assert a["latency_ms"]["p99"] >= a["latency_ms"]["p50"] > 0
+        assert a["decisions_per_s"] > 0 and a["peak_rss_mb"] > 0 and a["size_bytes"] > 0 and a["params"] > 0
+    assert arts["student-gguf-Q4_K_M"]["quant"] == "Q4_K_M" and arts["teacher-torch"]["quant"] is None
+    assert arts["student-torch"]["params"] < arts["teacher-torch"]["params"]
+    assert arts["student-gguf-Q4_K_M"]["size_bytes"] < arts["student-gguf-Q8_0"]["size_bytes"]
+    assert set(r["retention"]) == {"student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"}
+    t, s = arts["teacher-torch"]["metrics"]["roc_auc"], arts["student-gguf-Q8_0"]["metrics"]["roc_auc"]
+    assert r["retention"]["student-gguf-Q8_0"]["roc_auc"] == pytest.approx(s / t)
+    # a student cut to 2 of 30 layers decides faster than the teacher, in every runtime
+    assert all(r["summary"][n]["speedup_vs_teacher"] > 1.5 for n in r["summary"])
+
+
+def test_run_folder_artifacts_and_manifest(run_dir):
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert set(m["stages"]) == {"data", "adapt", "annotate", "distill", "export", "evaluate", "report"}
+    assert m["versions"]["torch"] and m["seed"] == 0
+    for f in ("config.yaml", "report.md", "data/test.parquet", "teacher/adapter/adapter_config.json",
+              "student/config.json", "artifacts/student-F16.gguf", "artifacts/student-Q4_K_M.gguf"):
+        assert (run_dir / f).is_file(), f
+    assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.glob(".*partial"))
+    md = (run_dir / "report.md").read_text()
+    assert "student-gguf-Q4_K_M" in md and "Retention" in md
+
+
+def test_student_gguf_tokenizes_like_transformers(run_dir):
+    """The exported GGUF carries the teacher's pre-tokenizer, so llama.cpp tokenizes prompts itself."""
+    code = (
+        "import sys, json; from llama_cpp import Llama; "
+        "llm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False); "
+        "print(json.dumps(llm.tokenize(sys.argv[2].encode(), add_bos=False)))"
+    )
+    from transformers import AutoTokenizer
+
+    from verticals.fraud import FraudTemplate
+
+    tok = AutoTokenizer.from_pretrained(run_dir / "student")
+    t = FraudTemplate()
+    for row in t.synthesize(5, 1, {}).to_dict("records"):
+        prompt = t.prompt(row)
+        out = subprocess.run([sys.executable, "-c", code, run_dir / "artifacts/student-Q4_K_M.gguf", prompt],
+                             capture_output=True, text=True)
+        assert json.loads(out.stdout) == tok(prompt, add_special_tokens=False)["input_ids"]
+
+
+def test_rerun_skips_finished_stages(run_dir):
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", run_dir.parent / "project.yaml", "--out", run_dir],
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.count("up to date, skipped") == 7

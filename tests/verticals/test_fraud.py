@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from verticals.base import check_template
+from verticals.fraud import FraudTemplate
+
+
+@pytest.fixture(scope="module")
+def t():
+    return check_template(FraudTemplate())
+
+
+def test_synthesizer_is_seeded_and_has_the_asked_rate(t):
+    a = t.synthesize(4000, seed=7, options={"fraud_rate": 0.05})
+    b = t.synthesize(4000, seed=7, options={"fraud_rate": 0.05})
+    assert a.equals(b)
+    assert not a.equals(t.synthesize(4000, seed=8, options={"fraud_rate": 0.05}))
+    assert 0.04 < a["label"].mean() < 0.06
+    assert set(a.loc[a.label == 1, "pattern"]) == {"card_testing", "account_takeover", "new_account", "skimming"}
+    assert set(t.columns) <= set(a.columns)
+
+
+def test_classes_overlap_but_carry_signal(t):
+    df = t.synthesize(5000, seed=1, options={"fraud_rate": 0.1})
+    # a single hand feature separates partly, never perfectly: the task needs the features together
+    night = (df["hour"] < 6).astype(float)
+    auc = roc_auc_score(df["label"], night + (df["velocity_1h"] > 3) + df["device_change"])
+    assert 0.65 < auc < 0.97
+
+
+def test_unknown_option_is_named(t):
+    with pytest.raises(ValueError, match="fraud_rat"):
+        t.synthesize(10, 0, {"fraud_rat": 0.1})
+
+
+def test_prompt_is_compact_and_mentions_the_features(t):
+    row = t.synthesize(50, 0, {}).iloc[0].to_dict()
+    p = t.prompt(row)
+    assert p.endswith("Fraud?") and str(row["country"]) in p and f"{int(row['hour']):02d}h" in p
+    assert len(p) < 120
+
+
+def test_metrics_match_definitions(t):
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.4, 0.05, 0.9])
+    m = t.metrics(y, s, threshold=0.5, target_recall=1.0)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 5)
+    assert m["fpr_at_recall_1"] == pytest.approx(1 / 5)  # reaching 0.4 also admits the 0.7 negative
+
+
+def test_threshold_maximises_validation_f1(t):
+    y = np.array([0, 0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.6, 0.9])
+    th = t.choose_threshold(y, s)
+    assert th == pytest.approx(0.4)
