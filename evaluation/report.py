@@ -69,6 +69,7 @@ def to_markdown(r: dict[str, Any]) -> str:
              f"Held-out test: {r['data']['n_test']} examples ({r['data']['test_positives']} positive); "
              f"thresholds chosen on {r['data']['n_val']} validation examples. "
              f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}.", "",
+             "![ROC curves and quality vs speed](report.png)", "",
              "## Quality", "", "| artifact | role | format | quant | " + " | ".join(metric_names) + " |",
              "|" + "---|" * (4 + len(metric_names))]
     for a in r["artifacts"]:

@@ -113,7 +113,7 @@ class Project:
             "distill": [run.path("student", "config.json")],
             "export": [run.path("artifacts", "exports.json")],
             "evaluate": [run.path("evaluation", "artifacts.json")],
-            "report": [run.path("report.json"), run.path("report.md")],
+            "report": [run.path("report.json"), run.path("report.md"), run.path("report.png")],
         }[stage]
 
     # ---- shared helpers
@@ -392,5 +392,9 @@ class Project:
             | {"test_positives": int(parts["test"]["label"].sum())},
             machine={"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
             stages=stages)
+        from evaluation.plots import plot_report
+
+        scores = {e["name"]: np.load(run.path("evaluation", f"{e['name']}.test_scores.npy")) for e in entries}
+        plot_report(report, parts["test"]["label"].to_numpy(), scores, run.path("report.png"))
         write_report(report, run.root)
-        return {"note": "report.json, report.md"}
+        return {"note": "report.json, report.md, report.png"}

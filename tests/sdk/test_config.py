@@ -53,3 +53,9 @@ def test_defaults_only_in_the_model():
     cfg = ProjectConfig(template="fraud")
     assert cfg.teacher.model == "embedded:smollm2-135m-instruct"
     assert cfg.teacher.trust_remote_code is False
+
+
+def test_docs_config_reference_is_current():
+    from sdk.config import reference_markdown
+
+    assert (ROOT / "docs" / "config.md").read_text() == reference_markdown(), "run: python -m sdk.config > docs/config.md"
