@@ -68,6 +68,10 @@ class DistillConfig(_Model):
     temperature: float = Field(2.0, gt=0, description="Softmax temperature of the KL term (scaled by T^2).")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the task cross-entropy; 1-alpha weights the KL.")
     top_k: int = Field(32, ge=2, description="Teacher logits kept per position (sparse KD targets).")
+    freeze_embeddings: bool = Field(
+        True, description="Keep the student's token embeddings (and a tied output layer) as copied from the "
+        "teacher: they are most of a small student's parameters, and training them adds a dense gradient and "
+        "an optimizer update over all of them to every step.")
     lr: float = Field(3e-4, gt=0)
     batch_size: int = Field(16, ge=1)
     max_epochs: float = Field(4.0, gt=0)

@@ -293,6 +293,8 @@ class Project:
         ann = torch.load(run.path("annotations", "train_topk.pt"))
         targets = {"target": torch.tensor([info["label_ids"][int(y)] for y in parts["train"]["label"]]), **ann}
         d = c.distill
+        if d.freeze_embeddings:
+            student.get_input_embeddings().weight.requires_grad_(False)
         student.train()
         val = self._val_subset(parts["val"])
         val_eval = self._metric_eval(token_forward(self._tokens(tok, val), tok.pad_token_id), val, info["label_ids"])
