@@ -75,6 +75,23 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def fingerprint(spec: str | None) -> list | None:
+    """Cheap identity of a model or data file/folder: names, sizes and modification times."""
+    if spec is None:
+        return None
+    if spec in EMBEDDED:
+        found = importlib.util.find_spec(EMBEDDED[spec][0])
+        spec = str(Path(found.origin).parent / EMBEDDED[spec][1]) if found and found.origin else spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+    else:
+        return [spec]  # a hub id, or a path that the stage itself will report as missing
+    return [[str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 def resolve_model(spec: str) -> Path | str:
     """A local folder for embedded models and paths; hub ids are returned unchanged."""
     if spec in EMBEDDED:

@@ -71,7 +71,6 @@ class Project:
         atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
         run.save(project=c.name, template=c.template, seed=c.seed, versions=versions(),
                  config_hash=stable_hash(c.model_dump(mode="json")))
-        state: dict[str, Any] = {}
         upstream = ""
         for stage in STAGES:
             fn = getattr(self, f"_stage_{stage}")
@@ -79,27 +78,29 @@ class Project:
             outputs = self._stage_outputs(stage, run)
             if run.is_done(stage, inputs_hash, outputs):
                 print(f"[distill] {stage}: up to date, skipped")
-                state[stage] = run.manifest["stages"][stage]
             else:
                 print(f"[distill] {stage}: running")
                 t0 = time.perf_counter()
                 try:
-                    info = fn(run, state) or {}
+                    info = fn(run) or {}
                 finally:
                     run.discard_partials()  # a failed stage leaves no half-written folder behind
                 run.record(stage, inputs_hash, time.perf_counter() - t0, **info)
-                state[stage] = run.manifest["stages"][stage]
             upstream = inputs_hash
         report = json.loads(run.path("report.json").read_text())
         return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md")})
 
     def _stage_inputs(self, stage: str) -> Any:
+        """What a stage depends on besides the upstream stage: its config and the files it reads
+        (fingerprinted, so an edited model or dataset at the same path is not skipped as done)."""
+        from sdk.models import fingerprint
+
         c = self.config.model_dump(mode="json")
         return {
-            "data": [c["template"], c["seed"], c["template_options"], c["data"]],
-            "adapt": [c["teacher"]],
+            "data": [c["template"], c["seed"], c["template_options"], c["data"], fingerprint(c["data"]["path"])],
+            "adapt": [c["teacher"], fingerprint(c["teacher"]["model"])],
             "annotate": [c["distill"]["top_k"]],
-            "distill": [c["student"], c["distill"]],
+            "distill": [c["student"], c["distill"], fingerprint(c["student"]["model"])],
             "export": [c["export"]],
             "evaluate": [c["evaluation"]],
             "report": [],
@@ -138,7 +139,7 @@ class Project:
         return model.eval(), tok, info
 
     # ---- stages
-    def _stage_data(self, run: RunDir, state: dict) -> dict:
+    def _stage_data(self, run: RunDir) -> dict:
         from sdk.data import check_dataset, read_table, split, upsample_positives
 
         c, t = self.config, self.template
@@ -162,7 +163,7 @@ class Project:
         return {"note": f"{source}; " + ", ".join(f"{n} {v['rows']} ({v['positives']} pos)" for n, v in counts.items()),
                 "counts": counts}
 
-    def _stage_adapt(self, run: RunDir, state: dict) -> dict:
+    def _stage_adapt(self, run: RunDir) -> dict:
         import torch
 
         from sdk.data import label_token_ids
@@ -239,7 +240,7 @@ class Project:
 
         return evaluate
 
-    def _stage_annotate(self, run: RunDir, state: dict) -> dict:
+    def _stage_annotate(self, run: RunDir) -> dict:
         import torch
         from tqdm.auto import tqdm
 
@@ -264,7 +265,7 @@ class Project:
         return {"note": f"top-{k} teacher logits for {len(seqs)} training prompts; top-1 is a label word "
                         f"in {label_share:.1%}", "top1_prob_mean": float(mass[:, 0].mean())}
 
-    def _stage_distill(self, run: RunDir, state: dict) -> dict:
+    def _stage_distill(self, run: RunDir) -> dict:
         import torch
 
         from sdk.distill.batching import token_forward
@@ -310,7 +311,7 @@ class Project:
         return {"note": f"{origin}, {count_params(student):,} params; best val {self.template.primary_metric} "
                         f"{res.best_metric:.4f} at step {res.best_step}/{res.steps}", "train": res.__dict__}
 
-    def _stage_export(self, run: RunDir, state: dict) -> dict:
+    def _stage_export(self, run: RunDir) -> dict:
         from deployment.gguf import quantize, write_gguf
         from sdk.models import read_meta
 
@@ -359,7 +360,7 @@ class Project:
                                  {"model": str(path), "threads": threads}, 8 * size / student_params))
         return arts
 
-    def _stage_evaluate(self, run: RunDir, state: dict) -> dict:
+    def _stage_evaluate(self, run: RunDir) -> dict:
         from transformers import AutoTokenizer
 
         from evaluation.harness import evaluate_artifact
@@ -380,7 +381,7 @@ class Project:
         atomic_write_text(work / "artifacts.json", json.dumps(entries, indent=2))
         return {"note": f"{len(entries)} artifacts on {len(test_seqs)} test prompts"}
 
-    def _stage_report(self, run: RunDir, state: dict) -> dict:
+    def _stage_report(self, run: RunDir) -> dict:
         from evaluation.report import build_report, write_report
 
         parts = self._splits(run)

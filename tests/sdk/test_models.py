@@ -1,0 +1,35 @@
+import os
+
+import pytest
+
+from sdk.errors import DistillError
+from sdk.models import fingerprint, load_causal_lm, resolve_model
+
+
+def test_fingerprint_changes_when_a_file_at_the_same_path_changes(tmp_path):
+    f = tmp_path / "tx.csv"
+    f.write_text("a,label\n1,0\n")
+    before = fingerprint(str(f))
+    f.write_text("a,label\n1,0\n2,1\n")
+    os.utime(f, ns=(1, 1))
+    assert fingerprint(str(f)) != before
+    assert fingerprint(None) is None
+    assert fingerprint("org/hub-model") == ["org/hub-model"]
+
+
+def test_fingerprint_of_a_model_folder_covers_its_weights(tiny_llama):
+    names = [row[0] for row in fingerprint(str(tiny_llama))]
+    assert "model.safetensors" in names and "config.json" in names
+
+
+def test_resolve_model_errors_name_the_path(tmp_path):
+    with pytest.raises(DistillError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(DistillError, match="unknown embedded model"):
+        resolve_model("embedded:gpt-17")
+
+
+def test_local_folder_loads_without_remote_code(tiny_llama):
+    assert resolve_model(str(tiny_llama)) == tiny_llama
+    model, tok = load_causal_lm(tiny_llama)
+    assert tok.pad_token_id is not None and not model.training
