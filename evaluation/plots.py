@@ -31,6 +31,11 @@ def plot_report(report: dict[str, Any], y_test: np.ndarray, scores: dict[str, np
         ax_cost.annotate(f"{a['name']}\n{a['size_bytes'] / 1e6:.0f} MB", (a["decisions_per_s"], a["metrics"][pm]),
                          fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax_cost.set_xscale("log")
+    ax_cost.margins(x=0.35, y=0.15)
+    values = [a["metrics"][pm] for a in report["artifacts"]]
+    # a fixed-width window: differences of a few thousandths should look as small as they are
+    low = min(min(values) - 0.05, max(values) - 0.1)
+    ax_cost.set_ylim(max(0.0, low), min(1.0, max(values) + 0.03) if max(values) <= 1 else None)
     ax_cost.set(xlabel="decisions/s at batch 1 (log)", ylabel=pm, title="quality vs speed (marker area ~ size)")
     fig.tight_layout()
     tmp = out.with_name(out.name + ".tmp.png")

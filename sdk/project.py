@@ -278,7 +278,10 @@ class Project:
         teacher, tok, info = self._teacher(run)
         torch.manual_seed(c.seed)
         if c.student.model:
-            student, _ = load_causal_lm(c.student.model, c.teacher.trust_remote_code)
+            student, student_tok = load_causal_lm(c.student.model, c.teacher.trust_remote_code)
+            if student_tok.get_vocab() != tok.get_vocab():
+                raise DistillError(f"student.model {c.student.model!r} uses another tokenizer than the teacher; "
+                                   "token-level distillation needs the same vocabulary")
             origin = c.student.model
         else:
             try:
