@@ -13,6 +13,7 @@ def plot_report(report: dict[str, Any], y_test: np.ndarray, scores: dict[str, np
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.ticker
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
@@ -31,6 +32,8 @@ def plot_report(report: dict[str, Any], y_test: np.ndarray, scores: dict[str, np
         ax_cost.annotate(f"{a['name']}\n{a['size_bytes'] / 1e6:.0f} MB", (a["decisions_per_s"], a["metrics"][pm]),
                          fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax_cost.set_xscale("log")
+    ax_cost.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax_cost.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_cost.margins(x=0.35, y=0.15)
     values = [a["metrics"][pm] for a in report["artifacts"]]
     # a fixed-width window: differences of a few thousandths should look as small as they are
