@@ -82,7 +82,7 @@ class Project:
                 print(f"[distill] {stage}: running")
                 t0 = time.perf_counter()
                 try:
-                    info = fn(run) or {}
+                    info = fn(run, inputs_hash) or {}
                 finally:
                     run.discard_partials()  # a failed stage leaves no half-written folder behind
                 run.record(stage, inputs_hash, time.perf_counter() - t0, **info)
@@ -139,7 +139,7 @@ class Project:
         return model.eval(), tok, info
 
     # ---- stages
-    def _stage_data(self, run: RunDir) -> dict:
+    def _stage_data(self, run: RunDir, key: str) -> dict:
         from sdk.data import check_dataset, read_table, split, upsample_positives
 
         c, t = self.config, self.template
@@ -163,7 +163,7 @@ class Project:
         return {"note": f"{source}; " + ", ".join(f"{n} {v['rows']} ({v['positives']} pos)" for n, v in counts.items()),
                 "counts": counts}
 
-    def _stage_adapt(self, run: RunDir) -> dict:
+    def _stage_adapt(self, run: RunDir, key: str) -> dict:
         import torch
 
         from sdk.data import label_token_ids
@@ -210,7 +210,7 @@ class Project:
                         self._metric_eval(val_fwd, val, label_ids),
                         lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs,
                         eval_every=a.eval_every, patience=a.patience, seed=c.seed,
-                        checkpoint_dir=run.path("checkpoints", "adapt"), desc="adapt teacher (LoRA)")
+                        checkpoint_dir=run.checkpoint_dir("adapt", key), desc="adapt teacher (LoRA)")
             peft_model.save_pretrained(tmp / "adapter")
             info.update(adapter=True, train=res.__dict__)
             note = (f"LoRA r={a.lora_r} on the top {n_layers - start} layers: best val "
@@ -240,7 +240,7 @@ class Project:
 
         return evaluate
 
-    def _stage_annotate(self, run: RunDir) -> dict:
+    def _stage_annotate(self, run: RunDir, key: str) -> dict:
         import torch
         from tqdm.auto import tqdm
 
@@ -265,7 +265,7 @@ class Project:
         return {"note": f"top-{k} teacher logits for {len(seqs)} training prompts; top-1 is a label word "
                         f"in {label_share:.1%}", "top1_prob_mean": float(mass[:, 0].mean())}
 
-    def _stage_distill(self, run: RunDir) -> dict:
+    def _stage_distill(self, run: RunDir, key: str) -> dict:
         import torch
 
         from sdk.distill.batching import token_forward
@@ -304,7 +304,7 @@ class Project:
         val_eval = self._metric_eval(token_forward(self._tokens(tok, val), tok.pad_token_id), val, info["label_ids"])
         res = train(student, token_forward(seqs, tok.pad_token_id), len(seqs), targets, loss_fn, val_eval, lr=d.lr, batch_size=d.batch_size, max_epochs=d.max_epochs,
                     eval_every=d.eval_every, patience=d.patience, seed=c.seed,
-                    checkpoint_dir=run.path("checkpoints", "distill"), desc="distill student")
+                    checkpoint_dir=run.checkpoint_dir("distill", key), desc="distill student")
         tmp = run.tmp_dir("student")
         student.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -314,7 +314,7 @@ class Project:
         return {"note": f"{origin}, {count_params(student):,} params; best val {self.template.primary_metric} "
                         f"{res.best_metric:.4f} at step {res.best_step}/{res.steps}", "train": res.__dict__}
 
-    def _stage_export(self, run: RunDir) -> dict:
+    def _stage_export(self, run: RunDir, key: str) -> dict:
         from deployment.gguf import quantize, write_gguf
         from sdk.models import read_meta
 
@@ -363,7 +363,7 @@ class Project:
                                  {"model": str(path), "threads": threads}, 8 * size / student_params))
         return arts
 
-    def _stage_evaluate(self, run: RunDir) -> dict:
+    def _stage_evaluate(self, run: RunDir, key: str) -> dict:
         from transformers import AutoTokenizer
 
         from evaluation.harness import evaluate_artifact
@@ -384,7 +384,7 @@ class Project:
         atomic_write_text(work / "artifacts.json", json.dumps(entries, indent=2))
         return {"note": f"{len(entries)} artifacts on {len(test_seqs)} test prompts"}
 
-    def _stage_report(self, run: RunDir) -> dict:
+    def _stage_report(self, run: RunDir, key: str) -> dict:
         from evaluation.report import build_report, write_report
 
         parts = self._splits(run)

@@ -67,6 +67,15 @@ class RunDir:
         tmp.mkdir(parents=True)
         return tmp
 
+    def checkpoint_dir(self, stage: str, key: str) -> Path:
+        """checkpoints/<stage>-<input hash>: a run resumes only from a checkpoint of the same inputs;
+        checkpoints of other inputs (an earlier config) are removed."""
+        root = self.root / "checkpoints"
+        for old in root.glob(f"{stage}-*"):
+            if old.name != f"{stage}-{key}":
+                shutil.rmtree(old, ignore_errors=True)
+        return root / f"{stage}-{key}"
+
     def discard_partials(self) -> None:
         for p in self.root.glob(".*.partial"):
             shutil.rmtree(p, ignore_errors=True)
