@@ -108,9 +108,9 @@ def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenize
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise DistillError(f"GGUF export: no GGUF name for tensor {key!r} ({f})")
-                if key.endswith("q_proj.weight"):
+                if key.endswith(("q_proj.weight", "q_proj.bias")):
                     t = _permute_qk(t, n_head)
-                elif key.endswith("k_proj.weight"):
+                elif key.endswith(("k_proj.weight", "k_proj.bias")):
                     t = _permute_qk(t, n_kv)
                 # 1-D tensors (norms) stay F32, as llama.cpp's converter keeps them
                 t = t.astype(np.float16 if dtype == "F16" and t.ndim > 1 else np.float32)

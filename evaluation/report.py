@@ -19,7 +19,9 @@ def retention(teacher: dict[str, float], student: dict[str, float]) -> dict[str,
         if k in SKIP_RETENTION or k not in student:
             continue
         s = student[k]
-        if k in LOWER_IS_BETTER or k.startswith("fpr_at"):
+        if s == t:
+            out[k] = 1.0  # also when both are 0
+        elif k in LOWER_IS_BETTER or k.startswith("fpr_at"):
             out[k] = (t / s) if s > 0 else None
         else:
             out[k] = (s / t) if t > 0 else None
@@ -35,8 +37,8 @@ def build_report(*, template: str, project: str, primary_metric: str, artifacts:
         if a["role"] == "student":
             summary[a["name"]] = {
                 "speedup_vs_teacher": a["decisions_per_s"] / teacher["decisions_per_s"],
-                "size_vs_teacher_f16": a["size_bytes"] / teacher_f16,
-                f"{primary_metric}_retention": a["metrics"][primary_metric] / teacher["metrics"][primary_metric],
+                "size_vs_teacher_f16": a["size_bytes"] / teacher_f16 if teacher_f16 else None,
+                f"{primary_metric}_retention": retention(teacher["metrics"], a["metrics"]).get(primary_metric),
             }
     return {
         "schema_version": SCHEMA_VERSION,
@@ -90,8 +92,9 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines += ["", f"## Summary (teacher F16 size {r['teacher_f16_bytes'] / 1e6:.1f} MB)", "",
               f"| student | speed-up vs teacher | size vs teacher F16 | {pm} retention |", "|---|---|---|---|"]
     for name, s in r["summary"].items():
-        lines.append(f"| {name} | {s['speedup_vs_teacher']:.2f}x | {s['size_vs_teacher_f16']:.1%} | "
-                     f"{s[f'{pm}_retention']:.1%} |")
+        size, ret = s["size_vs_teacher_f16"], s[f"{pm}_retention"]
+        lines.append(f"| {name} | {s['speedup_vs_teacher']:.2f}x | {'-' if size is None else f'{size:.1%}'} | "
+                     f"{'-' if ret is None else f'{ret:.1%}'} |")
     lines += ["", "## Stages", "", "| stage | seconds | note |", "|---|---|---|"]
     for name, st in r["stages"].items():
         lines.append(f"| {name} | {st.get('seconds', 0):.0f} | {st.get('note', '')} |")

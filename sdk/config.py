@@ -26,8 +26,8 @@ class DataConfig(_Model):
         None, description="CSV or Parquet file with the template's columns and a `label` column; "
         "when unset, the template's synthesizer generates the data.")
     n_train: int = Field(2000, ge=1, description="Training examples (teacher adaptation and distillation).")
-    n_val: int = Field(500, ge=1, description="Validation examples (early stopping, threshold choice).")
-    n_test: int = Field(2000, ge=1, description="Held-out examples every artifact is evaluated on.")
+    n_val: int = Field(500, ge=2, description="Validation examples (early stopping, threshold choice).")
+    n_test: int = Field(2000, ge=2, description="Held-out examples every artifact is evaluated on.")
     train_positive_fraction: float | None = Field(
         0.25, gt=0, lt=1, description="Upsample the positive label in the training split to this fraction "
         "(rare-event templates learn faster); null keeps the natural rate. Val/test keep the natural rate.")

@@ -42,8 +42,11 @@ def split(df: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int, so
     if len(df) < n_val + n_test + 2:
         raise DistillError(f"dataset {source} has {len(df)} rows; data.n_val + data.n_test need {n_val + n_test} "
                            "plus training rows")
-    rest, test = train_test_split(df, test_size=n_test, random_state=seed, stratify=df["label"])
-    train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1, stratify=rest["label"])
+    try:
+        rest, test = train_test_split(df, test_size=n_test, random_state=seed, stratify=df["label"])
+        train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1, stratify=rest["label"])
+    except ValueError as err:  # e.g. a label with a single row
+        raise DistillError(f"dataset {source}: cannot make a stratified split: {err}") from None
     train = train.iloc[:n_train]
     for name, part in (("train", train), ("val", val), ("test", test)):
         if part["label"].nunique() < 2:

@@ -92,8 +92,8 @@ def fingerprint(spec: str | None) -> list | None:
     return [[str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def resolve_model(spec: str) -> Path | str:
-    """A local folder for embedded models and paths; hub ids are returned unchanged."""
+def resolve_model(spec: str) -> Path:
+    """A local model folder for an embedded model, a path or a hub id."""
     if spec in EMBEDDED:
         gguf_path = _embedded_gguf(spec)
         digest = file_sha256(gguf_path)[:16]
@@ -108,7 +108,13 @@ def resolve_model(spec: str) -> Path | str:
         if not (path / "config.json").is_file():
             raise DistillError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
         return path
-    return spec
+    try:  # a hub id: the local HF cache, or a download where the network allows it
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec))
+    except Exception as err:
+        raise DistillError(f"model {spec!r} is neither a local folder nor a reachable hub id: "
+                           f"{type(err).__name__}: {err}") from None
 
 
 def load_causal_lm(spec: str | Path, trust_remote_code: bool = False):

@@ -177,7 +177,7 @@ class Project:
         c, t = self.config, self.template
         base = resolve_model(c.teacher.model)
         model, tok = load_causal_lm(base, c.teacher.trust_remote_code)
-        meta = read_meta(base) if isinstance(base, Path) else {}
+        meta = read_meta(base)
         label_ids = label_token_ids(tok, t.label_words, t.name)
         parts = self._splits(run)
         info: dict[str, Any] = {"base": str(base), "adapter": False, "label_ids": label_ids,
@@ -221,10 +221,11 @@ class Project:
         return {"note": note}
 
     def _val_subset(self, val: pd.DataFrame) -> pd.DataFrame:
-        """Early-stopping set: every validation positive, negatives up to 240 rows (AUC-like metrics do
+        """Early-stopping set: up to 120 validation positives, negatives up to 240 rows (AUC-like metrics do
         not depend on the class ratio, and each check costs a forward pass per row)."""
         pos, neg = val[val["label"] == 1], val[val["label"] == 0]
-        n_neg = min(len(neg), max(0, 240 - len(pos)))
+        pos = pos.sample(n=min(len(pos), 120), random_state=self.config.seed)  # both classes always present
+        n_neg = min(len(neg), 240 - len(pos))
         return pd.concat([pos, neg.sample(n=n_neg, random_state=self.config.seed)]).reset_index(drop=True)
 
     def _metric_eval(self, forward, val: pd.DataFrame, label_ids: list[int]):
@@ -270,7 +271,7 @@ class Project:
 
         from sdk.distill.batching import token_forward
         from sdk.distill.recipe import train
-        from sdk.models import META_FILE, load_causal_lm
+        from sdk.models import META_FILE, load_causal_lm, resolve_model
         from sdk.registry import LOSSES, load
         from sdk.students import count_params, evenly_spaced_layers, student_from_teacher
 
@@ -278,7 +279,7 @@ class Project:
         teacher, tok, info = self._teacher(run)
         torch.manual_seed(c.seed)
         if c.student.model:
-            student, student_tok = load_causal_lm(c.student.model, c.teacher.trust_remote_code)
+            student, student_tok = load_causal_lm(resolve_model(c.student.model), c.teacher.trust_remote_code)
             if student_tok.get_vocab() != tok.get_vocab():
                 raise DistillError(f"student.model {c.student.model!r} uses another tokenizer than the teacher; "
                                    "token-level distillation needs the same vocabulary")

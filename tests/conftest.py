@@ -30,7 +30,7 @@ def make_tokenizer(out_dir: Path):
     return tok
 
 
-def make_tiny_llama(out_dir: Path, layers: int = 4, tie: bool = True, seed: int = 0) -> Path:
+def make_tiny_llama(out_dir: Path, layers: int = 4, tie: bool = True, seed: int = 0, bias: bool = False) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -39,7 +39,7 @@ def make_tiny_llama(out_dir: Path, layers: int = 4, tie: bool = True, seed: int 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      rms_norm_eps=1e-5, tie_word_embeddings=tie, bos_token_id=tok.bos_token_id,
+                      rms_norm_eps=1e-5, tie_word_embeddings=tie, attention_bias=bias, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(cfg)
     # random init is near-uniform; scale weights up so logits have real structure to compare
@@ -47,6 +47,8 @@ def make_tiny_llama(out_dir: Path, layers: int = 4, tie: bool = True, seed: int 
         for p in model.parameters():
             if p.ndim > 1:
                 p.mul_(8.0)
+            elif bias and p.abs().sum() == 0:  # biases start at zero; give them values to check
+                p.normal_(0.0, 0.5)
     model.save_pretrained(out_dir)
     return out_dir
 
@@ -59,3 +61,8 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_untied(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_untied"), tie=False, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_bias(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_bias"), tie=False, seed=2, bias=True)

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdk.distill.losses import Loss
+from sdk.errors import DistillError
 
 
 @dataclass
@@ -113,6 +114,9 @@ def train(
             model.eval()
             metric = float(evaluate(model))
             model.train()
+            if not math.isfinite(metric):
+                raise DistillError(f"{desc}: validation metric is {metric} at step {step} "
+                                   "(does the validation split hold both labels?)")
             history.append({"step": step, "loss": running, "val": metric})
             log.write(json.dumps({"step": step, "val": metric}) + "\n")
             log.flush()

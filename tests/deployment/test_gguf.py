@@ -26,7 +26,7 @@ def _gguf_logits(path, ids, kv_f32=False):
     return rt.logits(ids)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_untied"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_untied", "tiny_llama_bias"])
 def test_f32_gguf_matches_transformers_at_every_position(fixture, request, tmp_path):
     model_dir = request.getfixturevalue(fixture)
     ids = AutoTokenizer.from_pretrained(model_dir)(PROMPT)["input_ids"]

@@ -20,6 +20,8 @@ def test_retention_ratios_and_lower_is_better_fpr():
     assert r["roc_auc"] == pytest.approx(0.9)
     assert r["fpr"] == pytest.approx(0.5)  # twice the false positives: half as good
     assert "threshold" not in r
+    assert retention({"fpr": 0.0, "recall": 0.0}, {"fpr": 0.0, "recall": 0.0}) == {"fpr": 1.0, "recall": 1.0}
+    assert retention({"fpr": 0.0}, {"fpr": 0.1})["fpr"] == 0.0
 
 
 def test_report_summary_and_markdown(tmp_path):

@@ -26,6 +26,13 @@ def test_split_needs_enough_rows(df):
         split(df.head(50), n_train=10, n_val=40, n_test=40, seed=0, source="x")
 
 
+def test_split_with_a_single_positive_is_a_clear_error(df):
+    one = df[df.label == 0].head(60)
+    one = one.assign(label=[1] + [0] * 59)
+    with pytest.raises(DistillError, match="stratified split"):
+        split(one, n_train=20, n_val=10, n_test=10, seed=0, source="one.csv")
+
+
 def test_upsample_reaches_fraction_and_keeps_all_rows(df):
     up = upsample_positives(df, 0.3, seed=0)
     assert abs(up["label"].mean() - 0.3) < 0.01

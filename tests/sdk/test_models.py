@@ -25,6 +25,8 @@ def test_fingerprint_of_a_model_folder_covers_its_weights(tiny_llama):
 def test_resolve_model_errors_name_the_path(tmp_path):
     with pytest.raises(DistillError, match="no config.json"):
         resolve_model(str(tmp_path))
+    with pytest.raises(DistillError, match="someorg/missing-model"):
+        resolve_model("someorg/missing-model")  # no hub here: a clear error, not a traceback
     with pytest.raises(DistillError, match="unknown embedded model"):
         resolve_model("embedded:gpt-17")
 

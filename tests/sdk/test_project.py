@@ -30,3 +30,12 @@ def test_check_template_names_what_is_missing():
 
     with pytest.raises(TypeError, match="label_words"):
         check_template(Half())
+
+
+def test_early_stopping_subset_keeps_both_labels_when_positives_abound():
+    import pandas as pd
+
+    p = sdk.Project.from_template("fraud", preset="tiny")
+    val = pd.DataFrame({"label": [1] * 300 + [0] * 200, "x": range(500)})
+    sub = p._val_subset(val)
+    assert len(sub) == 240 and sub["label"].sum() == 120
