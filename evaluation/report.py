@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from sdk.rundir import atomic_write_text
 
 SCHEMA_VERSION = "1.0"
 # metrics where lower is better: their retention is reported as teacher/student so 1.0+ means "as good"
@@ -99,12 +100,6 @@ def to_markdown(r: dict[str, Any]) -> str:
     for name, st in r["stages"].items():
         lines.append(f"| {name} | {st.get('seconds', 0):.0f} | {st.get('note', '')} |")
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
