@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sdk.errors import DistillError
@@ -80,7 +79,3 @@ def label_token_ids(tokenizer, label_words: dict[int, str], template: str) -> li
                                "for this tokenizer; label words must be single tokens")
         ids.append(toks[0])
     return ids
-
-
-def positives(y: np.ndarray) -> int:
-    return int(np.sum(y == 1))

@@ -42,32 +42,24 @@ def batches(n: int, batch_size: int, order: Sequence[int] | None = None) -> Iter
 
 
 @torch.inference_mode()
-def label_probs_with(forward, model: torch.nn.Module, n: int, label_ids: Sequence[int],
-                     batch_size: int = 32) -> torch.Tensor:
-    """[n, len(label_ids)] label-word probabilities from forward(model, idx) (see token_forward)."""
+def label_probs_with(forward, model: torch.nn.Module, n: int, label_ids: Sequence[int], batch_size: int = 32,
+                     order: Sequence[int] | None = None, progress: str | None = None) -> torch.Tensor:
+    """[n, len(label_ids)] label-word probabilities from forward(model, idx) (see token_forward),
+    renormalised over those words; `order` sets which examples share a batch."""
+    from tqdm.auto import tqdm
+
     out = torch.empty((n, len(label_ids)))
     was_training = model.training
     model.eval()
-    for b in batches(n, batch_size):
+    for b in tqdm(list(batches(n, batch_size, order)), desc=progress, disable=progress is None, leave=False):
         out[b] = torch.softmax(forward(model, b)[:, list(label_ids)].float(), dim=-1)
     model.train(was_training)
     return out
 
 
-@torch.inference_mode()
 def score_label_probs(model: torch.nn.Module, seqs: Sequence[Sequence[int]], label_ids: Sequence[int],
                       pad_id: int, batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
-    """[N, len(label_ids)] probabilities of the label words, renormalised over those words."""
-    from tqdm.auto import tqdm
-
-    # long prompts first: batches of similar length waste less compute on padding
+    """label_probs_with over tokenised prompts, long prompts first: batches of similar length waste less
+    compute on padding."""
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    out = torch.empty((len(seqs), len(label_ids)))
-    was_training = model.training
-    model.eval()
-    for b in tqdm(list(batches(len(seqs), batch_size, order)), desc=progress, disable=progress is None,
-                  leave=False):
-        logits = last_token_logits(model, [seqs[i] for i in b], pad_id)[:, list(label_ids)]
-        out[b] = torch.softmax(logits.float(), dim=-1)
-    model.train(was_training)
-    return out
+    return label_probs_with(token_forward(seqs, pad_id), model, len(seqs), label_ids, batch_size, order, progress)
