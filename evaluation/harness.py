@@ -1,5 +1,9 @@
-"""Template x artifact -> metrics: each artifact is scored in its own process (evaluation.worker),
-thresholds are chosen on validation, metrics are computed on the held-out test split."""
+"""Template x artifact -> report entry. Each artifact runs in its own process (evaluation.worker).
+
+Decision shape: label probabilities on validation (threshold) and test (metrics). Generation shape:
+greedy completions (pass@1) and optional samples (pass@k) on the test split, checked by the template's
+verifier; batch-1 latency, tokens/s and time to first token on a sample of test prompts.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from verticals.base import Template
+from pydantic import BaseModel
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Artifact:
     size_bytes: int
     spec: dict[str, Any] = field(default_factory=dict)  # runtime constructor arguments
     bits_per_weight: float | None = None
+    variant: str | None = None  # e.g. "sequence_kd" for the student trained on sequence-level KD alone
 
 
 def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]:
@@ -39,31 +43,67 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # llama.cpp's threads otherwise spin under contention
     proc = subprocess.run([sys.executable, "-m", "evaluation.worker", str(job_path), str(out_path)], env=env)
     if proc.returncode != 0 or not out_path.is_file():
-        raise RuntimeError(f"evaluating {name} failed (exit {proc.returncode}); job: {job_path}")
-    return json.loads(out_path.read_text())
+        raise RuntimeError(f"running {name} failed (exit {proc.returncode}); job: {job_path}")
+    result = json.loads(out_path.read_text())
+    job_path.unlink(missing_ok=True)  # prompts can be large; the result is what is kept
+    return result
 
 
-def evaluate_artifact(art: Artifact, template: Template, y_val: np.ndarray, y_test: np.ndarray,
-                      val_seqs: Sequence[Sequence[int]], test_seqs: Sequence[Sequence[int]],
-                      label_ids: Sequence[int], *, target_recall: float, latency_samples: int,
-                      work_dir: Path) -> dict[str, Any]:
-    """The report entry of one artifact. label_ids are ordered [negative word, positive word]."""
-    job = {"format": art.format, "spec": art.spec, "label_ids": list(label_ids),
-           "splits": {"val": [list(s) for s in val_seqs], "test": [list(s) for s in test_seqs]},
-           "latency_samples": latency_samples}
-    res = run_worker(job, work_dir, art.name)
-    threshold = template.choose_threshold(y_val, np.asarray(res["probs_val"]))
-    metrics = template.metrics(y_test, np.asarray(res["probs_test"]), threshold, target_recall)
+def sample_indices(n: int, k: int, seed: int = 0) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n, size=min(k, n), replace=False).tolist())
+
+
+def _entry(art: Artifact, res: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
     entry = asdict(art)
     entry.pop("spec")
-    entry.update({
-        "metrics": metrics,
-        "latency_ms": res["latency_ms"],
-        "decisions_per_s": res["decisions_per_s"],
-        "batched_decisions_per_s": res["scored_per_s"],
-        "peak_rss_mb": res["peak_rss_mb"],
-        "threads": res["threads"],
-        "load_s": res["load_s"],
-    })
-    np.save(work_dir / f"{art.name}.test_scores.npy", np.asarray(res["probs_test"], dtype=np.float32))
+    entry.update({"metrics": metrics, "latency_ms": res["latency_ms"], "peak_rss_mb": res["peak_rss_mb"],
+                  "threads": res["threads"], "load_s": res["load_s"]})
     return entry
+
+
+def evaluate_decision(art: Artifact, template, options: BaseModel, y_val: np.ndarray, y_test: np.ndarray,
+                      val_seqs: Sequence[Sequence[int]], test_seqs: Sequence[Sequence[int]],
+                      label_ids: Sequence[int], *, latency_samples: int, work_dir: Path) -> tuple[dict, dict]:
+    """(report entry, details kept for plots: label probabilities per split)."""
+    idx = sample_indices(len(test_seqs), latency_samples)
+    job = {"format": art.format, "spec": art.spec, "label_ids": list(label_ids),
+           "score": {"val": [list(s) for s in val_seqs], "test": [list(s) for s in test_seqs]},
+           "latency": {"kind": "score", "prompts": [list(test_seqs[i]) for i in idx]}}
+    res = run_worker(job, work_dir, art.name)
+    probs_val, probs_test = np.asarray(res["probs_val"]), np.asarray(res["probs_test"])
+    threshold = template.choose_threshold(y_val, probs_val, options)
+    entry = _entry(art, res, template.metrics(y_test, probs_test, threshold, options))
+    entry.update({"decisions_per_s": res["decisions_per_s"], "batched_decisions_per_s": res["scored_per_s"]})
+    return entry, {"probs_val": probs_val, "probs_test": probs_test}
+
+
+def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[dict[str, Any]],
+                        test_seqs: Sequence[Sequence[int]], *, greedy: dict[str, Any], sampled: dict[str, Any] | None,
+                        latency_samples: int, work_dir: Path) -> tuple[dict, dict]:
+    """(report entry, details: completions and verdicts per test row)."""
+    prompts = [list(s) for s in test_seqs]
+    idx = sample_indices(len(prompts), latency_samples)
+    gen = {"greedy": {"prompts": prompts, "params": greedy}}
+    if sampled:
+        gen["sampled"] = {"prompts": prompts, "params": sampled}
+    job = {"format": art.format, "spec": art.spec, "label": art.name, "generate": gen,
+           "latency": {"kind": "generate", "prompts": [prompts[i] for i in idx], "params": greedy}}
+    res = run_worker(job, work_dir, art.name)
+    outs = res["generations"]
+    greedy_texts = [[o[0]["text"]] for o in outs["greedy"]["outputs"]]
+    verdicts = template.verify(rows, greedy_texts, options, progress=f"verify {art.name}")
+    greedy_passed = [bool(v[0]["passed"]) for v in verdicts]
+    sampled_passed = None
+    details: dict[str, Any] = {"greedy": [{"text": t[0], **v[0]} for t, v in zip(greedy_texts, verdicts)]}
+    if sampled:
+        texts = [[o["text"] for o in per] for per in outs["sampled"]["outputs"]]
+        sv = template.verify(rows, texts, options, progress=f"verify {art.name} samples")
+        sampled_passed = [[bool(x["passed"]) for x in per] for per in sv]
+        details["sampled_passed"] = sampled_passed
+    metrics = template.metrics(rows, greedy_passed, sampled_passed, options)
+    entry = _entry(art, res, metrics)
+    entry.update({"tokens_per_s": res["tokens_per_s"], "ttft_ms": res["ttft_ms"],
+                  "batched_tokens_per_s": outs["greedy"]["tokens_per_s"],
+                  "mean_completion_tokens": outs["greedy"]["tokens"] / max(len(prompts), 1)})
+    return entry, details

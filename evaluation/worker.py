@@ -1,7 +1,12 @@
-"""Measure one artifact in a fresh process: `python -m evaluation.worker job.json result.json`.
+"""Run one artifact in a fresh process: `python -m evaluation.worker job.json result.json`.
 
 A fresh process per artifact gives honest peak RSS, and keeps native thread pools apart: torch's
 OpenMP and llama.cpp's busy-waiting threads in one process slowed llama.cpp about 50x here.
+
+The job names a runtime (`format`, `spec`) and what to do with it, for either task shape:
+- `score`: {split: prompts} -> label-word probabilities [N, n_labels] per split (`label_ids`);
+- `generate`: {name: {"prompts": [...], "params": GenerationParams fields}} -> generations per prompt;
+- `latency`: time `n` prompts of the test split one at a time (batch 1): scoring or generating.
 """
 
 from __future__ import annotations
@@ -12,26 +17,65 @@ import sys
 import time
 
 
+def _score(rt, job: dict, result: dict) -> None:
+    t0 = time.perf_counter()
+    for split, seqs in job["score"].items():
+        result[f"probs_{split}"] = rt.score(seqs, job["label_ids"]).tolist()
+    result["score_s"] = time.perf_counter() - t0
+    result["scored_per_s"] = sum(len(s) for s in job["score"].values()) / result["score_s"]
+
+
+def _generate(rt, job: dict, result: dict) -> None:
+    from deployment.runtimes.generation import GenerationParams
+
+    result["generations"] = {}
+    for name, g in job["generate"].items():
+        params = GenerationParams(**g["params"])
+        t0 = time.perf_counter()
+        gens = rt.generate(g["prompts"], params, progress=f"{job.get('label', 'generate')} {name}")
+        seconds = time.perf_counter() - t0
+        tokens = sum(x.n_tokens for per in gens for x in per)
+        result["generations"][name] = {
+            "outputs": [[{"text": x.text, "n_tokens": x.n_tokens, "finish": x.finish} for x in per] for per in gens],
+            "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9)}
+
+
+def _latency(rt, job: dict, result: dict) -> None:
+    from evaluation.perf import latency_stats
+
+    lat = job["latency"]
+    prompts = lat["prompts"]
+    if lat["kind"] == "score":
+        result["latency_ms"] = latency_stats(lambda i: rt.score_one(prompts[i], job["label_ids"]), len(prompts))
+        result["decisions_per_s"] = 1000.0 / result["latency_ms"]["mean"]
+        return
+    from deployment.runtimes.generation import GenerationParams
+
+    params = GenerationParams(**lat["params"])
+    gens = []
+    result["latency_ms"] = latency_stats(lambda i: gens.append(rt.generate_one(prompts[i], params)), len(prompts))
+    timed = gens[-len(prompts):]  # the warm-up calls come first
+    tokens = sum(g.n_tokens for g in timed)
+    result["tokens_per_s"] = tokens / max(sum(g.seconds for g in timed), 1e-9)
+    ttft = sorted(1000.0 * g.ttft_s for g in timed)
+    result["ttft_ms"] = {"p50": ttft[len(ttft) // 2], "mean": sum(ttft) / len(ttft)}
+    result["latency_tokens"] = tokens
+
+
 def main(job_path: str, out_path: str) -> None:
     job = json.loads(open(job_path).read())
     from deployment.runtimes import open_runtime
-    from evaluation.perf import latency_stats, peak_rss_mb, sample_indices
+    from evaluation.perf import peak_rss_mb
 
     t0 = time.perf_counter()
     rt = open_runtime(job["format"], job["spec"])
-    load_s = time.perf_counter() - t0
-    label_ids = job["label_ids"]
-    result: dict = {"load_s": load_s, "threads": rt.threads}
-    t0 = time.perf_counter()
-    for split, seqs in job["splits"].items():
-        result[f"probs_{split}"] = rt.label_probs(seqs, label_ids)[:, -1].tolist()
-    n_scored = sum(len(s) for s in job["splits"].values())
-    result["score_s"] = time.perf_counter() - t0
-    result["scored_per_s"] = n_scored / result["score_s"]
-    test = job["splits"]["test"]
-    idx = sample_indices([len(s) for s in test], job["latency_samples"])
-    result["latency_ms"] = latency_stats(lambda i: rt.decide_one(test[idx[i]], label_ids), len(idx))
-    result["decisions_per_s"] = 1000.0 / result["latency_ms"]["mean"]
+    result: dict = {"load_s": time.perf_counter() - t0, "threads": rt.threads}
+    if job.get("score"):
+        _score(rt, job, result)
+    if job.get("generate"):
+        _generate(rt, job, result)
+    if job.get("latency"):
+        _latency(rt, job, result)
     result["peak_rss_mb"] = peak_rss_mb()
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:

@@ -70,6 +70,21 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
     typer.echo(f"report: {result.report_paths['json']}")
 
 
+def _add_plugin_commands() -> None:
+    """Commands a template owns (e.g. the code template's `check-solutions`), registered under the
+    `distill_sdk.commands` entry point: the core CLI names no template."""
+    from sdk.registry import COMMANDS, _load
+
+    for name, ep in sorted(_load(COMMANDS).items()):
+        try:
+            app.command(name=name)(ep.load())
+        except Exception as err:  # a broken plugin must not take the whole CLI down
+            typer.echo(f"warning: command {name!r} could not be loaded: {err}", err=True)
+
+
+_add_plugin_commands()
+
+
 def main() -> None:
     try:
         app()

@@ -23,14 +23,11 @@ class _Model(BaseModel):
 
 class DataConfig(_Model):
     path: Path | None = Field(
-        None, description="CSV or Parquet file with the template's columns and a `label` column; "
-        "when unset, the template's synthesizer generates the data.")
+        None, description="The user's own data file in the template's format (fraud: CSV/Parquet with a `label` "
+        "column; code: HumanEval-style JSONL); when unset, the template's synthesizer generates the data.")
     n_train: int = Field(2000, ge=1, description="Training examples (teacher adaptation and distillation).")
     n_val: int = Field(500, ge=2, description="Validation examples (early stopping, threshold choice).")
     n_test: int = Field(2000, ge=2, description="Held-out examples every artifact is evaluated on.")
-    train_positive_fraction: float | None = Field(
-        0.25, gt=0, lt=1, description="Upsample the positive label in the training split to this fraction "
-        "(rare-event templates learn faster); null keeps the natural rate. Val/test keep the natural rate.")
 
 
 class AdaptConfig(_Model):
@@ -63,11 +60,31 @@ class StudentConfig(_Model):
                         "(first and last included); their weights are copied.")
 
 
+class AnnotateConfig(_Model):
+    """What the teacher produces for training: top-k logits (both shapes) and, for generation templates,
+    sampled completions that the template's verifier accepts or rejects (rejection sampling)."""
+
+    top_k: int = Field(32, ge=2, description="Teacher log-probabilities kept per position (sparse KD targets).")
+    samples: int = Field(4, ge=1, description="Generation: completions sampled per training prompt.")
+    temperature: float = Field(0.8, ge=0, description="Generation: sampling temperature (0 = greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Generation: nucleus sampling mass.")
+    max_new_tokens: int = Field(256, ge=1, description="Generation: longest completion.")
+    stop: list[str] = Field(default_factory=list, description="Generation: stop sequences (besides end-of-turn).")
+    keep: int = Field(2, ge=1, description="Generation: distinct accepted completions kept per prompt.")
+    runtime: Literal["auto", "torch", "llama_cpp"] = Field(
+        "auto", description="Generation: where the teacher samples. auto times both on a few prompts and uses "
+        "the faster (torch batched vs llama.cpp on an F16 GGUF of the teacher); the choice is recorded.")
+    batch_size: int = Field(16, ge=1, description="Prompts per batch for the torch teacher.")
+
+
 class DistillConfig(_Model):
-    loss: str = Field("soft_target_kd", description="Registered loss name.")
-    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the KL term (scaled by T^2).")
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the task cross-entropy; 1-alpha weights the KL.")
-    top_k: int = Field(32, ge=2, description="Teacher logits kept per position (sparse KD targets).")
+    loss: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "soft_target_kd"}, validate_default=True,
+        description="The loss: `kind` (a registered loss: soft_target_kd for decisions, response_kd for "
+        "generation) and that loss's own parameters (temperature, alpha, ...), validated by the loss.")
+    compare_sequence_kd: bool = Field(
+        False, description="Generation: also train a student on sequence-level KD alone (alpha=1, same steps) "
+        "and report it beside the main one, to show what the teacher's distributions add.")
     freeze_embeddings: bool = Field(
         True, description="Keep the student's token embeddings (and a tied output layer) as copied from the "
         "teacher: they are most of a small student's parameters, and training them adds a dense gradient and "
@@ -78,6 +95,21 @@ class DistillConfig(_Model):
     eval_every: int = Field(50, ge=1)
     patience: int = Field(3, ge=1)
 
+    @field_validator("loss")
+    @classmethod
+    def _loss_config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """The loss owns its parameters: validate them with its own pydantic model, chosen by `kind`."""
+        from sdk.registry import LOSSES, load
+
+        if "kind" not in v:
+            raise ValueError("needs a `kind` (a registered loss name)")
+        try:
+            loss_cls = load(LOSSES, v["kind"])
+        except DistillError as err:
+            raise ValueError(str(err)) from None
+        params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
+        return {"kind": v["kind"], **params.model_dump()}
+
 
 class ExportConfig(_Model):
     quants: list[Literal["F16", "Q8_0", "Q4_K_M", "Q4_0"]] = Field(
@@ -85,10 +117,15 @@ class ExportConfig(_Model):
 
 
 class EvaluationConfig(_Model):
-    latency_samples: int = Field(100, ge=5, description="Decisions timed one at a time (batch 1) per artifact.")
+    latency_samples: int = Field(100, ge=5, description="Decisions or problems timed one at a time (batch 1) "
+                                 "per artifact.")
     threads: int | None = Field(None, ge=1, description="CPU threads per runtime; null = all cores.")
-    target_recall: float = Field(0.8, gt=0, le=1, description="Recall at which FPR@recall is reported.")
-    batch_size: int = Field(32, ge=1, description="Batch size for scoring with torch runtimes.")
+    batch_size: int = Field(32, ge=1, description="Batch size for scoring or generating with torch runtimes.")
+    max_new_tokens: int = Field(256, ge=1, description="Generation: longest completion when evaluating.")
+    samples: int = Field(0, ge=0, description="Generation: completions sampled per test prompt for pass@k "
+                         "(0 = greedy pass@1 only).")
+    temperature: float = Field(0.8, gt=0, description="Generation: temperature of the pass@k samples.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Generation: nucleus mass of the pass@k samples.")
 
 
 class ProjectConfig(_Model):
@@ -101,6 +138,7 @@ class ProjectConfig(_Model):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -117,16 +155,34 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> ProjectConfig:
     try:
-        return ProjectConfig.model_validate(data)
+        cfg = ProjectConfig.model_validate(data)
     except ValidationError as err:
         raise DistillError(_format_validation_error(err, source)) from None
+    template_options(cfg, source)  # the template's own options, checked here so errors surface before any stage
+    return cfg
+
+
+def template_options(cfg: ProjectConfig, source: str = "config") -> BaseModel:
+    """`template_options` validated by the template's own pydantic model."""
+    from sdk.registry import get_template
+
+    template = get_template(cfg.template)
+    try:
+        return template.Options.model_validate(cfg.template_options)
+    except ValidationError as err:
+        lines = [f"invalid configuration in {source}:"]
+        for e in err.errors():
+            loc = ".".join(str(p) for p in ("template_options", *e["loc"]))
+            lines.append(f"  {loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+                         f" (template {cfg.template!r})")
+        raise DistillError("\n".join(lines)) from None
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +220,7 @@ def reference_markdown() -> str:
     lines = ["# Project configuration reference", "",
              "Generated by `python -m sdk.config` from `sdk/config.py`; unknown keys are errors.", ""]
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def walk(model: type[BaseModel], prefix: str, heading: str | None = None) -> None:
         rows = []
         for name, f in model.model_fields.items():
             ann = f.annotation
@@ -174,10 +230,17 @@ def reference_markdown() -> str:
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
             rows.append(f"| `{prefix}{name}` | `{default}` | {f.description or ''} |")
         if rows:
-            lines.extend([f"## {prefix.rstrip('.') or 'top level'}", "", "| key | default | meaning |",
+            lines.extend([heading or f"## {prefix.rstrip('.') or 'top level'}", "", "| key | default | meaning |",
                           "|---|---|---|", *rows, ""])
 
     walk(ProjectConfig, "")
+    from sdk.registry import LOSSES, TEMPLATES, load, names
+
+    # components own their parameters: each registered loss and template documents its own
+    for name in names(LOSSES):
+        walk(load(LOSSES, name).Config, "distill.loss.", f"### distill.loss with `kind: {name}`")
+    for name in names(TEMPLATES):
+        walk(load(TEMPLATES, name).Options, "template_options.", f"### template_options of template `{name}`")
     return "\n".join(lines)
 
 

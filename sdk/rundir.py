@@ -1,4 +1,6 @@
-"""Run folder: atomic writes, the manifest (versions, seeds, hashes, timings), stage bookkeeping."""
+"""The run folder's one I/O layer: atomic writes (text, JSON, tensors, tables, folders), the manifest
+(versions, seeds, hashes, timings), stage bookkeeping, and the splits and tokenised prompts that every
+stage reads (read once per process, written once by the data stage)."""
 
 from __future__ import annotations
 
@@ -21,10 +23,20 @@ def stable_hash(obj: Any) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write(path: Path, write) -> Path:
+    """write(tmp_path) then rename into place: a crash never leaves a half-written file at `path`."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -57,8 +69,56 @@ class RunDir:
         self.manifest: dict[str, Any] = (json.loads(self.manifest_path.read_text())
                                          if self.manifest_path.is_file() else {"stages": {}})
 
+        self._cache: dict[str, Any] = {}
+
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    def forget(self) -> None:
+        """Drop what was read: a stage has just replaced files."""
+        self._cache.clear()
+
+    # ---- typed reads and atomic writes
+    def write_json(self, rel: str | Path, obj: Any) -> Path:
+        path = self.root / rel
+        atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+        self._cache.pop(str(rel), None)
+        return path
+
+    def read_json(self, rel: str | Path) -> Any:
+        key = str(rel)
+        if key not in self._cache:
+            self._cache[key] = json.loads((self.root / rel).read_text())
+        return self._cache[key]
+
+    def write_torch(self, rel: str | Path, obj: Any) -> Path:
+        import torch
+
+        return atomic_write(self.root / rel, lambda tmp: torch.save(obj, tmp))
+
+    def read_torch(self, rel: str | Path) -> Any:
+        import torch
+
+        return torch.load(self.root / rel, weights_only=True)
+
+    # ---- what the data stage writes once and every later stage reads
+    SPLITS = ("train", "val", "test")
+
+    def splits(self) -> dict[str, Any]:
+        """{split: DataFrame}, read once per process."""
+        if "splits" not in self._cache:
+            import pandas as pd
+
+            self._cache["splits"] = {s: pd.read_parquet(self.root / "data" / f"{s}.parquet") for s in self.SPLITS}
+        return self._cache["splits"]
+
+    def prompts(self) -> dict[str, list[list[int]]]:
+        """{split: token ids of every row's prompt}, tokenised once by the data stage."""
+        return self.read_json("data/prompts.json")
+
+    def task(self) -> dict[str, Any]:
+        """Facts of the task for this tokenizer (shape, label token ids, eos ids), written by the data stage."""
+        return self.read_json("data/task.json")
 
     def tmp_dir(self, name: str) -> Path:
         """A fresh temporary folder beside `name`, to be moved into place with replace_dir."""

@@ -9,17 +9,29 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from deployment.runtimes.generation import Generation, GenerationParams
+
 
 class Runtime(Protocol):
     threads: int
 
-    def label_probs(self, seqs: Sequence[Sequence[int]], label_ids: Sequence[int]) -> np.ndarray:
+    def score(self, seqs: Sequence[Sequence[int]], label_ids: Sequence[int]) -> np.ndarray:
         """[N, len(label_ids)]: next-token probabilities of the label words after each prompt,
         renormalised over those words."""
         ...
 
-    def decide_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
+    def score_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
         """One decision at batch 1 (what a latency measurement times)."""
+        ...
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: GenerationParams,
+                 progress: str | None = None) -> list[list[Generation]]:
+        """params.n completions of each tokenised prompt, in prompt order. Token ids in, so every runtime
+        continues exactly the same ids (the SDK tokenises once)."""
+        ...
+
+    def generate_one(self, prompt: Sequence[int], params: GenerationParams) -> Generation:
+        """One completion at batch 1 (params.n is not used), timed: what latency and tokens/s measure."""
         ...
 
 

@@ -1,24 +1,31 @@
 """llama.cpp runtime (llama-cpp-python). Prompts are scored from token ids with eval(); echo=True
 prompt logprobs were wrong in 0.3.x. Without logits_all, Llama.eval() no longer copies the last
-logits row into `scores`, so it is read with llama_get_logits_ith(ctx, -1)."""
+logits row into `scores`, so it is read with llama_get_logits_ith(ctx, -1).
+Generation steps tokens with eval() and a llama.cpp sampler chain (see _sampler_chain)."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
+
+from deployment.runtimes.generation import Generation, GenerationParams, finish_generation
+from sdk.errors import DistillError
 
 
 class LlamaCppRuntime:
     def __init__(self, model: str, threads: int | None = None, n_ctx: int = 512, logits_all: bool = False,
                  kv_f32: bool = False):
-        """kv_f32: keep the KV cache in F32 instead of llama.cpp's default F16 (exact parity checks)."""
+        """n_ctx: the longest prompt + new tokens this instance can process.
+        kv_f32: keep the KV cache in F32 instead of llama.cpp's default F16 (exact parity checks)."""
         from llama_cpp import Llama
 
         if not os.path.isfile(model):
             raise FileNotFoundError(f"GGUF file {model} does not exist")
         self.threads = threads or os.cpu_count() or 1
+        self.n_ctx = n_ctx
         self.llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=n_ctx, n_threads=self.threads,
                          n_threads_batch=self.threads, logits_all=logits_all, verbose=False,
                          **({"type_k": 0, "type_v": 0} if kv_f32 else {}))  # 0 = GGML_TYPE_F32
@@ -29,7 +36,7 @@ class LlamaCppRuntime:
         self.llm.eval(list(seq))
         return np.array(self.llm.scores[: self.llm.n_tokens], dtype=np.float32)
 
-    def decide_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
+    def score_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
         import llama_cpp
 
         self.llm.reset()
@@ -39,7 +46,85 @@ class LlamaCppRuntime:
         e = np.exp(z - z.max())
         return e / e.sum()
 
-    def label_probs(self, seqs: Sequence[Sequence[int]], label_ids: Sequence[int]) -> np.ndarray:
+    def score(self, seqs: Sequence[Sequence[int]], label_ids: Sequence[int]) -> np.ndarray:
         from tqdm.auto import tqdm
 
-        return np.stack([self.decide_one(s, label_ids) for s in tqdm(seqs, desc="llama.cpp scoring", leave=False)])
+        return np.stack([self.score_one(s, label_ids) for s in tqdm(seqs, desc="llama.cpp scoring", leave=False)])
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: GenerationParams,
+                 progress: str | None = None) -> list[list[Generation]]:
+        """One sequence at a time (llama-cpp-python decodes a single sequence); completion i of a prompt is
+        sampled with seed params.seed + i, greedy ones are decoded once and copied."""
+        from tqdm.auto import tqdm
+
+        out = []
+        for prompt in tqdm(prompts, desc=progress, disable=progress is None, leave=False):
+            if params.greedy:
+                out.append([self.generate_one(prompt, params)] * params.n)
+            else:
+                out.append([self._run(prompt, params, params.seed + i) for i in range(params.n)])
+        return out
+
+    def generate_one(self, prompt: Sequence[int], params: GenerationParams) -> Generation:
+        return self._run(prompt, params, params.seed)
+
+    def _run(self, prompt: Sequence[int], params: GenerationParams, seed: int) -> Generation:
+        import llama_cpp
+
+        if len(prompt) == 0:
+            raise ValueError("prompt is empty: generation needs at least one prompt token")
+        if len(prompt) + params.max_new_tokens > self.n_ctx:
+            raise DistillError(f"prompt of {len(prompt)} tokens + max_new_tokens {params.max_new_tokens} exceeds "
+                               f"the llama.cpp context n_ctx={self.n_ctx}; raise the runtime's n_ctx")
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        stop = [s.encode() for s in params.stop]
+        longest_stop = max((len(s) for s in stop), default=0)
+        ids: list[int] = []
+        text = b""
+        ended = False
+        sampler = _sampler_chain(params, seed)
+        try:
+            t0 = time.perf_counter()
+            self.llm.reset()  # no KV-cache reuse from the previous prompt: every call (and its timing) starts cold
+            self.llm.eval(list(prompt))
+            for step in range(params.max_new_tokens):
+                token = llama_cpp.llama_sampler_sample(sampler, self.llm.ctx, -1)
+                if step == 0:
+                    ttft = time.perf_counter() - t0
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    ended = True
+                    break
+                ids.append(token)
+                seen = len(text)
+                text += self.llm.detokenize([token])
+                # stop strings are matched on bytes, over the part the new bytes could have completed
+                if any(s in text[max(0, seen - longest_stop + 1):] for s in stop):
+                    break
+                if len(ids) < params.max_new_tokens:
+                    self.llm.eval([token])
+            seconds = time.perf_counter() - t0
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+        return finish_generation(ids, self._decode, params.stop, ended, ttft, seconds)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+
+def _sampler_chain(params: GenerationParams, seed: int):
+    """llama.cpp's own samplers, chained in transformers' order (temperature, then top-p, then draw) so
+    temperature and top_p mean the same in every runtime. Built here rather than through Llama.generate(),
+    whose chain adds top_k=40 and min_p=0.05 by default and applies top-p before temperature; stepping the
+    tokens here also yields the sampled ids themselves, which create_completion's text stream does not
+    (and re-tokenising its text does not give back the sampled ids). temperature 0 = llama.cpp's greedy
+    sampler, an argmax with no penalties."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.greedy:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+    else:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain

@@ -1,7 +1,8 @@
 """The training recipe, top to bottom in plain PyTorch: setup, loop, save.
 
-Used for both teacher adaptation (LoRA, task cross-entropy) and student distillation (KD loss). It sees
-a forward function over example indices, target tensors, a loss and an evaluation callback; never a
+Used for teacher adaptation (LoRA, task cross-entropy) and student distillation (KD losses), for both
+task shapes. It sees `batch_loss(model, idx) -> scalar` over example indices (built by
+`decision_batch_loss` or `sdk.distill.sequence.make_response_loss`) and an evaluation callback; never a
 config or a template.
 Every `eval_every` steps it validates, keeps the best weights, writes a resumable checkpoint, and stops
 after `patience` checks without improvement.
@@ -44,12 +45,25 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+BatchLoss = Callable[[torch.nn.Module, list[int]], torch.Tensor]
+
+
+def decision_batch_loss(forward: Callable[[torch.nn.Module, list[int]], torch.Tensor],
+                        targets: dict[str, torch.Tensor], loss_fn: Loss) -> BatchLoss:
+    """batch_loss for the decision shape: answer-position logits from forward(model, idx) (see
+    batching.token_forward, frozen_prefix.cached_forward) and per-example targets (`target` = answer token
+    id, plus whatever the loss reads, e.g. teacher top-k)."""
+
+    def batch_loss(model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+        return loss_fn(forward(model, idx), {k: v[idx] for k, v in targets.items()})
+
+    return batch_loss
+
+
 def train(
     model: torch.nn.Module,
-    forward: Callable[[torch.nn.Module, list[int]], torch.Tensor],
+    batch_loss: BatchLoss,
     n_examples: int,
-    targets: dict[str, torch.Tensor],
-    loss_fn: Loss,
     evaluate: Callable[[torch.nn.Module], float],
     *,
     lr: float,
@@ -63,9 +77,8 @@ def train(
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
-    forward(model, idx) -> [B, vocab] logits at the answer position of examples idx (see
-    batching.token_forward, frozen_prefix.cached_forward); targets: per-example tensors (`target` = answer
-    token id, plus whatever the loss reads). evaluate(model) -> validation metric, higher is better.
+    batch_loss(model, idx) -> the loss of examples idx; evaluate(model) -> validation metric, higher is
+    better.
     """
     # --- setup
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -98,8 +111,7 @@ def train(
     stopped_early = bad_checks >= patience  # a resumed run that had already stopped
     while step < total_steps and not stopped_early:
         idx = order[step * batch_size: (step + 1) * batch_size].tolist()
-        logits = forward(model, idx)
-        loss = loss_fn(logits, {k: v[idx] for k, v in targets.items()})
+        loss = batch_loss(model, idx)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from evaluation.perf import latency_stats, peak_rss_mb, sample_indices
+from evaluation.harness import sample_indices
+from evaluation.perf import latency_stats, peak_rss_mb
 from evaluation.report import build_report, retention, to_markdown, write_report
 
 
@@ -16,18 +17,26 @@ def _art(name, role, auc, recall, fpr, dps, fmt="torch", quant=None):
 
 
 def test_retention_ratios_and_lower_is_better_fpr():
-    r = retention({"roc_auc": 0.8, "fpr": 0.1, "threshold": 0.3}, {"roc_auc": 0.72, "fpr": 0.2, "threshold": 0.1})
+    compared, lower = ("roc_auc", "fpr", "recall"), {"fpr"}
+    r = retention({"roc_auc": 0.8, "fpr": 0.1, "threshold": 0.3}, {"roc_auc": 0.72, "fpr": 0.2, "threshold": 0.1},
+                  compared, lower)
     assert r["roc_auc"] == pytest.approx(0.9)
     assert r["fpr"] == pytest.approx(0.5)  # twice the false positives: half as good
     assert "threshold" not in r
-    assert retention({"fpr": 0.0, "recall": 0.0}, {"fpr": 0.0, "recall": 0.0}) == {"fpr": 1.0, "recall": 1.0}
-    assert retention({"fpr": 0.0}, {"fpr": 0.1})["fpr"] == 0.0
+    assert retention({"fpr": 0.0, "recall": 0.0}, {"fpr": 0.0, "recall": 0.0}, compared, lower) == {"fpr": 1.0, "recall": 1.0}
+    assert retention({"fpr": 0.0}, {"fpr": 0.1}, compared, lower)["fpr"] == 0.0
+    # parameterised names follow their base metric: fpr_at_recall_0.8 is lower-is-better, pass@1_easy is compared
+    r = retention({"fpr_at_recall_0.8": 0.2, "pass@1_easy": 0.5, "recall_x": 1.0},
+                  {"fpr_at_recall_0.8": 0.4, "pass@1_easy": 0.25, "recall_x": 1.0}, ("fpr", "pass@1"), lower)
+    assert r == {"fpr_at_recall_0.8": pytest.approx(0.5), "pass@1_easy": pytest.approx(0.5)}
+
 
 
 def test_report_summary_and_markdown(tmp_path):
     arts = [_art("teacher-torch", "teacher", 0.9, 0.8, 0.05, 4.0),
             _art("student-gguf-Q4_K_M", "student", 0.85, 0.76, 0.06, 24.0, "gguf", "Q4_K_M")]
-    r = build_report(template="fraud", project="p", primary_metric="roc_auc", artifacts=arts,
+    r = build_report(template="fraud", task="decision", project="p", primary_metric="roc_auc",
+                     compared=("roc_auc", "recall", "precision", "fpr"), lower_is_better={"fpr"}, artifacts=arts,
                      data={"n_train": 1, "n_val": 2, "n_test": 3, "test_positives": 1},
                      machine={"cpus": 2, "platform": "linux"}, stages={"data": {"seconds": 1.0, "note": "n"}})
     s = r["summary"]["student-gguf-Q4_K_M"]
@@ -35,7 +44,7 @@ def test_report_summary_and_markdown(tmp_path):
     assert s["size_vs_teacher_f16"] == pytest.approx(300 / 2000)
     assert r["retention"]["student-gguf-Q4_K_M"]["recall"] == pytest.approx(0.95)
     paths = write_report(r, tmp_path)
-    assert json.loads(paths["json"].read_text())["schema_version"] == "1.0"
+    assert json.loads(paths["json"].read_text())["schema_version"] == "1.1"
     md = paths["md"].read_text()
     assert "| student-gguf-Q4_K_M | 6.00x | 15.0% | 94.4% |" in md
     assert to_markdown(r) == md
@@ -48,4 +57,30 @@ def test_latency_stats_percentiles():
     stats = latency_stats(lambda i: time.sleep(delays[i]), len(delays), warmup=0)
     assert stats["p50"] < 5 < 15 < stats["p99"]
     assert peak_rss_mb() > 10
-    assert sample_indices(list(range(100)), 10) == sorted(set(sample_indices(list(range(100)), 10)))
+    assert sample_indices(100, 10) == sorted(set(sample_indices(100, 10)))
+
+
+def _gen_art(name, role, p1, tps, variant=None, quant=None):
+    a = _art(name, role, 0, 0, 0, 0, "gguf" if quant else "torch", quant)
+    a.update(metrics={"pass@1": p1, "pass@1_easy": min(1.0, p1 * 1.5), "n": 200.0}, tokens_per_s=tps,
+             ttft_ms={"p50": 20.0, "mean": 21.0}, batched_tokens_per_s=tps * 2, variant=variant)
+    return a
+
+
+def test_generation_report_uses_tokens_per_second_and_shows_the_sequence_kd_twin(tmp_path):
+    arts = [_gen_art("teacher-torch", "teacher", 0.5, 20.0),
+            _gen_art("student-gguf-Q4_K_M", "student", 0.46, 90.0, quant="Q4_K_M"),
+            _gen_art("student-seqkd-gguf-Q4_K_M", "student", 0.40, 91.0, "sequence_kd", "Q4_K_M")]
+    ann = {"kind": "generation", "teacher_runtime": "torch", "samples": 400, "prompts": 100, "accepted_samples": 180,
+           "yield": 0.45, "prompts_with_accepted": 60, "prompt_yield": 0.6, "training_examples": 110,
+           "topk_bytes_per_token": 64.0}
+    r = build_report(template="code", task="generation", project="c", primary_metric="pass@1",
+                     compared=("pass@1",), lower_is_better=set(), artifacts=arts,
+                     data={"n_train": 100, "n_val": 10, "n_test": 200}, machine={"cpus": 2, "platform": "linux"},
+                     stages={}, annotation=ann)
+    assert r["summary"]["student-gguf-Q4_K_M"]["speedup_vs_teacher"] == pytest.approx(4.5)
+    assert r["retention"]["student-gguf-Q4_K_M"] == {"pass@1": pytest.approx(0.92), "pass@1_easy": pytest.approx(0.92)}
+    md = write_report(r, tmp_path)["md"].read_text()
+    assert "| Q4_K_M | 0.400 | 0.460 |" in md
+    assert "accepted 180 (45.0%)" in md and "64 bytes per response token" in md
+    assert "tokens/s (batch 1)" in md

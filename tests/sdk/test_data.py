@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from sdk.data import check_dataset, label_token_ids, read_table, split, upsample_positives
+from sdk.data import check_columns, check_labels, label_token_ids, read_table, split
 from sdk.errors import DistillError
 from verticals.fraud import FraudTemplate
 
@@ -10,11 +10,13 @@ COLS = FraudTemplate.columns
 
 @pytest.fixture(scope="module")
 def df():
-    return FraudTemplate().synthesize(1000, seed=3, options={"fraud_rate": 0.1})
+    from verticals.fraud.template import FraudOptions
+
+    return FraudTemplate().synthesize(1000, seed=3, options=FraudOptions(fraud_rate=0.1))
 
 
 def test_split_sizes_and_stratification(df):
-    parts = split(df, n_train=500, n_val=200, n_test=250, seed=0, source="x")
+    parts = split(df, n_train=500, n_val=200, n_test=250, seed=0, source="x", stratify="label")
     assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (500, 200, 250)
     rate = df["label"].mean()
     for p in parts.values():
@@ -30,14 +32,7 @@ def test_split_with_a_single_positive_is_a_clear_error(df):
     one = df[df.label == 0].head(60)
     one = one.assign(label=[1] + [0] * 59)
     with pytest.raises(DistillError, match="stratified split"):
-        split(one, n_train=20, n_val=10, n_test=10, seed=0, source="one.csv")
-
-
-def test_upsample_reaches_fraction_and_keeps_all_rows(df):
-    up = upsample_positives(df, 0.3, seed=0)
-    assert abs(up["label"].mean() - 0.3) < 0.01
-    assert (up["label"] == 0).sum() == (df["label"] == 0).sum()
-    assert upsample_positives(df, None, 0) is df
+        split(one, n_train=20, n_val=10, n_test=10, seed=0, source="one.csv", stratify="label")
 
 
 def test_empty_csv_is_named(tmp_path):
@@ -49,9 +44,13 @@ def test_empty_csv_is_named(tmp_path):
 
 def test_missing_column_and_bad_labels(df, tmp_path):
     with pytest.raises(DistillError, match="amount"):
-        check_dataset(df.drop(columns=["amount"]), COLS, "d.csv")
+        check_columns(df.drop(columns=["amount"]), COLS, "d.csv")
     with pytest.raises(DistillError, match="0/1"):
-        check_dataset(df.assign(label=df["label"] * 2), COLS, "d.csv")
+        check_labels(df.assign(label=df["label"] * 2), 2, "d.csv")
+    with pytest.raises(DistillError, match="0..2"):
+        check_labels(df.assign(label=df["label"] * 3), 3, "d.csv")
+    with pytest.raises(DistillError, match="needs every label"):
+        check_labels(df.assign(label=0), 2, "d.csv")
     with pytest.raises(DistillError, match="does not exist"):
         read_table(tmp_path / "nope.csv", COLS)
 

@@ -23,19 +23,47 @@ def test_from_template_rejects_unknown_override_and_template():
         sdk.Project.from_template("fraud", preset="huge")
 
 
+def test_template_options_are_validated_by_the_template():
+    with pytest.raises(DistillError, match=r"template_options.fraud_rat: unknown key \(template 'fraud'\)"):
+        sdk.Project.from_template("fraud", template_options={"fraud_rat": 0.1})
+    with pytest.raises(DistillError, match="template_options.fraud_rate"):
+        sdk.Project.from_template("fraud", template_options={"fraud_rate": 2})
+
+
+def test_loss_parameters_are_validated_by_the_loss():
+    with pytest.raises(DistillError, match="distill.loss"):
+        sdk.Project.from_template("fraud", distill={"loss": {"kind": "soft_target_kd", "temprature": 2}})
+    with pytest.raises(DistillError, match="unknown loss 'hinge'"):
+        sdk.Project.from_template("fraud", distill={"loss": {"kind": "hinge"}})
+    p = sdk.Project.from_template("fraud", preset="tiny", distill={"loss": {"kind": "soft_target_kd", "alpha": 0.2}})
+    assert p.config.distill.loss == {"kind": "soft_target_kd", "temperature": 2.0, "alpha": 0.2}
+
+
 def test_check_template_names_what_is_missing():
     class Half:
         name = "half"
+        task = "decision"
         columns = ("a",)
 
     with pytest.raises(TypeError, match="label_words"):
         check_template(Half())
 
+    class NoShape:
+        name = "noshape"
+
+    with pytest.raises(TypeError, match="task"):
+        check_template(NoShape())
+
 
 def test_early_stopping_subset_keeps_both_labels_when_positives_abound():
     import pandas as pd
 
-    p = sdk.Project.from_template("fraud", preset="tiny")
+    from sdk.stages.common import decision_val_subset
+
     val = pd.DataFrame({"label": [1] * 300 + [0] * 200, "x": range(500)})
-    sub = p._val_subset(val)
+    sub = decision_val_subset(val, seed=0)
     assert len(sub) == 240 and sub["label"].sum() == 120
+    assert (val.loc[sub.index, "x"] == sub["x"]).all()  # the index still points at the rows' prompts
+    rare = pd.DataFrame({"label": [1] * 5 + [0] * 995, "x": range(1000)})
+    sub = decision_val_subset(rare, seed=0)
+    assert sub["label"].sum() == 5 and len(sub) == 240

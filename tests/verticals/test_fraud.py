@@ -4,25 +4,32 @@ from sklearn.metrics import roc_auc_score
 
 from verticals.base import check_template
 from verticals.fraud import FraudTemplate
+from verticals.fraud.template import FraudOptions, upsample_positives
+
+
+def _probs(s):
+    return np.stack([1 - s, s], axis=1)
 
 
 @pytest.fixture(scope="module")
 def t():
-    return check_template(FraudTemplate())
+    template = FraudTemplate()
+    check_template(template)
+    return template
 
 
 def test_synthesizer_is_seeded_and_has_the_asked_rate(t):
-    a = t.synthesize(4000, seed=7, options={"fraud_rate": 0.05})
-    b = t.synthesize(4000, seed=7, options={"fraud_rate": 0.05})
+    a = t.synthesize(4000, seed=7, options=FraudOptions(fraud_rate=0.05))
+    b = t.synthesize(4000, seed=7, options=FraudOptions(fraud_rate=0.05))
     assert a.equals(b)
-    assert not a.equals(t.synthesize(4000, seed=8, options={"fraud_rate": 0.05}))
+    assert not a.equals(t.synthesize(4000, seed=8, options=FraudOptions(fraud_rate=0.05)))
     assert 0.04 < a["label"].mean() < 0.06
     assert set(a.loc[a.label == 1, "pattern"]) == {"card_testing", "account_takeover", "new_account", "skimming"}
     assert set(t.columns) <= set(a.columns)
 
 
 def test_classes_overlap_but_carry_signal(t):
-    df = t.synthesize(5000, seed=1, options={"fraud_rate": 0.1})
+    df = t.synthesize(5000, seed=1, options=FraudOptions(fraud_rate=0.1))
     # a single hand feature separates partly, never perfectly: the task needs the features together
     night = (df["hour"] < 6).astype(float)
     auc = roc_auc_score(df["label"], night + (df["velocity_1h"] > 3) + df["device_change"])
@@ -31,11 +38,11 @@ def test_classes_overlap_but_carry_signal(t):
 
 def test_unknown_option_is_named(t):
     with pytest.raises(ValueError, match="fraud_rat"):
-        t.synthesize(10, 0, {"fraud_rat": 0.1})
+        FraudOptions.model_validate({"fraud_rat": 0.1})
 
 
 def test_prompt_is_compact_and_mentions_the_features(t):
-    row = t.synthesize(50, 0, {}).iloc[0].to_dict()
+    row = t.synthesize(50, 0, FraudOptions()).iloc[0].to_dict()
     p = t.prompt(row)
     assert p.endswith("Fraud?") and str(row["country"]) in p and f"{int(row['hour']):02d}h" in p
     assert len(p) < 120
@@ -44,7 +51,7 @@ def test_prompt_is_compact_and_mentions_the_features(t):
 def test_metrics_match_definitions(t):
     y = np.array([0, 0, 0, 0, 1, 1, 0, 1])
     s = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.4, 0.05, 0.9])
-    m = t.metrics(y, s, threshold=0.5, target_recall=1.0)
+    m = t.metrics(y, _probs(s), threshold=0.5, options=FraudOptions(target_recall=1.0))
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
     assert m["recall"] == pytest.approx(2 / 3)
     assert m["precision"] == pytest.approx(2 / 3)
@@ -55,5 +62,29 @@ def test_metrics_match_definitions(t):
 def test_threshold_maximises_validation_f1(t):
     y = np.array([0, 0, 0, 1, 1, 0, 1])
     s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.6, 0.9])
-    th = t.choose_threshold(y, s)
+    th = t.choose_threshold(y, _probs(s), FraudOptions())
     assert th == pytest.approx(0.4)
+
+
+def test_upsample_reaches_fraction_and_keeps_all_rows(t):
+    df = t.synthesize(1000, seed=3, options=FraudOptions(fraud_rate=0.1))
+    up = upsample_positives(df, 0.3, seed=0)
+    assert abs(up["label"].mean() - 0.3) < 0.01
+    assert (up["label"] == 0).sum() == (df["label"] == 0).sum()
+    assert upsample_positives(df, None, 0) is df
+    assert t.prepare_train(df, 0, FraudOptions(train_positive_fraction=0.3)).equals(up)
+
+
+def test_check_template_exercises_the_template():
+    from verticals.base import check_template
+
+    checked = check_template(FraudTemplate(), n=40)
+    assert checked["task"] == "decision" and checked["primary"] == 1.0
+
+    class Inverted(FraudTemplate):  # claims the reversed probabilities are better
+        def metrics(self, y_true, probs, threshold, options):
+            m = super().metrics(y_true, probs, threshold, options)
+            return {**m, "roc_auc": 1 - m["roc_auc"]}
+
+    with pytest.raises(AssertionError, match="perfect label probabilities"):
+        check_template(Inverted(), n=40)

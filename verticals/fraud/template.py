@@ -1,4 +1,4 @@
-"""The fraud template: prompt, verbalizer, metrics and threshold choice."""
+"""The fraud template (decision shape): prompt, verbalizer, options, metrics, threshold, plot."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from verticals.fraud.synth import synthesize_transactions
@@ -14,57 +15,98 @@ from verticals.fraud.synth import synthesize_transactions
 _HERE = Path(__file__).parent
 
 
+class FraudOptions(BaseModel):
+    """`template_options` of the fraud template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraud_rate: float = Field(0.05, gt=0, lt=1, description="Share of fraud in synthesized transactions.")
+    train_positive_fraction: float | None = Field(
+        0.25, gt=0, lt=1, description="Upsample fraud in the training split to this fraction (rare-event "
+        "decisions learn faster); null keeps the natural rate. Validation and test keep the natural rate.")
+    target_recall: float = Field(0.8, gt=0, le=1, description="Recall at which FPR@recall is reported.")
+
+
+def upsample_positives(df: pd.DataFrame, fraction: float | None, seed: int) -> pd.DataFrame:
+    """Repeat positive rows until they make up `fraction` of the split (train only)."""
+    pos = df[df["label"] == 1]
+    if fraction is None or len(pos) == 0 or len(pos) / len(df) >= fraction:
+        return df
+    n_neg = int((df["label"] == 0).sum())
+    want = int(round(fraction * n_neg / (1 - fraction)))
+    extra = pos.sample(n=want - len(pos), replace=True, random_state=seed)
+    return pd.concat([df, extra]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
 class FraudTemplate:
     name = "fraud"
     description = "Card-transaction fraud decisions (ROC-AUC, recall, precision, false-positive rate)."
+    task = "decision"
     columns = ("amount", "hour", "merchant_category", "channel", "country", "account_age_days",
                "device_change", "velocity_1h")
-    label_words = {1: " yes", 0: " no"}
+    label_words = {0: " no", 1: " yes"}
     primary_metric = "roc_auc"
+    retention_metrics = ("roc_auc", "recall", "precision", "fpr", "f1")  # fpr_at_recall_* added per options
+    lower_is_better = frozenset({"fpr"})
+    chat = False  # a compact raw prompt: its length sets the cost of every training step and decision
+    stratify = "label"
+    Options = FraudOptions
 
-    def synthesize(self, n: int, seed: int, options: dict[str, Any]) -> pd.DataFrame:
-        unknown = set(options) - {"fraud_rate"}
-        if unknown:
-            raise ValueError(f"template_options: unknown key(s) {sorted(unknown)} (fraud accepts fraud_rate)")
-        rate = float(options.get("fraud_rate", 0.05))
-        if not 0 < rate < 1:
-            raise ValueError("template_options.fraud_rate must be between 0 and 1")
-        return synthesize_transactions(n, seed, rate)
+    def synthesize(self, n: int, seed: int, options: FraudOptions) -> pd.DataFrame:
+        return synthesize_transactions(n, seed, options.fraud_rate)
+
+    def load(self, path: Path) -> pd.DataFrame:
+        from sdk.data import check_labels, read_table
+
+        df = read_table(path, self.columns)
+        check_labels(df, len(self.label_words), str(path))
+        return df
+
+    def prepare_train(self, train: pd.DataFrame, seed: int, options: FraudOptions) -> pd.DataFrame:
+        return upsample_positives(train, options.train_positive_fraction, seed)
 
     def prompt(self, row: dict[str, Any]) -> str:
-        # compact on purpose: prompt length sets the cost of every training step and decision
         device = "new device" if bool(row["device_change"]) else "same device"
         return (f"${float(row['amount']):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
                 f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
                 f"{device}, {int(row['velocity_1h'])} tx/h. Fraud?")
 
-    def choose_threshold(self, y_val: np.ndarray, scores_val: np.ndarray) -> float:
+    def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: FraudOptions) -> float:
         """The validation threshold with the best F1: one operating point balancing both error kinds."""
-        precision, recall, thresholds = precision_recall_curve(y_val, scores_val)
+        precision, recall, thresholds = precision_recall_curve(y_val, np.asarray(probs_val)[:, 1])
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         return float(thresholds[int(np.argmax(f1[:-1]))])
 
-    def metrics(self, y_true: np.ndarray, scores: np.ndarray, threshold: float,
-                target_recall: float) -> dict[str, float]:
+    def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float,
+                options: FraudOptions) -> dict[str, float]:
         y_true = np.asarray(y_true).astype(int)
-        pred = np.asarray(scores) >= threshold
+        scores = np.asarray(probs)[:, 1]
+        pred = scores >= threshold
         tp = int(np.sum(pred & (y_true == 1)))
         fp = int(np.sum(pred & (y_true == 0)))
         fn = int(np.sum(~pred & (y_true == 1)))
         tn = int(np.sum(~pred & (y_true == 0)))
-        fpr_curve, tpr_curve, _ = roc_curve(y_true, scores)
+        both = len(np.unique(y_true)) > 1
+        fpr_curve, tpr_curve, _ = roc_curve(y_true, scores) if both else (np.array([0.0]), np.array([0.0]), None)
+        reach = tpr_curve >= options.target_recall
         return {
-            "roc_auc": float(roc_auc_score(y_true, scores)),
+            "roc_auc": float(roc_auc_score(y_true, scores)) if both else float("nan"),
             "recall": tp / max(tp + fn, 1),
             "precision": tp / max(tp + fp, 1),
             "fpr": fp / max(fp + tn, 1),
             "f1": 2 * tp / max(2 * tp + fp + fn, 1),
             # lowest FPR among operating points that reach the target recall
-            f"fpr_at_recall_{target_recall:g}": float(np.min(fpr_curve[tpr_curve >= target_recall])),
+            f"fpr_at_recall_{options.target_recall:g}": float(np.min(fpr_curve[reach])) if reach.any() else 1.0,
             "threshold": float(threshold),
             "positives": float(tp + fn),
             "n": float(len(y_true)),
         }
+
+    def plot(self, report: dict[str, Any], details: dict[str, Any], test: pd.DataFrame, out: Path) -> Path:
+        from verticals.fraud.plots import plot_report
+
+        scores = {name: np.asarray(d["probs_test"])[:, 1] for name, d in details.items()}
+        return plot_report(report, test["label"].to_numpy(), scores, out)
 
     def preset_path(self, preset: str) -> Path:
         return _HERE / f"{preset}.yaml"

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sdk.distill.batching import label_probs_with, left_pad, token_forward
 from sdk.distill.losses import TaskCrossEntropy
-from sdk.distill.recipe import train
+from sdk.distill.recipe import decision_batch_loss, train
 
 PROMPTS = ["$3 gift_cards online 02h RU, new device. Fraud?", "$120 grocery store 14h US, same device. Fraud?"] * 8
 LABELS = [1, 0] * 8
@@ -38,7 +38,7 @@ def test_left_padding_gives_the_same_last_logits_as_unpadded(tiny_llama):
 def test_training_learns_the_labels_and_keeps_the_best(tiny_llama, tmp_path):
     tok, model, seqs, label_ids, target = _setup(tiny_llama)
     fwd = token_forward(seqs, tok.pad_token_id)
-    res = train(model, fwd, len(seqs), {"target": target}, TaskCrossEntropy(),
+    res = train(model, decision_batch_loss(fwd, {"target": target}, TaskCrossEntropy()), len(seqs),
                 lambda m: _accuracy(m, fwd, label_ids), lr=3e-3, batch_size=4, max_epochs=6, eval_every=4,
                 patience=50, seed=0, checkpoint_dir=tmp_path)
     assert res.best_metric == 1.0
@@ -57,10 +57,11 @@ def test_early_stopping_and_resume(tiny_llama, tmp_path):
         calls.append(1)
         return 0.5
 
-    res = train(model, fwd, len(seqs), {"target": target}, TaskCrossEntropy(), flat_metric, lr=1e-3,
+    loss = decision_batch_loss(fwd, {"target": target}, TaskCrossEntropy())
+    res = train(model, loss, len(seqs), flat_metric, lr=1e-3,
                 batch_size=4, max_epochs=10, eval_every=2, patience=2, seed=0, checkpoint_dir=tmp_path)
     assert res.stopped_early and res.steps == 6 and len(calls) == 3
     # a second call resumes from the checkpoint, sees the run had stopped, and trains no further
-    res2 = train(model, fwd, len(seqs), {"target": target}, TaskCrossEntropy(), flat_metric, lr=1e-3,
+    res2 = train(model, loss, len(seqs), flat_metric, lr=1e-3,
                  batch_size=4, max_epochs=10, eval_every=2, patience=2, seed=0, checkpoint_dir=tmp_path)
     assert res2.steps == 6 and len(calls) == 3

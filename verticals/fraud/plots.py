@@ -1,4 +1,4 @@
-"""report.png: ROC curves of every artifact and the quality/speed trade-off."""
+"""Fraud report.png: ROC curves of every artifact and the quality/speed trade-off."""
 
 from __future__ import annotations
 

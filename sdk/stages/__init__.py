@@ -1,0 +1,43 @@
+"""Pipeline stages, one module each: `inputs(ctx)` (what the stage depends on besides the upstream
+stage: config sections and fingerprints of the files it reads), `outputs(run)` (files whose presence
+means done), `run(ctx) -> info` (the work; info goes to the manifest).
+
+`sdk.project` knows their order and skips a stage whose input hash and outputs are in place; nothing
+else. Stages read and write the run folder only through `sdk.rundir.RunDir`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from sdk.config import ProjectConfig
+from sdk.rundir import RunDir
+
+
+@dataclass
+class Context:
+    config: ProjectConfig
+    template: Any  # verticals.base.Template (a protocol; not imported here to keep sdk below verticals)
+    options: BaseModel  # the template's validated options
+    run: RunDir
+    key: str = ""  # this stage's input hash: keys its checkpoints
+
+
+class Stage(Protocol):
+    def inputs(self, ctx: Context) -> Any: ...
+
+    def outputs(self, run: RunDir) -> list[Path]: ...
+
+    def run(self, ctx: Context) -> dict[str, Any]: ...
+
+
+def stage_list() -> list[tuple[str, ModuleType]]:
+    from sdk.stages import adapt, annotate, data, distill, evaluate, export, report
+
+    return [("data", data), ("adapt", adapt), ("annotate", annotate), ("distill", distill),
+            ("export", export), ("evaluate", evaluate), ("report", report)]

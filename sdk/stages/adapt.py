@@ -1,0 +1,93 @@
+"""adapt: LoRA on a small local teacher (decision shape: the answer word; generation: reference
+completions), or the teacher as is. Writes teacher/teacher.json and teacher/adapter/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sdk.errors import DistillError
+from sdk.rundir import RunDir, replace_dir
+from sdk.stages import Context
+from sdk.stages.common import decision_metric, decision_val_subset, describe
+
+
+def inputs(ctx: Context) -> Any:
+    from sdk.models import fingerprint
+
+    c = ctx.config.model_dump(mode="json")
+    return [c["teacher"], fingerprint(c["teacher"]["model"])]
+
+
+def outputs(run: RunDir) -> list[Path]:
+    return [run.path("teacher", "teacher.json")]
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    import json
+
+    import torch
+
+    from sdk.models import load_causal_lm, read_meta, resolve_model
+    from sdk.rundir import atomic_write_text
+    from sdk.students import decoder_linear_names
+
+    c, t, run_dir = ctx.config, ctx.template, ctx.run
+    base = resolve_model(c.teacher.model)
+    info: dict[str, Any] = {"base": str(base), "adapter": False,
+                            "gguf_pre_tokenizer": read_meta(base).get("gguf_pre_tokenizer")}
+    tmp = run_dir.tmp_dir("teacher")
+    note = "teacher used as is"
+    if c.teacher.adapt.enabled:
+        if t.task != "decision":
+            raise DistillError("teacher.adapt.enabled: adapting the teacher is implemented for decision templates; "
+                               f"template {t.name!r} is a generation template (set teacher.adapt.enabled: false)")
+        from peft import LoraConfig, get_peft_model
+
+        model, tok = load_causal_lm(base, c.teacher.trust_remote_code)
+        a = c.teacher.adapt
+        torch.manual_seed(c.seed)
+        n_layers = model.config.num_hidden_layers
+        start = 0 if a.top_layers is None else max(0, n_layers - a.top_layers)
+        peft_model = get_peft_model(model, LoraConfig(
+            r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules=decoder_linear_names(model),
+            layers_to_transform=list(range(start, n_layers))))
+        res = _adapt_decision(ctx, peft_model, tok, start)
+        peft_model.save_pretrained(tmp / "adapter")
+        info.update(adapter=True, train=res.__dict__)
+        note = f"LoRA r={a.lora_r} on the top {n_layers - start} layers: {describe(res)}"
+    atomic_write_text(tmp / "teacher.json", json.dumps(info, indent=2))
+    replace_dir(tmp, run_dir.path("teacher"))
+    return {"note": note}
+
+
+def _adapt_decision(ctx: Context, peft_model, tok, start: int):
+    """Cross-entropy on the answer word; the frozen bottom layers run once (frozen-prefix cache)."""
+    import torch
+
+    from sdk.distill.batching import token_forward
+    from sdk.distill.frozen_prefix import cache_hidden_states, cached_forward, top_view
+    from sdk.distill.losses import TaskCrossEntropy
+    from sdk.distill.recipe import decision_batch_loss, train
+
+    c, run_dir = ctx.config, ctx.run
+    a = c.teacher.adapt
+    parts, prompts, task = run_dir.splits(), run_dir.prompts(), run_dir.task()
+    label_ids = task["label_ids"]
+    seqs = prompts["train"]
+    val = decision_val_subset(parts["val"], c.seed)
+    val_seqs = [prompts["val"][i] for i in val.index]
+    if start > 0:  # frozen bottom layers: run them once, train the top on their cached output
+        train_fwd = cached_forward(cache_hidden_states(peft_model, seqs, start, tok.pad_token_id, a.batch_size))
+        val_fwd = cached_forward(cache_hidden_states(peft_model, val_seqs, start, tok.pad_token_id, a.batch_size))
+        trained = top_view(peft_model, start)
+    else:
+        train_fwd, val_fwd = token_forward(seqs, tok.pad_token_id), token_forward(val_seqs, tok.pad_token_id)
+        trained = peft_model
+    target = torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]])
+    evaluate = decision_metric(ctx.template, ctx.options, val_fwd, val["label"].to_numpy(), label_ids,
+                               c.evaluation.batch_size)
+    return train(trained, decision_batch_loss(train_fwd, {"target": target}, TaskCrossEntropy()), len(seqs),
+                 evaluate, lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs, eval_every=a.eval_every,
+                 patience=a.patience, seed=c.seed, checkpoint_dir=run_dir.checkpoint_dir("adapt", ctx.key),
+                 desc="adapt teacher (LoRA)")

@@ -1,0 +1,54 @@
+"""What several stages share: the (adapted) teacher, the decision-shape validation callback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdk.rundir import RunDir
+
+
+def load_teacher(run: RunDir, trust_remote_code: bool = False):
+    """The adapted teacher (adapter merged), its tokenizer, and teacher/teacher.json."""
+    from sdk.models import load_causal_lm
+
+    info = run.read_json("teacher/teacher.json")
+    model, tok = load_causal_lm(info["base"], trust_remote_code)
+    if info.get("adapter"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, run.path("teacher", "adapter")).merge_and_unload()
+    return model.eval(), tok, info
+
+
+def decision_val_subset(val: pd.DataFrame, seed: int, per_label: int = 120, total: int = 240) -> pd.DataFrame:
+    """The early-stopping set: each rarer label keeps up to `per_label` rows (so it is always present), the
+    most common label fills up to `total` rows (each check costs a forward pass per row; AUC-like metrics
+    do not depend on the class ratio)."""
+    counts = val["label"].value_counts()
+    parts = [val[val["label"] == label].pipe(lambda d: d.sample(n=min(len(d), per_label), random_state=seed))
+             for label in sorted(counts.index[1:], reverse=True)]
+    common = val[val["label"] == counts.index[0]]
+    n_common = min(len(common), max(total - sum(len(p) for p in parts), per_label))
+    # the index is kept: it points at the rows' tokenised prompts
+    return pd.concat([*parts, common.sample(n=n_common, random_state=seed)])
+
+
+def decision_metric(template, options, forward, y: np.ndarray, label_ids: list[int], batch_size: int):
+    """evaluate(model) -> the template's primary metric on rows scored by forward (higher is better)."""
+    from sdk.distill.batching import label_probs_with
+
+    sign = -1.0 if template.primary_metric in template.lower_is_better else 1.0
+
+    def evaluate(model) -> float:
+        probs = label_probs_with(forward, model, len(y), label_ids, batch_size).numpy()
+        return sign * template.metrics(y, probs, 0.5, options)[template.primary_metric]
+
+    return evaluate
+
+
+def describe(res: Any) -> str:
+    return (f"best val {res.best_metric:.4f} at step {res.best_step}/{res.steps}"
+            f"{' (early stop)' if res.stopped_early else ''}")
