@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sdk.errors import DistillError
 
@@ -58,6 +58,16 @@ class StudentConfig(_Model):
                               "when unset the student is cut from the (adapted) teacher.")
     layers: int = Field(6, ge=1, description="Decoder layers kept from the teacher, evenly spaced "
                         "(first and last included); their weights are copied.")
+    frozen_bottom: int = Field(
+        0, ge=0, description="Keep the teacher's first N layers as they are (consecutive, not trained) and spread "
+        "the other layers over the rest of its depth: the bottom of the student then computes exactly what "
+        "the teacher's does, and a training step only goes backward through the layers above.")
+
+    @model_validator(mode="after")
+    def _bottom_within_layers(self) -> "StudentConfig":
+        if self.frozen_bottom >= self.layers:
+            raise ValueError(f"frozen_bottom ({self.frozen_bottom}) must be smaller than layers ({self.layers})")
+        return self
 
 
 class AnnotateConfig(_Model):

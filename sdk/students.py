@@ -21,6 +21,27 @@ def evenly_spaced_layers(n_teacher: int, n_keep: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_teacher - 1, n_keep)})
 
 
+def bottom_and_spread_layers(n_teacher: int, n_keep: int, frozen_bottom: int) -> list[int]:
+    """The teacher's first `frozen_bottom` layers, then n_keep - frozen_bottom layers evenly spaced over the
+    rest of its depth (last included)."""
+    if frozen_bottom == 0:
+        return evenly_spaced_layers(n_teacher, n_keep)
+    if not 0 < frozen_bottom < n_keep <= n_teacher:
+        raise ValueError(f"student.frozen_bottom ({frozen_bottom}) must be below student.layers ({n_keep}), "
+                         f"which must not exceed the teacher's {n_teacher} layers")
+    rest = n_keep - frozen_bottom
+    top = [frozen_bottom + i for i in evenly_spaced_layers(n_teacher - frozen_bottom, rest)]
+    if len(set(top)) < rest:  # rounding collided: take the top layers consecutively
+        top = list(range(n_teacher - rest, n_teacher))
+    return list(range(frozen_bottom)) + top
+
+
+def freeze_layers(model: torch.nn.Module, n_bottom: int) -> None:
+    """No gradient for the first n_bottom decoder layers."""
+    for layer in list(model.get_decoder().layers)[:n_bottom]:
+        layer.requires_grad_(False)
+
+
 def student_from_teacher(teacher: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
     """A new model with the teacher's config but only the layers in `keep`, their weights copied."""
     cfg = copy.deepcopy(teacher.config)

@@ -36,7 +36,7 @@ def outputs(run: RunDir) -> list[Path]:
 
 def _student(ctx: Context, teacher, tok):
     from sdk.models import load_causal_lm, resolve_model
-    from sdk.students import evenly_spaced_layers, student_from_teacher
+    from sdk.students import bottom_and_spread_layers, student_from_teacher
 
     c = ctx.config
     if c.student.model:
@@ -46,7 +46,7 @@ def _student(ctx: Context, teacher, tok):
                                "token-level distillation needs the same vocabulary")
         return student, c.student.model
     try:
-        keep = evenly_spaced_layers(teacher.config.num_hidden_layers, c.student.layers)
+        keep = bottom_and_spread_layers(teacher.config.num_hidden_layers, c.student.layers, c.student.frozen_bottom)
     except ValueError as err:
         raise DistillError(str(err)) from None
     return student_from_teacher(teacher, keep), f"teacher layers {keep}"
@@ -72,8 +72,7 @@ def run(ctx: Context) -> dict[str, Any]:
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
     del teacher
-    if c.distill.freeze_embeddings:
-        student.get_input_embeddings().weight.requires_grad_(False)
+    _freeze(ctx, student)
     meta = {"origin": origin, "gguf_pre_tokenizer": info.get("gguf_pre_tokenizer"), "task": ctx.run.task()}
     out: dict[str, Any] = {}
     if ctx.template.task == "decision":
@@ -84,8 +83,7 @@ def run(ctx: Context) -> dict[str, Any]:
         if initial is not None:
             twin, _ = _student(ctx, load_teacher(ctx.run, c.teacher.trust_remote_code)[0], tok)
             twin.load_state_dict(initial)
-            if c.distill.freeze_embeddings:
-                twin.get_input_embeddings().weight.requires_grad_(False)
+            _freeze(ctx, twin)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
             twin_res = _distill_generation(ctx, twin, tok, seq_loss, "seqkd", steps=res.steps)
             _save(ctx, twin, tok, SEQKD_DIR, {**meta, "loss": seq_loss})
@@ -95,6 +93,15 @@ def run(ctx: Context) -> dict[str, Any]:
     if "sequence_kd" in out:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
     return {"note": note, "train": res.__dict__, **out}
+
+
+def _freeze(ctx: Context, student) -> None:
+    from sdk.students import freeze_layers
+
+    if ctx.config.distill.freeze_embeddings:
+        student.get_input_embeddings().weight.requires_grad_(False)
+    if ctx.config.student.frozen_bottom and not ctx.config.student.model:
+        freeze_layers(student, ctx.config.student.frozen_bottom)
 
 
 class _Res:

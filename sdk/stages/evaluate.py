@@ -50,6 +50,8 @@ def artifacts(ctx: Context):
         for q, fname in exports.get(folder, {}).items():
             if q == "F16" and "F16" not in c.export.quants:
                 continue
+            if variant and q != c.export.quants[-1]:
+                continue  # the sequence-KD twin is compared in the most compressed type only
             path = run_dir.path("artifacts", fname)
             size = path.stat().st_size
             arts.append(Artifact(f"{folder}-gguf-{q}", "student", "gguf", q, str(path), params, size,

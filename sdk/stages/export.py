@@ -41,7 +41,8 @@ def run(ctx: Context) -> dict[str, Any]:
         src = run_dir.path(folder)
         f16 = write_gguf(src, tmp / f"{folder}-F16.gguf", "F16", read_meta(src).get("gguf_pre_tokenizer"))
         files[folder] = {"F16": f16.name}
-        for q in ctx.config.export.quants:
+        quants = ctx.config.export.quants if folder == "student" else ctx.config.export.quants[-1:]
+        for q in quants:
             if q != "F16":
                 files[folder][q] = quantize(f16, tmp / f"{folder}-{q}.gguf", q, ctx.config.evaluation.threads).name
     atomic_write_text(tmp / "exports.json", json.dumps(files, indent=2))

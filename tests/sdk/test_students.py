@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -32,3 +33,24 @@ def test_student_copies_the_kept_layers(tiny_llama):
 def test_params_on_disk_equal_params_in_memory(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     assert count_params_on_disk(tiny_llama) == count_params(model)
+
+
+def test_frozen_bottom_keeps_the_teachers_first_layers_and_spreads_the_rest():
+    from sdk.students import bottom_and_spread_layers
+
+    assert bottom_and_spread_layers(30, 12, 6) == [0, 1, 2, 3, 4, 5, 6, 11, 15, 20, 24, 29]
+    assert bottom_and_spread_layers(30, 6, 0) == evenly_spaced_layers(30, 6)
+    assert bottom_and_spread_layers(8, 7, 5) == [0, 1, 2, 3, 4, 5, 7]
+    with pytest.raises(ValueError, match="frozen_bottom"):
+        bottom_and_spread_layers(30, 6, 6)
+
+
+def test_freeze_layers_stops_gradients_below(tiny_llama):
+    from sdk.models import load_causal_lm
+    from sdk.students import freeze_layers
+
+    model, _ = load_causal_lm(tiny_llama)
+    freeze_layers(model, 2)
+    layers = model.get_decoder().layers
+    assert not any(p.requires_grad for layer in layers[:2] for p in layer.parameters())
+    assert all(p.requires_grad for layer in layers[2:] for p in layer.parameters())

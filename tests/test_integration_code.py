@@ -1,0 +1,50 @@
+"""The code pipeline on the shipped `tiny` preset: the embedded teacher samples and the sandbox verifies
+its completions, two students are distilled (token-level KD and sequence-level KD alone), exported to
+GGUF, and every artifact generates code that is run against the tests."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("code-tiny")
+    cli = [sys.executable, "-m", "sdk.cli"]
+    assert subprocess.run([*cli, "init", "code", root, "--preset", "tiny"]).returncode == 0
+    out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root / "run"
+
+
+def test_code_report_contract(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    assert r["template"] == "code" and r["task"] == "generation" and r["primary_metric"] == "pass@1"
+    arts = {a["name"]: a for a in r["artifacts"]}
+    assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M",
+                         "student-seqkd-gguf-Q4_K_M"}
+    for a in arts.values():
+        m = a["metrics"]
+        assert 0 <= m["pass@1"] <= 1 and m["n"] == 6 and "pass@1_easy" in m and "pass@2" in m
+        assert a["tokens_per_s"] > 0 and a["ttft_ms"]["p50"] > 0 and a["peak_rss_mb"] > 0 and a["threads"] >= 1
+    # the embedded teacher solves some easy problems: retention is defined
+    assert arts["teacher-torch"]["metrics"]["pass@1"] > 0
+    ann = r["annotation"]
+    assert ann["samples"] == 20 and ann["accepted_samples"] >= 1 and 0 < ann["yield"] <= 1
+    assert ann["topk_bytes_per_token"] == 8 * 4  # float16 values + uint16 ids
+    # completions are checked in the sandbox: the greedy ones of the teacher are kept with their verdicts
+    details = json.loads((run_dir / "evaluation" / "teacher-torch.details.json").read_text())
+    assert len(details["greedy"]) == 6 and {d["status"] for d in details["greedy"]} <= {"pass", "fail", "timeout", "error"}
+    md = (run_dir / "report.md").read_text()
+    assert "Teacher completions (rejection sampling)" in md and "tokens/s (batch 1)" in md
+
+
+def test_rerun_generates_nothing_again(run_dir):
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", run_dir.parent / "project.yaml", "--out", run_dir],
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.count("up to date, skipped") == 7
