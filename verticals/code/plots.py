@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sdk.rundir import atomic_write
 
 
 def plot_report(report: dict[str, Any], out: Path) -> Path:
@@ -39,8 +40,6 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
     ax_speed.set(xlabel="generated tokens/s at batch 1 (log)", ylabel="pass@1",
                  title="quality vs speed (marker area ~ size)")
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # the run folder's one writer
     plt.close(fig)
-    os.replace(tmp, out)
     return out

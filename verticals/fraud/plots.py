@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sdk.rundir import atomic_write
 
 
 def plot_report(report: dict[str, Any], y_test: np.ndarray, scores: dict[str, np.ndarray], out: Path) -> Path:
@@ -41,8 +42,6 @@ def plot_report(report: dict[str, Any], y_test: np.ndarray, scores: dict[str, np
     ax_cost.set_ylim(max(0.0, low), min(1.0, max(values) + 0.03) if max(values) <= 1 else None)
     ax_cost.set(xlabel="decisions/s at batch 1 (log)", ylabel=pm, title="quality vs speed (marker area ~ size)")
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # the run folder's one writer
     plt.close(fig)
-    os.replace(tmp, out)
     return out
