@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
 
 def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
-    assert r["schema_version"] == "1.0" and r["template"] == "fraud"
+    assert r["schema_version"] == "1.1" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
     assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"}
     for a in arts.values():
@@ -67,7 +67,7 @@ def test_student_gguf_tokenizes_like_transformers(run_dir):
 
     tok = AutoTokenizer.from_pretrained(run_dir / "student")
     t = FraudTemplate()
-    for row in t.synthesize(5, 1, {}).to_dict("records"):
+    for row in t.synthesize(5, 1, t.Options()).to_dict("records"):
         prompt = t.prompt(row)
         out = subprocess.run([sys.executable, "-c", code, run_dir / "artifacts/student-Q4_K_M.gguf", prompt],
                              capture_output=True, text=True)
