@@ -77,6 +77,26 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
     typer.echo(f"report: {result.report_paths['json']}")
 
 
+# Core commands that live in their own modules (one writer per module); each module keeps heavy imports
+# inside the command so `distill` starts fast. A module not present yet is skipped.
+CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command"}
+
+
+def _add_core_commands() -> None:
+    import importlib
+
+    for name, target in CORE_COMMANDS.items():
+        module, attr = target.split(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ModuleNotFoundError, AttributeError):
+            continue
+        app.command(name=name)(fn)
+
+
+_add_core_commands()
+
+
 def _add_plugin_commands() -> None:
     """Commands a template owns (e.g. the code template's `check-solutions`), registered under the
     `distill_sdk.commands` entry point: the core CLI names no template."""

@@ -53,6 +53,14 @@ class Project:
     def from_yaml(cls, path: str | Path) -> "Project":
         return cls(cfgmod.load_config(path))
 
+    @staticmethod
+    def load(run_dir: str | Path):
+        """A finished run, ready to score new data with any of its evaluated artifacts:
+        `Project.load("runs/fraud-demo").predict(df, artifact="student-gguf-Q4_K_M")`."""
+        from sdk.scoring import load_run
+
+        return load_run(run_dir)
+
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
         atomic_write_text(path, cfgmod.config_to_yaml(self.config))
