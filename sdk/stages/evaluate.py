@@ -13,8 +13,8 @@ from sdk.stages.export import students
 
 
 def inputs(ctx: Context) -> Any:
-    c = ctx.config.model_dump(mode="json")
-    return [c["evaluation"], c["template_options"]]
+    # the validated options, defaults included: a new default operating point re-chooses the thresholds
+    return [ctx.config.model_dump(mode="json")["evaluation"], ctx.options.model_dump(mode="json")]
 
 
 def outputs(run: RunDir) -> list[Path]:

@@ -1,4 +1,6 @@
-"""report: report.json, report.md and the template's figure (report.png) from the evaluation."""
+"""report: report.json, report.md, report.html and the figures (the template's report.png and the shared
+tradeoffs.png) from the evaluation, with paired-bootstrap intervals and warnings when a split is too small
+for its figures to mean much."""
 
 from __future__ import annotations
 
@@ -7,36 +9,120 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sdk.rundir import RunDir
 from sdk.stages import Context
 
+# Below these counts a figure moves by several points per example; the report says so (see _warnings).
+MIN_TEST_POSITIVES = 30
+MIN_VAL_POSITIVES = 15
+MIN_TEST_PROBLEMS = 100
+WIDE_RETENTION_CI = 0.2  # a retention interval wider than this cannot tell the student from the teacher
+
 
 def inputs(ctx: Context) -> Any:
-    return [ctx.config.name]
+    # everything the report shows besides the evaluation (the upstream hash): the name, the operating
+    # point and the other template options
+    return [ctx.config.name, ctx.options.model_dump(mode="json"), ctx.config.seed]
 
 
 def outputs(run: RunDir) -> list[Path]:
-    return [run.path("report.json"), run.path("report.md"), run.path("report.png")]
+    return [run.path(f) for f in ("report.json", "report.md", "report.html", "report.png", "tradeoffs.png")]
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    from evaluation.plots import tradeoff_figure
     from evaluation.report import build_report, write_report
     from sdk.stages.evaluate import load_details
 
     t, run_dir = ctx.template, ctx.run
     parts = run_dir.splits()
     entries = run_dir.read_json("evaluation/artifacts.json")
+    names = [e["name"] for e in entries]
+    details = load_details(run_dir, names)
     stages = {k: {"seconds": v.get("seconds", 0), "note": v.get("note", "")}
               for k, v in run_dir.manifest["stages"].items() if k != "report"}
     data = {"n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"])}
-    if "label" in parts["test"]:
+    if t.task == "decision":
         data["test_positives"] = int((parts["test"]["label"] > 0).sum())
+        data["val_positives"] = int((parts["val"]["label"] > 0).sum())
+    op = t.operating_point(ctx.options) if hasattr(t, "operating_point") else None
+    teacher = next(e["name"] for e in entries if e["role"] == "teacher")
+    intervals = paired_intervals(t, ctx.options, entries, details, parts, teacher, seed=ctx.config.seed)
     annotation = run_dir.read_json("annotations/annotations.json")
     report = build_report(
         template=t.name, task=t.task, project=ctx.config.name, primary_metric=t.primary_metric,
         compared=t.retention_metrics, lower_is_better=t.lower_is_better, artifacts=entries, data=data,
         machine={"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
-        stages=stages, annotation={k: v for k, v in annotation.items() if k != "per_prompt_accepted"})
-    t.plot(report, load_details(run_dir, [e["name"] for e in entries]), parts["test"], run_dir.path("report.png"))
+        stages=stages, annotation={k: v for k, v in annotation.items() if k != "per_prompt_accepted"},
+        operating_point=op, intervals=intervals)
+    report["warnings"] = _warnings(report)
+    for w in report["warnings"]:
+        print(f"[distill] warning: {w}")
+    t.plot(report, details, parts["test"], run_dir.path("report.png"))
+    tradeoff_figure(report, run_dir.path("tradeoffs.png"))
     write_report(report, run_dir.root)
-    return {"note": "report.json, report.md, report.png"}
+    return {"note": "report.json, report.md, report.html, report.png, tradeoffs.png"}
+
+
+def paired_intervals(t, options, entries: list[dict], details: dict[str, Any], parts, teacher: str,
+                     seed: int = 0, resamples: int = 1000) -> dict[str, Any]:
+    """Every artifact's metrics recomputed by the template on shared resamples of the test split (its
+    threshold fixed as chosen on validation)."""
+    from evaluation.uncertainty import paired_bootstrap
+
+    names = [e["name"] for e in entries if e["name"] in details]
+    test = parts["test"]
+    if t.task == "decision":
+        y = test["label"].to_numpy()
+        probs = {n: np.asarray(details[n]["probs_test"]) for n in names}
+        thr = {e["name"]: e["metrics"]["threshold"] for e in entries}
+
+        def metrics_on(idx: np.ndarray) -> dict[str, dict[str, float]]:
+            return {n: t.metrics(y[idx], probs[n][idx], thr[n], options) for n in names}
+    else:
+        rows = test.to_dict("records")
+        passed = {n: [bool(g["passed"]) for g in details[n]["greedy"]] for n in names}
+        sampled = {n: details[n].get("sampled_passed") for n in names}
+
+        def metrics_on(idx: np.ndarray) -> dict[str, dict[str, float]]:
+            sub = [rows[i] for i in idx]
+            return {n: t.metrics(sub, [passed[n][i] for i in idx],
+                                 [sampled[n][i] for i in idx] if sampled[n] else None, options) for n in names}
+
+    iv = paired_bootstrap(len(test), metrics_on, teacher=teacher, compared=t.retention_metrics,
+                          lower_is_better=t.lower_is_better, resamples=resamples, seed=seed,
+                          progress="bootstrap intervals")
+    for per in iv["metrics"].values():  # counts and the fixed threshold have no sampling interval worth showing
+        for k in ("threshold", "n", "positives"):
+            per.pop(k, None)
+    return iv
+
+
+def _warnings(r: dict[str, Any]) -> list[str]:
+    """Plain-language warnings when the figures rest on too few examples (what is too few, and why)."""
+    out, d = [], r["data"]
+    if r["task"] == "decision":
+        pos, vpos = d.get("test_positives", 0), d.get("val_positives", 0)
+        if pos < MIN_TEST_POSITIVES:
+            out.append(f"only {pos} positive examples in the test split (fewer than {MIN_TEST_POSITIVES}): each one "
+                       f"moves recall by {1 / max(pos, 1):.0%}, so recall, precision and their ratios to the "
+                       "teacher are rough; use a larger test split (data.n_test) before deciding.")
+        if vpos < MIN_VAL_POSITIVES:
+            out.append(f"only {vpos} positive examples in the validation split (fewer than {MIN_VAL_POSITIVES}): "
+                       "thresholds chosen there meet the operating point only roughly on new data.")
+    elif d["n_test"] < MIN_TEST_PROBLEMS:
+        out.append(f"only {d['n_test']} test problems (fewer than {MIN_TEST_PROBLEMS}): each one moves pass@1 by "
+                   f"{1 / d['n_test']:.1%}; differences of a few points between artifacts are noise.")
+    hm = r["headline_metric"]
+    for name, s in r["summary"].items():
+        ci = s.get("headline_retention_ci")
+        if ci and ci[1] - ci[0] > WIDE_RETENTION_CI:
+            out.append(f"{name}: the {hm} ratio to the teacher lies anywhere in [{ci[0]:.2f}, {ci[1]:.2f}] "
+                       f"(95% interval): the test split cannot tell this student from the teacher within "
+                       f"{WIDE_RETENTION_CI / 2:.0%}.")
+        elif s.get("headline_retention") is None:
+            out.append(f"{name}: its {hm} ratio to the teacher is undefined (the teacher scores 0 or the metric "
+                       "is undefined on this split).")
+    return out

@@ -44,10 +44,31 @@ def test_report_summary_and_markdown(tmp_path):
     assert s["size_vs_teacher_f16"] == pytest.approx(300 / 2000)
     assert r["retention"]["student-gguf-Q4_K_M"]["recall"] == pytest.approx(0.95)
     paths = write_report(r, tmp_path)
-    assert json.loads(paths["json"].read_text())["schema_version"] == "1.1"
+    assert json.loads(paths["json"].read_text())["schema_version"] == "1.2"
     md = paths["md"].read_text()
-    assert "| student-gguf-Q4_K_M | 6.00x | 15.0% | 94.4% |" in md
+    assert "| student-gguf-Q4_K_M | 6.00x | 15.0% | 94.4% | 94.4% |" in md
     assert to_markdown(r) == md
+    page = paths["html"].read_text()
+    assert "student-gguf-Q4_K_M" in page and "keeps 94.4%" in page
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened
+
+
+def test_student_above_teacher_reads_as_better_never_as_retention_gain(tmp_path):
+    arts = [_art("teacher-torch", "teacher", 0.7, 0.5, 0.05, 4.0),
+            _art("student-torch", "student", 0.8, 0.6, 0.05, 24.0)]
+    iv = {"level": 0.95, "resamples": 10, "method": "m", "metrics": {},
+          "retention": {"student-torch": {"recall": [1.05, 1.35]}}}
+    r = build_report(template="fraud", task="decision", project="p", primary_metric="roc_auc",
+                     compared=("roc_auc", "recall"), lower_is_better=set(), artifacts=arts,
+                     data={"n_train": 1, "n_val": 2, "n_test": 3}, machine={"cpus": 2, "platform": "linux"},
+                     stages={}, operating_point={"kind": "fpr", "value": 0.02, "description": "FPR <= 2%",
+                                                 "metric": "recall"}, intervals=iv)
+    s = r["summary"]["student-torch"]
+    assert s["headline_metric"] == "recall" and s["verdict"] == "better than teacher"
+    assert r["notes"] and "teacher is weak" in r["notes"][0]
+    md = to_markdown(r)
+    assert "student better (x1.20) [1.05, 1.35]" in md and "120.0%" not in md
+    assert "Operating point:** FPR <= 2%" in md
 
 
 def test_latency_stats_percentiles():

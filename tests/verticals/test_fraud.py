@@ -62,8 +62,44 @@ def test_metrics_match_definitions(t):
 def test_threshold_maximises_validation_f1(t):
     y = np.array([0, 0, 0, 1, 1, 0, 1])
     s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.6, 0.9])
-    th = t.choose_threshold(y, _probs(s), FraudOptions())
+    th = t.choose_threshold(y, _probs(s), FraudOptions(operating_point={"kind": "best_f1"}))
     assert th == pytest.approx(0.4)
+
+
+def test_thresholds_meet_the_operating_point_on_validation(t):
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.05).astype(int)
+    s = np.clip(rng.normal(0.3 + 0.3 * y, 0.15), 0, 1)
+    for kind, value in (("fpr", 0.02), ("alert_rate", 0.05), ("recall", 0.8)):
+        opts = FraudOptions(operating_point={"kind": kind, "value": value})
+        th = t.choose_threshold(y, _probs(s), opts)
+        m = t.metrics(y, _probs(s), th, opts)
+        if kind == "fpr":
+            assert value - 0.002 < m["fpr"] <= value  # as many alerts as the budget allows, not more
+        elif kind == "alert_rate":
+            assert value - 0.002 < m["alerts_per_1000"] / 1000 <= value
+        else:
+            assert value <= m["recall"] < value + 0.01  # the highest threshold that still catches 80%
+    # ties at the budget's edge stay unflagged, so the budget holds even on coarse scores
+    coarse = np.round(s, 1)
+    opts = FraudOptions(operating_point={"kind": "fpr", "value": 0.02})
+    assert t.metrics(y, _probs(coarse), t.choose_threshold(y, _probs(coarse), opts), opts)["fpr"] <= 0.02
+
+
+def test_operating_point_needs_a_value_in_range():
+    with pytest.raises(ValueError, match="operating_point.value"):
+        FraudOptions(operating_point={"kind": "fpr", "value": 1.5})
+    with pytest.raises(ValueError, match="kind"):
+        FraudOptions(operating_point={"kind": "precision", "value": 0.5})
+    assert FraudOptions(operating_point={"kind": "best_f1", "value": None}).operating_point.headline() == "f1"
+
+
+def test_cost_view_counts_alerts_per_thousand(t):
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 1, 0, 0])
+    s = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.4, 0.05, 0.9, 0.1, 0.1])
+    m = t.metrics(y, _probs(s), threshold=0.5, options=FraudOptions())
+    assert m["alerts_per_1000"] == pytest.approx(300) and m["false_alerts_per_1000"] == pytest.approx(100)
+    assert m["frauds_caught"] == 2
 
 
 def test_upsample_reaches_fraction_and_keeps_all_rows(t):

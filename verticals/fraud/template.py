@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from verticals.fraud.synth import synthesize_transactions
 
 _HERE = Path(__file__).parent
+
+
+class OperatingPoint(BaseModel):
+    """Where the fraud team runs the model, in its own terms. Every artifact (teacher, students) gets its
+    threshold on the validation split for this same point, so they are compared on equal terms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["fpr", "alert_rate", "recall", "best_f1", "threshold"] = Field(
+        "fpr", description="fpr: flag at most `value` of legitimate transactions; alert_rate: flag at most "
+        "`value` of all transactions (the review team's budget); recall: catch at least `value` of fraud; "
+        "best_f1: the threshold with the best validation F1; threshold: a fixed score threshold `value`.")
+    value: float | None = Field(0.02, description="The target for `kind` (a fraction; unused by best_f1).")
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> "OperatingPoint":
+        if self.kind == "best_f1":
+            return self
+        if self.value is None or not 0 < self.value < 1:
+            raise ValueError(f"operating_point.value must be in (0, 1) for kind {self.kind!r}, got {self.value}")
+        return self
+
+    def describe(self) -> str:
+        return {"fpr": f"false-positive rate <= {self.value:.1%} of legitimate transactions",
+                "alert_rate": f"alerts <= {self.value:.1%} of all transactions",
+                "recall": f"recall >= {self.value:.0%} of fraud",
+                "best_f1": "best F1 on validation",
+                "threshold": f"score >= {self.value:g}"}[self.kind]
+
+    def headline(self) -> str:
+        """The metric the point leaves free: what is compared between artifacts at this point."""
+        return {"fpr": "recall", "alert_rate": "recall", "recall": "fpr", "best_f1": "f1", "threshold": "f1"}[self.kind]
 
 
 class FraudOptions(BaseModel):
@@ -24,7 +56,11 @@ class FraudOptions(BaseModel):
     train_positive_fraction: float | None = Field(
         0.25, gt=0, lt=1, description="Upsample fraud in the training split to this fraction (rare-event "
         "decisions learn faster); null keeps the natural rate. Validation and test keep the natural rate.")
-    target_recall: float = Field(0.8, gt=0, le=1, description="Recall at which FPR@recall is reported.")
+    target_recall: float = Field(0.8, gt=0, le=1, description="Recall at which FPR@recall is reported "
+                                 "(a threshold-free curve figure, besides the operating point).")
+    operating_point: OperatingPoint = Field(default_factory=OperatingPoint,
+                                            description="Where every artifact is compared (threshold chosen on "
+                                            "validation for this point).")
 
 
 def upsample_positives(df: pd.DataFrame, fraction: float | None, seed: int) -> pd.DataFrame:
@@ -46,7 +82,7 @@ class FraudTemplate:
                "device_change", "velocity_1h")
     label_words = {0: " no", 1: " yes"}
     primary_metric = "roc_auc"
-    retention_metrics = ("roc_auc", "recall", "precision", "fpr", "f1")  # fpr_at_recall_* added per options
+    retention_metrics = ("roc_auc", "average_precision", "recall", "precision", "fpr", "f1")  # + fpr_at_recall_*
     lower_is_better = frozenset({"fpr"})
     chat = False  # a compact raw prompt: its length sets the cost of every training step and decision
     stratify = "label"
@@ -71,11 +107,13 @@ class FraudTemplate:
                 f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
                 f"{device}, {int(row['velocity_1h'])} tx/h. Fraud?")
 
+    def operating_point(self, options: FraudOptions) -> dict[str, Any]:
+        op = options.operating_point
+        return {"kind": op.kind, "value": op.value, "description": op.describe(), "metric": op.headline()}
+
     def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: FraudOptions) -> float:
-        """The validation threshold with the best F1: one operating point balancing both error kinds."""
-        precision, recall, thresholds = precision_recall_curve(y_val, np.asarray(probs_val)[:, 1])
-        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        return float(thresholds[int(np.argmax(f1[:-1]))])
+        """The validation threshold for the configured operating point (decision: score >= threshold)."""
+        return threshold_for(np.asarray(y_val).astype(int), np.asarray(probs_val)[:, 1], options.operating_point)
 
     def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float,
                 options: FraudOptions) -> dict[str, float]:
@@ -86,15 +124,21 @@ class FraudTemplate:
         fp = int(np.sum(pred & (y_true == 0)))
         fn = int(np.sum(~pred & (y_true == 1)))
         tn = int(np.sum(~pred & (y_true == 0)))
+        n = max(len(y_true), 1)
         both = len(np.unique(y_true)) > 1
         fpr_curve, tpr_curve, _ = roc_curve(y_true, scores) if both else (np.array([0.0]), np.array([0.0]), None)
         reach = tpr_curve >= options.target_recall
         return {
             "roc_auc": float(roc_auc_score(y_true, scores)) if both else float("nan"),
+            "average_precision": float(average_precision_score(y_true, scores)) if both else float("nan"),
             "recall": tp / max(tp + fn, 1),
             "precision": tp / max(tp + fp, 1),
             "fpr": fp / max(fp + tn, 1),
             "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+            # the cost view a fraud team reads: alerts and wasted reviews per 1,000 transactions
+            "alerts_per_1000": 1000 * (tp + fp) / n,
+            "false_alerts_per_1000": 1000 * fp / n,
+            "frauds_caught": float(tp),
             # lowest FPR among operating points that reach the target recall
             f"fpr_at_recall_{options.target_recall:g}": float(np.min(fpr_curve[reach])) if reach.any() else 1.0,
             "threshold": float(threshold),
@@ -110,3 +154,30 @@ class FraudTemplate:
 
     def preset_path(self, preset: str) -> Path:
         return _HERE / f"{preset}.yaml"
+
+
+def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> float:
+    """Threshold t (flag when score >= t) meeting the operating point on (y, scores).
+
+    fpr / alert_rate: the lowest threshold whose flagged share of negatives / of all rows stays within the
+    budget (ties at the boundary are left unflagged, so the budget holds); recall: the highest threshold
+    that still catches the share of positives; best_f1: the best F1 on the curve.
+    """
+    if op.kind == "threshold":
+        return float(op.value)
+    if op.kind == "best_f1":
+        precision, recall, thresholds = precision_recall_curve(y, scores)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        return float(thresholds[int(np.argmax(f1[:-1]))])
+    if op.kind == "recall":
+        pos = np.sort(scores[y == 1])[::-1]
+        if len(pos) == 0:
+            return 0.5
+        need = int(np.ceil(op.value * len(pos) - 1e-9))
+        return float(pos[max(need, 1) - 1])
+    pool = np.sort(scores[y == 0] if op.kind == "fpr" else scores)[::-1]
+    allowed = int(np.floor(op.value * len(pool) + 1e-9))  # rows that may be flagged
+    if allowed >= len(pool):
+        return float(pool[-1])
+    # everything strictly above the (allowed+1)-th highest score is flagged
+    return float(np.nextafter(pool[allowed], np.inf))

@@ -1,0 +1,72 @@
+"""The README's figures, generated from a run's report.json so they cannot drift from what a run produced.
+
+    python -m evaluation.summary README.md fraud=runs/fraud-demo/report.json code=runs/code-demo/report.json
+
+replaces the block between `<!-- figures:fraud -->` and `<!-- /figures:fraud -->` (and so on) with a table
+of every artifact (headline metric with its 95% interval, size, speed, P99, ratio to the teacher) and the
+run's facts (date, machine, stage time). `make readme-figures` runs it on the demo folders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from evaluation.report import SPEED_LABEL, _ci, _fmt, _ratio, headline_rows
+
+
+def figures_markdown(r: dict[str, Any], source: str) -> str:
+    task, pm = r["task"], r["primary_metric"]
+    hm, op = r.get("headline_metric", pm), r.get("operating_point")
+    minutes = sum(s.get("seconds", 0) for s in r["stages"].values()) / 60
+    d = r["data"]
+    held = (f"{d['n_test']} held-out examples ({d.get('test_positives', '?')} positive)" if task == "decision"
+            else f"{d['n_test']} held-out problems")
+    lines = [f"Generated from `{source}` by `make readme-figures` ({r['machine']['cpus']} CPUs, stages "
+             f"{minutes:.0f} min; {held}" + (f"; operating point: {op['description']}" if op else "") + "). "
+             "Brackets: 95% paired-bootstrap intervals over the test split, the spread a re-run on new test "
+             "data would show.", "",
+             f"| artifact | {hm} | " + (f"{pm} | " if pm != hm else "")
+             + f"size MB | {SPEED_LABEL[task]} | P99 ms | speed-up | {hm} vs teacher |",
+             "|" + "---|" * (7 + (pm != hm))]
+    for h in headline_rows(r):
+        vs = "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])
+        lines.append(f"| {h['name']} | {_fmt(h['headline'])}{_ci(h['headline_ci'])} | "
+                     + (f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | " if pm != hm else "")
+                     + f"{h['size_mb']:.1f} | {_fmt(h['speed'], 1)} | {h['p99_ms']:.0f} | "
+                     + ("-" if h["speedup"] is None else f"{h['speedup']:.2f}x") + f" | {vs} |")
+    for w in r.get("warnings", []):
+        lines += ["", f"Warning from the run: {w}"]
+    return "\n".join(lines)
+
+
+def update_block(text: str, key: str, block: str) -> str:
+    start, end = f"<!-- figures:{key} -->", f"<!-- /figures:{key} -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README has no {start} ... {end} block")
+    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    readme = Path(argv[0])
+    text = readme.read_text()
+    for arg in argv[1:]:
+        key, _, path = arg.partition("=")
+        report = json.loads(Path(path).read_text())
+        text = update_block(text, key, figures_markdown(report, path))
+    from sdk.rundir import atomic_write_text
+
+    atomic_write_text(readme, text)
+    print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
