@@ -39,6 +39,23 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to the checkpoint's step: the steps after it are trained (and logged) again
+    on resume, and must not appear twice."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            break  # a line cut by the interruption ends the readable log
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept))
+    os.replace(tmp, path)
+
+
 def _atomic_save(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -101,6 +118,7 @@ def train(
         scheduler.load_state_dict(ck["scheduler"])
         step, best, best_step, bad_checks, history = ck["step"], ck["best"], ck["best_step"], ck["bad_checks"], ck["history"]
         best_state = ck["best_state"]
+    _truncate_log(checkpoint_dir / "log.jsonl", step)
     log = open(checkpoint_dir / "log.jsonl", "a")
     start = time.perf_counter()
 

@@ -65,3 +65,30 @@ def test_early_stopping_and_resume(tiny_llama, tmp_path):
     res2 = train(model, loss, len(seqs), flat_metric, lr=1e-3,
                  batch_size=4, max_epochs=10, eval_every=2, patience=2, seed=0, checkpoint_dir=tmp_path)
     assert res2.steps == 6 and len(calls) == 3
+
+
+def test_resumed_training_logs_each_step_once(tiny_llama, tmp_path):
+    tok, model, seqs, label_ids, target = _setup(tiny_llama)
+    fwd = token_forward(seqs, tok.pad_token_id)
+    loss = decision_batch_loss(fwd, {"target": target}, TaskCrossEntropy())
+    state = {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupted(m, idx, calls=[]):  # dies during step 7, after the checkpoint of step 4
+        calls.append(1)
+        if len(calls) == 7:
+            raise Interrupt
+        return loss(m, idx)
+
+    kw = dict(lr=1e-3, batch_size=4, max_epochs=2, eval_every=4, patience=50, seed=0, checkpoint_dir=tmp_path)
+    try:
+        train(model, interrupted, len(seqs), lambda m: 0.5, **kw)
+    except Interrupt:
+        pass
+    model.load_state_dict(state)
+    train(model, loss, len(seqs), lambda m: 0.5, **kw)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()
+             if "loss" in json.loads(x)]
+    assert steps == list(range(1, 9))
