@@ -51,7 +51,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def _card(h: dict[str, Any], hm: str, task: str, op: bool) -> str:
+def _card(h: dict[str, Any], hm: str, task: str, op: dict[str, Any] | None) -> str:
     role = "teacher" if h["role"] == "teacher" else "student"
     verdict = "reference (the teacher)" if role == "teacher" else h["verdict"]
     cls = "good" if role == "student" and (h["retention"] or 0) >= 0.9 else ("bad" if role == "student" else "")
@@ -62,6 +62,8 @@ def _card(h: dict[str, Any], hm: str, task: str, op: bool) -> str:
           ("speed-up", "-" if h["speedup"] is None else f"{h['speedup']:.2f}x")]
     if task == "decision" and h["threshold"] is not None:
         kv.append(("threshold", f"{h['threshold']:.4g}"))
+    if op and op.get("constraint_metric") and h["constraint"] is not None:
+        kv.insert(0, (f"{op['constraint_metric']} on test", _fmt(h["constraint"])))
     rows = "".join(f"<span>{html.escape(k)}</span><span>{html.escape(str(v))}</span>" for k, v in kv)
     return (f'<div class="card {role}"><h3>{html.escape(h["name"])}</h3>'
             f'<div class="big">{_fmt(h["headline"])}</div>'
@@ -103,7 +105,7 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
                    f"threshold is chosen on validation for this point; they are compared on <b>{html.escape(hm)}"
                    f"</b> there.</div>")
     out.append("<h2>Summary</h2><div class='cards'>"
-               + "".join(_card(h, hm, task, bool(op)) for h in headline_rows(r)) + "</div>")
+               + "".join(_card(h, hm, task, op) for h in headline_rows(r)) + "</div>")
     out += [f"<div class='note'><b>Note:</b> {html.escape(n)}</div>" for n in r.get("notes", [])]
     iv = r.get("intervals")
     if iv:

@@ -147,6 +147,7 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     task, hm, pm = r.get("task", "decision"), r.get("headline_metric", r["primary_metric"]), r["primary_metric"]
     speed = r.get("speed_metric", SPEED_KEY[task])
     ivs = (r.get("intervals") or {}).get("metrics", {})
+    cm = (r.get("operating_point") or {}).get("constraint_metric")
     rows = []
     for a in r["artifacts"]:
         s = r["summary"].get(a["name"], {})
@@ -156,6 +157,7 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             "headline": a["metrics"].get(hm), "headline_ci": ivs.get(a["name"], {}).get(hm),
             "primary": a["metrics"].get(pm), "primary_ci": ivs.get(a["name"], {}).get(pm),
             "threshold": a["metrics"].get("threshold"),
+            "constraint": a["metrics"].get(cm) if cm else None,
             "size_mb": a["size_bytes"] / 1e6, "p99_ms": a["latency_ms"]["p99"], "speed": a.get(speed),
             "speedup": s.get("speedup_vs_teacher"), "retention": s.get("headline_retention"),
             "retention_ci": s.get("headline_retention_ci"), "verdict": s.get("verdict", "reference"),
@@ -188,11 +190,15 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines += ["## Headline", "", f"`{hm}`" + (f" at the operating point" if op else "") + f", `{pm}`, cost and speed."
               + ci_note, ""]
     speed_label = SPEED_LABEL[task]
-    hdr = f"| artifact | {hm} | " + (f"{pm} | " if pm != hm else "") + ("threshold | " if task == "decision" else "")
+    cm = (op or {}).get("constraint_metric")
+    hdr = (f"| artifact | {hm} | " + (f"{cm} on test | " if cm else "") + (f"{pm} | " if pm != hm else "")
+           + ("threshold | " if task == "decision" else ""))
     hdr += f"size MB | P99 ms | {speed_label} | speed-up | {hm} vs teacher |"
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for h in headline_rows(r):
         row = f"| {h['name']} | {_fmt(h['headline'])}{_ci(h['headline_ci'])} | "
+        if cm:
+            row += f"{_fmt(h['constraint'])} | "
         if pm != hm:
             row += f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | "
         if task == "decision":

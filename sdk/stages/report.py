@@ -119,9 +119,9 @@ def _warnings(r: dict[str, Any]) -> list[str]:
     for name, s in r["summary"].items():
         ci = s.get("headline_retention_ci")
         if ci and ci[1] - ci[0] > WIDE_RETENTION_CI:
-            out.append(f"{name}: the {hm} ratio to the teacher lies anywhere in [{ci[0]:.2f}, {ci[1]:.2f}] "
-                       f"(95% interval): the test split cannot tell this student from the teacher within "
-                       f"{WIDE_RETENTION_CI / 2:.0%}.")
+            out.append(f"{name}: its {hm} ratio to the teacher is only known to lie in [{ci[0]:.2f}, {ci[1]:.2f}] "
+                       f"(95% interval, wider than {WIDE_RETENTION_CI:.1f}): the test split is too small to measure "
+                       f"it to +-{WIDE_RETENTION_CI / 2:.0%}.")
         elif s.get("headline_retention") is None:
             out.append(f"{name}: its {hm} ratio to the teacher is undefined (the teacher scores 0 or the metric "
                        "is undefined on this split).")

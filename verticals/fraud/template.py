@@ -42,6 +42,10 @@ class OperatingPoint(BaseModel):
                 "best_f1": "best F1 on validation",
                 "threshold": f"score >= {self.value:g}"}[self.kind]
 
+    def constraint(self) -> str | None:
+        """The metric the point fixes on validation; shown on test beside the headline (it drifts there)."""
+        return {"fpr": "fpr", "alert_rate": "alerts_per_1000", "recall": "recall"}.get(self.kind)
+
     def headline(self) -> str:
         """The metric the point leaves free: what is compared between artifacts at this point."""
         return {"fpr": "recall", "alert_rate": "recall", "recall": "fpr", "best_f1": "f1", "threshold": "f1"}[self.kind]
@@ -109,7 +113,8 @@ class FraudTemplate:
 
     def operating_point(self, options: FraudOptions) -> dict[str, Any]:
         op = options.operating_point
-        return {"kind": op.kind, "value": op.value, "description": op.describe(), "metric": op.headline()}
+        return {"kind": op.kind, "value": op.value, "description": op.describe(), "metric": op.headline(),
+                "constraint_metric": op.constraint()}
 
     def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: FraudOptions) -> float:
         """The validation threshold for the configured operating point (decision: score >= threshold)."""
