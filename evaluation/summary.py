@@ -21,6 +21,7 @@ from evaluation.report import SPEED_LABEL, _ci, _fmt, _ratio, headline_rows
 def figures_markdown(r: dict[str, Any], source: str) -> str:
     task, pm = r["task"], r["primary_metric"]
     hm, op = r.get("headline_metric", pm), r.get("operating_point")
+    cm = (op or {}).get("constraint_metric")
     minutes = sum(s.get("seconds", 0) for s in r["stages"].values()) / 60
     d = r["data"]
     held = (f"{d['n_test']} held-out examples ({d.get('test_positives', '?')} positive)" if task == "decision"
@@ -29,12 +30,13 @@ def figures_markdown(r: dict[str, Any], source: str) -> str:
              f"{minutes:.0f} min; {held}" + (f"; operating point: {op['description']}" if op else "") + "). "
              "Brackets: 95% paired-bootstrap intervals over the test split, the spread a re-run on new test "
              "data would show.", "",
-             f"| artifact | {hm} | " + (f"{pm} | " if pm != hm else "")
+             f"| artifact | {hm} | " + (f"{cm} on test | " if cm else "") + (f"{pm} | " if pm != hm else "")
              + f"size MB | {SPEED_LABEL[task]} | P99 ms | speed-up | {hm} vs teacher |",
-             "|" + "---|" * (7 + (pm != hm))]
+             "|" + "---|" * (7 + (pm != hm) + bool(cm))]
     for h in headline_rows(r):
         vs = "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])
         lines.append(f"| {h['name']} | {_fmt(h['headline'])}{_ci(h['headline_ci'])} | "
+                     + (f"{_fmt(h['constraint'])} | " if cm else "")
                      + (f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | " if pm != hm else "")
                      + f"{h['size_mb']:.1f} | {_fmt(h['speed'], 1)} | {h['p99_ms']:.0f} | "
                      + ("-" if h["speedup"] is None else f"{h['speedup']:.2f}x") + f" | {vs} |")

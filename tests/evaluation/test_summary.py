@@ -14,14 +14,15 @@ def test_readme_block_is_regenerated_from_report_json(tmp_path):
                      compared=("roc_auc", "recall"), lower_is_better={"fpr"}, artifacts=arts,
                      data={"n_train": 1, "n_val": 2, "n_test": 3, "test_positives": 1},
                      machine={"cpus": 2, "platform": "linux"}, stages={"data": {"seconds": 120}},
-                     operating_point={"kind": "fpr", "value": 0.02, "description": "FPR <= 2%", "metric": "recall"})
+                     operating_point={"kind": "fpr", "value": 0.02, "description": "FPR <= 2%", "metric": "recall",
+                                       "constraint_metric": "fpr"})
     (tmp_path / "report.json").write_text(json.dumps(r))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- figures:fraud -->\nstale 0.954\n<!-- /figures:fraud -->\nend\n")
     assert main([str(readme), f"fraud={tmp_path / 'report.json'}"]) == 0
     text = readme.read_text()
     assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
-    assert "| student-gguf-Q4_K_M | 0.760 | 0.850 | 0.0 | 24.0 | 12 | 6.00x | 95.0% |" in text
+    assert "| student-gguf-Q4_K_M | 0.760 | 0.060 | 0.850 | 0.0 | 24.0 | 12 | 6.00x | 95.0% |" in text
     assert "operating point: FPR <= 2%" in text
 
 
