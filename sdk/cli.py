@@ -1,10 +1,11 @@
-"""The `distill` command line: templates, init, run. User errors exit with code 2."""
+"""The `distill` command line: templates, init, check, run. User errors exit with code 2, Ctrl-C with 130."""
 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -12,10 +13,30 @@ from sdk.errors import DistillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distil a teacher LLM into a small student.")
 
+PACKAGE = "distill-sdk"  # the distribution name in pyproject.toml
+
 
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"{PACKAGE} {version(PACKAGE)}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        typer.echo(f"{PACKAGE} (not installed)")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the installed version and exit.")) -> None:
+    pass
 
 
 @app.command()
@@ -66,20 +87,73 @@ def init(template: str, directory: Path,
 
 @app.command()
 def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<name>).")) -> None:
-    """Run every stage of a project; finished stages are skipped."""
+    """Check, then run every stage of a project; finished stages are skipped."""
+    from sdk.preflight import check_project, format_problems
     from sdk.project import Project
 
     try:
-        result = Project.from_yaml(project_yaml).run(out)
+        problems = check_project(project_yaml)  # seconds, before any stage; says how relative paths resolved
+        if problems:
+            raise DistillError(format_problems(problems, str(project_yaml)))
+        result = Project.from_yaml(project_yaml).run(out, preflight=False)
     except DistillError as err:
         _fail(err)
-    typer.echo(f"report: {result.report_paths['md']}")
-    typer.echo(f"report: {result.report_paths['json']}")
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; re-run `distill run {project_yaml}` to resume from the last finished stage",
+                   err=True)
+        raise typer.Exit(130)
+    try:
+        print_headline(result.report)
+    except (KeyError, TypeError, ValueError) as err:  # a report of another schema: the run itself succeeded
+        typer.echo(f"(no headline table: report.json lacks {err})", err=True)
+    for w in result.report.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    for kind in ("html", "md", "json"):
+        if kind in result.report_paths:
+            typer.echo(f"report: {result.report_paths[kind]}")
+
+
+def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The report's headline (evaluation.report.headline_rows): headline metric with its interval (at the
+    operating point for decision templates), the ratio to the teacher read as a verdict, speed-up, size."""
+    from evaluation.report import _ci, _fmt, _ratio, headline_rows
+
+    hm = report.get("headline_metric", report["primary_metric"])
+    header = ["artifact", hm + (" @ op" if report.get("operating_point") else ""), f"{hm} vs teacher",
+              "speed-up", "size MB"]
+    rows = [[h["name"], f"{_fmt(h['headline'])}{_ci(h['headline_ci'])}",
+             "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"]),
+             "-" if h["speedup"] is None else f"{h['speedup']:.2f}x", f"{h['size_mb']:.1f}"]
+            for h in headline_rows(report)]
+    return header, rows
+
+
+def print_headline(report: dict[str, Any]) -> None:
+    """The report's headline at the end of a run (rich when installed, else plain aligned text)."""
+    header, rows = headline_table(report)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            typer.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        return
+    table = Table(title=f"{report.get('project', '')} ({report.get('template', '')})")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for r in rows:
+        table.add_row(*r)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a log file or pipe: rich's default 80 columns would wrap long artifact names
+        console.width = 120
+    console.print(table)
 
 
 # Core commands that live in their own modules (one writer per module); each module keeps heavy imports
 # inside the command so `distill` starts fast. A module not present yet is skipped.
-CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command"}
+CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command",
+                 "compare": "evaluation.compare:compare_command"}
 
 
 def _add_core_commands() -> None:
@@ -112,7 +186,16 @@ def _add_plugin_commands() -> None:
 _add_plugin_commands()
 
 
+def _quiet_warnings() -> None:
+    """Library deprecation notices (e.g. transformers' `is_gradient_checkpointing` FutureWarning, raised on
+    every peft wrap) repeat through a run and say nothing to a user of the CLI; the Python API keeps them."""
+    for module in ("transformers", "peft", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=rf"{module}(\.|$)")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def main() -> None:
+    _quiet_warnings()
     try:
         app()
     except KeyboardInterrupt:

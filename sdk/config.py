@@ -6,6 +6,7 @@ Defaults live here and only here.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +118,11 @@ class DistillConfig(_Model):
             loss_cls = load(LOSSES, v["kind"])
         except DistillError as err:
             raise ValueError(str(err)) from None
-        params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
+        try:
+            params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
+        except ValidationError as err:  # one line per problem, with the loss's own keys as suggestions
+            raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
+                _describe_error(e, loss_cls.Config) for e in err.errors())) from None
         return {"kind": v["kind"], **params.model_dump()}
 
 
@@ -161,12 +166,75 @@ class ProjectConfig(_Model):
         return v
 
 
+def _fields_at(model: Any, loc: tuple) -> list[str]:
+    """Field names of the (nested) pydantic model that holds the key at `loc` ([] if there is none)."""
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if not fields or str(part) not in fields:
+            return []
+        model = fields[str(part)].annotation
+    return list(getattr(model, "model_fields", None) or [])
+
+
+def _all_keys(model: Any, prefix: str = "") -> list[str]:
+    """Every dotted key path of a config model, nested sections included."""
+    out = []
+    for name, f in getattr(model, "model_fields", {}).items():
+        nested = _all_keys(f.annotation, f"{prefix}{name}.") if hasattr(f.annotation, "model_fields") else []
+        out.extend(nested or [f"{prefix}{name}"])
+    return out
+
+
+def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] | None = None) -> str:
+    """'; did you mean `x.y`?' for an unknown key: a close key of the same section first, else a key of
+    another section with a close name (a key put in the wrong section is a common slip)."""
+    key = str(loc[-1])
+    here = difflib.get_close_matches(key, _fields_at(model, loc), n=1, cutoff=0.6)
+    if here:
+        return f"; did you mean `{prefix}{'.'.join(map(str, (*loc[:-1], here[0])))}`?"
+    by_leaf: dict[str, list[str]] = {}
+    for path in elsewhere or []:
+        by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    close = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
+    if not close:
+        return ""
+    section = f"{prefix}{loc[0]}." if len(loc) > 1 else prefix
+    paths = sorted(by_leaf[close[0]], key=lambda p: (not p.startswith(section), p))  # same section first
+    return "; did you mean " + " or ".join(f"`{p}`" for p in paths[:2]) + "?"
+
+
+def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: list[str] | None = None) -> str:
+    """`field.path: what is wrong` for one pydantic error, with a suggestion for an unknown key and the
+    given value for a bad one."""
+    loc = tuple(e["loc"])
+    where = prefix + ".".join(map(str, loc)) if loc else prefix.rstrip(".") or "(root)"
+    if e["type"] == "extra_forbidden":
+        return f"{where}: unknown key{did_you_mean(loc, model, prefix, elsewhere)}"
+    msg = e["msg"].removeprefix("Value error, ")
+    value = e.get("input")
+    if isinstance(value, (str, int, float, bool)) and e["type"] != "value_error" and len(repr(value)) < 60:
+        msg += f" (got {value!r})"  # a bad type or range: show what the file holds
+    return f"{where}: {msg}"
+
+
+def _known_keys() -> list[str]:
+    """Every key a project file may hold, including each registered loss's parameters under distill.loss."""
+    from sdk.registry import LOSSES, load, names
+
+    keys = _all_keys(ProjectConfig)
+    for name in names(LOSSES):
+        try:
+            keys += _all_keys(load(LOSSES, name).Config, "distill.loss.")
+        except Exception:  # a broken third-party loss must not hide the user's error
+            pass
+    return sorted(set(keys))
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
+    elsewhere = _known_keys() if any(e["type"] == "extra_forbidden" for e in err.errors()) else []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
+        lines.append(f"  {_describe_error(e, ProjectConfig, '', elsewhere)}")
     return "\n".join(lines)
 
 
@@ -174,7 +242,15 @@ def validate_config(data: dict[str, Any], source: str = "config") -> ProjectConf
     try:
         cfg = ProjectConfig.model_validate(data)
     except ValidationError as err:
-        raise DistillError(_format_validation_error(err, source)) from None
+        message = _format_validation_error(err, source)
+        # the template's options too, where the template is known: one report lists every wrong key
+        options = data.get("template_options")
+        if isinstance(data.get("template"), str) and isinstance(options, dict):
+            try:
+                message += "".join(f"\n  {line}" for line in _template_option_errors(data["template"], options))
+            except DistillError:  # an unknown template is already in the message
+                pass
+        raise DistillError(message) from None
     template_options(cfg, source)  # the template's own options, checked here so errors surface before any stage
     return cfg
 
@@ -183,16 +259,27 @@ def template_options(cfg: ProjectConfig, source: str = "config") -> BaseModel:
     """`template_options` validated by the template's own pydantic model."""
     from sdk.registry import get_template
 
-    template = get_template(cfg.template)
+    errors = _template_option_errors(cfg.template, cfg.template_options)
+    if errors:
+        raise DistillError("\n".join([f"invalid configuration in {source}:", *(f"  {e}" for e in errors)]))
+    return get_template(cfg.template).Options.model_validate(cfg.template_options)
+
+
+def _template_option_errors(name: str, options: dict[str, Any]) -> list[str]:
+    """One line per problem of `template_options` for template `name` (raises DistillError if unknown)."""
+    from sdk.registry import get_template
+
+    template = get_template(name)
     try:
-        return template.Options.model_validate(cfg.template_options)
+        template.Options.model_validate(options)
     except ValidationError as err:
-        lines = [f"invalid configuration in {source}:"]
+        lines = []
         for e in err.errors():
-            loc = ".".join(str(p) for p in ("template_options", *e["loc"]))
-            lines.append(f"  {loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-                         f" (template {cfg.template!r})")
-        raise DistillError("\n".join(lines)) from None
+            where, _, what = _describe_error(e, template.Options, "template_options.").partition(": ")
+            what, _, hint = what.partition("; did you mean")
+            lines.append(f"{where}: {what} (template {name!r})" + (f"; did you mean{hint}" if hint else ""))
+        return lines
+    return []
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +305,33 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> ProjectConfig:
-    return validate_config(load_yaml(path), source=str(path))
+    """A project file, its relative paths resolved against the file's folder (not the working directory):
+    `distill run some/dir/project.yaml` then reads the same data from anywhere."""
+    path = Path(path)
+    return validate_config(resolve_relative_paths(load_yaml(path), path.parent), source=str(path))
+
+
+def _is_relative(p: str) -> bool:
+    return not Path(p).expanduser().is_absolute()
+
+
+def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`data.path`, and `teacher.model` / `student.model` when they name a local folder, made absolute
+    against `base`. A model string is a path when it starts with ./ or ../ or exists under `base`;
+    otherwise it stays as written (an embedded name or a hub id such as `org/model`)."""
+    base = Path(base).resolve()
+    out = dict(data)
+    section = out.get("data")
+    if isinstance(section, dict) and isinstance(section.get("path"), str) and _is_relative(section["path"]):
+        out["data"] = {**section, "path": str(base / section["path"])}
+    for name in ("teacher", "student"):
+        section = out.get(name)
+        spec = section.get("model") if isinstance(section, dict) else None
+        if not isinstance(spec, str) or spec.startswith("embedded:") or not _is_relative(spec):
+            continue
+        if spec in (".", "..") or spec.startswith(("./", "../")) or (base / spec).exists():
+            out[name] = {**section, "model": str((base / spec).resolve())}
+    return out
 
 
 def config_to_yaml(cfg: ProjectConfig) -> str:
@@ -230,27 +343,32 @@ def reference_markdown() -> str:
     lines = ["# Project configuration reference", "",
              "Generated by `python -m sdk.config` from `sdk/config.py`; unknown keys are errors.", ""]
 
-    def walk(model: type[BaseModel], prefix: str, heading: str | None = None) -> None:
-        rows = []
+    def walk(model: type[BaseModel], prefix: str, heading: str | None = None, owner: str = "") -> None:
+        rows, nested = [], []
         for name, f in model.model_fields.items():
             ann = f.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{prefix}{name}.")
+                nested.append((ann, f"{prefix}{name}."))
                 continue
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
             rows.append(f"| `{prefix}{name}` | `{default}` | {f.description or ''} |")
         if rows:
-            lines.extend([heading or f"## {prefix.rstrip('.') or 'top level'}", "", "| key | default | meaning |",
-                          "|---|---|---|", *rows, ""])
+            lines.extend([heading or f"## {prefix.rstrip('.') or 'top level'}{owner}", "",
+                          "| key | default | meaning |", "|---|---|---|", *rows, ""])
+        # a section's own keys first, then its nested sections (a component's keep naming their owner)
+        for ann, sub in nested:
+            walk(ann, sub, f"#### {sub.rstrip('.')}{owner}" if heading else None, owner)
 
     walk(ProjectConfig, "")
     from sdk.registry import LOSSES, TEMPLATES, load, names
 
     # components own their parameters: each registered loss and template documents its own
     for name in names(LOSSES):
-        walk(load(LOSSES, name).Config, "distill.loss.", f"### distill.loss with `kind: {name}`")
+        walk(load(LOSSES, name).Config, "distill.loss.", f"### distill.loss with `kind: {name}`",
+             f" (loss `{name}`)")
     for name in names(TEMPLATES):
-        walk(load(TEMPLATES, name).Options, "template_options.", f"### template_options of template `{name}`")
+        walk(load(TEMPLATES, name).Options, "template_options.", f"### template_options of template `{name}`",
+             f" (template `{name}`)")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ manifest.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +68,30 @@ class Project:
         return path
 
     # ---- running
-    def run(self, out: str | Path | None = None) -> RunResult:
+    def run(self, out: str | Path | None = None, preflight: bool = True) -> RunResult:
+        """Run every stage; finished stages are skipped. `preflight` first checks the config, data and
+        models in seconds (`sdk.preflight`), so a bad setting fails here and not minutes into a stage.
+        A failed or interrupted run leaves only the stages it finished: no run folder when none did."""
+        c = self.config
+        if preflight:
+            from sdk.preflight import require_ready
+
+            require_ready(c, source=f"project {c.name!r}")
+        root = Path(out) if out else Path("runs") / c.name
+        created = _highest_missing(root)
+        fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
+        run = RunDir(root)
+        try:
+            return self._run_stages(run)
+        except BaseException:  # KeyboardInterrupt too: Ctrl-C must not leave an empty run behind
+            if fresh and not run.manifest["stages"]:
+                _remove_unfinished(run, created)
+            raise
+
+    def _run_stages(self, run: RunDir) -> RunResult:
         from sdk.stages import Context, stage_list
 
         c = self.config
-        run = RunDir(Path(out) if out else Path("runs") / c.name)
         atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
         run.save(project=c.name, template=c.template, task=self.template.task, seed=c.seed, versions=versions(),
                  config_hash=stable_hash(c.model_dump(mode="json")))
@@ -82,7 +102,7 @@ class Project:
             if run.is_done(name, ctx.key, stage.outputs(run)):
                 print(f"[distill] {name}: up to date, skipped")
             else:
-                print(f"[distill] {name}: running")
+                print(f"[distill] {name}: running", flush=True)
                 t0 = time.perf_counter()
                 try:
                     info = stage.run(ctx) or {}
@@ -92,4 +112,26 @@ class Project:
                 run.record(name, ctx.key, time.perf_counter() - t0, **info)
             upstream = ctx.key
         report = json.loads(run.path("report.json").read_text())
-        return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md")})
+        return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md"),
+                                            "html": run.path("report.html")})
+
+
+def _highest_missing(path: Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist yet (what making `path` creates)."""
+    top = None
+    path = path.absolute()
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    return top
+
+
+def _remove_unfinished(run: RunDir, created: Path | None) -> None:
+    """Undo a run that finished no stage: the folders this run made, else only the files it wrote."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    run.discard_partials()
+    for name in ("config.yaml", "manifest.json"):
+        run.path(name).unlink(missing_ok=True)

