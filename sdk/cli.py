@@ -66,12 +66,15 @@ def init(template: str, directory: Path,
         src = t.preset_path(preset)
         if not src.is_file():
             raise DistillError(f"template {template!r} has no preset {preset!r}")
-        raw = cfgmod.load_yaml(src)
+        text = src.read_text()
         if data is not None:
             if not data.is_file():
                 raise DistillError(f"--data: file {data} does not exist")
-            raw.setdefault("data", {})["path"] = str(data.resolve())
-        cfg = cfgmod.validate_config(raw, source=str(src))
+            text = _with_data_path(text, data.resolve())
+        import yaml
+
+        # the preset's own text is written (its comments explain the choices); it is validated first
+        cfgmod.validate_config(yaml.safe_load(text), source=str(src))
         out = directory / "project.yaml"
         if out.exists() and not force:
             raise DistillError(f"{out} exists (use --force to overwrite)")
@@ -79,10 +82,31 @@ def init(template: str, directory: Path,
         from sdk.rundir import atomic_write_text
 
         atomic_write_text(out, f"# distill-sdk project: template {template}, preset {preset}\n"
-                               f"# every key is documented in docs/config.md\n" + cfgmod.config_to_yaml(cfg))
+                               f"# every key and its default is documented in docs/config.md\n" + text)
     except DistillError as err:
         _fail(err)
     typer.echo(f"wrote {out}")
+
+
+def _with_data_path(text: str, path: Path) -> str:
+    """The preset's YAML text with `data.path` set, comments kept: inserted under an existing `data:`
+    section (replacing a `path:` there), else a `data:` section appended."""
+    import json
+    import re
+
+    line = f"  path: {json.dumps(str(path))}  # set by distill init --data"
+    lines = text.splitlines()
+    for i, raw in enumerate(lines):
+        if re.match(r"^data:\s*(#.*)?$", raw):
+            body = i + 1
+            while body < len(lines) and (lines[body].startswith(" ") or not lines[body].strip()):
+                if re.match(r"^\s+path:", lines[body]):
+                    del lines[body]
+                    continue
+                body += 1
+            lines.insert(i + 1, line)
+            return "\n".join(lines) + "\n"
+    return text.rstrip("\n") + "\ndata:\n" + line + "\n"
 
 
 @app.command()

@@ -41,6 +41,20 @@ def test_init_writes_a_valid_project_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
 
 
+def test_init_keeps_the_presets_comments_and_sets_the_data_path(tmp_path):
+    from verticals.fraud import FraudTemplate
+
+    preset = FraudTemplate().preset_path("default").read_text()
+    csv = tmp_path / "tx.csv"
+    FraudTemplate().synthesize(30, 0, FraudTemplate.Options()).to_csv(csv, index=False)
+    assert distill("init", "fraud", tmp_path / "p", "--data", csv).returncode == 0
+    text = (tmp_path / "p" / "project.yaml").read_text()
+    comments = [x for x in preset.splitlines() if x.lstrip().startswith("#") or " # " in x]
+    assert comments and all(c in text for c in comments)
+    cfg = yaml.safe_load(text)
+    assert cfg["data"]["path"] == str(csv.resolve()) and cfg["data"]["n_test"] == yaml.safe_load(preset)["data"]["n_test"]
+
+
 def test_unknown_template_exits_2(tmp_path):
     out = distill("init", "astrology", tmp_path)
     assert out.returncode == 2 and "unknown template 'astrology'" in out.stderr and "fraud" in out.stderr
