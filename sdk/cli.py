@@ -110,7 +110,9 @@ def _with_data_path(text: str, path: Path) -> str:
 
 
 @app.command()
-def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<name>).")) -> None:
+def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<name>)."),
+        keep_checkpoints: bool = typer.Option(False, help="Keep finished stages' training checkpoints "
+                                              "(removed by default; their size is printed).")) -> None:
     """Check, then run every stage of a project; finished stages are skipped."""
     from sdk.preflight import check_project, format_problems
     from sdk.project import Project
@@ -119,7 +121,7 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
         problems = check_project(project_yaml)  # seconds, before any stage; says how relative paths resolved
         if problems:
             raise DistillError(format_problems(problems, str(project_yaml)))
-        result = Project.from_yaml(project_yaml).run(out, preflight=False)
+        result = Project.from_yaml(project_yaml).run(out, preflight=False, keep_checkpoints=keep_checkpoints)
     except DistillError as err:
         _fail(err)
     except KeyboardInterrupt:

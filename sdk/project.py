@@ -68,10 +68,11 @@ class Project:
         return path
 
     # ---- running
-    def run(self, out: str | Path | None = None, preflight: bool = True) -> RunResult:
+    def run(self, out: str | Path | None = None, preflight: bool = True, keep_checkpoints: bool = False) -> RunResult:
         """Run every stage; finished stages are skipped. `preflight` first checks the config, data and
         models in seconds (`sdk.preflight`), so a bad setting fails here and not minutes into a stage.
-        A failed or interrupted run leaves only the stages it finished: no run folder when none did."""
+        A failed or interrupted run leaves only the stages it finished: no run folder when none did. A finished
+        stage's training checkpoints are removed (their size is printed) unless `keep_checkpoints`."""
         c = self.config
         if preflight:
             from sdk.preflight import require_ready
@@ -82,13 +83,13 @@ class Project:
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)
         try:
-            return self._run_stages(run)
+            return self._run_stages(run, keep_checkpoints)
         except BaseException:  # KeyboardInterrupt too: Ctrl-C must not leave an empty run behind
             if fresh and not run.manifest["stages"]:
                 _remove_unfinished(run, created)
             raise
 
-    def _run_stages(self, run: RunDir) -> RunResult:
+    def _run_stages(self, run: RunDir, keep_checkpoints: bool = False) -> RunResult:
         from sdk.stages import Context, stage_list
 
         c = self.config
@@ -110,6 +111,11 @@ class Project:
                     run.discard_partials()  # a failed stage leaves no half-written folder behind
                     run.forget()
                 run.record(name, ctx.key, time.perf_counter() - t0, **info)
+                if not keep_checkpoints:
+                    freed = run.drop_checkpoints(ctx.key)
+                    if freed:
+                        print(f"[distill] {name}: removed its checkpoints ({freed / 1e6:.0f} MB; "
+                              "--keep-checkpoints keeps them)")
             upstream = ctx.key
         report = json.loads(run.path("report.json").read_text())
         return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md"),

@@ -136,6 +136,15 @@ class RunDir:
                 shutil.rmtree(old, ignore_errors=True)
         return root / f"{stage}-{key}"
 
+    def drop_checkpoints(self, key: str) -> int:
+        """Remove the checkpoints a finished stage wrote (all keyed by its input hash); bytes freed. They only
+        serve to resume that stage, whose outputs now exist."""
+        freed = 0
+        for d in (self.root / "checkpoints").glob(f"*-{key}"):
+            freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            shutil.rmtree(d, ignore_errors=True)
+        return freed
+
     def discard_partials(self) -> None:
         for p in self.root.glob(".*.partial"):
             shutil.rmtree(p, ignore_errors=True)

@@ -18,6 +18,7 @@ def run_dir(tmp_path_factory):
     out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "report.md" in out.stdout
+    assert "adapt: removed its checkpoints" in out.stdout  # finished stages keep no resume state by default
     return root / "run"
 
 
@@ -71,6 +72,7 @@ def test_run_folder_artifacts_and_manifest(run_dir):
               "student/config.json", "artifacts/student-F16.gguf", "artifacts/student-Q4_K_M.gguf"):
         assert (run_dir / f).is_file(), f
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.glob(".*partial"))
+    assert not list((run_dir / "checkpoints").glob("*"))
     md = (run_dir / "report.md").read_text()
     assert "student-gguf-Q4_K_M" in md and "Student vs teacher" in md and "Operating point" in md
 
