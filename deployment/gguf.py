@@ -3,6 +3,9 @@
 Written with the `gguf` package's GGUFWriter, tensor-name map and SpecialVocab, following llama.cpp's
 convert_hf_to_gguf.py for LlamaModel (the converter itself needs its bundled gguf-py, so it is not a
 dependency). Files are written under a temporary name and renamed when complete.
+
+`rewrite_metadata` sets key-value metadata of a finished file (e.g. `distill.*` keys once the evaluation
+has chosen a threshold), copying its tensors unchanged, as gguf-py's gguf_new_metadata script does.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
@@ -28,12 +33,17 @@ def _permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _vocab(model_dir: Path, vocab_size: int):
+def _adds_bos(tok) -> bool:
+    """Whether transformers' tokenizer puts a BOS token in front of a text (add_special_tokens=True)."""
+    bos = tok.bos_token_id
+    with_special, plain = tok("a")["input_ids"], tok("a", add_special_tokens=False)["input_ids"]
+    return bos is not None and with_special[:1] == [bos] and plain[:1] != [bos]
+
+
+def _vocab(tok, vocab_size: int):
     """Tokens and token types as llama.cpp's converter lists them for a BPE (gpt2-style) tokenizer."""
     import gguf
-    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
     reverse = {i: t for t, i in tok.get_vocab().items()}
     added = tok.get_added_vocab()
     decoder = tok.added_tokens_decoder
@@ -52,9 +62,17 @@ def _vocab(model_dir: Path, vocab_size: int):
     return tokens, types
 
 
-def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenizer: str | None = None) -> Path:
-    """Write an unquantized (F32 or F16) GGUF of a llama-family HF folder; returns out_path."""
+def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenizer: str | None = None, *,
+               chat_template: bool = True, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write an unquantized (F32 or F16) GGUF of a llama-family HF folder; returns out_path.
+
+    chat_template=False leaves out the tokenizer's chat template: a model trained on raw prompts must not
+    advertise a chat format (llama.cpp servers and clients would wrap inputs in it). `metadata`: extra
+    key-values (str, bool, int, float), e.g. the `distill.*` facts of the task; llama.cpp's quantizer
+    copies them into every quantized file.
+    """
     import gguf
+    from transformers import AutoTokenizer
 
     model_dir, out_path = Path(model_dir), Path(out_path)
     cfg = json.loads((model_dir / "config.json").read_text())
@@ -88,12 +106,21 @@ def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenize
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "F32" else gguf.LlamaFileType.MOSTLY_F16)
     w.add_vocab_size(cfg["vocab_size"])
 
-    tokens, types = _vocab(model_dir, cfg["vocab_size"])
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tokens, types = _vocab(tok, cfg["vocab_size"])
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre_tokenizer or "default")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(w, quiet=True)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    # llama.cpp's tokenize(add_special=True) then adds a BOS exactly when the tokenizer the SDK uses does,
+    # so a prompt tokenised by llama.cpp gets the ids the data stage gave it
+    special.add_special_token["bos"] = _adds_bos(tok)
+    if not chat_template:
+        special.chat_template = None
+    special.add_to_gguf(w, quiet=True)
+    for key, value in (metadata or {}).items():
+        w.add_key_value(key, value, _value_type(key, value))
 
     names = gguf.get_tensor_name_map(arch, n_layer)
     files = sorted(model_dir.glob("*.safetensors"))
@@ -121,6 +148,66 @@ def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenize
     w.close()
     os.replace(tmp, out_path)
     return out_path
+
+
+def _value_type(key: str, value: Any):
+    """The GGUF type of a plain metadata value (bool before int: a bool is an int in Python)."""
+    import gguf
+
+    for kind, vtype in ((bool, gguf.GGUFValueType.BOOL), (int, gguf.GGUFValueType.INT64),
+                        (float, gguf.GGUFValueType.FLOAT64), (str, gguf.GGUFValueType.STRING)):
+        if isinstance(value, kind):
+            return vtype
+    raise TypeError(f"GGUF metadata {key!r}: values must be str, bool, int or float, got {type(value).__name__}")
+
+
+def read_metadata(path: Path, prefix: str = "") -> dict[str, Any]:
+    """Scalar and array key-values of a GGUF file whose key starts with `prefix` (arrays as lists)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path, "r")
+    return {name: field.contents() for name, field in reader.fields.items()
+            if name.startswith(prefix) and not name.startswith("GGUF.")}
+
+
+def rewrite_metadata(path: Path, set_keys: Mapping[str, Any], remove: Sequence[str] = ()) -> Path:
+    """Set (or replace) key-values of a GGUF file and drop the keys in `remove`, in place and atomically:
+    a copy with the new metadata and the same tensor bytes is written beside it, then renamed over it."""
+    import gguf
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    reader = gguf.GGUFReader(path, "r")
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    if arch is None:
+        raise DistillError(f"{path}: not a model GGUF (no {gguf.Keys.General.ARCHITECTURE})")
+    try:
+        w = gguf.GGUFWriter(tmp, arch=arch.contents(), endianess=reader.endianess)
+        alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
+        if alignment is not None:
+            w.data_alignment = alignment.contents()
+        for field in reader.fields.values():
+            # virtual GGUF.* fields and the architecture are written by GGUFWriter itself
+            if (field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF.")
+                    or field.name in set_keys or field.name in remove):
+                continue
+            vtype = field.types[0]
+            sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+        for key, value in set_keys.items():
+            w.add_key_value(key, value, _value_type(key, value))
+        for t in reader.tensors:
+            w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for t in reader.tensors:
+            w.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+        w.close()
+        os.replace(tmp, path)  # POSIX: the reader's memory map keeps the old file's data until it is dropped
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def quantize(src: Path, dst: Path, qtype: str, threads: int | None = None) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 import yaml
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _ratio, headline_rows
+from evaluation.report import SPEED_LABEL, _ci, _fmt, headline_rows
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,7 +75,7 @@ def to_markdown(c: dict[str, Any]) -> str:
               "| run | artifact | headline | value | primary | size MB | speed | P99 ms | vs teacher |",
               "|---|---|---|---|---|---|---|---|---|"]
     for h in c["rows"]:
-        vs = "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])
+        vs = h["vs_teacher"]
         lines.append(f"| {h['run']} | {h['name']} | {h['headline_metric']} | {_fmt(h['headline'])}"
                      f"{_ci(h['headline_ci'])} | {_fmt(h['primary'])} | {h['size_mb']:.1f} | "
                      f"{_fmt(h['speed'], 1)} {SPEED_LABEL[h['task']].split(' ')[0]} | {h['p99_ms']:.0f} | {vs} |")
@@ -100,7 +100,7 @@ def to_html(c: dict[str, Any]) -> str:
         ["run", "artifact", "headline", "value", "primary", "size MB", "speed", "P99 ms", "vs teacher"],
         [[h["run"], h["name"], h["headline_metric"], f"{_fmt(h['headline'])}{_ci(h['headline_ci'])}",
           _fmt(h["primary"]), f"{h['size_mb']:.1f}", _fmt(h["speed"], 1), f"{h['p99_ms']:.0f}",
-          "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])] for h in c["rows"]]))
+          h["vs_teacher"]] for h in c["rows"]]))
     return "\n".join(parts) + "</body></html>"
 
 

@@ -109,3 +109,31 @@ def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[
                   "batched_tokens_per_s": outs["greedy"]["tokens_per_s"],
                   "mean_completion_tokens": outs["greedy"]["tokens"] / max(len(prompts), 1)})
     return entry, details
+
+
+def evaluate_baseline(name: str, model, template, options: BaseModel, val, test, y_val: np.ndarray,
+                      y_test: np.ndarray, *, latency_samples: int) -> tuple[dict, dict]:
+    """A template's plain baseline (a fitted estimator with predict_proba over rows of the template's
+    columns), at the same operating point as the artifacts: threshold on validation, metrics on test.
+    Measured in this process (a scikit-learn model, no native runtime to isolate); its memory is not
+    measured apart from the pipeline's, so peak RSS is left empty."""
+    import pickle
+    import time
+
+    from evaluation.perf import latency_stats
+
+    cols = list(template.columns)
+    t0 = time.perf_counter()
+    probs_val = np.asarray(model.predict_proba(val[cols]))
+    probs_test = np.asarray(model.predict_proba(test[cols]))
+    batched = (len(val) + len(test)) / (time.perf_counter() - t0)
+    rows = [test.iloc[[i]][cols] for i in sample_indices(len(test), latency_samples)]
+    lat = latency_stats(lambda i: model.predict_proba(rows[i]), len(rows))
+    threshold = template.choose_threshold(y_val, probs_val, options)
+    size = len(pickle.dumps(model))
+    entry = {"name": name, "role": "baseline", "format": "sklearn", "quant": None, "path": None, "params": None,
+             "size_bytes": size, "bits_per_weight": None, "variant": None,
+             "metrics": template.metrics(y_test, probs_test, threshold, options), "latency_ms": lat,
+             "peak_rss_mb": None, "threads": 1, "load_s": 0.0, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+             "decisions_per_s": 1000.0 / lat["mean"], "batched_decisions_per_s": batched}
+    return entry, {"probs_val": probs_val, "probs_test": probs_test}

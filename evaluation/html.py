@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _ratio, headline_rows
+from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, headline_rows
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
@@ -21,7 +21,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bott
 .op{background:#f3f6fa;border:1px solid #dde2ea;padding:8px 12px;border-radius:6px;margin:10px 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:12px;margin:12px 0}
 .card{border:1px solid #dde2ea;border-radius:8px;padding:12px 14px;background:#fafbfd}
-.card.teacher{background:#f6f3ff;border-color:#cfc4f2}
+.card.teacher{background:#f6f3ff;border-color:#cfc4f2}.card.baseline{background:#f4f8f1;border-color:#c9dcbc}
 .card h3{font-size:14px;margin:0 0 6px;word-break:break-all}
 .big{font-size:28px;font-weight:650}.ci{color:#5a6475;font-size:13px}
 .kv{display:grid;grid-template-columns:auto auto;gap:2px 10px;font-size:13px;margin-top:8px}
@@ -52,11 +52,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _card(h: dict[str, Any], hm: str, task: str, op: dict[str, Any] | None) -> str:
-    role = "teacher" if h["role"] == "teacher" else "student"
-    verdict = "reference (the teacher)" if role == "teacher" else h["verdict"]
+    role = h["role"]
+    verdict = {"teacher": "reference (the teacher)", "baseline": "plain baseline (no LLM)"}.get(role, h["verdict"])
     cls = "good" if role == "student" and (h["retention"] or 0) >= 0.9 else ("bad" if role == "student" else "")
     ci = h["headline_ci"]
-    kv = [(f"{hm} vs teacher", "-" if role == "teacher" else _ratio(h["retention"], h["retention_ci"])),
+    kv = [(f"{hm} vs teacher", "-" if role == "teacher" else h["vs_teacher"]),
           ("size", f"{h['size_mb']:.1f} MB"), ("P99 latency", f"{h['p99_ms']:.1f} ms"),
           (SPEED_LABEL[task], _fmt(h["speed"], 1)),
           ("speed-up", "-" if h["speedup"] is None else f"{h['speedup']:.2f}x")]
@@ -128,9 +128,9 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     out.append("<h2>Cost</h2>" + _table(
         ["artifact", "params", "size MB", "bits/weight", "P50 ms", "P99 ms", SPEED_LABEL[task], "peak RSS MB",
          "threads"],
-        [[a["name"], f"{a['params']:,}", f"{a['size_bytes'] / 1e6:.1f}", _fmt(a.get("bits_per_weight"), 2),
+        [[a["name"], f"{_n(a['params'])}", f"{a['size_bytes'] / 1e6:.1f}", _fmt(a.get("bits_per_weight"), 2),
           f"{a['latency_ms']['p50']:.1f}", f"{a['latency_ms']['p99']:.1f}", _fmt(a.get(speed), 1),
-          f"{a['peak_rss_mb']:.0f}", str(a["threads"])] for a in r["artifacts"]]))
+          f"{_fmt(a['peak_rss_mb'], 0)}", str(a["threads"])] for a in r["artifacts"]]))
     ann = r.get("annotation")
     if ann and ann.get("kind") == "generation":
         out.append(f"<h2>Teacher completions</h2><p>The teacher sampled {ann['samples']} completions for "

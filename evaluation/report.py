@@ -92,6 +92,14 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
                      f"{headline}: the teacher is weak on this data (the student learned from its filtered or "
                      "verified outputs, or the labels); read the student's own figures, not a retention above "
                      "100%, and compare with a plain baseline before trusting the teacher as the ceiling.")
+    t_head = teacher["metrics"].get(headline)
+    for b in (a for a in artifacts if a["role"] == "baseline"):
+        r = retention(teacher["metrics"], b["metrics"], compared, lower).get(headline)
+        if r is not None and t_head is not None and r > 1.0:
+            notes.append(f"The plain baseline {b['name']} scores higher than the teacher on {headline} "
+                         f"({_fmt(b['metrics'][headline])} vs {_fmt(t_head)}), at a fraction of the cost: the "
+                         "teacher is not the ceiling on this data; distillation is worth it only where the LLM "
+                         "adds what the baseline cannot (free-text fields, explanations, one model for many tasks).")
     report = {
         "schema_version": SCHEMA_VERSION,
         "template": template,
@@ -119,6 +127,10 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
     return report
 
 
+def _n(x: int | None) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
 def _fmt(x: Any, nd: int = 3) -> str:
     if x is None:
         return "-"
@@ -133,12 +145,12 @@ def _ci(ci: list[float] | None, nd: int = 3, pct: bool = False) -> str:
     return f" [{ci[0]:.1%}, {ci[1]:.1%}]" if pct else f" [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
 
 
-def _ratio(x: float | None, ci: list[float] | None = None) -> str:
+def _ratio(x: float | None, ci: list[float] | None = None, who: str = "student") -> str:
     """A retention ratio as read by a manager: above 1 is a better student, not a retention above 100%."""
     if x is None:
         return "-"
     if x > 1.0:
-        return f"student better (x{x:.2f}){_ci(ci, 2)}"
+        return f"{who} better (x{x:.2f}){_ci(ci, 2)}"
     return f"{x:.1%}{_ci(ci, pct=True)}"
 
 
@@ -148,9 +160,18 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     speed = r.get("speed_metric", SPEED_KEY[task])
     ivs = (r.get("intervals") or {}).get("metrics", {})
     cm = (r.get("operating_point") or {}).get("constraint_metric")
+    teacher = next(a for a in r["artifacts"] if a["role"] == "teacher")
     rows = []
     for a in r["artifacts"]:
         s = r["summary"].get(a["name"], {})
+        if a["role"] == "teacher":
+            vs = "reference"
+        elif a["role"] == "baseline":  # compared too, but it is not a distilled artifact: no "retention"
+            vs = _ratio(retention(teacher["metrics"], a["metrics"], r["compared_metrics"], r["lower_is_better"])
+                        .get(hm), ((r.get("intervals") or {}).get("retention", {}).get(a["name"], {})).get(hm),
+                        who="baseline")
+        else:
+            vs = _ratio(s.get("headline_retention"), s.get("headline_retention_ci"))
         rows.append({
             "name": a["name"], "role": a["role"], "format": a["format"], "quant": a["quant"],
             "variant": a.get("variant"),
@@ -161,6 +182,7 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             "size_mb": a["size_bytes"] / 1e6, "p99_ms": a["latency_ms"]["p99"], "speed": a.get(speed),
             "speedup": s.get("speedup_vs_teacher"), "retention": s.get("headline_retention"),
             "retention_ci": s.get("headline_retention_ci"), "verdict": s.get("verdict", "reference"),
+            "vs_teacher": vs,
         })
     return rows
 
@@ -204,7 +226,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         if task == "decision":
             row += f"{_fmt(h['threshold'], 4)} | "
         sp = "-" if h["speedup"] is None else f"{h['speedup']:.2f}x"
-        vs = "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])
+        vs = h["vs_teacher"]
         row += f"{h['size_mb']:.1f} | {h['p99_ms']:.1f} | {_fmt(h['speed'], 1)} | {sp} | {vs} |"
         lines.append(row)
     for n in r.get("notes", []):
@@ -237,19 +259,19 @@ def to_markdown(r: dict[str, Any]) -> str:
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | decisions/s (batch 1) "
                   "| batched/s | peak RSS MB | threads |", "|" + "---|" * 10]
         for a in r["artifacts"]:
-            lines.append(f"| {a['name']} | {a['params']:,} | {a['size_bytes'] / 1e6:.1f} | "
+            lines.append(f"| {a['name']} | {_n(a['params'])} | {a['size_bytes'] / 1e6:.1f} | "
                          f"{_fmt(a.get('bits_per_weight'), 2)} | {a['latency_ms']['p50']:.1f} | "
                          f"{a['latency_ms']['p99']:.1f} | {a['decisions_per_s']:.1f} | "
-                         f"{a['batched_decisions_per_s']:.1f} | {a['peak_rss_mb']:.0f} | {a['threads']} |")
+                         f"{a['batched_decisions_per_s']:.1f} | {_fmt(a['peak_rss_mb'], 0)} | {a['threads']} |")
     else:
         lines += ["", "## Cost (latency per problem at batch 1, greedy)", "",
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | tokens/s (batch 1) | TTFT ms "
                   "| batched tokens/s | peak RSS MB | threads |", "|" + "---|" * 11]
         for a in r["artifacts"]:
-            lines.append(f"| {a['name']} | {a['params']:,} | {a['size_bytes'] / 1e6:.1f} | "
+            lines.append(f"| {a['name']} | {_n(a['params'])} | {a['size_bytes'] / 1e6:.1f} | "
                          f"{_fmt(a.get('bits_per_weight'), 2)} | {a['latency_ms']['p50']:.0f} | "
                          f"{a['latency_ms']['p99']:.0f} | {a['tokens_per_s']:.1f} | {a['ttft_ms']['p50']:.1f} | "
-                         f"{a['batched_tokens_per_s']:.1f} | {a['peak_rss_mb']:.0f} | {a['threads']} |")
+                         f"{a['batched_tokens_per_s']:.1f} | {_fmt(a['peak_rss_mb'], 0)} | {a['threads']} |")
     lines += ["", f"## Summary (teacher F16 size {r['teacher_f16_bytes'] / 1e6:.1f} MB)", "",
               f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {hm} vs teacher | "
               f"{pm} vs teacher |", "|---|---|---|---|---|"]

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _ratio, headline_rows
+from evaluation.report import SPEED_LABEL, _ci, _fmt, headline_rows
 
 
 def figures_markdown(r: dict[str, Any], source: str) -> str:
@@ -34,7 +34,7 @@ def figures_markdown(r: dict[str, Any], source: str) -> str:
              + f"size MB | {SPEED_LABEL[task]} | P99 ms | speed-up | {hm} vs teacher |",
              "|" + "---|" * (7 + (pm != hm) + bool(cm))]
     for h in headline_rows(r):
-        vs = "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"])
+        vs = h["vs_teacher"]
         lines.append(f"| {h['name']} | {_fmt(h['headline'])}{_ci(h['headline_ci'])} | "
                      + (f"{_fmt(h['constraint'])} | " if cm else "")
                      + (f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | " if pm != hm else "")

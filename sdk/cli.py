@@ -142,13 +142,13 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
 def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The report's headline (evaluation.report.headline_rows): headline metric with its interval (at the
     operating point for decision templates), the ratio to the teacher read as a verdict, speed-up, size."""
-    from evaluation.report import _ci, _fmt, _ratio, headline_rows
+    from evaluation.report import _ci, _fmt, headline_rows
 
     hm = report.get("headline_metric", report["primary_metric"])
     header = ["artifact", hm + (" @ op" if report.get("operating_point") else ""), f"{hm} vs teacher",
               "speed-up", "size MB"]
     rows = [[h["name"], f"{_fmt(h['headline'])}{_ci(h['headline_ci'])}",
-             "reference" if h["role"] == "teacher" else _ratio(h["retention"], h["retention_ci"]),
+             h["vs_teacher"],
              "-" if h["speedup"] is None else f"{h['speedup']:.2f}x", f"{h['size_mb']:.1f}"]
             for h in headline_rows(report)]
     return header, rows

@@ -82,6 +82,9 @@ class DecisionTemplate(Template, Protocol):
         """Metrics by name from label probabilities [N, n_labels] and the threshold."""
         ...
 
+    # Optional: `baselines(train, seed, options) -> {name: fitted estimator with predict_proba(rows)}`: the plain
+    # models a domain expert would run (fraud: gradient-boosted trees); evaluated like an artifact at the
+    # same operating point, so the report says when the LLM teacher is not the ceiling.
     # Optional: `operating_point(options) -> {"kind", "value", "description", "metric"}`: where the domain runs
     # the model (e.g. fraud: FPR <= 2%), which `choose_threshold` meets on validation for every artifact alike;
     # `metric` is what the report compares there (its headline). Without it the headline is `primary_metric`.

@@ -37,7 +37,7 @@ class Stage(Protocol):
 
 
 def stage_list() -> list[tuple[str, ModuleType]]:
-    from sdk.stages import adapt, annotate, data, distill, evaluate, export, report
+    from sdk.stages import adapt, annotate, data, distill, evaluate, export, package, report
 
     return [("data", data), ("adapt", adapt), ("annotate", annotate), ("distill", distill),
-            ("export", export), ("evaluate", evaluate), ("report", report)]
+            ("export", export), ("evaluate", evaluate), ("package", package), ("report", report)]

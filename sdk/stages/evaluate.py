@@ -84,6 +84,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 prompts["val"], prompts["test"], run_dir.task()["label_ids"],
                 latency_samples=e.latency_samples, work_dir=work)
             np.savez(work / f"{art.name}.details.npz", **details)
+            if hasattr(t, "operating_point"):  # scoring and the packaged GGUF carry the point with the threshold
+                entry["operating_point"] = t.operating_point(ctx.options)
         else:
             greedy = {"max_new_tokens": e.max_new_tokens, "temperature": 0.0, "stop": list(c.annotate.stop)}
             sampled = ({"max_new_tokens": e.max_new_tokens, "temperature": e.temperature, "top_p": e.top_p,
@@ -93,6 +95,16 @@ def run(ctx: Context) -> dict[str, Any]:
                 sampled=sampled, latency_samples=min(e.latency_samples, len(prompts["test"])), work_dir=work)
             (work / f"{art.name}.details.json").write_text(json.dumps(details))
         entries.append(entry)
+    if t.task == "decision" and hasattr(t, "baselines"):
+        from evaluation.harness import evaluate_baseline
+
+        for name, model in t.baselines(parts["train"], c.seed, ctx.options).items():
+            print(f"[distill] evaluating {name}")
+            entry, details = evaluate_baseline(name, model, t, ctx.options, parts["val"], parts["test"],
+                                               parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
+                                               latency_samples=e.latency_samples)
+            np.savez(work / f"{name}.details.npz", **details)
+            entries.append(entry)
     run_dir.write_json("evaluation/artifacts.json", entries)
     return {"note": f"{len(entries)} artifacts on {len(prompts['test'])} test prompts"}
 

@@ -33,13 +33,17 @@ def run(ctx: Context) -> dict[str, Any]:
     from deployment.gguf import quantize, write_gguf
     from sdk.models import read_meta
     from sdk.rundir import atomic_write_text
+    from sdk.stages.package import task_metadata
 
     run_dir = ctx.run
     tmp = run_dir.tmp_dir("artifacts")
     files: dict[str, dict[str, str]] = {}
+    # the task's facts go into the F16 file (the quantizer copies them); evaluation adds the threshold (package)
+    meta = task_metadata(ctx.template, run_dir.task())
     for folder in students(run_dir):
         src = run_dir.path(folder)
-        f16 = write_gguf(src, tmp / f"{folder}-F16.gguf", "F16", read_meta(src).get("gguf_pre_tokenizer"))
+        f16 = write_gguf(src, tmp / f"{folder}-F16.gguf", "F16", read_meta(src).get("gguf_pre_tokenizer"),
+                         chat_template=bool(ctx.template.chat), metadata=meta)
         files[folder] = {"F16": f16.name}
         quants = ctx.config.export.quants if folder == "student" else ctx.config.export.quants[-1:]
         for q in quants:

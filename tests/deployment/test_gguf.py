@@ -83,3 +83,133 @@ def test_unsupported_architecture_names_the_file(tmp_path):
 def test_unknown_quant_type(tmp_path):
     with pytest.raises(DistillError, match="Q3_XYZ"):
         quantize(tmp_path / "a.gguf", tmp_path / "b.gguf", "Q3_XYZ")
+
+
+# ---- what the file carries besides weights: chat template, BOS flag, distill.* metadata (package stage)
+LLAMA_CPP_META = (  # llama.cpp's own reading of a file: loads vocabulary and metadata, prints both
+    "import sys, json; from llama_cpp import Llama; "
+    "llm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False); "
+    "text = sys.argv[2].encode(); "
+    "print(json.dumps({'meta': llm.metadata, 'ids': llm.tokenize(text, add_bos=True), "
+    "'plain': llm.tokenize(text, add_bos=False), 'bos': llm.token_bos()}))"
+)
+
+
+def _llama_cpp_reads(path, text=PROMPT) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LLAMA_CPP_META, str(path), text], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def _variant(src, dst, chat_template: str | None = None, bos_first: bool = False):
+    """A copy of a tiny model whose tokenizer has a chat template and/or puts BOS in front of every text."""
+    import shutil
+
+    from tokenizers import processors
+
+    shutil.copytree(src, dst)
+    tok = AutoTokenizer.from_pretrained(dst)
+    if chat_template:
+        tok.chat_template = chat_template
+    if bos_first:
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, tok.bos_token_id)])
+    tok.save_pretrained(dst)
+    return dst
+
+
+CHAT = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
+
+
+def test_chat_template_only_for_models_trained_on_chat_prompts(tiny_llama, tmp_path):
+    from deployment.gguf import read_metadata
+
+    model = _variant(tiny_llama, tmp_path / "chat", chat_template=CHAT)
+    chat = write_gguf(model, tmp_path / "chat.gguf", chat_template=True)
+    raw = write_gguf(model, tmp_path / "raw.gguf", chat_template=False)
+    assert read_metadata(chat)["tokenizer.chat_template"] == CHAT
+    assert "tokenizer.chat_template" not in read_metadata(raw)
+    assert "tokenizer.chat_template" not in _llama_cpp_reads(raw)["meta"]
+
+
+@pytest.mark.parametrize("bos_first", [False, True])
+def test_llama_cpp_tokenizes_with_special_tokens_as_transformers(tiny_llama, tmp_path, bos_first):
+    """The GGUF's add-BOS flag follows the tokenizer: llama.cpp's tokenize(add_bos=True) puts a BOS first
+    exactly when transformers does with add_special_tokens=True (what the data stage uses for raw prompts).
+    (The tiny test tokenizer's own splitting is not llama.cpp's "default" pre-tokenizer; the embedded
+    teacher's is checked in tests/test_integration.py.)"""
+    model = _variant(tiny_llama, tmp_path / "m", bos_first=bos_first)
+    tok = AutoTokenizer.from_pretrained(model)
+    assert (tok(PROMPT)["input_ids"][0] == tok.bos_token_id) == bos_first
+    got = _llama_cpp_reads(write_gguf(model, tmp_path / "m.gguf"))
+    assert got["bos"] == tok.bos_token_id
+    assert got["ids"] == [got["bos"]] * bos_first + got["plain"]
+
+
+def test_package_stage_sets_metadata_in_place(tiny_llama_untied, tmp_path):
+    """A run folder as the evaluation leaves it -> package: the evaluated GGUF gets the task, label words,
+    threshold and operating point, loses a chat template it must not advertise, and keeps its tensors."""
+    import json
+
+    from gguf import GGUFReader
+
+    from deployment.gguf import read_metadata
+    from sdk.config import load_config, template_options
+    from sdk.rundir import RunDir
+    from sdk.stages import Context, package
+    from verticals.fraud import FraudTemplate
+
+    run = RunDir(tmp_path / "run")
+    model = _variant(tiny_llama_untied, tmp_path / "student", chat_template=CHAT)
+    f16 = write_gguf(model, tmp_path / "m-f16.gguf", "F16")  # an older export: chat template in, no distill.*
+    run.path("artifacts").mkdir()
+    q8 = quantize(f16, run.path("artifacts", "student-Q8_0.gguf"), "Q8_0", threads=1)
+    tensors = {t.name: t.data.tobytes() for t in GGUFReader(q8).tensors}
+    ids = AutoTokenizer.from_pretrained(model)(PROMPT)["input_ids"]
+    logits = _gguf_logits(q8, ids)
+    run.write_json("data/task.json", {"task": "decision", "chat": False, "eos_ids": [0], "label_ids": [17, 23]})
+    threshold, op = 0.12345678901234567, {"kind": "fpr", "value": 0.02, "description": "fpr <= 2%"}
+    run.write_json("evaluation/artifacts.json", [
+        {"name": "teacher-torch", "role": "teacher", "format": "torch", "path": "x", "metrics": {"threshold": 0.5}},
+        {"name": "student-gguf-Q8_0", "role": "student", "format": "gguf", "quant": "Q8_0",
+         # a path relative to wherever the run was started: the file is found in this run's artifacts/
+         "path": "runs/elsewhere/artifacts/student-Q8_0.gguf", "metrics": {"threshold": threshold},
+         "operating_point": op}])
+    cfg = load_config(FraudTemplate().preset_path("tiny"))
+    ctx = Context(cfg, FraudTemplate(), template_options(cfg), run)
+    assert package.outputs(run) == [run.path("artifacts", "package.json")]
+
+    package.run(ctx)
+    meta = read_metadata(q8)
+    assert float(meta["distill.threshold"]) == threshold  # exact, as a decimal string
+    assert json.loads(meta["distill.operating_point"]) == op
+    assert json.loads(meta["distill.label_words"]) == [" no", " yes"]
+    assert json.loads(meta["distill.label_token_ids"]) == [17, 23]
+    assert (meta["distill.template"], meta["distill.task"], meta["distill.prompt_format_version"]) == ("fraud", "decision", "1")
+    assert meta["distill.chat"] is False and "tokenizer.chat_template" not in meta
+    assert meta["general.architecture"] == "llama" and meta["tokenizer.ggml.pre"]  # the rest is kept
+    assert {t.name: t.data.tobytes() for t in GGUFReader(q8).tensors} == tensors
+    assert not list(q8.parent.glob(".*tmp"))
+    assert np.array_equal(_gguf_logits(q8, ids), logits)  # same weights, same outputs
+    # llama.cpp loads the rewritten file and shows the values a plain script reads
+    seen = _llama_cpp_reads(q8)["meta"]
+    assert seen["distill.threshold"] == repr(threshold) and json.loads(seen["distill.label_token_ids"]) == [17, 23]
+    written = json.loads(run.path("artifacts", "package.json").read_text())
+    assert written["student-gguf-Q8_0"]["file"] == "student-Q8_0.gguf" and "teacher-torch" not in written
+
+    package.run(ctx)  # packaging again (a re-run) sets the same values, nothing accumulates
+    assert read_metadata(q8) == meta
+
+
+def test_rewrite_metadata_refuses_unsupported_values(tiny_llama, tmp_path):
+    from deployment.gguf import rewrite_metadata
+
+    path = write_gguf(tiny_llama, tmp_path / "m.gguf")
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="distill.x"):
+        rewrite_metadata(path, {"distill.x": [1, 2]})
+    assert path.read_bytes() == before and not list(tmp_path.glob(".*tmp"))

@@ -1,0 +1,14 @@
+"""Decide with a distill-sdk GGUF alone: python score_with_llama_cpp.py model.gguf < prompts.txt (one a line)."""
+import json, sys
+import llama_cpp, numpy as np
+
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, verbose=False)
+label_ids = json.loads(llm.metadata["distill.label_token_ids"])  # label 0..n-1; the last is the positive one
+threshold = float(llm.metadata["distill.threshold"])  # chosen on validation by the run's evaluation
+for prompt in sys.stdin.read().splitlines():
+    llm.reset()
+    llm.eval(llm.tokenize(prompt.encode(), add_bos=True))  # the GGUF says whether a BOS goes first
+    logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)  # next-token logits after the prompt
+    z = np.array([logits[i] for i in label_ids], dtype=np.float64)
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()  # softmax over the label words only
+    print(json.dumps({"probs": p.tolist(), "score": p[-1], "decision": int(p[-1] >= threshold)}))

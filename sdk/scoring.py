@@ -1,0 +1,336 @@
+"""Scoring new data with a finished run, exactly as its evaluation scored the test split.
+
+    run = sdk.Project.load("runs/fraud-demo")
+    scored = run.predict(df)                             # the smallest evaluated student GGUF
+    scored = run.predict(df, artifact="student-torch")   # any artifact in evaluation/artifacts.json
+
+    distill score runs/fraud-demo new.csv --out scored.csv
+
+Nothing is re-decided here: the prompt is the template's, tokenised by the data stage's own function with
+the run's tokenizer; the runtime is built from the evaluation's own artifact spec and runs in a worker
+process (evaluation.worker); the label ids come from data/task.json and the threshold from
+evaluation/artifacts.json. Decision templates get `score` (probability of the last label word: the
+positive one for two labels), `prob_<word>` per label and `decision` (label index); generation templates
+get `completion` (greedy, with the evaluation's max_new_tokens and stop strings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from sdk.errors import DistillError
+
+READ_SUFFIXES = (".csv", ".jsonl", ".parquet")
+WRITE_SUFFIXES = (".csv", ".jsonl")
+
+
+class FinishedRun:
+    """A run folder whose evaluation is done: its config, template, task facts and evaluated artifacts."""
+
+    def __init__(self, root: str | Path):
+        from sdk import config as cfgmod
+        from sdk.registry import get_template
+        from sdk.rundir import RunDir
+
+        root = Path(root)
+        if not root.is_dir():
+            raise DistillError(f"run folder {root} does not exist")
+        for rel in ("config.yaml", "data/task.json", "evaluation/artifacts.json"):
+            if not (root / rel).is_file():
+                raise DistillError(f"{root} is not a finished run: {rel} is missing (run `distill run` to the end)")
+        self.run = RunDir(root)
+        source = str(root / "config.yaml")
+        self.config = cfgmod.validate_config(cfgmod.load_yaml(root / "config.yaml"), source=source)
+        self.template = get_template(self.config.template)
+        self.options = cfgmod.template_options(self.config, source)
+        self.task = self.run.task()
+        if self.task.get("task", self.template.task) != self.template.task:
+            raise DistillError(f"{root / 'data/task.json'}: task {self.task.get('task')!r} but template "
+                               f"{self.template.name!r} is a {self.template.task} template")
+        self.entries: list[dict[str, Any]] = self.run.read_json("evaluation/artifacts.json")
+        self._tokenizer = None
+
+    def __repr__(self) -> str:
+        return f"FinishedRun({str(self.run.root)!r}, template={self.template.name!r}, artifacts={self.artifacts})"
+
+    # ---- artifacts
+    @property
+    def artifacts(self) -> list[str]:
+        """Names of the evaluated artifacts, in report order."""
+        return [e["name"] for e in self.entries]
+
+    @property
+    def default_artifact(self) -> str:
+        """The smallest evaluated GGUF of the main student (the most compressed quant): what one deploys."""
+        for pick in (lambda e: e["role"] == "student" and e["format"] == "gguf" and not e.get("variant"),
+                     lambda e: e["role"] == "student"):
+            found = [e for e in self.entries if pick(e)]
+            if found:
+                return min(found, key=lambda e: e["size_bytes"])["name"]
+        raise DistillError(f"{self.run.path('evaluation', 'artifacts.json')} lists no student artifact")
+
+    def entry(self, artifact: str | None = None) -> dict[str, Any]:
+        """The evaluation's entry of an artifact (metrics, threshold, operating point when present)."""
+        name = artifact or self.default_artifact
+        for e in self.entries:
+            if e["name"] == name and e["role"] == "baseline":
+                raise DistillError(f"artifact {name!r} is the template's plain baseline, fitted for the report and "
+                                   "not kept; score with the teacher or a student")
+            if e["name"] == name:
+                return e
+        raise DistillError(f"artifact {name!r} was not evaluated in {self.run.root} "
+                           f"(evaluated: {', '.join(self.artifacts)})")
+
+    def threshold(self, artifact: str | None = None) -> float | None:
+        """The decision threshold the evaluation chose for this artifact on validation (None if the template
+        reports none)."""
+        t = self.entry(artifact).get("metrics", {}).get("threshold")
+        return None if t is None else float(t)
+
+    def _spec(self, name: str, longest: int) -> tuple[str, dict[str, Any]]:
+        """(format, runtime spec) exactly as the evaluate stage built them, with room for longer prompts."""
+        from sdk.stages import Context
+        from sdk.stages.evaluate import artifacts
+
+        ctx = Context(self.config, self.template, self.options, self.run)
+        for art in artifacts(ctx):
+            if art.name == name:
+                spec = dict(art.spec)
+                if "n_ctx" in spec:  # llama.cpp's context must hold the longest new prompt (+ completion)
+                    extra = self.config.evaluation.max_new_tokens if self.template.task == "generation" else 0
+                    spec["n_ctx"] = max(spec["n_ctx"], longest + extra + 8)
+                return art.format, spec
+        raise DistillError(f"artifact {name!r} is in evaluation/artifacts.json but its files are no longer in "
+                           f"{self.run.root} (artifacts/exports.json, student/ or teacher/)")
+
+    # ---- input
+    def read(self, path: str | Path):
+        """Rows from a CSV, JSONL or Parquet file, checked for the template's columns."""
+        path = Path(path)
+        if not path.is_file():
+            raise DistillError(f"data file {path} does not exist")
+        if path.suffix not in READ_SUFFIXES:
+            raise DistillError(f"data file {path}: cannot read {path.suffix or 'files without a suffix'} "
+                               f"(use {', '.join(READ_SUFFIXES)})")
+        df = _read_jsonl(path) if path.suffix == ".jsonl" else _read_table(path)
+        return self.check(df, str(path))
+
+    def check(self, data, source: str = "input"):
+        """A DataFrame of the rows, with the template's columns, none of them empty (errors name the
+        column and the rows)."""
+        import pandas as pd
+
+        from sdk.data import check_columns
+
+        if isinstance(data, pd.DataFrame):
+            df = data
+        elif isinstance(data, Mapping):
+            df = pd.DataFrame([dict(data)])
+        elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
+            df = pd.DataFrame([dict(r) for r in data])
+        else:
+            raise DistillError(f"{source}: expected a DataFrame or records (dicts), got {type(data).__name__}")
+        check_columns(df, self.template.columns, source)
+        for col in self.template.columns:
+            empty = df.index[df[col].isna()].tolist()
+            if empty:
+                raise DistillError(f"{source}: column {col!r} is empty in {len(empty)} row(s), first row "
+                                   f"{_row_number(df, empty[0])}")
+        return df
+
+    def prompts(self, df, source: str = "input") -> list[str]:
+        """The template's prompt for every row (a row the template cannot read is named; row 1 = the first)."""
+        out = []
+        for i, row in enumerate(df.to_dict("records")):
+            try:
+                out.append(self.template.prompt(row))
+            except Exception as err:  # a template's own code: any failure means this row's values are unusable
+                raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}") from None
+        return out
+
+    def tokenize(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids exactly as the data stage made them: the teacher's tokenizer, sdk.data.tokenize_prompts."""
+        from sdk.data import tokenize_prompts
+
+        return tokenize_prompts(self._load_tokenizer(), prompts, self.template.chat)
+
+    def _load_tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from sdk.data import label_token_ids
+            from sdk.models import resolve_model
+
+            t = self.config.teacher
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(t.model), trust_remote_code=t.trust_remote_code)
+            # the same tokenizer as the run's, or the prompts would not be the ones evaluated
+            if self.template.task == "decision":
+                ids = label_token_ids(self._tokenizer, self.template.label_words, self.template.name)
+                if ids != list(self.task["label_ids"]):
+                    raise DistillError(f"the tokenizer of teacher.model {t.model!r} gives label ids {ids}, the run's "
+                                       f"data/task.json holds {self.task['label_ids']}: the model changed since the run")
+        return self._tokenizer
+
+    # ---- scoring
+    def predict(self, data, artifact: str | None = None):
+        """The rows (a DataFrame or records) with the model's outputs added (see the module docstring).
+        `artifact`: an evaluated artifact's name (default: `default_artifact`). The returned frame's
+        `attrs` hold the artifact, its threshold and operating point."""
+        import numpy as np
+
+        entry = self.entry(artifact)
+        name = entry["name"]
+        df = self.check(data)  # the caller's index is kept, to join the outputs back
+        seqs = self.tokenize(self.prompts(df))
+        fmt, spec = self._spec(name, max(len(s) for s in seqs))
+        out = df.copy()
+        out.attrs = {"artifact": name, "format": fmt, "quant": entry.get("quant")}
+        if self.template.task == "decision":
+            job = {"format": fmt, "spec": spec, "label_ids": list(self.task["label_ids"]), "score": {"input": seqs}}
+            probs = np.asarray(_run_job(job, name)["probs_input"], dtype=np.float64)
+            threshold = self.threshold(name)
+            for label, col in enumerate(_prob_columns(self.template.label_words)):
+                out[col] = probs[:, label]
+            out["score"] = probs[:, -1]
+            out["decision"] = _decide(self.template, probs, threshold, self.options)
+            out.attrs.update(threshold=threshold, operating_point=entry.get("operating_point"))
+        else:
+            c = self.config
+            params = {"max_new_tokens": c.evaluation.max_new_tokens, "temperature": 0.0, "stop": list(c.annotate.stop)}
+            job = {"format": fmt, "spec": spec, "label": name,
+                   "generate": {"greedy": {"prompts": seqs, "params": params}}}
+            outs = _run_job(job, name)["generations"]["greedy"]["outputs"]
+            out["completion"] = [o[0]["text"] for o in outs]
+        return out
+
+
+def load_run(run_dir: str | Path) -> FinishedRun:
+    """A finished run, ready to score new rows (`Project.load` returns this)."""
+    return FinishedRun(run_dir)
+
+
+def _run_job(job: dict[str, Any], name: str) -> dict[str, Any]:
+    """One evaluation worker process (llama.cpp and torch never share a process), in a scratch folder:
+    the run folder is only read."""
+    from evaluation.harness import run_worker
+
+    with tempfile.TemporaryDirectory(prefix="distill-score-") as work:
+        return run_worker(job, Path(work), name)
+
+
+def _decide(template, probs, threshold: float | None, options) -> list[int]:
+    """Label index per row. Two labels: label 1 when its probability reaches the evaluation's threshold
+    (as the template's metrics count a positive). A template may define decide(probs, threshold, options)
+    for more labels; otherwise the most probable label."""
+    import numpy as np
+
+    if hasattr(template, "decide"):
+        return [int(d) for d in template.decide(probs, threshold, options)]
+    if probs.shape[1] == 2 and threshold is not None:
+        return (probs[:, 1] >= threshold).astype(int).tolist()
+    return np.argmax(probs, axis=1).astype(int).tolist()
+
+
+def _prob_columns(label_words: dict[int, str]) -> list[str]:
+    """prob_<word> per label (prob_no, prob_yes); prob_<label> when words are not distinct names."""
+    words = [label_words[i].strip() for i in range(len(label_words))]
+    if all(w.isidentifier() for w in words) and len(set(words)) == len(words):
+        return [f"prob_{w}" for w in words]
+    return [f"prob_{i}" for i in range(len(words))]
+
+
+def _row_number(df, index) -> int:
+    return int(df.index.get_loc(index)) + 1
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as err:  # pandas raises many kinds; all mean "unreadable"
+        raise DistillError(f"data file {path}: cannot read it: {err}") from None
+
+
+def _read_jsonl(path: Path):
+    import pandas as pd
+
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DistillError(f"data file {path}, line {n}: not valid JSON: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise DistillError(f"data file {path}, line {n}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _plain(v: Any) -> Any:
+    """A JSON value: numpy scalars as Python ones, NaN as null."""
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def check_out(out: Path) -> Path:
+    out = Path(out)
+    if out.suffix not in WRITE_SUFFIXES:
+        raise DistillError(f"--out {out}: write {' or '.join(WRITE_SUFFIXES)}, not {out.suffix or 'no suffix'}")
+    return out
+
+
+def write_scored(df, out: Path) -> Path:
+    """CSV or JSONL by suffix, written atomically (floats at full precision)."""
+    from sdk.rundir import atomic_write_text
+
+    out = check_out(out)
+    if out.suffix == ".csv":
+        text = df.to_csv(index=False)
+    else:
+        text = "".join(json.dumps({k: _plain(v) for k, v in r.items()}, default=str) + "\n"
+                       for r in df.to_dict("records"))
+    atomic_write_text(out, text)
+    return out
+
+
+def score_command(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (has evaluation/artifacts.json)."),
+    data: Path = typer.Argument(..., help="Rows to score: CSV, JSONL or Parquet with the template's columns."),
+    out: Path = typer.Option(..., "--out", help="Scored rows: .csv or .jsonl (input columns + outputs)."),
+    artifact: Optional[str] = typer.Option(None, help="Evaluated artifact to score with (default: the smallest "
+                                           "student GGUF)."),
+) -> None:
+    """Score new rows with a finished run's model: the evaluation's prompt, runtime and threshold."""
+    try:
+        check_out(out)  # before any work
+        run = load_run(run_dir)
+        name = artifact or run.default_artifact
+        rows = run.read(data)
+        typer.echo(f"scoring {len(rows)} rows of {data} with {name}"
+                   f"{'' if artifact else ' (default: the smallest evaluated student GGUF)'}", err=True)
+        scored = run.predict(rows, artifact=name)
+        write_scored(scored, out)
+    except DistillError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    summary = f"{name}: {len(scored)} rows"
+    if "decision" in scored:
+        words = run.template.label_words
+        counts = scored["decision"].value_counts()
+        summary += ", " + ", ".join(f"{int(counts.get(k, 0))} {words[k].strip()!r}" for k in sorted(words))
+        if scored.attrs.get("threshold") is not None:
+            summary += f" (threshold {scored.attrs['threshold']:.4g})"
+    typer.echo(f"{summary} -> {out}")

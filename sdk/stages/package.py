@@ -1,0 +1,97 @@
+"""package: every evaluated student GGUF gets the metadata a user needs to run it alone.
+
+Runs after `evaluate` (the threshold is chosen there, per artifact, on validation) and rewrites each
+evaluated GGUF's key-values in place, atomically (tensors unchanged, so the evaluation's figures hold):
+
+    distill.template, distill.prompt_format_version, distill.task, distill.chat
+    decision:   distill.label_words, distill.label_token_ids (JSON lists, label 0..n-1),
+                distill.threshold (decimal string, exact), distill.operating_point (JSON, when the
+                template has one), distill.decision_rule
+    generation: distill.stop (JSON list), distill.max_new_tokens
+
+Numbers and lists are strings: llama.cpp lists no array key-values in a model's metadata and prints
+floats with 6 decimals, so a plain llama-cpp-python script would not see them exactly otherwise.
+Writes artifacts/package.json: {artifact: {"file", "metadata"}} (what was written).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sdk.rundir import RunDir
+from sdk.stages import Context
+
+DECISION_RULE = ("score = probability of the last label word, softmax over the label words' next-token logits "
+                 "after the prompt; decision = last label if score >= threshold")
+
+
+def inputs(ctx: Context) -> Any:
+    c = ctx.config.model_dump(mode="json")
+    return [ctx.template.name, prompt_version(ctx.template), ctx.template.task, c["annotate"]["stop"],
+            c["evaluation"]["max_new_tokens"]]
+
+
+def outputs(run: RunDir) -> list[Path]:
+    # inside artifacts/: a new export replaces the folder, so packaging runs again for the new files
+    return [run.path("artifacts", "package.json")]
+
+
+def prompt_version(template) -> str:
+    """The template's prompt format version (a template changing its prompt bumps `prompt_version`)."""
+    return str(getattr(template, "prompt_version", "1"))
+
+
+def task_metadata(template, task: dict[str, Any], *, stop: list[str] | None = None,
+                  max_new_tokens: int | None = None) -> dict[str, Any]:
+    """What every GGUF of this run carries, known from the data stage on (export writes it too)."""
+    meta: dict[str, Any] = {"distill.template": template.name, "distill.prompt_format_version": prompt_version(template),
+                            "distill.task": template.task, "distill.chat": bool(task.get("chat", False))}
+    if template.task == "decision":
+        words = [template.label_words[i] for i in range(len(template.label_words))]
+        meta["distill.label_words"] = json.dumps(words)
+        meta["distill.label_token_ids"] = json.dumps(list(task["label_ids"]))
+    else:
+        if stop is not None:
+            meta["distill.stop"] = json.dumps(list(stop))
+        if max_new_tokens is not None:
+            meta["distill.max_new_tokens"] = int(max_new_tokens)
+    return meta
+
+
+def artifact_metadata(entry: dict[str, Any]) -> dict[str, Any]:
+    """What the evaluation chose for one artifact: its threshold and operating point."""
+    meta: dict[str, Any] = {}
+    threshold = entry.get("metrics", {}).get("threshold")
+    if threshold is not None:
+        meta["distill.threshold"] = repr(float(threshold))  # repr round-trips a float64 exactly
+        meta["distill.decision_rule"] = DECISION_RULE
+    if entry.get("operating_point") is not None:
+        meta["distill.operating_point"] = json.dumps(entry["operating_point"], sort_keys=True)
+    return meta
+
+
+def gguf_path(run: RunDir, entry: dict[str, Any]) -> Path:
+    """The artifact's file in this run folder (entries may hold a path relative to where the run started)."""
+    return run.path("artifacts", Path(entry["path"]).name)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from deployment.gguf import rewrite_metadata
+
+    c, run_dir = ctx.config, ctx.run
+    base = task_metadata(ctx.template, run_dir.task(), stop=list(c.annotate.stop),
+                         max_new_tokens=c.evaluation.max_new_tokens)
+    written: dict[str, dict[str, Any]] = {}
+    for entry in run_dir.read_json("evaluation/artifacts.json"):
+        if entry["format"] != "gguf":
+            continue
+        path = gguf_path(run_dir, entry)
+        meta = {**base, **artifact_metadata(entry)}
+        # a raw-prompt (chat=False) model carries no chat template: export leaves it out, an older file loses it here
+        remove = [] if ctx.template.chat else ["tokenizer.chat_template"]
+        rewrite_metadata(path, meta, remove=remove)
+        written[entry["name"]] = {"file": path.name, "metadata": meta}
+    run_dir.write_json("artifacts/package.json", written)
+    return {"note": f"distill.* metadata in {len(written)} GGUF file(s)", "files": sorted(written)}
