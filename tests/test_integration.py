@@ -26,7 +26,9 @@ def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
     assert r["schema_version"] == "1.2" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
-    assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"}
+    assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M",
+                         "baseline-gradient-boosting"}
+    assert arts.pop("baseline-gradient-boosting")["format"] == "sklearn"  # compared at the same point, not distilled
     for a in arts.values():
         assert a["role"] in ("teacher", "student") and a["format"] in ("torch", "gguf", "onnx")
         for k in ("roc_auc", "recall", "precision", "fpr"):

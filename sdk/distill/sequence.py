@@ -5,6 +5,10 @@ whose logits are trained are the last prompt token up to the second-to-last resp
 decoder's final hidden states at those positions are gathered; the vocabulary projection is applied
 chunk by chunk (here for the teacher's top-k and validation CE, in `ResponseKD` for training), so
 [tokens x vocab] logits never exist for a whole batch.
+
+With a frozen bottom (`sdk.distill.frozen_prefix.SequenceCache`), the batch carries the cached inputs of
+the first trainable layer instead of token ids, and the model is `top_view(model, start)`: each training
+step runs only the trainable layers, with the same values as the full model (same mask, same positions).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sdk.distill.losses import ResponseKD
 from sdk.errors import DistillError
 
 if TYPE_CHECKING:
+    from sdk.distill.frozen_prefix import SequenceCache
     from sdk.distill.topk_store import TopKStore
 
 
@@ -50,12 +55,42 @@ def right_pad(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     return {"input_ids": ids, "attention_mask": mask, "target_positions": positions, "target_ids": target_ids}
 
 
+def with_cache(batch: dict, cache: SequenceCache, idx: Sequence[int]) -> dict:
+    """The right_pad batch of examples idx plus `inputs_embeds` [B, L, H]: their cached frozen-layer
+    outputs, right-padded to the batch's width (response_hidden then feeds them to the top view), and the
+    layer they enter (`cached_start`) and the top view's depth (`top_layers`)."""
+    return {**batch, "inputs_embeds": cache.padded(idx, batch["input_ids"].shape[1]), "cached_start": cache.start,
+            "top_layers": cache.top_layers}
+
+
+def check_cache(cache: SequenceCache, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> None:
+    """A cache made for other sequences is an error, not a silently wrong loss."""
+    if len(cache) != len(responses):
+        raise DistillError(f"frozen-layer cache has {len(cache)} sequences but there are {len(responses)} responses")
+    for i, (n, p, r) in enumerate(zip(cache.lengths, prompts, responses)):
+        if n != len(p) + len(r):
+            raise DistillError(f"frozen-layer cache row {i} covers {n} tokens but prompt + response {i} has "
+                               f"{len(p) + len(r)} (was the cache built for other sequences?)")
+
+
 def response_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """[N, H] final (post-norm) decoder hidden states at the batch's target positions, without the lm_head."""
+    """[N, H] final (post-norm) decoder hidden states at the batch's target positions, without the lm_head.
+    A batch with `inputs_embeds` (see with_cache) needs the top view the cache was made for."""
+    from sdk.distill.frozen_prefix import right_padded_positions
+
     decoder = _base(model).get_decoder()
     device = next(model.parameters()).device
-    out = decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                  use_cache=False).last_hidden_state
+    mask = batch["attention_mask"].to(device)
+    if "inputs_embeds" in batch:
+        start, top = batch["cached_start"], batch["top_layers"]
+        if len(decoder.layers) != top:
+            raise DistillError(f"cached inputs of layer {start} feed top_view(model, {start}) with {top} layers, "
+                               f"not a model with {len(decoder.layers)}")
+        width = mask.shape[1]
+        out = decoder(inputs_embeds=batch["inputs_embeds"].to(device), attention_mask=mask,
+                      position_ids=right_padded_positions(width).to(device), use_cache=False).last_hidden_state
+    else:
+        out = decoder(input_ids=batch["input_ids"].to(device), attention_mask=mask, use_cache=False).last_hidden_state
     return out[batch["target_positions"].to(device)]
 
 
@@ -97,11 +132,16 @@ def teacher_topk(model: torch.nn.Module, prompts: Sequence[Sequence[int]], respo
 
 def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                        loss: Callable[[torch.Tensor, torch.nn.Module, dict], torch.Tensor], pad_id: int,
-                       topk: TopKStore | None = None) -> Callable[[torch.nn.Module, list[int]], torch.Tensor]:
+                       topk: TopKStore | None = None,
+                       cache: SequenceCache | None = None) -> Callable[[torch.nn.Module, list[int]], torch.Tensor]:
     """batch_loss(model, idx) -> scalar: `loss(hidden, lm_head, targets)` on examples idx, where targets
-    holds target_ids and, given a store, the teacher's top-k rows of those examples in the same order."""
+    holds target_ids and, given a store, the teacher's top-k rows of those examples in the same order.
+    Given a cache of the frozen layers' outputs for these sequences (row i = prompts[i] + responses[i]),
+    batch_loss must be called with `top_view(model, cache.start)`."""
     if len(prompts) != len(responses):
         raise DistillError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if cache is not None:
+        check_cache(cache, prompts, responses)
     if topk is not None:
         if len(topk) != len(responses):
             raise DistillError(f"teacher top-k store has {len(topk)} rows but there are {len(responses)} responses")
@@ -112,6 +152,8 @@ def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Seq
 
     def batch_loss(model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
         batch = right_pad([prompts[i] for i in idx], [responses[i] for i in idx], pad_id)
+        if cache is not None:
+            batch = with_cache(batch, cache, idx)
         hidden = response_hidden(model, batch)
         targets = {"target_ids": batch["target_ids"].to(hidden.device)}
         if topk is not None:
@@ -124,8 +166,12 @@ def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Seq
 
 @torch.no_grad()
 def response_ce(model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                pad_id: int, batch_size: int = 16, chunk_tokens: int = 256) -> float:
-    """Mean per-token cross-entropy of the responses given their prompts (lower is better)."""
+                pad_id: int, batch_size: int = 16, chunk_tokens: int = 256,
+                cache: SequenceCache | None = None) -> float:
+    """Mean per-token cross-entropy of the responses given their prompts (lower is better). Given a cache
+    of these sequences' frozen-layer outputs, `model` is `top_view(model, cache.start)`."""
+    if cache is not None:
+        check_cache(cache, prompts, responses)
     head = _base(model).get_output_embeddings()
     ce = ResponseKD(alpha=1.0, chunk_tokens=chunk_tokens)
     total, n_tokens = 0.0, 0
@@ -135,6 +181,8 @@ def response_ce(model: torch.nn.Module, prompts: Sequence[Sequence[int]], respon
         batch = right_pad([prompts[i] for i in b], [responses[i] for i in b], pad_id)
         n = int(batch["target_ids"].numel())
         if n:
+            if cache is not None:
+                batch = with_cache(batch, cache, b)
             hidden = response_hidden(model, batch)
             total += ce(hidden, head, {"target_ids": batch["target_ids"].to(hidden.device)}).item() * n
             n_tokens += n

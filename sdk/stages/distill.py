@@ -7,6 +7,10 @@
   teacher's top-k log-probabilities, chunked over positions. Early stopping on response cross-entropy
   of held-out prompts' accepted completions. With `distill.compare_sequence_kd`, a second student starts
   from the same weights and trains the same steps on sequence-level KD alone (student-seqkd/).
+  With a frozen bottom (`student.frozen_bottom` layers of a student cut from the teacher, embeddings
+  frozen), the frozen layers run once per (prompt + response) sequence before training
+  (`frozen_prefix.cache_sequences`); both students then train and validate `top_view`s on that one cache
+  (the twin's frozen bottom is the same weights).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sdk.stages import Context
 from sdk.stages.common import decision_metric, decision_val_subset, describe, load_teacher
 
 SEQKD_DIR = "student-seqkd"
+CACHE_MAX_BYTES = 8 << 30  # a larger frozen-layer cache would crowd RAM: train uncached instead
 
 
 def inputs(ctx: Context) -> Any:
@@ -65,6 +70,7 @@ def _save(ctx: Context, student, tok, folder: str, meta: dict[str, Any]) -> None
 def run(ctx: Context) -> dict[str, Any]:
     import torch
 
+    from sdk.distill.frozen_prefix import same_prefix
     from sdk.students import count_params
 
     c = ctx.config
@@ -79,13 +85,18 @@ def run(ctx: Context) -> dict[str, Any]:
         res = _distill_decision(ctx, student, tok)
     else:
         initial = {k: v.clone() for k, v in student.state_dict().items()} if c.distill.compare_sequence_kd else None
-        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill")
+        data = _generation_data(ctx)
+        cache = _frozen_cache(ctx, student, tok, data)
+        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache)
         if initial is not None:
             twin, _ = _student(ctx, load_teacher(ctx.run, c.teacher.trust_remote_code)[0], tok)
             twin.load_state_dict(initial)
             _freeze(ctx, twin)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
-            twin_res = _distill_generation(ctx, twin, tok, seq_loss, "seqkd", steps=res.steps)
+            if cache is not None and not (_frozen_start(ctx, twin) == cache.start
+                                          and same_prefix(student, twin, cache.start)):
+                cache = None  # not expected (same teacher, same kept layers, frozen): never feed a stale cache
+            twin_res = _distill_generation(ctx, twin, tok, seq_loss, "seqkd", data, steps=res.steps, cache=cache)
             _save(ctx, twin, tok, SEQKD_DIR, {**meta, "loss": seq_loss})
             out["sequence_kd"] = {"train": twin_res.__dict__, "loss": seq_loss}
     _save(ctx, student, tok, "student", {**meta, "loss": c.distill.loss})
@@ -134,7 +145,54 @@ def _distill_decision(ctx: Context, student, tok):
                  checkpoint_dir=run_dir.checkpoint_dir("distill", ctx.key), desc="distill student")
 
 
-def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, steps: int | None = None):
+def _generation_data(ctx: Context) -> dict[str, Any]:
+    """Every accepted response with its prompt, and which are trained on and which held out."""
+    resp = ctx.run.read_json("annotations/responses.json")
+    prompts = ctx.run.prompts()["train"]
+    # held-out prompts (every 10th prompt that has an accepted completion, up to 48 responses) for early stopping
+    distinct = sorted(set(resp["prompt_index"]))
+    held = set(distinct[::10][:48]) if len(distinct) >= 10 else set()
+    return {"prompts": [prompts[p] for p in resp["prompt_index"]], "responses": resp["response_ids"],
+            "train_idx": [i for i, p in enumerate(resp["prompt_index"]) if p not in held],
+            "val_idx": [i for i, p in enumerate(resp["prompt_index"]) if p in held]}
+
+
+def _frozen_start(ctx: Context, student) -> int:
+    """The number of frozen bottom layers to cache: student.frozen_bottom when _freeze froze them (a student
+    cut from the teacher) and the input embeddings, else 0 (no cache: every step runs every layer)."""
+    from sdk.distill.frozen_prefix import prefix_is_frozen
+
+    c = ctx.config
+    start = c.student.frozen_bottom
+    if not start or c.student.model or not prefix_is_frozen(student, start):
+        return 0
+    return start
+
+
+def _frozen_cache(ctx: Context, student, tok, data: dict[str, Any]):
+    """The inputs of the first trainable layer for every (prompt + response) sequence, or None."""
+    from sdk.distill.frozen_prefix import cache_sequences
+
+    start = _frozen_start(ctx, student)
+    if not start:
+        return None
+    seqs = [[*p, *r] for p, r in zip(data["prompts"], data["responses"])]
+    if not seqs:
+        return None
+    size = sum(map(len, seqs)) * student.config.hidden_size * 4
+    if size > CACHE_MAX_BYTES:
+        print(f"[distill] a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
+        return None
+    print(f"[distill] caching the {start} frozen layers' output for {len(seqs)} sequences ({size / 2**20:.0f} MiB)")
+    return cache_sequences(student, seqs, start, tok.pad_token_id, batch_size=ctx.config.evaluation.batch_size,
+                           desc=f"cache frozen layers 0-{start - 1}")
+
+
+def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, data: dict[str, Any],
+                        steps: int | None = None, cache=None):
+    """Train `student` on the responses; given a frozen-layer cache (of every response in data), the
+    trainable top layers train on it through top_view."""
+    from sdk.distill.frozen_prefix import top_view
     from sdk.distill.recipe import train
     from sdk.distill.sequence import make_response_loss, response_ce
     from sdk.distill.topk_store import TopKStore
@@ -142,13 +200,7 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
 
     c, run_dir = ctx.config, ctx.run
     d = c.distill
-    resp = run_dir.read_json("annotations/responses.json")
-    prompts = run_dir.prompts()["train"]
-    # held-out prompts (every 10th prompt that has an accepted completion, up to 48 responses) for early stopping
-    distinct = sorted(set(resp["prompt_index"]))
-    held = set(distinct[::10][:48]) if len(distinct) >= 10 else set()
-    train_idx = [i for i, p in enumerate(resp["prompt_index"]) if p not in held]
-    val_idx = [i for i, p in enumerate(resp["prompt_index"]) if p in held]
+    train_idx, val_idx = data["train_idx"], data["val_idx"]
     alpha = float(loss_cfg.get("alpha", 1.0))
     topk = None
     if alpha < 1.0:
@@ -157,19 +209,28 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
             raise DistillError("distill.loss.alpha < 1 needs the teacher's top-k log-probabilities; re-run annotate")
         topk = TopKStore.read(store_path).subset(train_idx)
     loss_fn = load(LOSSES, loss_cfg["kind"])(**{k: v for k, v in loss_cfg.items() if k != "kind"})
-    t_prompts = [prompts[resp["prompt_index"][i]] for i in train_idx]
-    t_resp = [resp["response_ids"][i] for i in train_idx]
-    v_prompts = [prompts[resp["prompt_index"][i]] for i in val_idx]
-    v_resp = [resp["response_ids"][i] for i in val_idx]
+    t_prompts = [data["prompts"][i] for i in train_idx]
+    t_resp = [data["responses"][i] for i in train_idx]
+    v_prompts = [data["prompts"][i] for i in val_idx]
+    v_resp = [data["responses"][i] for i in val_idx]
+    t_cache = v_cache = None
+    trained = student
+    if cache is not None:
+        t_cache, v_cache = cache.subset(train_idx), cache.subset(val_idx)
+        trained = top_view(student, cache.start)  # shares the student's modules: training it trains the student
 
     def evaluate(model) -> float:
         if not v_resp:
             return 0.0  # no held-out prompts: the last weights are kept (every check ties)
-        return -response_ce(model, v_prompts, v_resp, tok.pad_token_id, batch_size=d.batch_size)
+        return -response_ce(model, v_prompts, v_resp, tok.pad_token_id, batch_size=d.batch_size, cache=v_cache)
 
-    batch_loss = make_response_loss(t_prompts, t_resp, loss_fn, tok.pad_token_id, topk=topk)
+    batch_loss = make_response_loss(t_prompts, t_resp, loss_fn, tok.pad_token_id, topk=topk, cache=t_cache)
     max_epochs = d.max_epochs if steps is None else (steps + 1e-6) / max(1, -(-len(t_resp) // d.batch_size))
-    student.train()
-    return train(student, batch_loss, len(t_resp), evaluate, lr=d.lr, batch_size=d.batch_size,
-                 max_epochs=max_epochs, eval_every=d.eval_every, patience=d.patience if steps is None else 10**9,
-                 seed=c.seed, checkpoint_dir=run_dir.checkpoint_dir(name, ctx.key), desc=name)
+    # the top view names its layers from 0: its checkpoints live apart from a full model's (no cross-resume)
+    ckpt = run_dir.checkpoint_dir(f"{name}-top{cache.start}" if cache is not None else name, ctx.key)
+    trained.train()
+    res = train(trained, batch_loss, len(t_resp), evaluate, lr=d.lr, batch_size=d.batch_size,
+                max_epochs=max_epochs, eval_every=d.eval_every, patience=d.patience if steps is None else 10**9,
+                seed=c.seed, checkpoint_dir=ckpt, desc=name)
+    student.eval()
+    return res

@@ -23,7 +23,9 @@ def _project(teacher, student):
 def test_pipeline_with_folder_teacher_and_student(tiny_llama, tiny_student, tmp_path):
     result = _project(tiny_llama, tiny_student).run(tmp_path / "run")
     r = result.report
-    assert [a["name"] for a in r["artifacts"]] == ["teacher-torch", "student-torch", "student-gguf-Q8_0"]
+    assert [a["name"] for a in r["artifacts"]] == ["teacher-torch", "student-torch", "student-gguf-Q8_0",
+                                                   "baseline-gradient-boosting"]
+    assert r["artifacts"][-1]["role"] == "baseline" and "baseline-gradient-boosting" not in r["summary"]
     student = {a["name"]: a for a in r["artifacts"]}["student-torch"]
     assert student["params"] < r["artifacts"][0]["params"]
     meta = json.loads((tmp_path / "run" / "student" / "distill_meta.json").read_text())

@@ -175,3 +175,140 @@ def test_store_that_does_not_fit_the_responses_is_named(teacher, data, tmp_path)
     shifted = [responses[0] + [1]] + responses[1:]
     with pytest.raises(DistillError, match="row 0 covers"):
         make_response_loss(prompts, shifted, ResponseKD(), PAD, store)
+
+
+# --- training on cached frozen-layer outputs (top_view) instead of running the frozen bottom every step
+
+START = 2
+
+
+def _frozen_student(teacher):
+    """4 layers cut from the teacher, embeddings and the bottom START layers frozen (as the distill stage does)."""
+    from sdk.students import freeze_layers
+
+    student = student_from_teacher(teacher, [0, 1, 2, 3]).train()
+    student.get_input_embeddings().weight.requires_grad_(False)
+    freeze_layers(student, START)
+    return student
+
+
+def _cache(student, prompts, responses, batch_size=4):
+    from sdk.distill.frozen_prefix import cache_sequences
+
+    return cache_sequences(student, [[*p, *r] for p, r in zip(prompts, responses)], START, PAD,
+                           batch_size=batch_size, desc=None)
+
+
+def _loss_and_grads(student, model, batch_loss, idx):
+    student.zero_grad(set_to_none=True)
+    loss = batch_loss(model, idx)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    student.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("weights", ["tiny_llama", "tiny_llama_untied"])  # untied: the lm_head trains too
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_cached_loss_and_gradients_equal_uncached(weights, alpha, data, tmp_path, request):
+    from sdk.distill.frozen_prefix import top_view
+
+    teacher, _ = load_causal_lm(request.getfixturevalue(weights))
+    prompts, responses = data
+    store = TopKStore.write(tmp_path / "t.safetensors", teacher_topk(teacher, prompts, responses, 8, PAD))
+    student = _frozen_student(teacher)
+    kd = ResponseKD(temperature=2.0, alpha=alpha, chunk_tokens=7)
+    # the cache is built in batches other than the training batch's, and with another padding id
+    cache = _cache(student, prompts, responses, batch_size=4)
+    student.train()
+    uncached = make_response_loss(prompts, responses, kd, PAD, store)
+    cached = make_response_loss(prompts, responses, kd, 17, store, cache=cache)
+    for idx in ([2, 0, 1, 5], [4], list(range(6))):
+        ref_loss, ref_grads = _loss_and_grads(student, student, uncached, idx)
+        loss, grads = _loss_and_grads(student, top_view(student, START), cached, idx)
+        assert torch.allclose(loss, ref_loss, atol=1e-5, rtol=1e-5), (loss, ref_loss)
+        trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+        assert set(grads) == set(ref_grads) == trainable
+        assert not any(".layers.0." in n or ".layers.1." in n or "embed" in n for n in trainable)
+        for n, g in grads.items():
+            assert torch.allclose(g, ref_grads[n], atol=1e-5, rtol=1e-5), (n, (g - ref_grads[n]).abs().max())
+        assert all(g.abs().sum() > 0 for g in ref_grads.values())
+
+
+def test_cached_response_ce_equals_uncached(teacher, data):
+    from sdk.distill.frozen_prefix import top_view
+
+    prompts, responses = data
+    student = _frozen_student(teacher)
+    cache = _cache(student, prompts, responses, batch_size=5)
+    ref = response_ce(student, prompts, responses, PAD, batch_size=4, chunk_tokens=5)
+    got = response_ce(top_view(student, START), prompts, responses, PAD, batch_size=4, chunk_tokens=5, cache=cache)
+    assert got == pytest.approx(ref, abs=1e-5)
+    assert student.training  # response_ce restores the mode (the view shares the student's modules)
+
+
+def test_a_cache_that_does_not_fit_is_named(teacher, data):
+    prompts, responses = data
+    student = _frozen_student(teacher)
+    cache = _cache(student, prompts, responses)
+    kd = ResponseKD(alpha=1.0)
+    with pytest.raises(DistillError, match="top_view"):  # the full model given cached inputs of layer 2
+        make_response_loss(prompts, responses, kd, PAD, cache=cache)(student, [0, 1])
+    with pytest.raises(DistillError, match="cache has 6 sequences but there are 5"):
+        make_response_loss(prompts[:5], responses[:5], kd, PAD, cache=cache)
+    shifted = [responses[0] + [1]] + responses[1:]
+    with pytest.raises(DistillError, match="cache row 0 covers"):
+        response_ce(student, prompts, shifted, PAD, cache=cache)
+
+
+def test_training_on_the_cache_follows_the_uncached_run_and_resumes(teacher, data, tmp_path):
+    """recipe.train on top_view + cache takes the same steps as on the full model; a run interrupted after
+    a checkpoint resumes on a new student, a recomputed cache and a new view to the same weights."""
+    from sdk.distill.frozen_prefix import top_view
+    from sdk.distill.recipe import train
+
+    prompts, responses = data
+    kd = ResponseKD(alpha=1.0, chunk_tokens=8)
+    kw = dict(lr=3e-3, batch_size=2, max_epochs=2, eval_every=2, patience=50, seed=0)
+
+    def run(cached: bool, ckpt, evaluate=None):
+        student = _frozen_student(teacher)
+        cache = _cache(student, prompts, responses) if cached else None
+        model = top_view(student, START) if cached else student
+
+        def val(m):
+            return -response_ce(m, prompts, responses, PAD, batch_size=4, cache=cache)
+
+        res = train(model, make_response_loss(prompts, responses, kd, PAD, cache=cache), len(prompts),
+                    evaluate or val, checkpoint_dir=ckpt, **kw)
+        return res, {n: p.detach().clone() for n, p in student.named_parameters() if p.requires_grad}
+
+    ref, ref_w = run(False, tmp_path / "uncached")
+    got, got_w = run(True, tmp_path / "cached")
+    assert got.steps == ref.steps == 6 and got.best_step == ref.best_step
+    assert [h["val"] for h in got.history] == pytest.approx([h["val"] for h in ref.history], abs=1e-5)
+    # AdamW normalises each weight's step, so a rounding-level gradient difference on a near-zero component
+    # can move that weight by a few 1e-5 over 6 steps (lr 3e-3); the losses themselves agree within 1e-5 above
+    for n, w in ref_w.items():
+        assert torch.allclose(got_w[n], w, atol=2e-4), (n, (got_w[n] - w).abs().max())
+
+    class Interrupted(Exception):
+        pass
+
+    student0 = _frozen_student(teacher)
+    cache0 = _cache(student0, prompts, responses)
+    calls = []
+
+    def interrupted(m):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted  # after the step-2 checkpoint, before the step-4 one
+        return -response_ce(m, prompts, responses, PAD, batch_size=4, cache=cache0)
+
+    with pytest.raises(Interrupted):
+        train(top_view(student0, START), make_response_loss(prompts, responses, kd, PAD, cache=cache0),
+              len(prompts), interrupted, checkpoint_dir=tmp_path / "resumed", **kw)
+    resumed, resumed_w = run(True, tmp_path / "resumed")
+    assert resumed.steps == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]
+    for n, w in got_w.items():
+        assert torch.allclose(resumed_w[n], w, atol=1e-6), n
