@@ -209,7 +209,8 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"split for this point; artifacts are compared on `{hm}` there.", ""]
     iv = r.get("intervals")
     ci_note = (f" Brackets: {iv['level']:.0%} intervals ({iv['method']}, {iv['resamples']} resamples)." if iv else "")
-    lines += ["## Headline", "", f"`{hm}`" + (f" at the operating point" if op else "") + f", `{pm}`, cost and speed."
+    lines += ["## Headline", "", f"`{hm}`" + (" at the operating point" if op else "") + (f", `{pm}`" if pm != hm else "")
+              + ", cost and speed."
               + ci_note, ""]
     speed_label = SPEED_LABEL[task]
     cm = (op or {}).get("constraint_metric")

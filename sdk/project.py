@@ -96,11 +96,13 @@ class Project:
         atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
         run.save(project=c.name, template=c.template, task=self.template.task, seed=c.seed, versions=versions(),
                  config_hash=stable_hash(c.model_dump(mode="json")))
-        upstream = ""
+        upstream, ran = "", False
         for name, stage in stage_list():
             ctx = Context(c, self.template, self.options, run)
             ctx.key = stable_hash([name, upstream, stage.inputs(ctx)])
-            if run.is_done(name, ctx.key, stage.outputs(run)):
+            # a stage that ran (e.g. its outputs were missing) may have written new outputs under the same
+            # input hash: every stage below it runs again, so the report never shows stale figures
+            if not ran and run.is_done(name, ctx.key, stage.outputs(run)):
                 print(f"[distill] {name}: up to date, skipped")
             else:
                 print(f"[distill] {name}: running", flush=True)
@@ -111,6 +113,7 @@ class Project:
                     run.discard_partials()  # a failed stage leaves no half-written folder behind
                     run.forget()
                 run.record(name, ctx.key, time.perf_counter() - t0, **info)
+                ran = True
                 if not keep_checkpoints:
                     freed = run.drop_checkpoints(ctx.key)
                     if freed:
