@@ -54,3 +54,16 @@ def test_rerun_generates_nothing_again(run_dir):
     from sdk.stages import stage_list
 
     assert out.stdout.count("up to date, skipped") == len(stage_list())
+
+
+def test_predict_reproduces_the_evaluations_greedy_completions(run_dir):
+    """Generation scoring end to end (no stubbed worker): the run's own prompt, stop strings and greedy
+    settings give back exactly the completions the evaluation verified."""
+    import pandas as pd
+
+    from sdk.project import Project
+
+    test = pd.read_parquet(run_dir / "data" / "test.parquet")
+    out = Project.load(run_dir).predict(test, artifact="student-gguf-Q4_K_M")
+    details = json.loads((run_dir / "evaluation" / "student-gguf-Q4_K_M.details.json").read_text())
+    assert list(out["completion"]) == [g["text"] for g in details["greedy"]]
