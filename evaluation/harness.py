@@ -50,6 +50,11 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
     return result
 
 
+def _prompt(p):
+    """Token ids as a list; a text (for runtimes that tokenise themselves, e.g. an API) as it is."""
+    return p if isinstance(p, str) else list(p)
+
+
 def sample_indices(n: int, k: int, seed: int = 0) -> list[int]:
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(n, size=min(k, n), replace=False).tolist())
@@ -59,7 +64,7 @@ def _entry(art: Artifact, res: dict[str, Any], metrics: dict[str, float]) -> dic
     entry = asdict(art)
     entry.pop("spec")
     entry.update({"metrics": metrics, "latency_ms": res["latency_ms"], "peak_rss_mb": res["peak_rss_mb"],
-                  "threads": res["threads"], "load_s": res["load_s"],
+                  "threads": res["threads"], "load_s": res["load_s"], **({"usage": res["usage"]} if "usage" in res else {}),
                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")})
     return entry
 
@@ -70,8 +75,8 @@ def evaluate_decision(art: Artifact, template, options: BaseModel, y_val: np.nda
     """(report entry, details kept for plots: label probabilities per split)."""
     idx = sample_indices(len(test_seqs), latency_samples)
     job = {"format": art.format, "spec": art.spec, "label_ids": list(label_ids),
-           "score": {"val": [list(s) for s in val_seqs], "test": [list(s) for s in test_seqs]},
-           "latency": {"kind": "score", "prompts": [list(test_seqs[i]) for i in idx]}}
+           "score": {"val": [_prompt(s) for s in val_seqs], "test": [_prompt(s) for s in test_seqs]},
+           "latency": {"kind": "score", "prompts": [_prompt(test_seqs[i]) for i in idx]}}
     res = run_worker(job, work_dir, art.name)
     probs_val, probs_test = np.asarray(res["probs_val"]), np.asarray(res["probs_test"])
     threshold = template.choose_threshold(y_val, probs_val, options)
@@ -84,7 +89,7 @@ def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[
                         test_seqs: Sequence[Sequence[int]], *, greedy: dict[str, Any], sampled: dict[str, Any] | None,
                         latency_samples: int, work_dir: Path) -> tuple[dict, dict]:
     """(report entry, details: completions and verdicts per test row)."""
-    prompts = [list(s) for s in test_seqs]
+    prompts = [_prompt(s) for s in test_seqs]
     idx = sample_indices(len(prompts), latency_samples)
     gen = {"greedy": {"prompts": prompts, "params": greedy}}
     if sampled:

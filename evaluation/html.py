@@ -128,7 +128,7 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     out.append("<h2>Cost</h2>" + _table(
         ["artifact", "params", "size MB", "bits/weight", "P50 ms", "P99 ms", SPEED_LABEL[task], "peak RSS MB",
          "threads"],
-        [[a["name"], f"{_n(a['params'])}", f"{a['size_bytes'] / 1e6:.1f}", _fmt(a.get("bits_per_weight"), 2),
+        [[a["name"], f"{_n(a['params'])}", _fmt(None if a.get("size_bytes") is None else a["size_bytes"] / 1e6, 1), _fmt(a.get("bits_per_weight"), 2),
           f"{a['latency_ms']['p50']:.1f}", f"{a['latency_ms']['p99']:.1f}", _fmt(a.get(speed), 1),
           f"{_fmt(a['peak_rss_mb'], 0)}", str(a["threads"])] for a in r["artifacts"]]))
     ann = r.get("annotation")

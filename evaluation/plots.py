@@ -32,7 +32,8 @@ def tradeoff_figure(report: dict[str, Any], out: Path) -> Path:
         style = dict(fmt="s" if a["role"] == "teacher" else "o", color=colors[i % len(colors)], capsize=3,
                      markersize=7, label=a["name"])
         ax_speed.errorbar(a[speed], y, yerr=yerr, **style)
-        ax_size.errorbar(a["size_bytes"] / 1e6, y, yerr=yerr, **style)
+        if a.get("size_bytes"):  # an API teacher has no file
+            ax_size.errorbar(a["size_bytes"] / 1e6, y, yerr=yerr, **style)
     for ax in (ax_speed, ax_size):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))

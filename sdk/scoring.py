@@ -168,13 +168,16 @@ class FinishedRun:
             from sdk.data import label_token_ids
             from sdk.models import resolve_model
 
-            t = self.config.teacher
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(t.model), trust_remote_code=t.trust_remote_code)
+            from sdk.teachers import base_model_spec, trust_remote_code
+
+            spec = base_model_spec(self.config)
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(spec),
+                                                            trust_remote_code=trust_remote_code(self.config))
             # the same tokenizer as the run's, or the prompts would not be the ones evaluated
             if self.template.task == "decision":
                 ids = label_token_ids(self._tokenizer, self.template.label_words, self.template.name)
                 if ids != list(self.task["label_ids"]):
-                    raise DistillError(f"the tokenizer of teacher.model {t.model!r} gives label ids {ids}, the run's "
+                    raise DistillError(f"the tokenizer of {spec!r} gives label ids {ids}, the run's "
                                        f"data/task.json holds {self.task['label_ids']}: the model changed since the run")
         return self._tokenizer
 
@@ -188,8 +191,13 @@ class FinishedRun:
         entry = self.entry(artifact)
         name = entry["name"]
         df = self.check(data)  # the caller's index is kept, to join the outputs back
-        seqs = self.tokenize(self.prompts(df))
+        from deployment.runtimes import TEXT_FORMATS
+
+        texts = self.prompts(df)
+        seqs = self.tokenize(texts)
         fmt, spec = self._spec(name, max(len(s) for s in seqs))
+        if fmt in TEXT_FORMATS:  # an API tokenises the template's text itself
+            seqs = texts
         out = df.copy()
         out.attrs = {"artifact": name, "format": fmt, "quant": entry.get("quant")}
         if self.template.task == "decision":

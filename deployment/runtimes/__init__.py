@@ -47,8 +47,16 @@ def _llama_cpp(spec: dict[str, Any]) -> Runtime:
     return LlamaCppRuntime(**spec)
 
 
+def _openai(spec: dict[str, Any]) -> Runtime:
+    from deployment.runtimes.openai_runtime import OpenAIRuntime
+
+    return OpenAIRuntime(**spec)
+
+
 # format -> constructor; the edge registry of runtimes
-RUNTIMES = {"torch": _torch, "gguf": _llama_cpp}
+RUNTIMES = {"torch": _torch, "gguf": _llama_cpp, "openai": _openai}
+# formats whose runtime takes the template's prompt texts (it tokenises itself), not the run's token ids
+TEXT_FORMATS = frozenset({"openai"})
 
 
 def open_runtime(fmt: str, spec: dict[str, Any]) -> Runtime:

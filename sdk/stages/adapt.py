@@ -16,7 +16,8 @@ def inputs(ctx: Context) -> Any:
     from sdk.models import fingerprint
 
     c = ctx.config.model_dump(mode="json")
-    return [c["teacher"], fingerprint(c["teacher"]["model"])]
+    return [c["teacher"], fingerprint(c["teacher"]["model"]) if c["teacher"]["kind"] != "openai" else None,
+            c["student"]["base"], c["student"]["model"]]
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -31,12 +32,22 @@ def run(ctx: Context) -> dict[str, Any]:
     from sdk.models import load_causal_lm, read_meta, resolve_model
     from sdk.rundir import atomic_write_text
     from sdk.students import decoder_linear_names
+    from sdk.teachers import base_model_spec
 
     c, t, run_dir = ctx.config, ctx.template, ctx.run
-    base = resolve_model(c.teacher.model)
-    info: dict[str, Any] = {"base": str(base), "adapter": False,
-                            "gguf_pre_tokenizer": read_meta(base).get("gguf_pre_tokenizer")}
     tmp = run_dir.tmp_dir("teacher")
+    if c.teacher.kind != "hf":  # weights elsewhere: nothing to adapt; the student comes from the run's local model
+        local = resolve_model(base_model_spec(c))
+        info = {"kind": c.teacher.kind, "base": None, "cut_from": str(local), "adapter": False,
+                "gguf_pre_tokenizer": read_meta(local).get("gguf_pre_tokenizer")}
+        atomic_write_text(tmp / "teacher.json", json.dumps(info, indent=2))
+        replace_dir(tmp, run_dir.path("teacher"))
+        return {"note": f"{c.teacher.kind} teacher {c.teacher.model!r}: used as is; student from {local.name}"}
+    base = resolve_model(c.teacher.model)
+    info: dict[str, Any] = {"kind": "hf", "base": str(base), "adapter": False,
+                            "gguf_pre_tokenizer": read_meta(base).get("gguf_pre_tokenizer")}
+    if c.student.base or c.student.model:
+        info["cut_from"] = str(resolve_model(c.student.base or c.student.model))
     note = "teacher used as is"
     if c.teacher.adapt.enabled:
         if t.task != "decision":

@@ -17,14 +17,16 @@ from sdk.stages import Context
 
 def inputs(ctx: Context) -> Any:
     from sdk.models import fingerprint
+    from sdk.teachers import base_model_spec
 
     c = ctx.config.model_dump(mode="json")
     return [c["template"], c["seed"], c["template_options"], c["data"], fingerprint(c["data"]["path"]),
-            c["teacher"]["model"], fingerprint(c["teacher"]["model"])]  # the tokenizer is the teacher's
+            base_model_spec(ctx.config), fingerprint(base_model_spec(ctx.config))]  # the run's tokenizer
 
 
 def outputs(run: RunDir) -> list[Path]:
-    return [run.path("data", f) for f in ("train.parquet", "val.parquet", "test.parquet", "prompts.json", "task.json")]
+    return [run.path("data", f) for f in ("train.parquet", "val.parquet", "test.parquet", "prompts.json", "texts.json",
+                                          "task.json")]
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -32,6 +34,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     from sdk.data import check_columns, label_token_ids, split, tokenize_prompts
     from sdk.models import resolve_model
+    from sdk.teachers import base_model_spec, trust_remote_code
 
     c, t = ctx.config, ctx.template
     d = c.data
@@ -45,9 +48,10 @@ def run(ctx: Context) -> dict[str, Any]:
     parts = split(df, d.n_train, d.n_val, d.n_test, c.seed, source, stratify=stratify)
     parts["train"] = t.prepare_train(parts["train"], c.seed, ctx.options)
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(c.teacher.model), trust_remote_code=c.teacher.trust_remote_code)
-    prompts = {name: tokenize_prompts(tok, [t.prompt(r) for r in part.to_dict("records")], t.chat)
-               for name, part in parts.items()}
+    # the run's tokenizer: the local model the student comes from (the teacher's, for a local teacher)
+    tok = AutoTokenizer.from_pretrained(resolve_model(base_model_spec(c)), trust_remote_code=trust_remote_code(c))
+    texts = {name: [t.prompt(r) for r in part.to_dict("records")] for name, part in parts.items()}
+    prompts = {name: tokenize_prompts(tok, split_texts, t.chat) for name, split_texts in texts.items()}
     task: dict[str, Any] = {"task": t.task, "chat": bool(t.chat and getattr(tok, "chat_template", None)),
                             "eos_ids": sorted({i for i in [tok.eos_token_id] if i is not None})}
     if t.task == "decision":
@@ -57,6 +61,7 @@ def run(ctx: Context) -> dict[str, Any]:
     for name, part in parts.items():
         part.to_parquet(tmp / f"{name}.parquet", index=False)
     atomic_write_text(tmp / "prompts.json", json.dumps(prompts))
+    atomic_write_text(tmp / "texts.json", json.dumps(texts))
     atomic_write_text(tmp / "task.json", json.dumps(task, indent=2))
     replace_dir(tmp, ctx.run.path("data"))
     lengths = [len(p) for p in prompts["train"]]

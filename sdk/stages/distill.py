@@ -39,13 +39,27 @@ def outputs(run: RunDir) -> list[Path]:
     return [run.path("student", "config.json")]
 
 
+def _source(ctx: Context):
+    """(model, tokenizer, teacher.json) of what the student comes from: the (adapted) teacher, or the run's
+    local model (`student.base` / `student.model`, required for a teacher without weights)."""
+    from sdk.models import load_causal_lm
+    from sdk.teachers import trust_remote_code
+
+    info = ctx.run.read_json("teacher/teacher.json")
+    if info.get("cut_from"):
+        model, tok = load_causal_lm(info["cut_from"], trust_remote_code(ctx.config))
+        return model.eval(), tok, info
+    return load_teacher(ctx.run, trust_remote_code(ctx.config))
+
+
 def _student(ctx: Context, teacher, tok):
     from sdk.models import load_causal_lm, resolve_model
     from sdk.students import bottom_and_spread_layers, student_from_teacher
+    from sdk.teachers import trust_remote_code
 
     c = ctx.config
     if c.student.model:
-        student, student_tok = load_causal_lm(resolve_model(c.student.model), c.teacher.trust_remote_code)
+        student, student_tok = load_causal_lm(resolve_model(c.student.model), trust_remote_code(c))
         if student_tok.get_vocab() != tok.get_vocab():
             raise DistillError(f"student.model {c.student.model!r} uses another tokenizer than the teacher; "
                                "token-level distillation needs the same vocabulary")
@@ -74,7 +88,7 @@ def run(ctx: Context) -> dict[str, Any]:
     from sdk.students import count_params
 
     c = ctx.config
-    teacher, tok, info = load_teacher(ctx.run, c.teacher.trust_remote_code)
+    teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
     del teacher
@@ -89,7 +103,7 @@ def run(ctx: Context) -> dict[str, Any]:
         cache = _frozen_cache(ctx, student, tok, data)
         res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache)
         if initial is not None:
-            twin, _ = _student(ctx, load_teacher(ctx.run, c.teacher.trust_remote_code)[0], tok)
+            twin, _ = _student(ctx, _source(ctx)[0], tok)
             twin.load_state_dict(initial)
             _freeze(ctx, twin)
             seq_loss = {**c.distill.loss, "alpha": 1.0}

@@ -25,19 +25,15 @@ def artifacts(ctx: Context):
     from evaluation.harness import Artifact
     from sdk.students import count_params_on_disk
 
+    from sdk.teachers import open_teacher
+
     c, run_dir = ctx.config, ctx.run
-    info = run_dir.read_json("teacher/teacher.json")
     threads, bs = c.evaluation.threads, c.evaluation.batch_size
 
     def folder_bytes(p: Path) -> int:
         return sum(f.stat().st_size for f in Path(p).rglob("*.safetensors"))
 
-    adapter = str(run_dir.path("teacher", "adapter")) if info.get("adapter") else None
-    teacher_params = count_params_on_disk(info["base"])
-    arts = [Artifact("teacher-torch", "teacher", "torch", None, info["base"], teacher_params,
-                     folder_bytes(Path(info["base"])),
-                     {"model": info["base"], "adapter": adapter, "threads": threads, "batch_size": bs,
-                      "trust_remote_code": c.teacher.trust_remote_code}, 32.0)]
+    arts = [open_teacher(ctx).artifact()]
     exports = run_dir.read_json("artifacts/exports.json")
     n_ctx = _context_length(ctx)
     for folder in students(run_dir):
@@ -72,12 +68,15 @@ def run(ctx: Context) -> dict[str, Any]:
     from evaluation.harness import evaluate_decision, evaluate_generation
 
     c, t, run_dir = ctx.config, ctx.template, ctx.run
-    parts, prompts = run_dir.splits(), run_dir.prompts()
+    from deployment.runtimes import TEXT_FORMATS
+
+    parts, ids, texts = run_dir.splits(), run_dir.prompts(), run_dir.prompt_texts()
     work = run_dir.path("evaluation")
     e = c.evaluation
     entries = []
     for art in artifacts(ctx):
         print(f"[distill] evaluating {art.name}")
+        prompts = texts if art.format in TEXT_FORMATS else ids
         if t.task == "decision":
             entry, details = evaluate_decision(
                 art, t, ctx.options, parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
@@ -106,7 +105,7 @@ def run(ctx: Context) -> dict[str, Any]:
             np.savez(work / f"{name}.details.npz", **details)
             entries.append(entry)
     run_dir.write_json("evaluation/artifacts.json", entries)
-    return {"note": f"{len(entries)} artifacts on {len(prompts['test'])} test prompts"}
+    return {"note": f"{len(entries)} artifacts on {len(ids['test'])} test prompts"}
 
 
 def load_details(run: RunDir, names: list[str]) -> dict[str, Any]:

@@ -1,54 +1,106 @@
-"""A resumable, append-only cache of teacher outputs, keyed so that it never serves a stale answer.
+"""A content-addressed, resumable cache of teacher answers, in one SQLite file.
 
-One JSONL file per (teacher identity, generation parameters); one line per prompt, keyed by a hash of
-the prompt's token ids. Lines are appended and flushed as each batch finishes, so an interrupted
-annotation resumes where it stopped; a torn last line (a crash mid-write) is ignored.
+Keyed by a hash of the teacher's identity, the generation parameters and the request itself (the prompt's
+token ids for a local teacher, the exact request body for an API), so a changed teacher or setting never
+gets an old answer. Each answer is committed as soon as it arrives (a killed process loses at most the
+requests in flight) and stored with a digest of its value: a corrupt or truncated entry is detected on
+read, dropped and fetched again, never served. A cache file that SQLite cannot open is moved aside.
+SQLite because it is one file with transactions that several threads and processes can share.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import sqlite3
+import threading
+import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sdk.rundir import stable_hash
 
+CACHE_FILE = "teacher-cache.sqlite"
 
-def prompt_key(prompt_ids: Sequence[int]) -> str:
-    return hashlib.sha256(json.dumps(list(prompt_ids)).encode()).hexdigest()[:24]
+
+def request_key(namespace: Any, request: Any) -> str:
+    return hashlib.sha256(json.dumps([namespace, request], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ResponseCache:
+    """get(key) -> value or None; put(key, value) commits at once. Safe to share between threads."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dropped = 0  # corrupt entries found (and removed) since opening
+        self._lock = threading.Lock()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as err:  # not a database (truncated or overwritten file)
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            self.path.rename(aside)
+            warnings.warn(f"teacher cache {self.path} was unreadable ({err}); moved to {aside.name}, starting empty",
+                          stacklevel=2)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across processes
+        db.execute("PRAGMA synchronous=FULL")  # a committed answer survives a crash
+        db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                   "digest TEXT NOT NULL, created REAL NOT NULL)")
+        db.execute("SELECT count(*) FROM answers").fetchone()
+        return db
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._db.execute("SELECT value, digest FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        value, digest = row
+        try:
+            if _digest(value) != digest:
+                raise ValueError("digest mismatch")
+            return json.loads(value)
+        except ValueError:  # corrupt or truncated: never served, fetched again
+            with self._lock:
+                self._db.execute("DELETE FROM answers WHERE key = ?", (key,))
+            self.dropped += 1
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        text = json.dumps(value)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", (key, text, _digest(text), time.time()))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
 
 
 class CompletionCache:
-    def __init__(self, root: Path, teacher_id: str, params: dict[str, Any]):
-        self.path = Path(root) / f"{teacher_id}-{stable_hash(params)}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._entries: dict[str, Any] = {}
-        if self.path.is_file():
-            with open(self.path) as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a torn line from an interrupted write
-                    self._entries[rec["key"]] = rec["value"]
+    """A local teacher's completions per tokenised prompt, under one (teacher, parameters) namespace."""
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def __init__(self, root: Path, teacher_id: str, params: dict[str, Any]):
+        self.store = ResponseCache(Path(root) / CACHE_FILE)
+        self.namespace = ["local-completions", teacher_id, stable_hash(params)]
 
     def get(self, prompt_ids: Sequence[int]) -> Any | None:
-        return self._entries.get(prompt_key(prompt_ids))
+        return self.store.get(request_key(self.namespace, list(prompt_ids)))
 
     def put_many(self, items: list[tuple[Sequence[int], Any]]) -> None:
-        with open(self.path, "a") as f:
-            for prompt_ids, value in items:
-                key = prompt_key(prompt_ids)
-                self._entries[key] = value
-                f.write(json.dumps({"key": key, "value": value}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        for prompt_ids, value in items:
+            self.store.put(request_key(self.namespace, list(prompt_ids)), value)
 
 
 def teacher_identity(model_dir: Path, adapter_dir: Path | None) -> str:

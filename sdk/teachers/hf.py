@@ -1,0 +1,163 @@
+"""The `hf` teacher: a local Hugging Face causal LM (adapted by the adapt stage when configured).
+
+Decisions: its top-k logits at the answer position over the full vocabulary. Generation: completions
+sampled by torch (batched) or by llama.cpp on an F16 GGUF of it, whichever is faster (timed on a few
+prompts), cached on disk by teacher identity, parameters and prompt. Response distributions: its top-k
+log-probabilities at every response token (for token-level KD).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sdk.models import cache_dir
+
+PROBE_PROMPTS = 6  # prompts timed on each runtime when annotate.runtime is auto
+CHUNK = 48  # prompts per worker call: the cache is written after each, so an interruption loses little
+
+
+class HFTeacher:
+    kind = "hf"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.trust = ctx.config.teacher.trust_remote_code
+        self._files: tuple[Path, Path | None] | None = None
+
+    # ---- the model as files
+    def files(self) -> tuple[Path, Path | None]:
+        """The teacher as an HF folder (adapter merged and saved once when there is one), and its adapter."""
+        if self._files is None:
+            from sdk.rundir import replace_dir
+            from sdk.stages.common import load_teacher
+
+            run = self.ctx.run
+            info = run.read_json("teacher/teacher.json")
+            if not info.get("adapter"):
+                self._files = (Path(info["base"]), None)
+            else:
+                merged = run.path("teacher", "merged")
+                if not (merged / "config.json").is_file():
+                    model, tok, _ = load_teacher(run, self.trust)
+                    tmp = run.tmp_dir("teacher-merged")
+                    model.save_pretrained(tmp)
+                    tok.save_pretrained(tmp)
+                    replace_dir(tmp, merged)
+                self._files = (merged, run.path("teacher", "adapter"))
+        return self._files
+
+    def identity(self) -> str:
+        from sdk.teachers.cache import teacher_identity
+
+        return teacher_identity(*self.files())
+
+    def usage(self) -> None:
+        return None
+
+    # ---- decisions
+    def decision_targets(self, prompts, texts, label_ids, label_words, top_k):
+        import torch
+        from tqdm.auto import tqdm
+
+        from sdk.distill.batching import batches, last_token_logits
+        from sdk.stages.common import load_teacher
+
+        model, tok, _ = load_teacher(self.ctx.run, self.trust)
+        values = torch.empty((len(prompts), top_k))
+        ids = torch.empty((len(prompts), top_k), dtype=torch.long)
+        with torch.inference_mode():
+            for b in tqdm(list(batches(len(prompts), self.ctx.config.evaluation.batch_size)),
+                          desc="teacher top-k logits"):
+                top = last_token_logits(model, [prompts[i] for i in b], tok.pad_token_id).topk(top_k, dim=-1)
+                values[b], ids[b] = top.values, top.indices
+        return values, ids, {"source": "logits"}
+
+    # ---- generation
+    def _gguf(self, model_dir: Path) -> Path:
+        from deployment.gguf import write_gguf
+        from sdk.models import read_meta
+
+        out = self.ctx.run.path("teacher", "teacher-F16.gguf")
+        if not out.is_file():
+            meta = read_meta(Path(self.ctx.run.read_json("teacher/teacher.json")["base"]))
+            write_gguf(model_dir, out, "F16", meta.get("gguf_pre_tokenizer"))
+        return out
+
+    def _job(self, fmt: str, model_dir: Path, gguf: Path | None, n_ctx: int) -> dict[str, Any]:
+        c = self.ctx.config
+        if fmt == "torch":
+            return {"format": "torch", "spec": {"model": str(model_dir), "threads": c.evaluation.threads,
+                                                "batch_size": c.annotate.batch_size, "trust_remote_code": self.trust}}
+        return {"format": "gguf", "spec": {"model": str(gguf), "threads": c.evaluation.threads, "n_ctx": n_ctx}}
+
+    def _generate(self, job: dict, prompts: list[list[int]], params: dict, name: str) -> dict:
+        from evaluation.harness import run_worker
+
+        res = run_worker({**job, "label": name, "generate": {"teacher": {"prompts": prompts, "params": params}}},
+                         self.ctx.run.path("annotations", "work"), name)
+        return res["generations"]["teacher"]
+
+    def completions(self, prompts, texts, params):
+        from sdk.teachers.cache import CompletionCache
+
+        a = self.ctx.config.annotate
+        model_dir, _ = self.files()
+        n_ctx = max(len(p) for p in prompts) + a.max_new_tokens + 8
+        timings: dict[str, float] = {}
+        # which runtime samples faster: timed on the same few prompts, one completion each
+        fmt = {"llama_cpp": "gguf"}.get(a.runtime, a.runtime)
+        gguf = self._gguf(model_dir) if a.runtime in ("auto", "llama_cpp") else None
+        if a.runtime == "auto":
+            probe = prompts[:PROBE_PROMPTS]
+            for candidate in ("torch", "gguf"):
+                out = self._generate(self._job(candidate, model_dir, gguf, n_ctx), probe, {**params, "n": 1},
+                                     f"probe-{candidate}")
+                timings[candidate] = round(out["tokens_per_s"], 1)
+            fmt = max(timings, key=timings.get)
+
+        # cached, resumable sampling: only prompts without a cached answer are generated
+        cache = CompletionCache(cache_dir(), self.identity(), params)
+        todo = [i for i, p in enumerate(prompts) if cache.get(p) is None]
+        job = self._job(fmt, model_dir, gguf, n_ctx)
+        t0, tokens = time.perf_counter(), 0
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start: start + CHUNK]
+            print(f"[distill] teacher sampling ({fmt}): prompts {start + 1}-{start + len(chunk)} of {len(todo)}")
+            out = self._generate(job, [prompts[i] for i in chunk], params, "teacher-sampling")
+            tokens += out["tokens"]
+            cache.put_many([(prompts[i], [o["text"] for o in per]) for i, per in zip(chunk, out["outputs"])])
+        seconds = time.perf_counter() - t0
+        completions = [[{"text": text, "reasoning": None} for text in cache.get(p)] for p in prompts]
+        info = {"teacher_runtime": "llama_cpp" if fmt == "gguf" else "torch", "runtime_probe_tokens_per_s": timings,
+                "generated_now": len(todo), "generation_seconds": round(seconds, 1),
+                "generation_tokens_per_s": round(tokens / seconds, 1) if todo else None}
+        return completions, info
+
+    def response_topk(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], k: int):
+        import torch
+
+        from sdk.distill.sequence import teacher_topk
+        from sdk.models import load_causal_lm
+
+        c = self.ctx.config
+        if c.evaluation.threads:
+            torch.set_num_threads(c.evaluation.threads)
+        model, tok = load_causal_lm(self.files()[0], self.trust)
+        rows = teacher_topk(model, prompts, responses, k, tok.pad_token_id, batch_size=c.annotate.batch_size)
+        return rows, model.get_output_embeddings().weight.shape[0]
+
+    # ---- evaluation
+    def artifact(self):
+        from evaluation.harness import Artifact
+        from sdk.students import count_params_on_disk
+
+        c, run = self.ctx.config, self.ctx.run
+        info = run.read_json("teacher/teacher.json")
+        adapter = str(run.path("teacher", "adapter")) if info.get("adapter") else None
+        size = sum(f.stat().st_size for f in Path(info["base"]).rglob("*.safetensors"))
+        return Artifact("teacher-torch", "teacher", "torch", None, info["base"], count_params_on_disk(info["base"]),
+                        size, {"model": info["base"], "adapter": adapter, "threads": c.evaluation.threads,
+                               "batch_size": c.evaluation.batch_size, "trust_remote_code": self.trust}, 32.0)

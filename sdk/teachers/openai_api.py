@@ -1,0 +1,394 @@
+"""A teacher behind an OpenAI-compatible endpoint (DeepSeek's API, vLLM, llama.cpp's server, ...).
+
+What such a teacher yields: text, a reasoning model's `reasoning_content`, and at most top-k
+log-probabilities per generated token. Every answer goes through the content-addressed cache first: a
+re-run makes no call, a killed run resumes where it stopped. Requests run `concurrency` at a time under an
+optional client-side rate limit; transport failures (429 honouring Retry-After, 5xx, timeouts, cut
+connections) are retried with exponential backoff and jitter by the `openai` client, malformed replies by
+this module, and a reply still unusable after `max_retries` stops the run naming the record. Tokens and cost
+are counted; a budget stops annotation before it would be exceeded. The API key is read from the
+environment variable named in the config and kept in memory only: it is in no request key, cache entry,
+log line or error message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sdk.errors import DistillError
+from sdk.rundir import stable_hash
+from sdk.teachers.cache import ResponseCache, request_key
+
+
+class MalformedReply(ValueError):
+    """A reply that parsed as HTTP but not as the answer asked for."""
+
+
+class BudgetReached(DistillError):
+    pass
+
+
+@dataclass
+class Usage:
+    calls: int = 0  # requests answered by the endpoint in this process (after retries)
+    cache_hits: int = 0
+    malformed_retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float = 0.0
+
+    def add(self, other: "Usage") -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+class RateLimiter:
+    """At most `per_minute` request starts per minute, spaced evenly (thread-safe)."""
+
+    def __init__(self, per_minute: float | None):
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        time.sleep(max(0.0, start - now))
+
+
+def normalize_word(text: str) -> str:
+    return text.strip().strip(".,!?:;\"'`*").lower()
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """(answer, reasoning) of a completion that inlines its trace as <think>...</think> (R1 served raw)."""
+    stripped = text.lstrip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        trace, _, answer = stripped[len("<think>"):].partition("</think>")
+        return answer.lstrip("\n"), trace.strip()
+    return text, None
+
+
+class OpenAITeacher:
+    """The `openai` teacher backend. Plain arguments: the stage unpacks the validated config."""
+
+    def __init__(self, *, base_url: str, model: str, api_key_env: str | None, api: str, top_logprobs: int,
+                 decision_samples: int, decision_temperature: float, reasoning: str, concurrency: int,
+                 requests_per_minute: float | None, timeout_s: float, max_retries: int, prices: dict[str, float],
+                 budget: float | None, extra_body: dict[str, Any], cache: ResponseCache | None, chat: bool,
+                 seed: int = 0, kind: str = "openai"):
+        import openai
+
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise DistillError(f"teacher.api_key_env: environment variable {api_key_env} is not set (it must "
+                                   "hold the API key; set teacher.api_key_env: null for a server without keys)")
+        self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
+        self.api = api if api != "auto" else ("chat" if chat else "completions")
+        self.top_logprobs, self.decision_samples = top_logprobs, decision_samples
+        self.decision_temperature, self.reasoning = decision_temperature, reasoning
+        self.concurrency, self.max_retries, self.seed = concurrency, max_retries, seed
+        self.prices, self.budget, self.extra_body = prices, budget, dict(extra_body)
+        self.cache = cache
+        self.usage = Usage()
+        self.spent = 0.0  # cost of calls made by this object (the budget counts these)
+        self._reserved = 0.0
+        self._lock = threading.Lock()
+        self._limiter = RateLimiter(requests_per_minute)
+        self._logprobs_refused = False
+        self.dry_run = False  # True: cache misses are planned (counted, estimated), not sent
+        self.planned: list[tuple[int, int]] = []  # (estimated prompt tokens, max completion tokens) per miss
+        # the client retries 408/409/429/5xx, timeouts and cut connections with backoff, honouring Retry-After
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "none", timeout=timeout_s,
+                                     max_retries=max_retries)
+
+    # ---- identity: what a cached answer depends on (never the key)
+    def identity(self) -> str:
+        return stable_hash(["openai", self.base_url, self.model, self.api, self.extra_body])
+
+    # ---- requests
+    def _body(self, text: str, *, max_tokens: int, temperature: float, top_p: float | None = None,
+              stop: Sequence[str] = (), logprobs: int = 0, seed: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature}
+        if top_p is not None and temperature > 0:
+            body["top_p"] = top_p
+        if stop:
+            body["stop"] = list(stop)
+        if seed is not None:
+            body["seed"] = seed
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": text}]
+            if logprobs:
+                body.update(logprobs=True, top_logprobs=logprobs)
+        else:
+            body["prompt"] = text
+            if logprobs:
+                body["logprobs"] = logprobs
+        return {**body, **self.extra_body}
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prices.get("input_per_million", 0.0)
+                + completion_tokens * self.prices.get("output_per_million", 0.0)) / 1e6
+
+    def _reserve(self, est_prompt_tokens: int, max_tokens: int) -> float:
+        """Worst-case cost of the next call, held against the budget until it is answered."""
+        worst = self._cost(est_prompt_tokens, max_tokens)
+        with self._lock:
+            if self.budget is not None and self.spent + self._reserved + worst > self.budget:
+                raise BudgetReached(
+                    f"teacher budget {self.budget:g} reached: {self.spent:.4f} spent by {self.usage.calls} calls in "
+                    f"this run (the next call could cost up to {worst:.4f}); answers so far are cached, raise "
+                    "teacher.budget and re-run to resume")
+            self._reserved += worst
+        return worst
+
+    def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in body.items() if not k.startswith("_")}  # "_sample": part of the cache key only
+        extra = {k: v for k, v in body.items() if k not in _KNOWN_ARGS}
+        args = {k: v for k, v in body.items() if k in _KNOWN_ARGS}
+        create = self._client.chat.completions.create if self.api == "chat" else self._client.completions.create
+        resp = create(**args, extra_body=extra or None)
+        if isinstance(resp, str) or not hasattr(resp, "model_dump"):
+            raise MalformedReply(f"reply is not a completion object: {str(resp)[:80]!r}")
+        return resp.model_dump()
+
+    def _answer(self, body: dict[str, Any], parse: Callable[[dict[str, Any]], dict[str, Any]], record: str,
+                est_prompt_tokens: int, placeholder: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The parsed answer to `body`: from the cache, else from the endpoint (then cached at once)."""
+        import openai
+
+        key = request_key(["openai", self.identity()], body)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                with self._lock:
+                    self.usage.cache_hits += 1
+                return hit
+        if self.dry_run:
+            with self._lock:
+                self.planned.append((est_prompt_tokens, int(body.get("max_tokens", 0))))
+            return {"text": "", "reasoning": None, **(placeholder or {})}
+        reserved = self._reserve(est_prompt_tokens, int(body.get("max_tokens", 0)))
+        try:
+            for attempt in range(self.max_retries + 1):
+                self._limiter.wait()
+                t0 = time.perf_counter()
+                try:
+                    raw = self._call(body)
+                    answer = parse(raw)
+                    break
+                except openai.APIStatusError as err:
+                    if err.status_code in (400, 422) and ("logprobs" in body or "top_logprobs" in body):
+                        raise _LogprobsRefused() from None
+                    raise DistillError(f"teacher endpoint {self.base_url} refused {record}: HTTP {err.status_code}"
+                                       f"{_hint(err.status_code, self.api_key_env)}: {_short(err.message)}") from None
+                except openai.APIConnectionError as err:
+                    raise DistillError(f"teacher endpoint {self.base_url} unreachable for {record} after "
+                                       f"{self.max_retries} retries: {type(err).__name__}") from None
+                except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, IndexError) as err:
+                    with self._lock:
+                        self.usage.malformed_retries += 1
+                    if attempt == self.max_retries:
+                        raise DistillError(f"teacher endpoint {self.base_url}: malformed reply for {record} after "
+                                           f"{self.max_retries + 1} attempts: {type(err).__name__}: "
+                                           f"{_short(str(err))}") from None
+                    time.sleep(min(0.5 * 2 ** attempt, 8.0) * (0.5 + random.random()))
+            usage = raw.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("completion_tokens_details") or {}
+            cost = self._cost(prompt_tokens, completion_tokens)
+            answer["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                               "reasoning_tokens": int(details.get("reasoning_tokens") or 0), "cost": cost,
+                               "latency_ms": 1000.0 * (time.perf_counter() - t0)}
+            if self.cache is not None:
+                self.cache.put(key, answer)
+            with self._lock:
+                self.spent += cost
+                u = self.usage
+                u.calls += 1
+                u.prompt_tokens += prompt_tokens
+                u.completion_tokens += completion_tokens
+                u.reasoning_tokens += answer["usage"]["reasoning_tokens"]
+                u.cost += cost
+            return answer
+        finally:
+            with self._lock:
+                self._reserved -= reserved
+
+    def _map(self, fn: Callable[[int], Any], n: int, desc: str | None) -> list[Any]:
+        """fn(i) for i < n, `concurrency` at a time, results in order; the first error stops the rest."""
+        from tqdm.auto import tqdm
+
+        out: list[Any] = [None] * n
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(fn, i): i for i in range(n)}
+            try:
+                for fut in tqdm(futures, total=n, desc=desc, disable=desc is None):
+                    out[futures[fut]] = fut.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        return out
+
+    # ---- what the stages ask for
+    def decide(self, texts: Sequence[str], label_words: Sequence[str], est_tokens: Sequence[int],
+               desc: str | None = "teacher decisions") -> list[dict[str, Any]]:
+        """Per prompt: `label_logprobs` over the label words (log-probabilities renormalised over them),
+        `source` (logprobs | samples), the answers read, and the mass the top-k gave the label words."""
+        words = [normalize_word(w) for w in label_words]
+        instruction = f"\n\nAnswer with one word: {' or '.join(w.strip() for w in label_words)}."
+        shown = [t + instruction if self.api == "chat" else t for t in texts]
+
+        def one(i: int) -> dict[str, Any]:
+            record = f"decision prompt {i}"
+            if self.top_logprobs and not self._logprobs_refused:
+                try:
+                    body = self._body(shown[i], max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+                    got = self._answer(body, lambda raw: _parse_decision_logprobs(raw, words, self.api), record,
+                                       est_tokens[i], {"label_logprobs": [-math.log(len(words))] * len(words)})
+                    if got.get("label_logprobs") is not None:
+                        return got
+                except _LogprobsRefused:
+                    self._logprobs_refused = True
+            answers = []
+            for j in range(self.decision_samples):
+                temp = 0.0 if self.decision_samples == 1 else self.decision_temperature
+                body = self._body(shown[i], max_tokens=_DECISION_MAX_TOKENS, temperature=temp,
+                                  seed=self.seed + j if temp > 0 else None)
+                if temp > 0:
+                    body["_sample"] = j
+                answers.append(self._answer(body, lambda raw: _parse_text(raw, self.api), record, est_tokens[i]))
+            return _agreement(answers, words)
+
+        return self._map(one, len(texts), desc)
+
+    def generate(self, texts: Sequence[str], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
+                 stop: Sequence[str], est_tokens: Sequence[int], desc: str | None = "teacher completions"
+                 ) -> list[list[dict[str, Any]]]:
+        """n completions per prompt: {"text", "reasoning", "finish"} (reasoning: the model's trace, if any)."""
+
+        def one(k: int) -> dict[str, Any]:
+            i, j = divmod(k, n)
+            body = self._body(texts[i], max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
+                              seed=self.seed + j if temperature > 0 else None)
+            body["_sample"] = j  # distinct samples are distinct cache entries, even without a seed
+            return self._answer(body, lambda raw: _parse_text(raw, self.api), f"prompt {i} sample {j}", est_tokens[i])
+
+        flat = self._map(one, len(texts) * n, desc)
+        return [flat[i * n:(i + 1) * n] for i in range(len(texts))]
+
+    def estimate(self) -> dict[str, Any]:
+        """What the planned (dry-run) calls would take: prompt tokens as estimated, completions at most their
+        max_tokens, and the cost bounds that follow from the prices."""
+        prompt_tokens = sum(p for p, _ in self.planned)
+        out_tokens = sum(m for _, m in self.planned)
+        return {"requests": len(self.planned), "cached": self.usage.cache_hits, "prompt_tokens": prompt_tokens,
+                "max_completion_tokens": out_tokens, "prompt_cost": self._cost(prompt_tokens, 0),
+                "max_cost": self._cost(prompt_tokens, out_tokens)}
+
+
+_DECISION_MAX_TOKENS = 16
+_KNOWN_ARGS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "logprobs",
+               "top_logprobs", "n"}
+
+
+class _LogprobsRefused(Exception):
+    pass
+
+
+def _hint(status: int, key_env: str | None) -> str:
+    return {401: f" (check the API key in ${key_env}, named by teacher.api_key_env)" if key_env else
+                 " (the server wants a key: set teacher.api_key_env to the variable that holds it)",
+            403: " (the key may lack access to this model)",
+            404: " (check teacher.base_url and teacher.model)"}.get(status, "")
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def _choice(raw: dict[str, Any]) -> dict[str, Any]:
+    choices = raw.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedReply("reply has no choices")
+    return choices[0]
+
+
+def _parse_text(raw: dict[str, Any], api: str) -> dict[str, Any]:
+    c = _choice(raw)
+    if api == "chat":
+        msg = c.get("message")
+        if not isinstance(msg, dict):
+            raise MalformedReply("chat reply has no message")
+        text, reasoning = msg.get("content") or "", msg.get("reasoning_content")
+    else:
+        text, reasoning = c.get("text"), None
+    if not isinstance(text, str):
+        raise MalformedReply("reply has no text")
+    if reasoning is None:
+        text, reasoning = split_reasoning(text)
+    return {"text": text, "reasoning": reasoning, "finish": c.get("finish_reason")}
+
+
+def _first_token_top(raw: dict[str, Any], api: str) -> dict[str, float] | None:
+    """{token: logprob} at the first generated position, or None when the reply carries no log-probabilities."""
+    lp = _choice(raw).get("logprobs")
+    if not lp:
+        return None
+    if api == "chat":
+        content = lp.get("content") or []
+        if not content:
+            return None
+        return {t["token"]: float(t["logprob"]) for t in content[0].get("top_logprobs") or []}
+    tops = lp.get("top_logprobs") or []
+    return {str(k): float(v) for k, v in (tops[0] or {}).items()} if tops else None
+
+
+def _parse_decision_logprobs(raw: dict[str, Any], words: list[str], api: str) -> dict[str, Any]:
+    answer = _parse_text(raw, api)
+    top = _first_token_top(raw, api)
+    if top is None:
+        return {**answer, "label_logprobs": None}
+    mass = [0.0] * len(words)
+    for token, logprob in top.items():
+        w = normalize_word(token)
+        if w in words:  # " yes", "Yes", "yes." all count for the label word yes
+            mass[words.index(w)] += math.exp(logprob)
+    floor = min(top.values()) - math.log(2) if top else -30.0  # a label outside the top-k: below all of them
+    logps = [math.log(m) if m > 0 else floor for m in mass]
+    z = math.log(sum(math.exp(x) for x in logps))
+    return {**answer, "label_logprobs": [x - z for x in logps], "label_mass": sum(mass), "source": "logprobs"}
+
+
+def _agreement(answers: list[dict[str, Any]], words: list[str]) -> dict[str, Any]:
+    """A soft target from sampled answers: add-half smoothed shares of each label word."""
+    counts = [0] * len(words)
+    read = []
+    for a in answers:
+        w = normalize_word(a["text"].split()[0]) if a["text"].split() else ""
+        read.append(w)
+        if w in words:
+            counts[words.index(w)] += 1
+    total = sum(counts) + 0.5 * len(words)
+    return {"label_logprobs": [math.log((c + 0.5) / total) for c in counts], "source": "samples",
+            "answers": read, "reasoning": [a.get("reasoning") for a in answers],
+            "usage": {k: sum(a.get("usage", {}).get(k, 0) for a in answers)
+                      for k in ("prompt_tokens", "completion_tokens", "cost")}}

@@ -1,0 +1,94 @@
+"""The `openai` teacher backend for the stages: an OpenAI-compatible endpoint through `openai_api`.
+
+Decisions: the label words' log-probabilities at the first answer token when the endpoint returns top-k
+log-probabilities, else the agreement of `decision_samples` sampled answers; stored as decision targets
+over the label words' token ids. Generation: completions (and a reasoning model's trace, kept in the
+training target as <think>...</think> when `reasoning: keep`). No distributions over the run's
+vocabulary: token-level KD needs a local teacher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdk.errors import DistillError
+from sdk.models import cache_dir
+from sdk.teachers.cache import CACHE_FILE, ResponseCache
+
+
+def client_settings(teacher_config) -> dict[str, Any]:
+    """The endpoint settings as plain values (no key: only the name of its variable)."""
+    return teacher_config.model_dump(mode="json")
+
+
+def make_client(settings: dict[str, Any], *, chat: bool, seed: int, cached: bool = True):
+    from sdk.teachers.openai_api import OpenAITeacher
+
+    cache = ResponseCache(cache_dir() / CACHE_FILE) if cached else None
+    return OpenAITeacher(**settings, cache=cache, chat=chat, seed=seed)
+
+
+class OpenAIBackend:
+    kind = "openai"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.settings = client_settings(ctx.config.teacher)
+        self.client = make_client(self.settings, chat=bool(ctx.template.chat), seed=ctx.config.seed)
+
+    def identity(self) -> str:
+        return self.client.identity()
+
+    def usage(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {**asdict(self.client.usage), "api": self.client.api, "model": self.client.model,
+                "base_url": self.client.base_url}
+
+    def decision_targets(self, prompts, texts, label_ids, label_words, top_k):
+        import torch
+
+        answers = self.client.decide(texts, label_words, [len(p) for p in prompts])
+        values = torch.tensor([a["label_logprobs"] for a in answers], dtype=torch.float32)
+        ids = torch.tensor([list(label_ids)] * len(answers), dtype=torch.long)
+        sources = [a.get("source") for a in answers]
+        info = {"source": "logprobs" if all(s == "logprobs" for s in sources) else
+                "samples" if all(s == "samples" for s in sources) else "mixed",
+                "label_mass_mean": _mean([a.get("label_mass") for a in answers]),
+                "teacher_usage": self.usage()}
+        return values, ids, info
+
+    def completions(self, prompts, texts, params):
+        a = self.ctx.config.annotate
+        out = self.client.generate(texts, n=params["n"], max_new_tokens=params["max_new_tokens"],
+                                   temperature=params["temperature"], top_p=params["top_p"], stop=params["stop"],
+                                   est_tokens=[len(p) for p in prompts])
+        keep = self.settings["reasoning"] == "keep"
+        completions = [[{"text": o["text"], "reasoning": o.get("reasoning") if keep else None} for o in per]
+                       for per in out]
+        del a
+        return completions, {"teacher_runtime": f"openai:{self.client.model}", "teacher_usage": self.usage()}
+
+    def response_topk(self, prompts, responses, k):
+        return None
+
+    def artifact(self):
+        from evaluation.harness import Artifact
+
+        c, t = self.ctx.config, self.ctx.template
+        spec = {"settings": self.settings, "chat": bool(t.chat), "seed": c.seed,
+                "label_words": [t.label_words[i] for i in range(len(t.label_words))] if t.task == "decision" else None}
+        return Artifact("teacher-api", "teacher", "openai", None, self.settings["base_url"], None, None, spec, None)
+
+
+def check_distill_loss(teacher_kind: str, loss: dict[str, Any], task: str) -> None:
+    """Token-level KD on responses needs the teacher's distributions over the run's vocabulary."""
+    if teacher_kind == "openai" and task == "generation" and float(loss.get("alpha", 1.0)) < 1.0:
+        raise DistillError("distill.loss.alpha: token-level KD needs the teacher's distributions over the student's "
+                           "vocabulary, which an openai teacher does not give; set distill.loss.alpha: 1.0 "
+                           "(sequence-level KD on its verified completions)")
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None

@@ -1,0 +1,164 @@
+"""The OpenAI-compatible teacher client against a real local HTTP server that injects faults."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+
+from sdk.errors import DistillError
+from sdk.teachers.cache import ResponseCache
+from sdk.teachers.openai_api import BudgetReached, OpenAITeacher
+from tests.sdk.teachers.fake_openai import FakeOpenAI, p_yes
+
+PROMPTS = [f"${10 * i} grocery store 1{i % 10}h US, account {i}d. Fraud?" for i in range(12)]
+SECRET = "sk-test-0123456789abcdef-DO-NOT-LEAK"
+
+
+def client(server: FakeOpenAI, cache_path=None, **kw) -> OpenAITeacher:
+    settings = dict(base_url=server.base_url, model="fake", api_key_env=None, api="completions", top_logprobs=5,
+                    decision_samples=1, decision_temperature=1.0, reasoning="drop", concurrency=4,
+                    requests_per_minute=None, timeout_s=1.0, max_retries=4,
+                    prices={"input_per_million": 0.0, "output_per_million": 0.0}, budget=None, extra_body={})
+    settings.update(kw)
+    cache = ResponseCache(cache_path) if cache_path else None
+    return OpenAITeacher(**settings, cache=cache, chat=False)
+
+
+def test_every_fault_is_retried_and_each_record_answered_exactly_once(tmp_path):
+    faults = {2: "429", 3: "500", 5: "slow", 7: "malformed", 9: "cut", 11: "500"}
+    with FakeOpenAI(faults) as server:
+        teacher = client(server, tmp_path / "cache.sqlite")
+        got = teacher.decide(PROMPTS, [" no", " yes"], [10] * len(PROMPTS), desc=None)
+        outcomes = server.outcomes()
+    # each prompt: exactly one good answer, plus only the faults injected on it
+    assert sorted(outcomes) == sorted(PROMPTS)
+    for prompt, seen in outcomes.items():
+        assert seen.count("ok") == 1, (prompt, seen)
+        assert all(o in faults.values() for o in seen if o != "ok")
+    assert sum(len(v) for v in outcomes.values()) == len(PROMPTS) + len(faults)
+    # the answers are the server's: log-probabilities of the label words, renormalised over them
+    for prompt, g in zip(PROMPTS, got):
+        py = p_yes(prompt)
+        expected = math.log(py) - math.log(py + math.exp(math.log(1 - py) - 0.01))
+        assert g["label_logprobs"][1] == pytest.approx(expected, abs=1e-6)
+        assert g["source"] == "logprobs"
+    assert teacher.usage.calls == len(PROMPTS) and teacher.usage.malformed_retries >= 1
+
+
+def test_a_rerun_is_served_from_the_cache_and_a_corrupt_entry_is_fetched_again(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    with FakeOpenAI() as server:
+        first = client(server, path).decide(PROMPTS, [" no", " yes"], [10] * len(PROMPTS), desc=None)
+        assert len(server.log) == len(PROMPTS)
+        again = client(server, path)
+        assert again.decide(PROMPTS, [" no", " yes"], [10] * len(PROMPTS), desc=None) == first
+        assert len(server.log) == len(PROMPTS) and again.usage.cache_hits == len(PROMPTS)
+        # truncate one stored answer: it is detected, never served, and asked for again
+        with sqlite3.connect(path) as db:
+            key, value = db.execute("SELECT key, value FROM answers LIMIT 1").fetchone()
+            db.execute("UPDATE answers SET value = ? WHERE key = ?", (value[: len(value) // 2], key))
+        third = client(server, path)
+        answers = third.decide(PROMPTS, [" no", " yes"], [10] * len(PROMPTS), desc=None)
+        assert [a["label_logprobs"] for a in answers] == [a["label_logprobs"] for a in first]
+        assert len(server.log) == len(PROMPTS) + 1 and third.cache.dropped == 1
+
+
+def test_an_unreadable_cache_file_is_moved_aside(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.warns(UserWarning, match="unreadable"):
+        cache = ResponseCache(path)
+    assert len(cache) == 0 and list(tmp_path.glob("cache.sqlite.corrupt-*"))
+
+
+def test_a_reply_that_stays_malformed_names_the_record(tmp_path):
+    with FakeOpenAI({n: "malformed" for n in range(1, 50)}) as server:
+        with pytest.raises(DistillError, match=r"malformed reply for decision prompt 0 after 3 attempts"):
+            client(server, concurrency=1, max_retries=2).decide(PROMPTS[:1], [" no", " yes"], [10], desc=None)
+
+
+def test_the_budget_stops_before_it_is_exceeded_and_a_rerun_resumes(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    prices = {"input_per_million": 1000.0, "output_per_million": 1000.0}
+    # each call: prompt ~10 tokens (server counts len/4) + 1 completion token; reserved: 10 + 1 tokens
+    with FakeOpenAI() as server:
+        with pytest.raises(BudgetReached, match="raise teacher.budget and re-run"):
+            client(server, path, concurrency=1, prices=prices, budget=0.05).decide(
+                PROMPTS, [" no", " yes"], [10] * len(PROMPTS), desc=None)
+        spent = len(server.log)
+        assert 0 < spent < len(PROMPTS)
+        resumed = client(server, path, concurrency=1, prices=prices, budget=10.0)
+        resumed.decide(PROMPTS, [" no", " yes"], [10] * len(PROMPTS), desc=None)
+        assert len(server.log) == len(PROMPTS) and resumed.usage.cache_hits == spent
+        assert resumed.usage.cost == pytest.approx(sum(
+            (max(1, len(p) // 4) + 1) * 1000.0 / 1e6 for p in PROMPTS[spent:]))
+
+
+def test_the_key_is_sent_but_never_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TEACHER_KEY", SECRET)
+    with FakeOpenAI(key=SECRET) as server:
+        teacher = client(server, tmp_path / "cache.sqlite", api_key_env="FAKE_TEACHER_KEY")
+        teacher.decide(PROMPTS[:3], [" no", " yes"], [10] * 3, desc=None)
+        assert {r["auth"] for r in server.log} == {f"Bearer {SECRET}"}
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_a_wrong_key_is_a_clear_error_without_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TEACHER_KEY", "wrong-" + SECRET)
+    with FakeOpenAI(key=SECRET) as server:
+        with pytest.raises(DistillError) as err:
+            client(server, api_key_env="FAKE_TEACHER_KEY").decide(PROMPTS[:1], [" no", " yes"], [10], desc=None)
+    assert "HTTP 401" in str(err.value) and "FAKE_TEACHER_KEY" in str(err.value) and SECRET not in str(err.value)
+
+
+def test_a_missing_key_variable_is_named(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with FakeOpenAI() as server, pytest.raises(DistillError, match="NO_SUCH_KEY_VAR is not set"):
+        client(server, api_key_env="NO_SUCH_KEY_VAR")
+
+
+def test_chat_decisions_read_label_words_in_any_case(tmp_path):
+    with FakeOpenAI() as server:
+        got = client(server, api="chat").decide(PROMPTS[:4], [" no", " yes"], [10] * 4, desc=None)
+        sent = server.log[0]["prompt"]
+    assert sent.endswith("Answer with one word: no or yes.")
+    for prompt, g in zip(PROMPTS, got):  # "No" counts for " no", "yes" for " yes"
+        py = p_yes(prompt + "\n\nAnswer with one word: no or yes.")
+        assert math.exp(g["label_logprobs"][1]) == pytest.approx(py / (py + (1 - py) * math.exp(-0.01)), abs=1e-6)
+
+
+def test_without_logprobs_sampled_answers_give_the_soft_target():
+    with FakeOpenAI(logprobs=False) as server:
+        got = client(server, top_logprobs=0, decision_samples=3).decide(PROMPTS[:2], [" no", " yes"], [10] * 2,
+                                                                         desc=None)
+    assert len(server.log) == 6  # 3 sampled answers per prompt, each its own request (seeded)
+    for prompt, g in zip(PROMPTS, got):
+        assert g["source"] == "samples"
+        yes = 3 if p_yes(prompt) >= 0.5 else 0  # the fake answers deterministically
+        assert math.exp(g["label_logprobs"][1]) == pytest.approx((yes + 0.5) / 4)
+
+
+@pytest.mark.parametrize("mode", ["field", "inline"])
+def test_generation_keeps_the_reasoning_trace_apart(mode):
+    with FakeOpenAI(reasoning=mode) as server:
+        out = client(server, api="chat").generate(PROMPTS[:2], n=2, max_new_tokens=64, temperature=0.7, top_p=0.9,
+                                                  stop=[], est_tokens=[10, 10], desc=None)
+    assert len(server.log) == 4
+    for per in out:
+        assert len(per) == 2 and per[0]["text"] != per[1]["text"]  # two seeded samples
+        for o in per:
+            assert o["text"].startswith("def answer():") and o["reasoning"].startswith("thinking about")
+
+
+def test_rate_limit_spaces_request_starts():
+    import time
+
+    with FakeOpenAI() as server:
+        t0 = time.perf_counter()
+        client(server, requests_per_minute=600).decide(PROMPTS[:5], [" no", " yes"], [10] * 5, desc=None)
+        elapsed = time.perf_counter() - t0
+    assert elapsed >= 0.4  # 5 starts, 0.1 s apart
