@@ -56,7 +56,14 @@ def init(template: str, directory: Path,
          preset: str = typer.Option("default", help="Shipped preset: tiny or default."),
          force: bool = typer.Option(False, help="Overwrite an existing project.yaml."),
          data: Optional[Path] = typer.Option(None, help="Your own data file (the template's format) instead of "
-                                             "synthesized data; sets data.path.")) -> None:
+                                             "synthesized data; sets data.path."),
+         teacher: str = typer.Option("hf", help="hf (a local model, the preset's) or openai (an OpenAI-compatible "
+                                     "endpoint: --base-url, --model)."),
+         base_url: Optional[str] = typer.Option(None, help="--teacher openai: the endpoint, e.g. "
+                                                "https://api.deepseek.com or http://127.0.0.1:8000/v1."),
+         model: Optional[str] = typer.Option(None, help="--teacher openai: the model name it serves."),
+         api_key_env: Optional[str] = typer.Option(None, help="--teacher openai: environment variable holding the "
+                                                   "API key (default: none, for a server without keys).")) -> None:
     """Write DIRECTORY/project.yaml for TEMPLATE, ready to edit and run."""
     from sdk import config as cfgmod
     from sdk.registry import get_template
@@ -71,6 +78,15 @@ def init(template: str, directory: Path,
             if not data.is_file():
                 raise DistillError(f"--data: file {data} does not exist")
             text = _with_data_path(text, data.resolve())
+        if teacher == "openai":
+            from sdk.teachers.cli import with_openai_teacher
+
+            missing = [flag for flag, v in (("--base-url", base_url), ("--model", model)) if not v]
+            if missing:
+                raise DistillError(f"--teacher openai needs {' and '.join(missing)}")
+            text = with_openai_teacher(text, base_url, model, api_key_env)
+        elif teacher != "hf":
+            raise DistillError(f"--teacher: unknown kind {teacher!r} (hf or openai)")
         import yaml
 
         # the preset's own text is written (its comments explain the choices); it is validated first

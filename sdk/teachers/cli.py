@@ -89,3 +89,64 @@ def _dry_run(project, out: Optional[Path]) -> None:
                f"(prices per million tokens: {c.teacher.prices.input_per_million:g} in, "
                f"{c.teacher.prices.output_per_million:g} out)"
                + (f"; budget {c.teacher.budget:g}" if c.teacher.budget else ""))
+
+
+def with_openai_teacher(text: str, base_url: str, model: str, api_key_env: str | None) -> str:
+    """A preset's YAML text (comments kept) with its teacher replaced by an OpenAI-compatible endpoint: the
+    preset's local teacher becomes `student.base` (the student is cut from it and its tokenizer is the run's),
+    and token-level KD on responses, which needs the teacher's distributions, is turned off."""
+    import json
+    import re
+
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    local = (data.get("teacher") or {}).get("model") or "embedded:smollm2-135m-instruct"
+    teacher = ["teacher:  # set by distill init --teacher openai; see docs/teachers.md",
+               "  kind: openai", f"  base_url: {json.dumps(base_url)}", f"  model: {json.dumps(model)}",
+               f"  api_key_env: {json.dumps(api_key_env) if api_key_env else 'null'}"]
+    lines = _drop_block(text.splitlines(), "teacher")
+    lines += teacher
+    student = data.get("student") or {}
+    if not student.get("model"):
+        lines = _set_in_block(lines, "student", "base", f"{json.dumps(local)}  # the student is cut from it")
+    loss = (data.get("distill") or {}).get("loss") or {}
+    if float(loss.get("alpha", 1.0)) < 1.0 and loss.get("kind") == "response_kd":
+        lines = [re.sub(r"^(\s+alpha:)\s*[0-9.]+.*$", r"\1 1.0  # an API teacher gives no distributions", ln)
+                 for ln in lines]
+        lines = [re.sub(r"^(\s+compare_sequence_kd:)\s*true.*$", r"\1 false  # alpha 1 is sequence-level KD already",
+                        ln) for ln in lines]
+    return "\n".join(lines) + "\n"
+
+
+def _drop_block(lines: list[str], key: str) -> list[str]:
+    """The YAML lines without the top-level `key:` block."""
+    import re
+
+    out, skipping = [], False
+    for ln in lines:
+        if re.match(rf"^{key}:", ln):
+            skipping = True
+            continue
+        if skipping and (ln.startswith((" ", "#")) or not ln.strip()):
+            continue
+        skipping = False
+        out.append(ln)
+    return out
+
+
+def _set_in_block(lines: list[str], block: str, key: str, value: str) -> list[str]:
+    """`key: value` in the top-level `block:` (replacing it there, or adding the block)."""
+    import re
+
+    for i, ln in enumerate(lines):
+        if re.match(rf"^{block}:\s*(#.*)?$", ln):
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                if re.match(rf"^\s+{key}:", lines[j]):
+                    del lines[j]
+                    continue
+                j += 1
+            lines.insert(i + 1, f"  {key}: {value}")
+            return lines
+    return [*lines, f"{block}:", f"  {key}: {value}"]

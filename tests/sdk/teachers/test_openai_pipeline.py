@@ -1,0 +1,124 @@
+"""The whole fraud pipeline with an `openai` teacher behind a real local HTTP server (faults injected) and a
+student cut from a tiny local model; then the same project again: zero teacher calls."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sdk import config as cfgmod
+from sdk.errors import DistillError
+from sdk.project import Project
+from tests.sdk.teachers.fake_openai import FakeOpenAI
+
+SECRET = "sk-pipeline-secret-7f3a9c-NEVER-ON-DISK"
+
+
+def openai_config(base_url: str, student_base, **teacher) -> dict:
+    raw = cfgmod.load_yaml(cfgmod.Path(__file__).parents[3] / "verticals" / "fraud" / "tiny.yaml")
+    raw["teacher"] = {"kind": "openai", "base_url": base_url, "model": "fake-r1", "api_key_env": "FAKE_TEACHER_KEY",
+                      "api": "completions", "timeout_s": 2.0, "max_retries": 4, **teacher}
+    raw["student"] = {"base": str(student_base), "layers": 2}
+    raw["export"] = {"quants": ["Q8_0"]}
+    return raw
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAKE_TEACHER_KEY", SECRET)
+    return tmp_path / "cache"
+
+
+def test_fraud_runs_end_to_end_with_an_api_teacher_and_a_rerun_calls_nothing(tiny_llama, tmp_path, isolated_cache):
+    with FakeOpenAI({3: "429", 10: "500", 20: "cut"}, key=SECRET) as server:
+        cfg = cfgmod.validate_config(openai_config(server.base_url, tiny_llama))
+        result = Project(cfg).run(tmp_path / "run")
+        r = result.report
+        names = [a["name"] for a in r["artifacts"]]
+        assert names[0] == "teacher-api" and "student-gguf-Q8_0" in names
+        teacher = r["artifacts"][0]
+        assert teacher["format"] == "openai" and teacher["size_bytes"] is None
+        assert 0.0 <= teacher["metrics"]["roc_auc"] <= 1.0 and teacher["usage"]["calls"] >= 5  # live latency calls
+        usage = r["annotation"]["teacher_usage"]
+        assert usage["calls"] == cfg.data.n_train and usage["cache_hits"] == 0
+        assert r["annotation"]["source"] == "logprobs"
+        # every training, validation and test prompt got exactly one good answer (latency calls are live extras)
+        texts = json.loads((tmp_path / "run" / "data" / "texts.json").read_text())
+        outcomes = server.outcomes()
+        for prompt in texts["train"]:
+            assert outcomes[prompt].count("ok") >= 1
+        md = (tmp_path / "run" / "report.md").read_text()
+        assert "## Teacher API usage" in md and "the teacher is an API" in md
+        calls = len(server.log)
+
+        again = Project(cfgmod.validate_config(openai_config(server.base_url, tiny_llama))).run(tmp_path / "run")
+        assert again.ran == [] and len(server.log) == calls  # zero teacher calls
+    for f in [*tmp_path.rglob("*")]:
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_generation_with_an_api_teacher_needs_sequence_level_kd(tiny_llama, isolated_cache):
+    raw = cfgmod.load_yaml(cfgmod.Path(__file__).parents[3] / "verticals" / "code" / "tiny.yaml")
+    raw["teacher"] = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": None}
+    raw["student"] = {"base": str(tiny_llama), "layers": 2}
+    from sdk.preflight import check_config
+
+    problems = check_config(cfgmod.validate_config(raw)).problems
+    assert any("distill.loss.alpha" in p and "sequence-level KD" in p for p in problems)
+
+
+def test_an_api_teacher_without_a_local_model_is_a_clear_error():
+    raw = {"template": "fraud", "teacher": {"kind": "openai", "base_url": "http://x/v1", "model": "m"}}
+    with pytest.raises(DistillError, match="student: an openai teacher has no weights"):
+        cfgmod.validate_config(raw)
+
+
+def _annotate(project_yaml, *extra, env=None):
+    return subprocess.run([sys.executable, "-m", "sdk.cli", "annotate", str(project_yaml), *extra],
+                          capture_output=True, text=True, env=env)
+
+
+def test_annotate_cli_killed_mid_run_resumes_without_paying_twice(tiny_llama, tmp_path, isolated_cache):
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    env = dict(os.environ)
+    # request 7 hangs: the client is killed while waiting for it (one request in flight: concurrency 1)
+    with FakeOpenAI({2: "500", 4: "slow", 7: "hang"}, key=SECRET, slow_s=4.0) as server:
+        project = tmp_path / "project.yaml"
+        project.write_text(yaml.safe_dump(openai_config(server.base_url, tiny_llama, concurrency=1,
+                                                        prices={"input_per_million": 0.5,
+                                                                "output_per_million": 2.0})))
+        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"), env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "48 requests to send, 0 answers already cached" in dry.stdout and len(server.log) == 0
+        proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "annotate", str(project), "--out",
+                                 str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert server.hanging.wait(timeout=120), "the client never reached the hanging request"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = len(server.log)
+        done = _annotate(project, "--out", str(tmp_path / "run"), env=env)
+        assert done.returncode == 0, done.stderr
+        # the resumed run asked only for what was missing: answers committed before the kill came from the cache
+        ok_before = sum(1 for r in server.log[:before] if r["outcome"] == "ok")
+        assert f"teacher calls: {48 - ok_before}, from cache: {ok_before}" in done.stdout, done.stdout
+        outcomes = server.outcomes()
+        assert len(outcomes) == 48 and all(v.count("ok") == 1 for v in outcomes.values())
+        assert sum(v.count("hang") for v in outcomes.values()) == 1
+        again = _annotate(project, "--out", str(tmp_path / "run"), env=env)
+        assert "annotate: up to date; teacher calls: 0" in again.stdout and len(server.log) == len(server.log)
+        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"), env=env)
+        assert "0 requests to send, 48 answers already cached" in dry.stdout
+    for f in [*tmp_path.rglob("*")]:
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
