@@ -6,6 +6,7 @@ OpenMP and llama.cpp's busy-waiting threads in one process slowed llama.cpp abou
 The job names a runtime (`format`, `spec`) and what to do with it, for either task shape:
 - `score`: {split: prompts} -> label-word probabilities [N, n_labels] per split (`label_ids`);
 - `generate`: {name: {"prompts": [...], "params": GenerationParams fields}} -> generations per prompt;
+- `topk`: a local GGUF teacher's top-k targets (after each prompt, or at every response token);
 - `latency`: time `n` prompts of the test split one at a time (batch 1): scoring or generating.
 """
 
@@ -38,6 +39,18 @@ def _generate(rt, job: dict, result: dict) -> None:
         result["generations"][name] = {
             "outputs": [[{"text": x.text, "n_tokens": x.n_tokens, "finish": x.finish} for x in per] for per in gens],
             "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9)}
+
+
+def _topk(rt, job: dict, result: dict) -> None:
+    """A local teacher's top-k targets: after each prompt (`last`), or at every response token (`responses`)."""
+    t = job["topk"]
+    if t["kind"] == "last":
+        values, ids = rt.topk_last(t["prompts"], t["k"])
+        result["topk"] = {"values": values.tolist(), "ids": ids.tolist()}
+    else:
+        rows = rt.topk_responses(t["prompts"], t["responses"], t["k"])
+        result["topk"] = {"rows": [[lp.tolist(), ix.tolist()] for lp, ix in rows]}
+    result["topk"]["vocab"] = rt.llm.n_vocab()
 
 
 def _latency(rt, job: dict, result: dict) -> None:
@@ -74,6 +87,8 @@ def main(job_path: str, out_path: str) -> None:
         _score(rt, job, result)
     if job.get("generate"):
         _generate(rt, job, result)
+    if job.get("topk"):
+        _topk(rt, job, result)
     if job.get("latency"):
         _latency(rt, job, result)
     result["peak_rss_mb"] = peak_rss_mb()

@@ -111,6 +111,7 @@ class OpenAITeacherConfig(_Model):
                                        "request (server-specific options).")
 
 
+DEFAULT_KIND = {"teacher": "hf"}  # a component section without `kind` is this kind
 TEACHER_KINDS = {"hf": TeacherConfig, "llamacpp": LlamaCppTeacherConfig, "openai": OpenAITeacherConfig}
 AnyTeacher = Annotated[TeacherConfig | LlamaCppTeacherConfig | OpenAITeacherConfig, Field(discriminator="kind")]
 
@@ -378,9 +379,16 @@ def _template_option_errors(name: str, options: dict[str, Any]) -> list[str]:
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Nested overrides; a component section given with another `kind` (teacher: openai over a preset's hf
+    teacher) replaces the section, since the old kind's keys mean nothing to the new one."""
     out = dict(base)
     for k, v in overrides.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict) and not ("kind" in v and old.get("kind", DEFAULT_KIND.get(k))
+                                                                   != v["kind"]):
+            out[k] = deep_merge(old, v)
+        else:
+            out[k] = v
     return out
 
 

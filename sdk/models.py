@@ -104,6 +104,12 @@ def resolve_model(spec: str) -> Path:
     if spec.startswith("embedded:"):
         raise DistillError(f"unknown embedded model {spec!r} (known: {', '.join(EMBEDDED)})")
     path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":  # a GGUF (e.g. a llamacpp teacher): dequantized once, cached
+        digest = file_sha256(path)[:16]
+        out = cache_dir() / "models" / f"{path.stem}-{digest}"
+        if not (out / "config.json").is_file():
+            convert_gguf_to_hf(path, out)
+        return out
     if path.exists() or spec.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
             raise DistillError(f"model folder {path} has no config.json (not a Hugging Face model folder)")

@@ -277,8 +277,22 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> 
     from sdk.teachers.openai_backend import check_distill_loss
 
     t, s = cfg.teacher, cfg.student
-    if t.kind != "openai":
-        f.problems.append(f"teacher.kind {t.kind!r}: not available yet (use hf or openai)")
+    if t.kind == "llamacpp":
+        from sdk.teachers.llamacpp import gguf_path
+
+        try:
+            gguf_path(t.model)
+        except DistillError as err:
+            f.problems.append(str(err) + hints.get("teacher.model", ""))
+            return
+        f.facts.append(f"teacher: {t.model} (GGUF, llama.cpp)")
+        field = "student.model" if s.model else "student.base" if s.base else "teacher.model"
+        local = _inspect_model(field, s.model or s.base or t.model, False, hints.get(field, ""), f)
+        if local is not None and template.task == "decision" and local.tokenizer is not None:
+            f.problems += _label_word_problems(template, local)
+        if local is not None and not s.model and local.layers is not None and s.layers > local.layers:
+            f.problems.append(f"student.layers ({s.layers}) is more than the {local.layers} decoder layers of "
+                              f"{field} {local.spec!r}, which the student is cut from")
         return
     if not t.base_url.startswith(("http://", "https://")):
         f.problems.append(f"teacher.base_url: {t.base_url!r} is not an http(s) URL")
@@ -399,6 +413,8 @@ def _locate(field_name: str, spec: str, hint: str) -> tuple[str | Path, str | No
     if spec.startswith("embedded:"):
         raise DistillError(f"{field_name}: unknown embedded model {spec!r} (known: {', '.join(models.EMBEDDED)})")
     path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":  # read from the GGUF's metadata (no dequantizing here)
+        return path.parent, path.name
     if path.exists() or spec.startswith((".", "/", "~")):
         if not path.exists():
             raise DistillError(f"{field_name}: model folder {path} does not exist{hint}")

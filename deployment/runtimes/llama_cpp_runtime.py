@@ -36,6 +36,38 @@ class LlamaCppRuntime:
         self.llm.eval(list(seq))
         return np.array(self.llm.scores[: self.llm.n_tokens], dtype=np.float32)
 
+    def last_logits(self, seq: Sequence[int]) -> np.ndarray:
+        """[vocab] logits of the next token after seq."""
+        import llama_cpp
+
+        self.llm.reset()
+        self.llm.eval(list(seq))
+        row = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(self.llm.n_vocab(),)).astype(np.float32)
+
+    def topk_last(self, seqs: Sequence[Sequence[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(logits [N, k], ids [N, k]): the k most likely next tokens after each prompt, best first."""
+        values, ids = np.empty((len(seqs), k), np.float32), np.empty((len(seqs), k), np.int64)
+        for i, s in enumerate(seqs):
+            row = self.last_logits(s)
+            top = np.argpartition(-row, k - 1)[:k]
+            top = top[np.argsort(-row[top], kind="stable")]
+            values[i], ids[i] = row[top], top
+        return values, ids
+
+    def topk_responses(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], k: int
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per example: (log-probabilities [len(response), k], ids): the top-k log_softmax at every response
+        token's position (the distribution it was drawn from). Needs logits_all=True."""
+        out = []
+        for p, r in zip(prompts, responses):
+            logits = self.logits(list(p) + list(r))[len(p) - 1: len(p) + len(r) - 1].astype(np.float64)
+            logp = logits - logits.max(-1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+            top = np.argsort(-logp, axis=-1, kind="stable")[:, :k]
+            out.append((np.take_along_axis(logp, top, -1).astype(np.float32), top.astype(np.int64)))
+        return out
+
     def score_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
         import llama_cpp
 

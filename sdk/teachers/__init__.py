@@ -1,6 +1,7 @@
 """Teacher backends behind one protocol, chosen by `teacher.kind` (each validates its own config section):
 
 - `hf`: a local Hugging Face causal LM (full logits, hidden states, LoRA adaptation): sdk/teachers/hf.py
+- `llamacpp`: a local GGUF through llama-cpp-python (generation, top-k log-probabilities): llamacpp.py
 - `openai`: any OpenAI-compatible endpoint (text, reasoning text, top-k log-probabilities): openai_api.py
 
 The stages ask a teacher for decision targets, completions and response top-k distributions and for the
@@ -63,6 +64,10 @@ def open_teacher(ctx) -> Teacher:
         from sdk.teachers.hf import HFTeacher
 
         return HFTeacher(ctx)
+    if kind == "llamacpp":
+        from sdk.teachers.llamacpp import LlamaCppTeacher
+
+        return LlamaCppTeacher(ctx)
     if kind == "openai":
         from sdk.teachers.openai_backend import OpenAIBackend
 

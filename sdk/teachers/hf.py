@@ -94,15 +94,9 @@ class HFTeacher:
         return {"format": "gguf", "spec": {"model": str(gguf), "threads": c.evaluation.threads, "n_ctx": n_ctx}}
 
     def _generate(self, job: dict, prompts: list[list[int]], params: dict, name: str) -> dict:
-        from evaluation.harness import run_worker
-
-        res = run_worker({**job, "label": name, "generate": {"teacher": {"prompts": prompts, "params": params}}},
-                         self.ctx.run.path("annotations", "work"), name)
-        return res["generations"]["teacher"]
+        return generate_in_worker(self.ctx, job, prompts, params, name)
 
     def completions(self, prompts, texts, params):
-        from sdk.teachers.cache import CompletionCache
-
         a = self.ctx.config.annotate
         model_dir, _ = self.files()
         n_ctx = max(len(p) for p in prompts) + a.max_new_tokens + 8
@@ -118,23 +112,10 @@ class HFTeacher:
                 timings[candidate] = round(out["tokens_per_s"], 1)
             fmt = max(timings, key=timings.get)
 
-        # cached, resumable sampling: only prompts without a cached answer are generated
-        cache = CompletionCache(cache_dir(), self.identity(), params)
-        todo = [i for i, p in enumerate(prompts) if cache.get(p) is None]
         job = self._job(fmt, model_dir, gguf, n_ctx)
-        t0, tokens = time.perf_counter(), 0
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start: start + CHUNK]
-            print(f"[distill] teacher sampling ({fmt}): prompts {start + 1}-{start + len(chunk)} of {len(todo)}")
-            out = self._generate(job, [prompts[i] for i in chunk], params, "teacher-sampling")
-            tokens += out["tokens"]
-            cache.put_many([(prompts[i], [o["text"] for o in per]) for i, per in zip(chunk, out["outputs"])])
-        seconds = time.perf_counter() - t0
-        completions = [[{"text": text, "reasoning": None} for text in cache.get(p)] for p in prompts]
-        info = {"teacher_runtime": "llama_cpp" if fmt == "gguf" else "torch", "runtime_probe_tokens_per_s": timings,
-                "generated_now": len(todo), "generation_seconds": round(seconds, 1),
-                "generation_tokens_per_s": round(tokens / seconds, 1) if todo else None}
-        return completions, info
+        completions, info = cached_completions(self.ctx, self.identity(), job, prompts, params)
+        return completions, {"teacher_runtime": "llama_cpp" if fmt == "gguf" else "torch",
+                             "runtime_probe_tokens_per_s": timings, **info}
 
     def response_topk(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], k: int):
         import torch
@@ -161,3 +142,32 @@ class HFTeacher:
         return Artifact("teacher-torch", "teacher", "torch", None, info["base"], count_params_on_disk(info["base"]),
                         size, {"model": info["base"], "adapter": adapter, "threads": c.evaluation.threads,
                                "batch_size": c.evaluation.batch_size, "trust_remote_code": self.trust}, 32.0)
+
+
+def generate_in_worker(ctx, job: dict, prompts: list[list[int]], params: dict, name: str) -> dict:
+    """A local runtime's generations in its own process (evaluation.worker)."""
+    from evaluation.harness import run_worker
+
+    res = run_worker({**job, "label": name, "generate": {"teacher": {"prompts": prompts, "params": params}}},
+                     ctx.run.path("annotations", "work"), name)
+    return res["generations"]["teacher"]
+
+
+def cached_completions(ctx, teacher_id: str, job: dict, prompts: list[list[int]], params: dict):
+    """Completions of a local teacher, cached on disk and resumable: only prompts without a cached answer are
+    generated, in chunks, each chunk stored as it finishes."""
+    from sdk.teachers.cache import CompletionCache
+
+    cache = CompletionCache(cache_dir(), teacher_id, params)
+    todo = [i for i, p in enumerate(prompts) if cache.get(p) is None]
+    t0, tokens = time.perf_counter(), 0
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start: start + CHUNK]
+        print(f"[distill] teacher sampling ({job['format']}): prompts {start + 1}-{start + len(chunk)} of {len(todo)}")
+        out = generate_in_worker(ctx, job, [prompts[i] for i in chunk], params, "teacher-sampling")
+        tokens += out["tokens"]
+        cache.put_many([(prompts[i], [o["text"] for o in per]) for i, per in zip(chunk, out["outputs"])])
+    seconds = time.perf_counter() - t0
+    completions = [[{"text": text, "reasoning": None} for text in cache.get(p)] for p in prompts]
+    return completions, {"generated_now": len(todo), "generation_seconds": round(seconds, 1),
+                         "generation_tokens_per_s": round(tokens / seconds, 1) if todo else None}
