@@ -57,7 +57,7 @@ def _card(h: dict[str, Any], hm: str, task: str, op: dict[str, Any] | None) -> s
     cls = "good" if role == "student" and (h["retention"] or 0) >= 0.9 else ("bad" if role == "student" else "")
     ci = h["headline_ci"]
     kv = [(f"{hm} vs teacher", "-" if role == "teacher" else h["vs_teacher"]),
-          ("size", f"{h['size_mb']:.1f} MB"), ("P99 latency", f"{h['p99_ms']:.1f} ms"),
+          ("size", "- (an API)" if h["size_mb"] is None else f"{h['size_mb']:.1f} MB"), ("P99 latency", f"{h['p99_ms']:.1f} ms"),
           (SPEED_LABEL[task], _fmt(h["speed"], 1)),
           ("speed-up", "-" if h["speedup"] is None else f"{h['speedup']:.2f}x")]
     if task == "decision" and h["threshold"] is not None:

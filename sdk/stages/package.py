@@ -85,7 +85,7 @@ def run(ctx: Context) -> dict[str, Any]:
                          max_new_tokens=c.evaluation.max_new_tokens)
     written: dict[str, dict[str, Any]] = {}
     for entry in run_dir.read_json("evaluation/artifacts.json"):
-        if entry["format"] != "gguf":
+        if entry["format"] != "gguf" or entry["role"] != "student":  # a GGUF teacher is the user's file, untouched
             continue
         path = gguf_path(run_dir, entry)
         meta = {**base, **artifact_metadata(entry)}
