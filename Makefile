@@ -9,7 +9,7 @@ APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --n
 
 CODE_DEMO_DIR ?= runs/code-demo
 
-.PHONY: install demo code-demo test readme-figures clean
+.PHONY: install demo code-demo api-teacher-demo test readme-figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: $(STAMP)
 code-demo: $(STAMP)
 	$(BIN)/distill init code $(CODE_DEMO_DIR) --preset default --force
 	$(BIN)/distill run $(CODE_DEMO_DIR)/project.yaml --out $(CODE_DEMO_DIR)
+
+# fraud (default) and code (tiny) with an OpenAI-compatible teacher: llama.cpp's server on 127.0.0.1
+api-teacher-demo: $(STAMP)
+	benchmarks/api_teacher_demo.sh runs
 
 # README figures come from the demo runs' report.json, never typed by hand
 readme-figures: $(STAMP)
