@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs}
-BIN=.venv/bin
+BIN=${BIN:-.venv/bin}
 PORT=${PORT:-8765}
 BASE=http://127.0.0.1:$PORT/v1
 GGUF=$($BIN/python -c "from sdk.models import _embedded_gguf; print(_embedded_gguf('embedded:smollm2-135m-instruct'))")
