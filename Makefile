@@ -8,8 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
 CODE_DEMO_DIR ?= runs/code-demo
+EVALML_DIR ?= runs/evalml-fraud
+EVALML_PRESET ?= default
 
-.PHONY: install demo code-demo test readme-figures clean
+.PHONY: install demo code-demo evalml-fraud test readme-figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +35,10 @@ demo: $(STAMP)
 code-demo: $(STAMP)
 	$(BIN)/distill init code $(CODE_DEMO_DIR) --preset default --force
 	$(BIN)/distill run $(CODE_DEMO_DIR)/project.yaml --out $(CODE_DEMO_DIR)
+
+# a real labelled table (shipped in the evalml wheel, read from its zip) through init --data + run
+evalml-fraud: $(STAMP)
+	BIN=$(BIN) benchmarks/evalml_fraud.sh $(EVALML_PRESET) $(EVALML_DIR)
 
 # README figures come from the demo runs' report.json, never typed by hand
 readme-figures: $(STAMP)

@@ -55,6 +55,7 @@ def templates() -> None:
 def init(template: str, directory: Path,
          preset: str = typer.Option("default", help="Shipped preset: tiny or default."),
          force: bool = typer.Option(False, help="Overwrite an existing project.yaml."),
+         name: Optional[str] = typer.Option(None, help="Project name (default: the preset's); runs go to runs/<name>."),
          data: Optional[Path] = typer.Option(None, help="Your own data file instead of synthesized data (fraud: a "
                                              "CSV or Parquet table; code: JSONL); sets data.path."),
          label_column: Optional[str] = typer.Option(None, help="With --data (a table): the column holding the "
@@ -88,6 +89,8 @@ def init(template: str, directory: Path,
             raise DistillError(f"{out} exists (use --force to overwrite)")
         import yaml
 
+        if name is not None:
+            text = _with_name(text, name)
         if data is not None:
             if not data.is_file():
                 raise DistillError(f"--data: file {data} does not exist")
@@ -106,6 +109,16 @@ def init(template: str, directory: Path,
     typer.echo(f"wrote {out}")
     for fact in facts:
         typer.echo(f"  {fact}")
+
+
+def _with_name(text: str, name: str) -> str:
+    """The preset's text with its top-level `name:` replaced (comments kept)."""
+    import json
+    import re
+
+    line = f"name: {json.dumps(name)}  # set by distill init --name"
+    out, n = re.subn(r"(?m)^name:.*$", lambda _: line, text, count=1)
+    return out if n else f"{line}\n{text}"
 
 
 def _scalar(text: str | None):

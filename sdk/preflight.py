@@ -4,6 +4,8 @@ of `distill run` and `Project.run`).
 - config: unknown keys (with a suggestion) and bad values, named by their field path (`sdk.config`);
 - data (`data.path`): the file exists and the template loads it; its values row by row (missing values,
   numbers that are not numbers, labels outside the template's labels, a prompt that cannot be built);
+  a table template's file is read as the data stage reads it (`sdk.tables`: label, time, id and listed
+  columns, duplicate ids, every row and column at fault named at once);
   enough rows for data.n_train + data.n_val + data.n_test, and a dry run of the split;
 - models: teacher and student are found and their config and tokenizer files load (weights are never
   read); a student cut from the teacher is not deeper than it; a given student shares its vocabulary;
