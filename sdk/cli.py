@@ -56,6 +56,8 @@ def init(template: str, directory: Path,
          preset: str = typer.Option("default", help="Shipped preset: tiny or default."),
          force: bool = typer.Option(False, help="Overwrite an existing project.yaml."),
          name: Optional[str] = typer.Option(None, help="Project name (default: the preset's); runs go to runs/<name>."),
+         set_: list[str] = typer.Option([], "--set", help="Override a preset value: section.key=value, e.g. "
+                                        "--set data.n_test=500 (repeatable; values read as YAML)."),
          data: Optional[Path] = typer.Option(None, help="Your own data file instead of synthesized data (fraud: a "
                                              "CSV or Parquet table; code: JSONL); sets data.path."),
          label_column: Optional[str] = typer.Option(None, help="With --data (a table): the column holding the "
@@ -90,7 +92,8 @@ def init(template: str, directory: Path,
         import yaml
 
         if name is not None:
-            text = _with_name(text, name)
+            text = _with_top(text, "name", name, comment="set by distill init --name")
+        text = _with_overrides(text, set_)
         if data is not None:
             if not data.is_file():
                 raise DistillError(f"--data: file {data} does not exist")
@@ -111,14 +114,14 @@ def init(template: str, directory: Path,
         typer.echo(f"  {fact}")
 
 
-def _with_name(text: str, name: str) -> str:
-    """The preset's text with its top-level `name:` replaced (comments kept)."""
+def _with_top(text: str, key: str, value: Any, comment: str) -> str:
+    """The preset's text with a top-level `key:` replaced (or appended), comments kept."""
     import json
     import re
 
-    line = f"name: {json.dumps(name)}  # set by distill init --name"
-    out, n = re.subn(r"(?m)^name:.*$", lambda _: line, text, count=1)
-    return out if n else f"{line}\n{text}"
+    line = f"{key}: {json.dumps(value)}  # {comment}"
+    out, n = re.subn(rf"(?m)^{re.escape(key)}:.*$", lambda _: line, text, count=1)
+    return out if n else text.rstrip("\n") + f"\n{line}\n"
 
 
 def _scalar(text: str | None):
@@ -127,8 +130,11 @@ def _scalar(text: str | None):
         return None
     import yaml
 
-    value = yaml.safe_load(text)
-    return value if isinstance(value, (str, int, float, bool)) else text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (str, int, float, bool, list)) or value is None else text
 
 
 def _checked_data(text: str, source: str) -> tuple[str, list[str]]:
@@ -165,24 +171,44 @@ def _checked_data(text: str, source: str) -> tuple[str, list[str]]:
 
 
 def _with_data_settings(text: str, settings: dict[str, Any], comment: str) -> str:
-    """The preset's YAML text with `data.<key>` set for each setting, comments kept: inserted under an
-    existing `data:` section (replacing those keys there), else a `data:` section appended."""
+    return _with_settings(text, "data", settings, comment)
+
+
+def _with_settings(text: str, section: str, settings: dict[str, Any], comment: str) -> str:
+    """The preset's YAML text with `<section>.<key>` set for each setting, comments kept: inserted under an
+    existing `<section>:` mapping (replacing those keys there), else the section appended."""
     import json
     import re
 
     new = [f"  {k}: {json.dumps(v)}  # {comment}" for k, v in settings.items()]
     lines = text.splitlines()
     for i, raw in enumerate(lines):
-        if re.match(r"^data:\s*(#.*)?$", raw):
+        if re.match(rf"^{re.escape(section)}:\s*(#.*)?$", raw):
             body = i + 1
             while body < len(lines) and (lines[body].startswith(" ") or not lines[body].strip()):
-                if any(re.match(rf"^\s+{re.escape(k)}:", lines[body]) for k in settings):
+                if any(re.match(rf"^  {re.escape(k)}:", lines[body]) for k in settings):
                     del lines[body]
                     continue
                 body += 1
             lines[i + 1:i + 1] = new
             return "\n".join(lines) + "\n"
-    return text.rstrip("\n") + "\ndata:\n" + "\n".join(new) + "\n"
+    return text.rstrip("\n") + f"\n{section}:\n" + "\n".join(new) + "\n"
+
+
+def _with_overrides(text: str, pairs: list[str]) -> str:
+    """`--set section.key=value` (or `key=value` at the top level), values read as YAML."""
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts) or len(parts) > 2:
+            raise DistillError(f"--set {pair!r}: use section.key=value (e.g. data.n_test=500) or key=value; deeper "
+                               "keys are edited in project.yaml")
+        value = _scalar(raw)
+        if len(parts) == 2:
+            text = _with_settings(text, parts[0], {parts[1]: value}, comment="set by distill init --set")
+        else:
+            text = _with_top(text, parts[0], value, comment="set by distill init --set")
+    return text
 
 
 @app.command()

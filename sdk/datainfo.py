@@ -1,6 +1,6 @@
-"""`distill data <project.yaml>`: what the data stage would make of a project's data, in seconds and before
-any model is loaded: split sizes, label balance, duplicates and leakage removed, each split's time range,
-the model's input columns and an example prompt."""
+"""`distill data <project.yaml>`: what the data stage would make of a project's data, in seconds and without
+loading model weights: split sizes, label balance, duplicates and leakage removed, each split's time range,
+the model's input columns, prompt length in the teacher's tokens and an example prompt."""
 
 from __future__ import annotations
 
@@ -25,16 +25,30 @@ def summarize(project_yaml: Path) -> dict[str, Any]:
     p = prepare(cfg, t, options)
     out: dict[str, Any] = {"source": p.source, "template": t.name, **p.info,
                            "time_column": cfg.data.time_column if cfg.data.path is not None else None}
+    prompt = prompt_function(t, p.spec)
     if p.spec is not None:
         out["spec"] = p.spec.to_dict()
-        prompt = prompt_function(t, p.spec)
         test = p.parts["test"]
         out["example_prompt"] = prompt(test.iloc[0].to_dict()) if len(test) else None
+    out["prompt_tokens"] = _prompt_tokens(cfg, t, [prompt(r) for r in p.parts["train"].to_dict("records")])
     if t.task == "decision":
         after = t.prepare_train(p.parts["train"], cfg.seed, options)
         if len(after) != len(p.parts["train"]):
             out["train_after_prepare"] = {"rows": len(after), "positives": int((after["label"] > 0).sum())}
     return out
+
+
+def _prompt_tokens(cfg, template, prompts: list[str]) -> dict[str, Any] | None:
+    """Mean and longest prompt of the training split in the teacher's tokens (the cost of every training
+    step and decision); None when the tokenizer cannot be loaded (`distill check` says why)."""
+    from sdk.data import tokenize_prompts
+    from sdk.preflight import teacher_tokenizer
+
+    tok = teacher_tokenizer(cfg)
+    if tok is None or not prompts:
+        return None
+    lengths = [len(ids) for ids in tokenize_prompts(tok, prompts, template.chat)]
+    return {"mean": sum(lengths) / len(lengths), "max": max(lengths)}
 
 
 def format_summary(s: dict[str, Any]) -> list[str]:
@@ -56,8 +70,8 @@ def format_summary(s: dict[str, Any]) -> list[str]:
                      "-" if pos is None or not v["rows"] else f"{pos / v['rows']:.1%}"]
                     + (list(v.get("time_range", ["-", "-"])) if s.get("time_column") else []))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  " + "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-              for r in rows]
+    lines += [("  " + "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(r, widths)))).rstrip() for r in rows]
     if "train_after_prepare" in s:
         a = s["train_after_prepare"]
         lines.append(f"  (training sees {a['rows']:,} rows, {a['positives']:,} positive, after the template's "
@@ -72,6 +86,9 @@ def format_summary(s: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{f['name']} ({f['kind']})" for f in spec["features"]))
         for col, why in spec["ignored"].items():
             lines.append(f"  not an input: {col}: {why}")
+    if s.get("prompt_tokens"):
+        lines.append(f"prompt tokens (teacher's tokenizer, training split): mean {s['prompt_tokens']['mean']:.0f}, "
+                     f"max {s['prompt_tokens']['max']}")
     if s.get("example_prompt"):
         lines.append(f"example prompt (first test row, {len(s['example_prompt'])} characters): {s['example_prompt']}")
     return lines
@@ -79,7 +96,7 @@ def format_summary(s: dict[str, Any]) -> list[str]:
 
 def data_command(project_yaml: Path) -> None:
     """Show what the data stage makes of a project's data: split sizes, label balance, duplicates and leakage
-    removed, time range per split, input columns, an example prompt (no model is loaded)."""
+    removed, time range per split, input columns, prompt tokens, an example prompt (no weights loaded)."""
     from sdk.tables import TableProblems
 
     try:

@@ -381,6 +381,13 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
         f.problems += _label_word_problems(template, teacher)
 
 
+def teacher_tokenizer(cfg):
+    """The teacher's tokenizer from its files alone (no weights), or None when it cannot be loaded."""
+    found = Findings()
+    m = _inspect_model("teacher.model", cfg.teacher.model, cfg.teacher.trust_remote_code, "", found)
+    return None if m is None else m.tokenizer
+
+
 def _layers(m: _Model) -> str:
     return f"{m.layers} layers" if m.layers is not None else "layers unknown"
 

@@ -204,9 +204,10 @@ TABLE_ARGS = ("--label-column", "is_fraud", "--time-column", "when", "--id-colum
 def test_init_over_a_mixed_table_writes_a_project_that_checks(tmp_path):
     from tests.tables import mixed_table
 
-    out, csv = init_table(tmp_path, mixed_table(), *TABLE_ARGS)
+    out, csv = init_table(tmp_path, mixed_table(), *TABLE_ARGS, "--name", "my-fraud")
     assert out.exit_code == 0, out.output
     cfg = yaml.safe_load((tmp_path / "proj" / "project.yaml").read_text())
+    assert cfg["name"] == "my-fraud"
     assert cfg["data"] | {"path": None} == {"path": None, "label_column": "is_fraud", "time_column": "when",
                                             "id_column": "tx_id", "n_train": 48, "n_val": 24, "n_test": 24}
     assert cfg["data"]["path"] == str(csv.resolve())
@@ -256,6 +257,22 @@ def test_init_over_a_malformed_table_exits_2_naming_it_and_writes_nothing(tmp_pa
     assert out.exit_code == 2 and message in out.output, out.output
     assert str(csv) in out.output
     assert not (tmp_path / "proj").exists()
+
+
+def test_init_sets_preset_values(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "p"), "--preset", "tiny", "--set", "data.n_test=50",
+                                   "--set", "student.layers=3", "--set", "seed=7"])
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "p" / "project.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    assert (cfg["data"]["n_test"], cfg["student"]["layers"], cfg["seed"]) == (50, 3, 7)
+    assert "n_test: 50  # set by distill init --set" in text and "# Smallest end-to-end run" in text
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "q"), "--set", "student.layrs=3"])
+    assert out.exit_code == 2 and "student.layrs: unknown key" in out.output and not (tmp_path / "q").exists()
 
 
 def test_table_options_need_a_table(tmp_path):

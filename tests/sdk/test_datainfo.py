@@ -14,8 +14,10 @@ from tests.tables import SETTINGS, mixed_table, write
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def project(tmp_path: Path, df: pd.DataFrame | None, **data) -> Path:
+def project(tmp_path: Path, df: pd.DataFrame | None, teacher: Path | None = None, **data) -> Path:
     cfg = yaml.safe_load((ROOT / "verticals" / "fraud" / "tiny.yaml").read_text())
+    if teacher is not None:
+        cfg["teacher"]["model"] = str(teacher)
     if df is not None:
         cfg["data"].update(path=str(write(df, tmp_path / "tx.csv")), **SETTINGS, **data)
     p = tmp_path / "project.yaml"
@@ -27,10 +29,12 @@ def data(p: Path):
     return CliRunner().invoke(app, ["data", str(p)])
 
 
-def test_a_time_ordered_table_shows_each_splits_range_balance_and_removals(tmp_path):
+def test_a_time_ordered_table_shows_each_splits_range_balance_and_removals(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+
     df = mixed_table()
     df = pd.concat([df, df.iloc[[0, 1]]], ignore_index=True).assign(tx_id=[f"id{i}" for i in range(402)])
-    out = data(project(tmp_path, df))
+    out = data(project(tmp_path, df, teacher=tiny_llama))
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert "(402 rows read, 2 exact duplicates removed)" in lines[0]
@@ -45,6 +49,17 @@ def test_a_time_ordered_table_shows_each_splits_range_balance_and_removals(tmp_p
     assert "input columns (6, rendered from your columns): when (timestamp), amount (number)" in out.output
     assert "not an input: tx_id: data.id_column" in out.output
     assert "example prompt" in out.output and out.output.rstrip().endswith("Fraud?")
+    # the prompt's length in the teacher's tokens (the cost of every step and decision), on the training split
+    from sdk.tables import TableOptions, load_table, split_table
+    from verticals.fraud import FraudTemplate
+
+    table = load_table(tmp_path / "tx.csv", TableOptions(**SETTINGS))
+    train = split_table(table.df, 48, 24, 24, 0, "t", "when")["train"]
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    lengths = [len(tok(FraudTemplate().table_prompt(r, table.spec.features))["input_ids"])
+               for r in train.to_dict("records")]
+    assert f"prompt tokens (teacher's tokenizer, training split): mean {sum(lengths) / 48:.0f}, max {max(lengths)}" \
+        in out.output
 
 
 def test_leakage_is_counted(tmp_path):

@@ -165,10 +165,10 @@ class FraudTemplate:
         prompt's own input columns (`features`, sdk.tables.Feature; default: the template's columns), categories
         one-hot, free text through TF-IDF. Fitted estimators with predict_proba over rows of those columns; the
         report compares them at the same operating point."""
-        from sdk.tables import Feature, classic_models, infer_column
+        from sdk.tables import classic_models, template_spec
 
-        if features is None:
-            features = [Feature(c, infer_column(train[c], c, str)[0]) for c in self.columns]
+        if features is None:  # the template's own columns, their kinds read from the values
+            features = template_spec(self, train).features
         names = [f.name for f in features]
         models = classic_models(features, seed)
         for model in models.values():
