@@ -8,8 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
 CODE_DEMO_DIR ?= runs/code-demo
+EVALML_DIR ?= runs/evalml-fraud
+EVALML_PRESET ?= default
 
-.PHONY: install demo code-demo api-teacher-demo test readme-figures clean
+.PHONY: install demo code-demo api-teacher-demo evalml-fraud test readme-figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +39,10 @@ code-demo: $(STAMP)
 # fraud (default) and code (tiny) with an OpenAI-compatible teacher: llama.cpp's server on 127.0.0.1
 api-teacher-demo: $(STAMP)
 	benchmarks/api_teacher_demo.sh runs
+
+# a real labelled table (shipped in the evalml wheel, read from its zip) through init --data + run
+evalml-fraud: $(STAMP)
+	BIN=$(BIN) benchmarks/evalml_fraud.sh $(EVALML_PRESET) $(EVALML_DIR)
 
 # README figures come from the demo runs' report.json, never typed by hand
 readme-figures: $(STAMP)

@@ -117,9 +117,10 @@ def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[
 
 
 def evaluate_baseline(name: str, model, template, options: BaseModel, val, test, y_val: np.ndarray,
-                      y_test: np.ndarray, *, latency_samples: int) -> tuple[dict, dict]:
-    """A template's plain baseline (a fitted estimator with predict_proba over rows of the template's
-    columns), at the same operating point as the artifacts: threshold on validation, metrics on test.
+                      y_test: np.ndarray, *, latency_samples: int,
+                      columns: Sequence[str] | None = None) -> tuple[dict, dict]:
+    """A template's plain baseline (a fitted estimator with predict_proba over rows of `columns`, default the
+    template's columns), at the same operating point as the artifacts: threshold on validation, metrics on test.
     Measured in this process (a scikit-learn model, no native runtime to isolate); its memory is not
     measured apart from the pipeline's, so peak RSS is left empty."""
     import pickle
@@ -127,7 +128,7 @@ def evaluate_baseline(name: str, model, template, options: BaseModel, val, test,
 
     from evaluation.perf import latency_stats
 
-    cols = list(template.columns)
+    cols = list(columns if columns is not None else template.columns)
     t0 = time.perf_counter()
     probs_val = np.asarray(model.predict_proba(val[cols]))
     probs_test = np.asarray(model.predict_proba(test[cols]))

@@ -55,29 +55,52 @@ def templates() -> None:
 def init(template: str, directory: Path,
          preset: str = typer.Option("default", help="Shipped preset: tiny or default."),
          force: bool = typer.Option(False, help="Overwrite an existing project.yaml."),
-         data: Optional[Path] = typer.Option(None, help="Your own data file (the template's format) instead of "
-                                             "synthesized data; sets data.path."),
+         name: Optional[str] = typer.Option(None, help="Project name (default: the preset's); runs go to runs/<name>."),
+         set_: list[str] = typer.Option([], "--set", help="Override a preset value: section.key=value, e.g. "
+                                        "--set data.n_test=500 (repeatable; values read as YAML)."),
+         data: Optional[Path] = typer.Option(None, help="Your own data file instead of synthesized data (fraud: a "
+                                             "CSV or Parquet table; code: JSONL); sets data.path."),
+         label_column: Optional[str] = typer.Option(None, help="With --data (a table): the column holding the "
+                                                    "answer (data.label_column; default 'label')."),
+         time_column: Optional[str] = typer.Option(None, help="With --data (a table): a time column; the split is "
+                                                   "then time-ordered (data.time_column)."),
+         id_column: Optional[str] = typer.Option(None, help="With --data (a table): a unique row id, never a model "
+                                                 "input (data.id_column)."),
          teacher: str = typer.Option("hf", help="hf (a local model, the preset's) or openai (an OpenAI-compatible "
                                      "endpoint: --base-url, --model)."),
          base_url: Optional[str] = typer.Option(None, help="--teacher openai: the endpoint, e.g. "
                                                 "https://api.deepseek.com or http://127.0.0.1:8000/v1."),
          model: Optional[str] = typer.Option(None, help="--teacher openai: the model name it serves."),
          api_key_env: Optional[str] = typer.Option(None, help="--teacher openai: environment variable holding the "
-                                                   "API key (default: none, for a server without keys).")) -> None:
-    """Write DIRECTORY/project.yaml for TEMPLATE, ready to edit and run."""
+                                                   "API key (default: none, for a server without keys)."),
+         positive_label: Optional[str] = typer.Option(None, help="With --data (a table): the label value that means "
+                                                      "'yes' when labels are not 0/1, true/false, yes/no "
+                                                      "(data.positive_label).")) -> None:
+    """Write DIRECTORY/project.yaml for TEMPLATE, ready to edit and run. With --data, the file is checked first
+    (every row and column at fault named, exit 2) and nothing is written unless it is usable."""
     from sdk import config as cfgmod
     from sdk.registry import get_template
 
+    facts: list[str] = []
     try:
         t = get_template(template)
         src = t.preset_path(preset)
         if not src.is_file():
             raise DistillError(f"template {template!r} has no preset {preset!r}")
         text = src.read_text()
-        if data is not None:
-            if not data.is_file():
-                raise DistillError(f"--data: file {data} does not exist")
-            text = _with_data_path(text, data.resolve())
+        table = {"label_column": label_column, "time_column": time_column, "id_column": id_column,
+                 "positive_label": _scalar(positive_label)}
+        table = {k: v for k, v in table.items() if v is not None}
+        if data is None and table:
+            raise DistillError(f"--{next(iter(table)).replace('_', '-')} describes your own table: give it with --data")
+        out = directory / "project.yaml"
+        if out.exists() and not force:
+            raise DistillError(f"{out} exists (use --force to overwrite)")
+        import yaml
+
+        if name is not None:
+            text = _with_top(text, "name", name, comment="set by distill init --name")
+        text = _with_overrides(text, set_)
         if teacher == "openai":
             from sdk.teachers.cli import with_openai_teacher
 
@@ -87,13 +110,14 @@ def init(template: str, directory: Path,
             text = with_openai_teacher(text, base_url, model, api_key_env)
         elif teacher != "hf":
             raise DistillError(f"--teacher: unknown kind {teacher!r} (hf or openai)")
-        import yaml
-
+        if data is not None:
+            if not data.is_file():
+                raise DistillError(f"--data: file {data} does not exist")
+            text = _with_data_settings(text, {"path": str(data.resolve()), **table},
+                                       comment="set by distill init --data")
+            text, facts = _checked_data(text, str(src))
         # the preset's own text is written (its comments explain the choices); it is validated first
         cfgmod.validate_config(yaml.safe_load(text), source=str(src))
-        out = directory / "project.yaml"
-        if out.exists() and not force:
-            raise DistillError(f"{out} exists (use --force to overwrite)")
         directory.mkdir(parents=True, exist_ok=True)
         from sdk.rundir import atomic_write_text
 
@@ -102,27 +126,105 @@ def init(template: str, directory: Path,
     except DistillError as err:
         _fail(err)
     typer.echo(f"wrote {out}")
+    for fact in facts:
+        typer.echo(f"  {fact}")
 
 
-def _with_data_path(text: str, path: Path) -> str:
-    """The preset's YAML text with `data.path` set, comments kept: inserted under an existing `data:`
-    section (replacing a `path:` there), else a `data:` section appended."""
+def _with_top(text: str, key: str, value: Any, comment: str) -> str:
+    """The preset's text with a top-level `key:` replaced (or appended), comments kept."""
     import json
     import re
 
-    line = f"  path: {json.dumps(str(path))}  # set by distill init --data"
+    line = f"{key}: {json.dumps(value)}  # {comment}"
+    out, n = re.subn(rf"(?m)^{re.escape(key)}:.*$", lambda _: line, text, count=1)
+    return out if n else text.rstrip("\n") + f"\n{line}\n"
+
+
+def _scalar(text: str | None):
+    """A command-line value as YAML reads it (2 -> 2, true -> True), so it compares with the column's values."""
+    if text is None:
+        return None
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (str, int, float, bool, list)) or value is None else text
+
+
+def _checked_data(text: str, source: str) -> tuple[str, list[str]]:
+    """The project text with the data checked as `distill check` checks it (all problems raised at once).
+    A table smaller than the preset's splits gets proportionally smaller data.n_* (said in the file)."""
+    import yaml
+
+    from sdk import config as cfgmod
+    from sdk.preflight import check_data, format_problems
+    from sdk.registry import get_template
+    from sdk.tables import TableProblems, is_tabular
+
+    cfg = cfgmod.validate_config(yaml.safe_load(text), source=source)
+    t = get_template(cfg.template)
+    if is_tabular(t):
+        from sdk.stages.data import load_data
+
+        try:
+            df, _, _ = load_data(cfg, t, cfgmod.template_options(cfg))
+        except TableProblems as err:
+            raise DistillError(format_problems(err.problems, str(cfg.data.path))) from None
+        d = cfg.data
+        wanted = d.n_train + d.n_val + d.n_test
+        if len(df) < wanted:
+            scale = len(df) / wanted
+            n_test, n_val = max(2, int(d.n_test * scale)), max(2, int(d.n_val * scale))
+            sizes = {"n_train": max(1, min(d.n_train, len(df) - n_val - n_test)), "n_val": n_val, "n_test": n_test}
+            text = _with_data_settings(text, sizes, comment=f"scaled to the table's {len(df)} rows by distill init")
+            cfg = cfgmod.validate_config(yaml.safe_load(text), source=source)
+    found = check_data(cfg)
+    if found.problems:
+        raise DistillError(format_problems(found.problems, str(cfg.data.path)))
+    return text, found.facts
+
+
+def _with_data_settings(text: str, settings: dict[str, Any], comment: str) -> str:
+    return _with_settings(text, "data", settings, comment)
+
+
+def _with_settings(text: str, section: str, settings: dict[str, Any], comment: str) -> str:
+    """The preset's YAML text with `<section>.<key>` set for each setting, comments kept: inserted under an
+    existing `<section>:` mapping (replacing those keys there), else the section appended."""
+    import json
+    import re
+
+    new = [f"  {k}: {json.dumps(v)}  # {comment}" for k, v in settings.items()]
     lines = text.splitlines()
     for i, raw in enumerate(lines):
-        if re.match(r"^data:\s*(#.*)?$", raw):
+        if re.match(rf"^{re.escape(section)}:\s*(#.*)?$", raw):
             body = i + 1
             while body < len(lines) and (lines[body].startswith(" ") or not lines[body].strip()):
-                if re.match(r"^\s+path:", lines[body]):
+                if any(re.match(rf"^  {re.escape(k)}:", lines[body]) for k in settings):
                     del lines[body]
                     continue
                 body += 1
-            lines.insert(i + 1, line)
+            lines[i + 1:i + 1] = new
             return "\n".join(lines) + "\n"
-    return text.rstrip("\n") + "\ndata:\n" + line + "\n"
+    return text.rstrip("\n") + f"\n{section}:\n" + "\n".join(new) + "\n"
+
+
+def _with_overrides(text: str, pairs: list[str]) -> str:
+    """`--set section.key=value` (or `key=value` at the top level), values read as YAML."""
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts) or len(parts) > 2:
+            raise DistillError(f"--set {pair!r}: use section.key=value (e.g. data.n_test=500) or key=value; deeper "
+                               "keys are edited in project.yaml")
+        value = _scalar(raw)
+        if len(parts) == 2:
+            text = _with_settings(text, parts[0], {parts[1]: value}, comment="set by distill init --set")
+        else:
+            text = _with_top(text, parts[0], value, comment="set by distill init --set")
+    return text
 
 
 @app.command()
@@ -200,7 +302,8 @@ def print_headline(report: dict[str, Any]) -> None:
 # Core commands that live in their own modules (one writer per module); each module keeps heavy imports
 # inside the command so `distill` starts fast. A module not present yet is skipped.
 CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command",
-                 "compare": "evaluation.compare:compare_command", "annotate": "sdk.teachers.cli:annotate_command"}
+                 "compare": "evaluation.compare:compare_command", "data": "sdk.datainfo:data_command",
+                 "annotate": "sdk.teachers.cli:annotate_command"}
 
 
 def _add_core_commands() -> None:

@@ -29,6 +29,55 @@ class DataConfig(_Model):
     n_train: int = Field(2000, ge=1, description="Training examples (teacher adaptation and distillation).")
     n_val: int = Field(500, ge=2, description="Validation examples (early stopping, threshold choice).")
     n_test: int = Field(2000, ge=2, description="Held-out examples every artifact is evaluated on.")
+    # Your own table (CSV/Parquet, decision templates such as fraud); see docs/your-data.md.
+    label_column: str = Field("label", min_length=1, description="Table: the column holding the answer. Its "
+                              "values become 0/1: booleans, 0/1, true/false, yes/no, or `positive_label` and one other.")
+    positive_label: str | int | float | bool | None = Field(
+        None, description="Table: the label value meaning 'yes' (e.g. `fraud`) when the label column holds "
+        "other words than 0/1, true/false, yes/no; the one other value is 'no'.")
+    time_column: str | None = Field(
+        None, description="Table: a time column (dates/times, or numbers that order rows). Set: a time-ordered "
+        "split (test = the latest n_test rows, val = the n_val before them, train = earlier rows).")
+    id_column: str | None = Field(None, description="Table: a row id; must be unique, never a model input.")
+    columns: list[str] | None = Field(
+        None, description="Table: the input columns, in prompt order (null: every column except label, id and "
+        "drop_columns, in file order). Setting it or drop_columns renders the prompt from your columns.")
+    drop_columns: list[str] = Field(default_factory=list, description="Table: columns never used as input.")
+    max_prompt_columns: int = Field(16, ge=1, description="Table: at most this many input columns (the first ones "
+                                    "in file order when `columns` is null), so prompts stay short.")
+
+    @model_validator(mode="after")
+    def _table_columns_consistent(self) -> "DataConfig":
+        roles = {"label_column": self.label_column, "time_column": self.time_column, "id_column": self.id_column}
+        named = [(k, v) for k, v in roles.items() if v is not None]
+        for i, (k, v) in enumerate(named):
+            for k2, v2 in named[i + 1:]:
+                if v == v2:
+                    raise ValueError(f"{k} and {k2} name the same column {v!r}")
+        if self.columns is not None:
+            if not self.columns:
+                raise ValueError("columns: list at least one column (or null for every column)")
+            both = sorted(set(self.columns) & set(self.drop_columns))
+            if both:
+                raise ValueError(f"columns and drop_columns both list {both}")
+            if len(self.columns) != len(set(self.columns)):
+                raise ValueError("columns lists a column twice")
+            if len(self.columns) > self.max_prompt_columns:
+                raise ValueError(f"columns lists {len(self.columns)} columns, more than max_prompt_columns "
+                                 f"({self.max_prompt_columns}); raise max_prompt_columns or list fewer")
+            for k, v in named:
+                if k != "time_column" and v in self.columns:
+                    raise ValueError(f"columns lists {v!r}, the {k}; it cannot be a model input")
+        if self.label_column in self.drop_columns:
+            raise ValueError(f"drop_columns lists the label_column {self.label_column!r}")
+        if self.path is None:
+            set_ = [k for k in ("positive_label", "time_column", "id_column", "columns") if getattr(self, k) is not None]
+            set_ += ["drop_columns"] if self.drop_columns else []
+            set_ += ["label_column"] if self.label_column != "label" else []
+            if set_:
+                raise ValueError(f"{', '.join(set_)} describe your own table: set data.path too (the synthesized "
+                                 "data has its own columns)")
+        return self
 
 
 class AdaptConfig(_Model):

@@ -1,26 +1,13 @@
-"""Datasets, shape-agnostic: read a table, check columns and labels, split; render and tokenise prompts."""
+"""Datasets, shape-agnostic: check columns, split; render and tokenise prompts. (A user's own table is read
+by `sdk.tables`.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
 from sdk.errors import DistillError
-
-
-def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    """A CSV or Parquet file holding at least `columns`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DistillError(f"data.path: file {path} does not exist")
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as err:  # pandas raises many kinds; all mean "unreadable"
-        raise DistillError(f"data.path: cannot read {path}: {err}") from None
-    check_columns(df, columns, str(path))
-    return df
 
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:
@@ -29,19 +16,6 @@ def check_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DistillError(f"dataset {source} lacks column(s) {missing}")
-
-
-def check_labels(df: pd.DataFrame, n_labels: int, source: str) -> None:
-    """A decision dataset: a `label` column holding 0..n_labels-1, every label present."""
-    if "label" not in df.columns:
-        raise DistillError(f"dataset {source} lacks column(s) ['label']")
-    allowed = set(range(n_labels))
-    labels = set(pd.unique(df["label"]))
-    if not labels <= allowed:
-        words = "0/1" if n_labels == 2 else f"0..{n_labels - 1}"
-        raise DistillError(f"dataset {source}: column 'label' must hold {words}, found {sorted(labels, key=str)[:5]}")
-    if labels != allowed:
-        raise DistillError(f"dataset {source}: needs every label {sorted(allowed)}, found only {sorted(labels)}")
 
 
 def split(df: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int, source: str,

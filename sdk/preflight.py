@@ -4,6 +4,8 @@ of `distill run` and `Project.run`).
 - config: unknown keys (with a suggestion) and bad values, named by their field path (`sdk.config`);
 - data (`data.path`): the file exists and the template loads it; its values row by row (missing values,
   numbers that are not numbers, labels outside the template's labels, a prompt that cannot be built);
+  a table template's file is read as the data stage reads it (`sdk.tables`: label, time, id and listed
+  columns, duplicate ids, every row and column at fault named at once);
   enough rows for data.n_train + data.n_val + data.n_test, and a dry run of the split;
 - models: teacher and student are found and their config and tokenizer files load (weights are never
   read); a student cut from the teacher is not deeper than it; a given student shares its vocabulary;
@@ -114,7 +116,19 @@ def _relative_hints(raw: dict[str, Any], base: Path) -> dict[str, str]:
 
 # ---- data
 
+def check_data(cfg, hint: str = "") -> Findings:
+    """The data checks alone (`distill init --data` runs them before writing anything)."""
+    from sdk import config as cfgmod
+    from sdk.registry import get_template
+
+    f = Findings()
+    _check_data(cfg, get_template(cfg.template), cfgmod.template_options(cfg), hint, f)
+    return f
+
+
 def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
+    from sdk.tables import is_tabular
+
     d = cfg.data
     wanted = d.n_train + d.n_val + d.n_test
     if d.path is None:
@@ -125,6 +139,15 @@ def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
     if not path.is_file():
         f.problems.append(f"data.path: file {path} does not exist{hint}")
         return
+    if is_tabular(template):
+        _check_table(cfg, template, options, f)
+        return
+    table_settings = [k for k in ("positive_label", "time_column", "id_column", "columns")
+                      if getattr(d, k) is not None] + (["drop_columns"] if d.drop_columns else []) + (
+                      ["label_column"] if d.label_column != "label" else [])
+    if table_settings:
+        f.problems.append(f"data.{table_settings[0]}: template {template.name!r} reads its own file format; the table "
+                          f"settings ({', '.join('data.' + k for k in table_settings)}) apply to table templates")
     before = len(f.problems)
     try:
         df = template.load(path)
@@ -155,6 +178,61 @@ def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
     f.facts.append(f"data: {path}, {len(df)} rows (train {d.n_train}, val {d.n_val}, test {d.n_test})")
 
 
+def _check_table(cfg, template, options, f: Findings) -> None:
+    """A table template's file, read as the data stage reads it (sdk.tables: every row and column at fault
+    named at once), then its split made and every prompt of the splits built."""
+    from sdk.stages.data import load_data, split_data
+    from sdk.tables import TableProblems, prompt_function
+
+    d = cfg.data
+    wanted = d.n_train + d.n_val + d.n_test
+    try:
+        df, source, table = load_data(cfg, template, options)
+    except TableProblems as err:
+        f.problems += err.problems
+        return
+    except DistillError as err:
+        f.problems.append(str(err))
+        return
+    if len(df) < wanted:
+        dup = f" ({table.duplicates_removed} exact duplicates removed)" if table.duplicates_removed else ""
+        f.problems.append(f"data.path: {source} has {len(df)} rows{dup}, fewer than data.n_train + data.n_val + "
+                          f"data.n_test = {d.n_train} + {d.n_val} + {d.n_test} = {wanted}; lower them or add rows")
+        return
+    try:  # the data stage's own split, on the same rows and seed: a label too rare to stratify shows here
+        prepared = split_data(cfg, template, df, source, table)
+    except DistillError as err:
+        f.problems.append(str(err))
+        return
+    prompt = prompt_function(template, prepared.spec)
+    bad = 0
+    for part in prepared.parts.values():  # the rows the run will use: a value the prompt cannot use shows here
+        for i, row in zip(part.index, part.to_dict("records")):
+            try:
+                text = prompt(row)
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError("the prompt is empty")
+            except Exception as err:
+                f.problems.append(f"{source}: template {template.name!r} cannot build the prompt of a row "
+                                  f"({_row_label(row, table)}): {type(err).__name__}: {err}")
+                bad += 1
+                if bad == 3:
+                    return
+    spec, info = prepared.spec, prepared.info
+    f.facts.append(f"data: {source}, {info['rows_read']} rows ({info['duplicates_removed']} exact duplicates removed; "
+                   f"train {len(prepared.parts['train'])}, val {len(prepared.parts['val'])}, "
+                   f"test {len(prepared.parts['test'])}"
+                   + (f", ordered by {d.time_column}" if d.time_column else "") + ")")
+    f.facts.append(f"input columns ({'the template' + chr(39) + 's prompt' if spec.mode == 'template' else 'rendered'}):"
+                   f" {', '.join(spec.names)}")
+
+
+def _row_label(row: dict, table) -> str:
+    id_col = table.spec.id_column
+    return f"{id_col} {row[id_col]!r}" if id_col and id_col in row else "values " + ", ".join(
+        f"{k}={v!r}" for k, v in list(row.items())[:4])
+
+
 def _read_plain_table(path: Path):
     """The file as pandas reads it (CSV/Parquet only), or None."""
     import pandas as pd
@@ -171,9 +249,9 @@ def _read_plain_table(path: Path):
 
 def _rows(path: Path, positions: list[int]) -> str:
     """'file: rows 3 (line 4), 9 (line 10) and 2 more': 1-based rows; a CSV's line counts its header."""
-    shown = ", ".join(f"{i + 1}" + (f" (line {i + 2})" if path.suffix == ".csv" else "") for i in positions[:3])
-    more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
-    return f"{path}: row{'s' if len(positions) > 1 else ''} {shown}{more}"
+    from sdk.tables import is_csv, where_rows
+
+    return where_rows(str(path), positions, is_csv(path))
 
 
 def _value_problems(df, template, options, path: Path, seed: int) -> list[str]:
@@ -229,7 +307,9 @@ def _column_problems(values, expected, col: str, path: Path) -> list[str]:
 
 def _show(value) -> str:
     """A cell as the user wrote it: 'noon', 7 (not np.int64(7))."""
-    return repr(value.item() if hasattr(value, "item") else value)
+    from sdk.tables import show
+
+    return show(value)
 
 
 def _label_problems(labels, template, path: Path) -> list[str]:
@@ -349,6 +429,13 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
             f.facts.append(f"student: {student.spec} ({_layers(student)}, same vocabulary as the teacher)")
     if template.task == "decision" and teacher.tokenizer is not None:
         f.problems += _label_word_problems(template, teacher)
+
+
+def teacher_tokenizer(cfg):
+    """The teacher's tokenizer from its files alone (no weights), or None when it cannot be loaded."""
+    found = Findings()
+    m = _inspect_model("teacher.model", cfg.teacher.model, cfg.teacher.trust_remote_code, "", found)
+    return None if m is None else m.tokenizer
 
 
 def _layers(m: _Model) -> str:

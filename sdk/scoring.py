@@ -56,6 +56,9 @@ class FinishedRun:
                                f"{self.template.name!r} is a {self.template.task} template")
         self.entries: list[dict[str, Any]] = self.run.read_json("evaluation/artifacts.json")
         self._tokenizer = None
+        from sdk.stages.data import table_spec
+
+        self.table = table_spec(self.run)  # a user table's input columns and kinds (None: the template's columns)
 
     def __repr__(self) -> str:
         return f"FinishedRun({str(self.run.root)!r}, template={self.template.name!r}, artifacts={self.artifacts})"
@@ -137,6 +140,10 @@ class FinishedRun:
             df = pd.DataFrame([dict(r) for r in data])
         else:
             raise DistillError(f"{source}: expected a DataFrame or records (dicts), got {type(data).__name__}")
+        if self.table is not None and self.table.mode == "columns":
+            from sdk.tables import coerce_rows
+
+            return coerce_rows(df, self.table, source)  # each input column read as the training table's was
         check_columns(df, self.template.columns, source)
         for col in self.template.columns:
             empty = df.index[df[col].isna()].tolist()
@@ -147,10 +154,13 @@ class FinishedRun:
 
     def prompts(self, df, source: str = "input") -> list[str]:
         """The template's prompt for every row (a row the template cannot read is named; row 1 = the first)."""
+        from sdk.tables import prompt_function
+
+        prompt = prompt_function(self.template, self.table)
         out = []
         for i, row in enumerate(df.to_dict("records")):
             try:
-                out.append(self.template.prompt(row))
+                out.append(prompt(row))
             except Exception as err:  # a template's own code: any failure means this row's values are unusable
                 raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}") from None
         return out

@@ -82,9 +82,15 @@ class DecisionTemplate(Template, Protocol):
         """Metrics by name from label probabilities [N, n_labels] and the threshold."""
         ...
 
-    # Optional: `baselines(train, seed, options) -> {name: fitted estimator with predict_proba(rows)}`: the plain
-    # models a domain expert would run (fraud: gradient-boosted trees); evaluated like an artifact at the
-    # same operating point, so the report says when the LLM teacher is not the ceiling.
+    # Optional: `baselines(train, seed, options, features) -> {name: fitted estimator with predict_proba(rows)}`:
+    # the plain models a domain expert would run (fraud: gradient boosting and logistic regression), fitted on
+    # `features` (sdk.tables.Feature list: the prompt's own input columns; None: the template's columns);
+    # evaluated like an artifact at the same operating point, so the report says when the LLM teacher is not
+    # the ceiling.
+    # Optional: `table_prompt(row, features) -> str`: the prompt for a user's own table (CSV/Parquet with any
+    # columns, read by sdk.tables), e.g. sdk.tables.render_features(row, features) + a question; with it the
+    # template takes any table. `hidden_columns`: columns that describe the answer (the synthetic fraud
+    # `pattern`), never a model input.
     # Optional: `operating_point(options) -> {"kind", "value", "description", "metric"}`: where the domain runs
     # the model (e.g. fraud: FPR <= 2%), which `choose_threshold` meets on validation for every artifact alike;
     # `metric` is what the report compares there (its headline). Without it the headline is `primary_metric`.

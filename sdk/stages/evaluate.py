@@ -96,12 +96,18 @@ def run(ctx: Context) -> dict[str, Any]:
         entries.append(entry)
     if t.task == "decision" and hasattr(t, "baselines"):
         from evaluation.harness import evaluate_baseline
+        from sdk.stages.data import table_spec
 
-        for name, model in t.baselines(parts["train"], c.seed, ctx.options).items():
+        # the baselines see exactly the prompt's input columns (never the label, an id or a hidden column)
+        spec = table_spec(run_dir)
+        models = (t.baselines(parts["train"], c.seed, ctx.options, spec.features) if spec is not None
+                  else t.baselines(parts["train"], c.seed, ctx.options))
+        columns = spec.names if spec is not None else list(t.columns)
+        for name, model in models.items():
             print(f"[distill] evaluating {name}")
             entry, details = evaluate_baseline(name, model, t, ctx.options, parts["val"], parts["test"],
                                                parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
-                                               latency_samples=e.latency_samples)
+                                               latency_samples=e.latency_samples, columns=columns)
             np.savez(work / f"{name}.details.npz", **details)
             entries.append(entry)
     run_dir.write_json("evaluation/artifacts.json", entries)

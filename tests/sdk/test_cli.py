@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from verticals.fraud import FraudTemplate
@@ -46,7 +47,7 @@ def test_init_keeps_the_presets_comments_and_sets_the_data_path(tmp_path):
 
     preset = FraudTemplate().preset_path("default").read_text()
     csv = tmp_path / "tx.csv"
-    FraudTemplate().synthesize(30, 0, FraudTemplate.Options()).to_csv(csv, index=False)
+    FraudTemplate().synthesize(4000, 0, FraudTemplate.Options()).to_csv(csv, index=False)
     assert distill("init", "fraud", tmp_path / "p", "--data", csv).returncode == 0
     text = (tmp_path / "p" / "project.yaml").read_text()
     comments = [x for x in preset.splitlines() if x.lstrip().startswith("#") or " # " in x]
@@ -181,3 +182,104 @@ def test_headline_table_is_printed(capsys):
     print_headline(_report())
     out = capsys.readouterr().out
     assert "recall vs teacher" in out and "student-gguf-Q4_K_M" in out and "3.52x" in out and "95.0%" in out
+
+
+# ---- init over the user's own table: checked before anything is written
+
+def init_table(tmp_path: Path, df, *args):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+    from tests.tables import write
+
+    csv = write(df, tmp_path / "tx.csv")
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "proj"), "--preset", "tiny", "--data", str(csv),
+                                   *map(str, args)])
+    return out, csv
+
+
+TABLE_ARGS = ("--label-column", "is_fraud", "--time-column", "when", "--id-column", "tx_id")
+
+
+def test_init_over_a_mixed_table_writes_a_project_that_checks(tmp_path):
+    from tests.tables import mixed_table
+
+    out, csv = init_table(tmp_path, mixed_table(), *TABLE_ARGS, "--name", "my-fraud")
+    assert out.exit_code == 0, out.output
+    cfg = yaml.safe_load((tmp_path / "proj" / "project.yaml").read_text())
+    assert cfg["name"] == "my-fraud"
+    assert cfg["data"] | {"path": None} == {"path": None, "label_column": "is_fraud", "time_column": "when",
+                                            "id_column": "tx_id", "n_train": 48, "n_val": 24, "n_test": 24}
+    assert cfg["data"]["path"] == str(csv.resolve())
+    assert "ordered by when" in out.output and "when, amount, merchant, card_present, note, score" in out.output
+
+
+def test_init_scales_the_splits_to_a_small_table(tmp_path):
+    from tests.tables import mixed_table
+
+    out, _ = init_table(tmp_path, mixed_table(80), *TABLE_ARGS)  # the tiny preset asks for 96 rows
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "proj" / "project.yaml").read_text()
+    assert "n_test: 20  # scaled to the table's 80 rows by distill init" in text
+    assert yaml.safe_load(text)["data"]["n_train"] == 80 - 20 - 20
+
+
+def _malformed():
+    from tests.tables import mixed_table
+
+    df = mixed_table()
+    bad_label = df.copy()
+    bad_label.loc[7, "is_fraud"] = "maybe"
+    bad_time = df.copy()
+    bad_time.loc[12, "when"] = "yesterday"
+    bad_number = df.astype({"score": object})
+    bad_number.loc[20, "score"] = "12,5"
+    dup_ids = df.copy()
+    dup_ids.loc[11, "tx_id"] = "tx00003"
+    no_label = df.copy()
+    no_label.loc[30, "is_fraud"] = None
+    return {
+        "label value": (bad_label, "row 8 (line 9), column 'is_fraud': 'maybe' is not a label"),
+        "missing label": (no_label, "row 31 (line 32), column 'is_fraud': missing label"),
+        "time value": (bad_time, "row 13 (line 14), column 'when': 'yesterday' is not a date or time"),
+        "wrong type": (bad_number, "row 21 (line 22), column 'score': '12,5' is not a number"),
+        "duplicate ids": (dup_ids, "rows 4 (line 5), 12 (line 13), column 'tx_id': duplicate ids"),
+        "single class": (df.assign(is_fraud="no"), "column 'is_fraud' holds a single class"),
+        "missing column": (df.drop(columns=["when"]), "lacks column 'when' (data.time_column)"),
+        "empty file": (df.iloc[:0], "tx.csv is empty"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_malformed()))
+def test_init_over_a_malformed_table_exits_2_naming_it_and_writes_nothing(tmp_path, case):
+    df, message = _malformed()[case]
+    out, csv = init_table(tmp_path, df, *TABLE_ARGS)
+    assert out.exit_code == 2 and message in out.output, out.output
+    assert str(csv) in out.output
+    assert not (tmp_path / "proj").exists()
+
+
+def test_init_sets_preset_values(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "p"), "--preset", "tiny", "--set", "data.n_test=50",
+                                   "--set", "student.layers=3", "--set", "seed=7"])
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "p" / "project.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    assert (cfg["data"]["n_test"], cfg["student"]["layers"], cfg["seed"]) == (50, 3, 7)
+    assert "n_test: 50  # set by distill init --set" in text and "# Smallest end-to-end run" in text
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "q"), "--set", "student.layrs=3"])
+    assert out.exit_code == 2 and "student.layrs: unknown key" in out.output and not (tmp_path / "q").exists()
+
+
+def test_table_options_need_a_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "proj"), "--time-column", "when"])
+    assert out.exit_code == 2 and "--time-column describes your own table" in out.output
+    assert not (tmp_path / "proj").exists()

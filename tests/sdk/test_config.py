@@ -106,3 +106,23 @@ def test_absolute_and_embedded_paths_are_kept(tmp_path):
     p.write_text(f"template: fraud\ndata: {{path: {tmp_path / 'tx.csv'}}}\n")
     cfg = load_config(p)
     assert cfg.data.path == tmp_path / "tx.csv" and cfg.teacher.model == "embedded:smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"path": "t.csv", "label_column": "x", "time_column": "x"}, "label_column and time_column name the same column"),
+    ({"path": "t.csv", "columns": ["a", "b"], "drop_columns": ["b"]}, "columns and drop_columns both list ['b']"),
+    ({"path": "t.csv", "columns": ["a", "label"]}, "columns lists 'label', the label_column"),
+    ({"path": "t.csv", "columns": ["a", "b", "c"], "max_prompt_columns": 2}, "columns lists 3 columns, more than max_prompt_columns (2)"),
+    ({"path": "t.csv", "drop_columns": ["label"]}, "drop_columns lists the label_column 'label'"),
+    ({"time_column": "when"}, "time_column describe your own table: set data.path too"),
+])
+def test_table_settings_are_checked_once(data, message):
+    with pytest.raises(DistillError) as err:
+        validate_config({"template": "fraud", "data": data}, source="p.yaml")
+    assert f"data: {message}" in str(err.value)
+
+
+def test_table_settings_validate():
+    cfg = validate_config({"template": "fraud", "data": {"path": "t.csv", "label_column": "fraud", "positive_label": 1,
+                                                         "time_column": "when", "columns": ["when", "amount"]}})
+    assert cfg.data.columns == ["when", "amount"] and cfg.data.positive_label == 1

@@ -180,14 +180,24 @@ def test_label_column_with_three_values_names_the_rows(tmp_path, tiny_llama):
     csv = write_csv(tmp_path / "tx.csv", df)
     out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
     assert out.exit_code == 2
-    assert f"{csv}: rows 7 (line 8), 10 (line 11), column 'label': 2 is not a label of template 'fraud' " \
-           "(its 2 labels are 0/1: 0 = 'no', 1 = 'yes')" in out.output
+    assert f"{csv}: rows 7 (line 8), 10 (line 11), column 'label': 2 is not a label (labels must be 0/1, " \
+           "true/false or yes/no; set data.positive_label to the value that means 'yes'; the template's labels: " \
+           "0 = 'no', 1 = 'yes')" in out.output
 
 
-def test_missing_column_is_named(tmp_path, tiny_llama):
+def test_missing_label_column_is_named(tmp_path, tiny_llama):
+    csv = write_csv(tmp_path / "tx.csv", transactions().drop(columns=["label"]))
+    out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
+    assert out.exit_code == 2 and "tx.csv lacks column 'label' (data.label_column)" in out.output
+
+
+def test_a_table_without_the_templates_columns_is_read_from_its_own(tmp_path, tiny_llama):
+    """Any table with a label column: without the template's columns the prompt is rendered from the file's."""
     csv = write_csv(tmp_path / "tx.csv", transactions().drop(columns=["velocity_1h"]))
     out = check(write_project(tmp_path, tiny_llama, data__path=str(csv)))
-    assert out.exit_code == 2 and "tx.csv lacks column(s) ['velocity_1h']" in out.output
+    assert out.exit_code == 0, out.output
+    assert "input columns (rendered): amount, hour, merchant_category" in out.output and "pattern" not in \
+        out.output.split("input columns")[1]
 
 
 def test_fewer_rows_than_the_splits_ask_for(tmp_path, tiny_llama):

@@ -24,7 +24,7 @@ def test_pipeline_with_folder_teacher_and_student(tiny_llama, tiny_student, tmp_
     result = _project(tiny_llama, tiny_student).run(tmp_path / "run")
     r = result.report
     assert [a["name"] for a in r["artifacts"]] == ["teacher-torch", "student-torch", "student-gguf-Q8_0",
-                                                   "baseline-gradient-boosting"]
+                                                   "baseline-gradient-boosting", "baseline-logistic-regression"]
     assert r["artifacts"][-1]["role"] == "baseline" and "baseline-gradient-boosting" not in r["summary"]
     student = {a["name"]: a for a in r["artifacts"]}["student-torch"]
     assert student["params"] < r["artifacts"][0]["params"]

@@ -126,13 +126,16 @@ def test_check_template_exercises_the_template():
         check_template(Inverted(), n=40)
 
 
-def test_gradient_boosting_baseline_learns_the_synthetic_fraud(t):
+def test_baselines_learn_the_synthetic_fraud(t):
     import pickle
 
     train = t.synthesize(3000, seed=1, options=FraudOptions(fraud_rate=0.1))
     test = t.synthesize(2000, seed=2, options=FraudOptions(fraud_rate=0.1))
-    (name, model), = t.baselines(train, 0, FraudOptions()).items()
-    probs = model.predict_proba(test[list(t.columns)])
-    assert name.startswith("baseline-") and probs.shape == (2000, 2)
-    assert roc_auc_score(test["label"], probs[:, 1]) > 0.85
-    assert np.allclose(pickle.loads(pickle.dumps(model)).predict_proba(test[list(t.columns)].iloc[:5]), probs[:5])
+    models = t.baselines(train, 0, FraudOptions())
+    assert list(models) == ["baseline-gradient-boosting", "baseline-logistic-regression"]
+    for name, model in models.items():
+        probs = model.predict_proba(test[list(t.columns)])
+        assert probs.shape == (2000, 2) and "pattern" not in model.feature_names_in_
+        assert roc_auc_score(test["label"], probs[:, 1]) > 0.85, name
+        again = pickle.loads(pickle.dumps(model)).predict_proba(test[list(t.columns)].iloc[:5])
+        assert np.allclose(again, probs[:5])

@@ -85,6 +85,7 @@ class FraudTemplate:
     columns = ("amount", "hour", "merchant_category", "channel", "country", "account_age_days",
                "device_change", "velocity_1h")
     label_words = {0: " no", 1: " yes"}
+    hidden_columns = ("pattern",)  # the synthetic fraud type: it names the answer, never a model input
     primary_metric = "roc_auc"
     retention_metrics = ("roc_auc", "average_precision", "recall", "precision", "fpr", "f1")  # + fpr_at_recall_*
     lower_is_better = frozenset({"fpr"})
@@ -96,11 +97,12 @@ class FraudTemplate:
         return synthesize_transactions(n, seed, options.fraud_rate)
 
     def load(self, path: Path) -> pd.DataFrame:
-        from sdk.data import check_labels, read_table
+        """A table with a `label` column (sdk.tables: labels mapped to 0/1, columns typed, exact duplicates
+        dropped); the data stage reads it with the project's `data` table settings instead."""
+        from sdk.tables import TableOptions, expected_kinds, load_table
 
-        df = read_table(path, self.columns)
-        check_labels(df, len(self.label_words), str(path))
-        return df
+        return load_table(path, TableOptions(), template_columns=self.columns, hidden_columns=self.hidden_columns,
+                          label_words=self.label_words, expected=expected_kinds(self, FraudOptions(), 0)).df
 
     def prepare_train(self, train: pd.DataFrame, seed: int, options: FraudOptions) -> pd.DataFrame:
         return upsample_positives(train, options.train_positive_fraction, seed)
@@ -110,6 +112,12 @@ class FraudTemplate:
         return (f"${float(row['amount']):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
                 f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
                 f"{device}, {int(row['velocity_1h'])} tx/h. Fraud?")
+
+    def table_prompt(self, row: dict[str, Any], features: list) -> str:
+        """The prompt for a user's table (sdk.tables): its columns as 'name: value' pairs, then the question."""
+        from sdk.tables import render_features
+
+        return f"{render_features(row, features)}. Fraud?"
 
     def operating_point(self, options: FraudOptions) -> dict[str, Any]:
         op = options.operating_point
@@ -151,24 +159,21 @@ class FraudTemplate:
             "n": float(len(y_true)),
         }
 
-    def baselines(self, train: pd.DataFrame, seed: int, options: FraudOptions) -> dict[str, Any]:
-        """What a fraud analyst would run before any LLM: gradient-boosted trees on the same columns (the
-        natural-rate training split, categorical columns one-hot). Fitted estimators with predict_proba on
-        rows of `columns`; the report compares them at the same operating point."""
-        from sklearn.compose import make_column_transformer
-        from sklearn.ensemble import HistGradientBoostingClassifier
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+    def baselines(self, train: pd.DataFrame, seed: int, options: FraudOptions,
+                  features: list | None = None) -> dict[str, Any]:
+        """What a fraud analyst would run before any LLM: logistic regression and gradient-boosted trees on the
+        prompt's own input columns (`features`, sdk.tables.Feature; default: the template's columns), categories
+        one-hot, free text through TF-IDF. Fitted estimators with predict_proba over rows of those columns; the
+        report compares them at the same operating point."""
+        from sdk.tables import classic_models, template_spec
 
-        categorical = ["merchant_category", "channel", "country"]
-        numeric = [c for c in self.columns if c not in categorical]
-        model = make_pipeline(
-            FunctionTransformer(_bools_as_int),
-            make_column_transformer((OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
-                                    ("passthrough", numeric)),
-            HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed))
-        model.fit(train[list(self.columns)], train["label"].astype(int))
-        return {"baseline-gradient-boosting": model}
+        if features is None:  # the template's own columns, their kinds read from the values
+            features = template_spec(self, train).features
+        names = [f.name for f in features]
+        models = classic_models(features, seed)
+        for model in models.values():
+            model.fit(train[names], train["label"].astype(int))
+        return models
 
     def plot(self, report: dict[str, Any], details: dict[str, Any], test: pd.DataFrame, out: Path) -> Path:
         from verticals.fraud.plots import plot_report
@@ -206,7 +211,3 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> floa
     # everything strictly above the (allowed+1)-th highest score is flagged
     return float(np.nextafter(pool[allowed], np.inf))
 
-
-
-def _bools_as_int(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.astype({"device_change": int})
