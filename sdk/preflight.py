@@ -432,9 +432,12 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
 
 
 def teacher_tokenizer(cfg):
-    """The teacher's tokenizer from its files alone (no weights), or None when it cannot be loaded."""
+    """The run's tokenizer (the teacher's, or the local model's for a teacher without weights) from its files
+    alone (no weights), or None when it cannot be loaded."""
+    from sdk.teachers import base_model_spec, trust_remote_code
+
     found = Findings()
-    m = _inspect_model("teacher.model", cfg.teacher.model, cfg.teacher.trust_remote_code, "", found)
+    m = _inspect_model("teacher.model", base_model_spec(cfg), trust_remote_code(cfg), "", found)
     return None if m is None else m.tokenizer
 
 
