@@ -272,7 +272,7 @@ def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
               "speed-up", "size MB"]
     rows = [[h["name"], f"{_fmt(h['headline'])}{_ci(h['headline_ci'])}",
              h["vs_teacher"],
-             "-" if h["speedup"] is None else f"{h['speedup']:.2f}x", f"{h['size_mb']:.1f}"]
+             "-" if h["speedup"] is None else f"{h['speedup']:.2f}x", _fmt(h["size_mb"], 1)]
             for h in headline_rows(report)]
     return header, rows
 
