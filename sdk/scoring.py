@@ -27,7 +27,7 @@ import typer
 
 from sdk.errors import DistillError
 
-READ_SUFFIXES = (".csv", ".jsonl", ".parquet")
+READ_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".parquet")
 WRITE_SUFFIXES = (".csv", ".jsonl")
 
 
@@ -119,8 +119,9 @@ class FinishedRun:
         path = Path(path)
         if not path.is_file():
             raise DistillError(f"data file {path} does not exist")
-        if path.suffix not in READ_SUFFIXES:
-            raise DistillError(f"data file {path}: cannot read {path.suffix or 'files without a suffix'} "
+        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".csv.gz") else path.suffix
+        if suffix not in READ_SUFFIXES:
+            raise DistillError(f"data file {path}: cannot read {suffix or 'files without a suffix'} "
                                f"(use {', '.join(READ_SUFFIXES)})")
         df = _read_jsonl(path) if path.suffix == ".jsonl" else _read_table(path)
         return self.check(df, str(path))

@@ -231,6 +231,11 @@ def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
     assert list(scored.columns) == [*test.columns, "prob_no", "prob_yes", "score", "decision"]
     assert np.abs(scored[["prob_no", "prob_yes"]].to_numpy() - probs).max() <= 1e-6
     assert scored["decision"].tolist() == (probs[:, 1] >= entry["metrics"]["threshold"]).astype(int).tolist()
+    # a gzipped CSV (how tables often ship) reads as the same rows
+    test.to_csv(tmp_path / "new.csv.gz", index=False)
+    from sdk.scoring import load_run
+
+    pd.testing.assert_frame_equal(load_run(tiny_run).read(tmp_path / "new.csv.gz"), pd.read_csv(tmp_path / "new.csv"))
 
     test.to_json(tmp_path / "new.jsonl", orient="records", lines=True)
     out = subprocess.run([*CLI, "score", tiny_run, tmp_path / "new.jsonl", "--artifact", "student-gguf-Q8_0",
