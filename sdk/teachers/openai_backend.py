@@ -59,14 +59,12 @@ class OpenAIBackend:
         return values, ids, info
 
     def completions(self, prompts, texts, params):
-        a = self.ctx.config.annotate
         out = self.client.generate(texts, n=params["n"], max_new_tokens=params["max_new_tokens"],
                                    temperature=params["temperature"], top_p=params["top_p"], stop=params["stop"],
                                    est_tokens=[len(p) for p in prompts])
         keep = self.settings["reasoning"] == "keep"
         completions = [[{"text": o["text"], "reasoning": o.get("reasoning") if keep else None} for o in per]
                        for per in out]
-        del a
         return completions, {"teacher_runtime": f"openai:{self.client.model}", "teacher_usage": self.usage()}
 
     def response_topk(self, prompts, responses, k):
