@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from deployment.runtimes.generation import split_reasoning
+
 
 @dataclass
 class Artifact:
@@ -98,13 +100,14 @@ def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[
            "latency": {"kind": "generate", "prompts": [prompts[i] for i in idx], "params": greedy}}
     res = run_worker(job, work_dir, art.name)
     outs = res["generations"]
-    greedy_texts = [[o[0]["text"]] for o in outs["greedy"]["outputs"]]
+    # a student trained on reasoning traces is judged on the answer after its trace
+    greedy_texts = [[split_reasoning(o[0]["text"])[0]] for o in outs["greedy"]["outputs"]]
     verdicts = template.verify(rows, greedy_texts, options, progress=f"verify {art.name}")
     greedy_passed = [bool(v[0]["passed"]) for v in verdicts]
     sampled_passed = None
     details: dict[str, Any] = {"greedy": [{"text": t[0], **v[0]} for t, v in zip(greedy_texts, verdicts)]}
     if sampled:
-        texts = [[o["text"] for o in per] for per in outs["sampled"]["outputs"]]
+        texts = [[split_reasoning(o["text"])[0] for o in per] for per in outs["sampled"]["outputs"]]
         sv = template.verify(rows, texts, options, progress=f"verify {art.name} samples")
         sampled_passed = [[bool(x["passed"]) for x in per] for per in sv]
         details["sampled_passed"] = sampled_passed

@@ -56,6 +56,17 @@ class GenerationParams:
         return self.temperature == 0
 
 
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """(answer, reasoning) of a completion that starts with an R1-style trace, <think>...</think>; a text
+    without one is its own answer. Verifiers check the answer; a trace kept in training targets is shown
+    here, so a student trained on traces is judged on what follows them."""
+    stripped = text.lstrip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        trace, _, answer = stripped[len("<think>"):].partition("</think>")
+        return answer.lstrip("\n"), trace.strip()
+    return text, None
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """(text before the earliest stop string, whether one occurred)."""
     hits = [i for i in (text.find(s) for s in stop) if i >= 0]

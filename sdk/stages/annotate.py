@@ -72,6 +72,10 @@ def _annotate_generation(ctx: Context) -> dict[str, Any]:
               "stop": list(a.stop), "n": a.samples, "seed": c.seed}
     teacher = open_teacher(ctx)
     answers, got = teacher.completions(prompts, texts, params)
+    # a trace inlined as <think>...</think> (a local reasoning model) is split off like an API's reasoning field;
+    # it stays in the target only with the openai teacher's `reasoning: keep`
+    keep_traces = getattr(c.teacher, "reasoning", "drop") == "keep"
+    answers = [[_split(x, keep_traces) for x in per] for per in answers]
     completions = [[x["text"] for x in per] for per in answers]
 
     # rejection sampling: the template's verifier decides which completions become targets
@@ -113,6 +117,14 @@ def _annotate_generation(ctx: Context) -> dict[str, Any]:
                     + (f"; top-{c.annotate.top_k} at {info['topk_bytes_per_token']:.0f} B/token"
                        if "topk_bytes_per_token" in info else "") + _usage_note(got.get("teacher_usage")),
             **{k: v for k, v in info.items() if k != "per_prompt_accepted"}}
+
+
+def _split(answer: dict[str, Any], keep_traces: bool) -> dict[str, Any]:
+    from deployment.runtimes.generation import split_reasoning
+
+    text, inline = split_reasoning(answer["text"])
+    reasoning = answer.get("reasoning") or inline
+    return {**answer, "text": text, "reasoning": reasoning if keep_traces else None}
 
 
 def _needs_topk(loss: dict[str, Any]) -> bool:

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from deployment.runtimes.generation import split_reasoning
 from sdk.errors import DistillError
 from sdk.rundir import stable_hash
 from sdk.teachers.cache import ResponseCache, request_key
@@ -71,15 +72,6 @@ class RateLimiter:
 
 def normalize_word(text: str) -> str:
     return text.strip().strip(".,!?:;\"'`*").lower()
-
-
-def split_reasoning(text: str) -> tuple[str, str | None]:
-    """(answer, reasoning) of a completion that inlines its trace as <think>...</think> (R1 served raw)."""
-    stripped = text.lstrip()
-    if stripped.startswith("<think>") and "</think>" in stripped:
-        trace, _, answer = stripped[len("<think>"):].partition("</think>")
-        return answer.lstrip("\n"), trace.strip()
-    return text, None
 
 
 class OpenAITeacher:

@@ -171,3 +171,13 @@ def test_runtime_protocol_methods_exist():
     for cls in (TorchRuntime, LlamaCppRuntime):
         for name in ("score", "score_one", "generate", "generate_one"):
             assert callable(getattr(cls, name)) and name in Runtime.__dict__
+
+
+def test_split_reasoning_separates_an_r1_trace_from_the_answer():
+    from deployment.runtimes.generation import split_reasoning
+
+    assert split_reasoning("<think>\nadd them\n</think>\n\ndef f(a, b):\n    return a + b\n") == (
+        "def f(a, b):\n    return a + b\n", "add them")
+    assert split_reasoning("  <think>x</think>yes") == ("yes", "x")
+    assert split_reasoning("def f(): pass") == ("def f(): pass", None)
+    assert split_reasoning("<think>never closed") == ("<think>never closed", None)  # cut off: judged as is
