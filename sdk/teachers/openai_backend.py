@@ -62,9 +62,8 @@ class OpenAIBackend:
         out = self.client.generate(texts, n=params["n"], max_new_tokens=params["max_new_tokens"],
                                    temperature=params["temperature"], top_p=params["top_p"], stop=params["stop"],
                                    est_tokens=[len(p) for p in prompts])
-        keep = self.settings["reasoning"] == "keep"
-        completions = [[{"text": o["text"], "reasoning": o.get("reasoning") if keep else None} for o in per]
-                       for per in out]
+        # the annotate stage decides whether a trace stays in the target (teacher.reasoning)
+        completions = [[{"text": o["text"], "reasoning": o.get("reasoning")} for o in per] for per in out]
         return completions, {"teacher_runtime": f"openai:{self.client.model}", "teacher_usage": self.usage()}
 
     def response_topk(self, prompts, responses, k):
