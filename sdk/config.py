@@ -251,6 +251,8 @@ class EvaluationConfig(_Model):
     latency_samples: int = Field(100, ge=5, description="Decisions or problems timed one at a time (batch 1) "
                                  "per artifact.")
     threads: int | None = Field(None, ge=1, description="CPU threads per runtime; null = all cores.")
+    student_torch: bool = Field(True, description="Also evaluate the distilled student in torch (before export); "
+                                "off, only its GGUF exports are evaluated, which is what ships.")
     batch_size: int = Field(32, ge=1, description="Batch size for scoring or generating with torch runtimes.")
     max_new_tokens: int = Field(256, ge=1, description="Generation: longest completion when evaluating.")
     samples: int = Field(0, ge=0, description="Generation: completions sampled per test prompt for pass@k "

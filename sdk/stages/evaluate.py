@@ -40,7 +40,8 @@ def artifacts(ctx: Context):
         src = run_dir.path(folder)
         params = count_params_on_disk(src)
         variant = None if folder == "student" else "sequence_kd"
-        if folder == "student":  # torch runs of the twin would only repeat its GGUF figures more slowly
+        # torch runs of the twin would only repeat its GGUF figures more slowly
+        if folder == "student" and c.evaluation.student_torch:
             arts.append(Artifact(f"{folder}-torch", "student", "torch", None, str(src), params, folder_bytes(src),
                                  {"model": str(src), "threads": threads, "batch_size": bs}, 32.0, variant))
         for q, fname in exports.get(folder, {}).items():
