@@ -146,7 +146,10 @@ class FinishedRun:
 
             return coerce_rows(df, self.table, source)  # each input column read as the training table's was
         check_columns(df, self.template.columns, source)
+        optional = set(getattr(self.template, "text_columns", ()))  # free text may be empty (no note)
         for col in self.template.columns:
+            if col in optional:
+                continue
             empty = df.index[df[col].isna()].tolist()
             if empty:
                 raise DistillError(f"{source}: column {col!r} is empty in {len(empty)} row(s), first row "

@@ -265,7 +265,7 @@ def _template_value_problems(raw: pd.Series, kind: str, want: str, name: str, wh
     synthesizer gives (numbers, true/false, text)."""
     out = []
     missing = raw.isna().to_numpy()
-    if missing.any():
+    if missing.any() and want != "text":  # free text may be empty (a transaction without a note)
         out.append(f"{where(np.flatnonzero(missing))}, column {name!r}: missing value")
     present = raw[~missing]
     if present.empty:
@@ -656,7 +656,8 @@ def prompt_function(template: Any, spec: TableSpec | None) -> Callable[[dict[str
 def template_spec(template: Any, df: pd.DataFrame) -> TableSpec:
     """The spec of a table with the template's own columns (synthesized data): kinds read from the values."""
     where = lambda pos: where_rows("synthesized", pos, False)  # noqa: E731
-    features = [Feature(c, infer_column(df[c], c, where)[0]) for c in template.columns]
+    text = set(getattr(template, "text_columns", ()))  # declared free text (short or often empty values)
+    features = [Feature(c, "text" if c in text else infer_column(df[c], c, where)[0]) for c in template.columns]
     hidden = [c for c in getattr(template, "hidden_columns", ()) if c in df.columns]
     return TableSpec(mode="template", features=features,
                      ignored={c: "describes the answer (the template's hidden column): never a model input"

@@ -54,6 +54,22 @@ def make_tiny_llama(out_dir: Path, layers: int = 4, tie: bool = True, seed: int 
 
 
 @pytest.fixture(scope="session")
+def fraud_tiny_run(tmp_path_factory) -> Path:
+    """The fraud template's `tiny` preset run once through the CLI (embedded teacher, every stage), shared by
+    the tests that only read a finished run; its stdout is kept beside it in `run.stdout`."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("fraud-tiny")
+    cli = [sys.executable, "-m", "sdk.cli"]
+    assert subprocess.run([*cli, "init", "fraud", root, "--preset", "tiny"]).returncode == 0
+    out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (root / "run.stdout").write_text(out.stdout)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
 

@@ -11,15 +11,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    cli = [sys.executable, "-m", "sdk.cli"]
-    assert subprocess.run([*cli, "init", "fraud", root, "--preset", "tiny"]).returncode == 0
-    out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "report.md" in out.stdout
-    assert "adapt: removed its checkpoints" in out.stdout  # finished stages keep no resume state by default
-    return root / "run"
+def run_dir(fraud_tiny_run):
+    stdout = (fraud_tiny_run.parent / "run.stdout").read_text()
+    assert "report.md" in stdout
+    assert "adapt: removed its checkpoints" in stdout  # finished stages keep no resume state by default
+    return fraud_tiny_run
 
 
 def test_report_json_contract(run_dir):

@@ -177,12 +177,8 @@ def test_documented_script_is_the_one_in_the_docs():
 
 # ---- integration: the fraud tiny run
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("score")
-    assert subprocess.run([*CLI, "init", "fraud", root, "--preset", "tiny"]).returncode == 0
-    out = subprocess.run([*CLI, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return root / "run"
+def tiny_run(fraud_tiny_run):
+    return fraud_tiny_run  # read only: the integration tests share the same finished run
 
 
 def _evaluated(run_dir: Path, name: str) -> tuple[np.ndarray, dict]:

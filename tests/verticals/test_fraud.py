@@ -24,7 +24,8 @@ def test_synthesizer_is_seeded_and_has_the_asked_rate(t):
     assert a.equals(b)
     assert not a.equals(t.synthesize(4000, seed=8, options=FraudOptions(fraud_rate=0.05)))
     assert 0.04 < a["label"].mean() < 0.06
-    assert set(a.loc[a.label == 1, "pattern"]) == {"card_testing", "account_takeover", "new_account", "skimming"}
+    assert set(a.loc[a.label == 1, "pattern"]) == {"card_testing", "account_takeover", "new_account", "skimming",
+                                                      "scam_victim"}
     assert set(t.columns) <= set(a.columns)
 
 
@@ -45,7 +46,23 @@ def test_prompt_is_compact_and_mentions_the_features(t):
     row = t.synthesize(50, 0, FraudOptions()).iloc[0].to_dict()
     p = t.prompt(row)
     assert p.endswith("Fraud?") and str(row["country"]) in p and f"{int(row['hour']):02d}h" in p
-    assert len(p) < 120
+    assert row["merchant"] in p and len(p) < 150
+
+
+def test_free_text_carries_part_of_the_signal(t):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    df = t.synthesize(6000, seed=3, options=FraudOptions(fraud_rate=0.1))
+    text = (df["merchant"] + " " + df["note"].fillna("")).tolist()
+    x = TfidfVectorizer().fit_transform(text)
+    half = len(df) // 2
+    model = LogisticRegression(max_iter=1000).fit(x[:half], df["label"][:half])
+    auc = roc_auc_score(df["label"][half:], model.predict_proba(x[half:])[:, 1])
+    assert 0.6 < auc < 0.97  # the words help, never alone
+    victims = df[df["pattern"] == "scam_victim"]
+    assert victims["note"].notna().mean() > 0.5  # their numbers look ordinary: the note tells
+    assert (df.loc[df.label == 0, "note"].notna().mean()) > 0.05  # legitimate customers write notes too
 
 
 def test_metrics_match_definitions(t):

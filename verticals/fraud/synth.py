@@ -2,7 +2,8 @@
 
 Each fraud pattern shows only some of its signals, and some legitimate transactions show the same
 signals (travellers, new phones, small online purchases), so the classes overlap the way real
-transaction data does and a model has to weigh the features together.
+transaction data does and a model has to weigh the features together. Part of the signal is in free text
+only (the merchant descriptor and the customer's note, see verticals.fraud.text).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from verticals.fraud.text import customer_note, merchant_descriptor
+
 CATEGORIES = ["grocery", "restaurant", "fuel", "pharmacy", "online_retail", "electronics", "travel",
               "gift_cards"]
 LEGIT_CATEGORY_P = [0.28, 0.2, 0.14, 0.08, 0.16, 0.06, 0.05, 0.03]
 HOME = "US"
 FOREIGN = ["GB", "DE", "FR", "MX", "BR", "NG", "RU", "CN", "IN", "RO"]
-PATTERNS = ("card_testing", "account_takeover", "new_account", "skimming")
+PATTERNS = ("card_testing", "account_takeover", "new_account", "skimming", "scam_victim")
 
 
 def _legit(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -37,7 +40,7 @@ def _legit(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 
 def _fraud(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     rows = _legit(rng, n)  # start from ordinary behaviour, then overwrite a pattern's signals
-    pattern = rng.choice(PATTERNS, size=n, p=[0.3, 0.3, 0.2, 0.2])
+    pattern = rng.choice(PATTERNS, size=n, p=[0.25, 0.25, 0.15, 0.15, 0.2])
     for i, p in enumerate(pattern):
         show = rng.random(4) < 0.75  # each signal of the pattern shows with probability 0.75
         if p == "card_testing":
@@ -63,6 +66,11 @@ def _fraud(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             if show[1]:
                 rows["amount"][i] = round(float(np.exp(rng.uniform(np.log(200), np.log(2500)))), 2)
             rows["merchant_category"][i] = rng.choice(["gift_cards", "electronics"])
+        elif p == "scam_victim":  # the customer pays a scammer: own device, at home, in daylight; the
+            # numbers look ordinary, the merchant and the customer's note tell the story (verticals.fraud.text)
+            if show[0]:
+                rows["amount"][i] = round(float(np.exp(rng.uniform(np.log(150), np.log(4000)))), 2)
+            rows["merchant_category"][i] = rng.choice(["gift_cards", "online_retail", "electronics", "travel"])
         else:  # skimming: cash out at ATMs abroad at night
             rows["channel"][i] = "atm"
             if show[0]:
@@ -83,5 +91,10 @@ def synthesize_transactions(n: int, seed: int, fraud_rate: float = 0.05) -> pd.D
     df = pd.concat([legit, fraud], ignore_index=True)
     df = df.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
     df["device_change"] = df["device_change"].astype(bool)
+    # free text from its own stream: the tabular columns stay what they were for a given seed
+    text_rng = np.random.default_rng([seed, 1])
+    rows = df[["merchant_category", "channel", "country", "pattern"]].itertuples(index=False)
+    df["merchant"] = [merchant_descriptor(text_rng, *r) for r in rows]
+    df["note"] = [customer_note(text_rng, p) for p in df["pattern"]]
     df["label"] = df["label"].astype(int)
     return df

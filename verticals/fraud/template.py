@@ -83,7 +83,9 @@ class FraudTemplate:
     description = "Card-transaction fraud decisions (ROC-AUC, recall, precision, false-positive rate)."
     task = "decision"
     columns = ("amount", "hour", "merchant_category", "channel", "country", "account_age_days",
-               "device_change", "velocity_1h")
+               "device_change", "velocity_1h", "merchant", "note")
+    prompt_version = "2"  # 2: merchant descriptor and customer note added
+    text_columns = ("merchant", "note")  # free text (a note may be empty): TF-IDF in the baselines
     label_words = {0: " no", 1: " yes"}
     hidden_columns = ("pattern",)  # the synthetic fraud type: it names the answer, never a model input
     primary_metric = "roc_auc"
@@ -109,9 +111,11 @@ class FraudTemplate:
 
     def prompt(self, row: dict[str, Any]) -> str:
         device = "new device" if bool(row["device_change"]) else "same device"
+        note = row.get("note")
+        note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
         return (f"${float(row['amount']):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
                 f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
-                f"{device}, {int(row['velocity_1h'])} tx/h. Fraud?")
+                f"{device}, {int(row['velocity_1h'])} tx/h, {row['merchant']}.{note} Fraud?")
 
     def table_prompt(self, row: dict[str, Any], features: list) -> str:
         """The prompt for a user's table (sdk.tables): its columns as 'name: value' pairs, then the question."""

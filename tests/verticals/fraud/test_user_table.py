@@ -25,11 +25,14 @@ def t():
 
 def test_the_synthetic_prompt_is_the_hand_written_one(t):
     row = {"amount": 120.4, "merchant_category": "grocery", "channel": "in_store", "hour": 14, "country": "US",
-           "account_age_days": 300, "device_change": False, "velocity_1h": 0, "pattern": "none", "label": 0}
+           "account_age_days": 300, "device_change": False, "velocity_1h": 0, "merchant": "KROGER #12 TAMPA FL",
+           "note": None, "pattern": "none", "label": 0}
     df = t.synthesize(50, 0, FraudOptions())
     prompt = prompt_function(t, template_spec(t, df))
     assert prompt == t.prompt  # the demo's prompts (and figures) do not change
-    assert prompt(row) == "$120 grocery store 14h US, account 300d, same device, 0 tx/h. Fraud?"
+    assert prompt(row) == "$120 grocery store 14h US, account 300d, same device, 0 tx/h, KROGER #12 TAMPA FL. Fraud?"
+    assert prompt({**row, "note": "rent for june"}).endswith('KROGER #12 TAMPA FL. Note: "rent for june". Fraud?')
+    assert prompt({**row, "note": float("nan")}) == prompt(row)  # an empty note read back from a CSV
 
 
 def test_a_synthetic_table_written_to_csv_keeps_the_template_prompt_and_hides_the_pattern(t, tmp_path):
