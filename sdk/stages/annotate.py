@@ -22,6 +22,8 @@ from sdk.stages import Context
 
 def inputs(ctx: Context) -> Any:
     c = ctx.config.model_dump(mode="json")
+    if c["annotate"]["sampling_gguf"] == "F16":  # the default: runs made before the setting keep their stage
+        del c["annotate"]["sampling_gguf"]
     return [c["annotate"], c["template_options"], c["distill"]["loss"], c["evaluation"]["threads"]]
 
 
@@ -111,7 +113,8 @@ def _annotate_generation(ctx: Context) -> dict[str, Any]:
     run_dir.write_json("annotations/annotations.json", info)
     timings = got.get("runtime_probe_tokens_per_s")
     probe = f" (probe tokens/s: {', '.join(f'{k} {v}' for k, v in timings.items())})" if timings else ""
-    return {"note": f"teacher on {info['teacher_runtime']}{probe}: {accepted}/{n_samples} completions verified "
+    where = info["teacher_runtime"] + (f" ({info['sampling_gguf']} GGUF)" if info.get("sampling_gguf") else "")
+    return {"note": f"teacher on {where}{probe}: {accepted}/{n_samples} completions verified "
                     f"({info['yield']:.1%}), {info['prompts_with_accepted']}/{len(prompts)} prompts with one "
                     f"({info['prompt_yield']:.1%}); {len(kept_text)} training responses"
                     + (f"; top-{c.annotate.top_k} at {info['topk_bytes_per_token']:.0f} B/token"

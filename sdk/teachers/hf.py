@@ -1,8 +1,8 @@
 """The `hf` teacher: a local Hugging Face causal LM (adapted by the adapt stage when configured).
 
 Decisions: its top-k logits at the answer position over the full vocabulary. Generation: completions
-sampled by torch (batched) or by llama.cpp on an F16 GGUF of it, whichever is faster (timed on a few
-prompts), cached on disk by teacher identity, parameters and prompt. Response distributions: its top-k
+sampled by torch (batched) or by llama.cpp on a GGUF of it (F16, or Q8_0 with annotate.sampling_gguf),
+whichever is faster (timed on a few prompts), cached on disk by teacher identity, parameters and prompt. Response distributions: its top-k
 log-probabilities at every response token (for token-level KD).
 """
 
@@ -77,13 +77,23 @@ class HFTeacher:
 
     # ---- generation
     def _gguf(self, model_dir: Path) -> Path:
-        from deployment.gguf import write_gguf
+        """The teacher as a GGUF of `annotate.sampling_gguf` for llama.cpp to sample from (F16 written from the
+        weights, Q8_0 quantized from it by llama.cpp's quantizer)."""
+        from deployment.gguf import quantize, write_gguf
         from sdk.models import read_meta
 
-        out = self.ctx.run.path("teacher", "teacher-F16.gguf")
-        if not out.is_file():
+        f16 = self.ctx.run.path("teacher", "teacher-F16.gguf")
+        if not f16.is_file():
             meta = read_meta(Path(self.ctx.run.read_json("teacher/teacher.json")["base"]))
-            write_gguf(model_dir, out, "F16", meta.get("gguf_pre_tokenizer"))
+            write_gguf(model_dir, f16, "F16", meta.get("gguf_pre_tokenizer"))
+        qtype = self.ctx.config.annotate.sampling_gguf
+        if qtype == "F16":
+            return f16
+        out = self.ctx.run.path("teacher", f"teacher-{qtype}.gguf")
+        if not out.is_file():
+            tmp = out.with_name(out.name + ".tmp")
+            quantize(f16, tmp, qtype, self.ctx.config.evaluation.threads)
+            tmp.replace(out)
         return out
 
     def _job(self, fmt: str, model_dir: Path, gguf: Path | None, n_ctx: int) -> dict[str, Any]:
@@ -113,8 +123,12 @@ class HFTeacher:
             fmt = max(timings, key=timings.get)
 
         job = self._job(fmt, model_dir, gguf, n_ctx)
-        completions, info = cached_completions(self.ctx, self.identity(), job, prompts, params)
+        qtype = a.sampling_gguf if fmt == "gguf" else "F16"
+        # a quantized copy is another model: its completions are cached apart from the teacher's own
+        identity = self.identity() + ("" if qtype == "F16" else f"+{qtype}")
+        completions, info = cached_completions(self.ctx, identity, job, prompts, params)
         return completions, {"teacher_runtime": "llama_cpp" if fmt == "gguf" else "torch",
+                             "sampling_gguf": qtype if fmt == "gguf" else None,
                              "runtime_probe_tokens_per_s": timings, **info}
 
     def response_topk(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], k: int):
