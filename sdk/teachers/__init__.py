@@ -12,11 +12,12 @@ into a student: the run's local model (`base_model`) is then `student.base` or `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sdk.config import ProjectConfig
+
+if TYPE_CHECKING:  # torch is imported by the backends that use it: the CLI's checks start without it
+    import torch
 
 
 class Teacher(Protocol):
