@@ -78,7 +78,7 @@ def test_synthesized_data_is_described_too(tmp_path):
     out = data(project(tmp_path, None))
     assert out.exit_code == 0, out.output
     assert "data: synthesized by template 'fraud'" in out.output and "split: random, stratified" in out.output
-    assert "input columns (8, the template's own prompt)" in out.output
+    assert "input columns (10, the template's own prompt)" in out.output
     assert "not an input: pattern: describes the answer" in out.output
 
 
