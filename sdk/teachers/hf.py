@@ -2,8 +2,8 @@
 
 Decisions: its top-k logits at the answer position over the full vocabulary. Generation: completions
 sampled by torch (batched) or by llama.cpp on a GGUF of it (F16, or Q8_0 with annotate.sampling_gguf),
-whichever is faster (timed on a few prompts), cached on disk by teacher identity, parameters and prompt. Response distributions: its top-k
-log-probabilities at every response token (for token-level KD).
+whichever is faster (timed on a few prompts), cached on disk by teacher identity, parameters and prompt.
+Response distributions: its top-k log-probabilities at every response token (for token-level KD).
 """
 
 from __future__ import annotations
@@ -90,10 +90,8 @@ class HFTeacher:
         if qtype == "F16":
             return f16
         out = self.ctx.run.path("teacher", f"teacher-{qtype}.gguf")
-        if not out.is_file():
-            tmp = out.with_name(out.name + ".tmp")
-            quantize(f16, tmp, qtype, self.ctx.config.evaluation.threads)
-            tmp.replace(out)
+        if not out.is_file():  # quantize() writes atomically
+            quantize(f16, out, qtype, self.ctx.config.evaluation.threads)
         return out
 
     def _job(self, fmt: str, model_dir: Path, gguf: Path | None, n_ctx: int) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def synthesize_transactions(n: int, seed: int, fraud_rate: float = 0.05) -> pd.D
     df = pd.concat([legit, fraud], ignore_index=True)
     df = df.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
     df["device_change"] = df["device_change"].astype(bool)
-    # free text from its own stream: the tabular columns stay what they were for a given seed
+    # free text from its own random stream: editing the phrase banks leaves a seed's tabular columns unchanged
     text_rng = np.random.default_rng([seed, 1])
     rows = df[["merchant_category", "channel", "country", "pattern"]].itertuples(index=False)
     df["merchant"] = [merchant_descriptor(text_rng, *r) for r in rows]
