@@ -57,6 +57,9 @@ def run(ctx: Context) -> dict[str, Any]:
         machine={"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         stages=stages, annotation={k: v for k, v in annotation.items() if k != "per_prompt_accepted"},
         operating_point=op, intervals=intervals)
+    if t.task == "decision" and hasattr(t, "breakdown"):  # e.g. accuracy per answer type
+        report["breakdown"] = t.breakdown(parts["test"], {n: np.asarray(d["probs_test"]) for n, d in details.items()},
+                                          {e["name"]: e["metrics"].get("threshold") for e in entries})
     report["warnings"] = _warnings(report)
     for w in report["warnings"]:
         print(f"[distill] warning: {w}")
