@@ -106,7 +106,7 @@ def paired_intervals(t, options, entries: list[dict], details: dict[str, Any], p
 def _warnings(r: dict[str, Any]) -> list[str]:
     """Plain-language warnings when the figures rest on too few examples (what is too few, and why)."""
     out, d = [], r["data"]
-    if r["task"] == "decision":
+    if r["task"] == "decision" and "recall" in r["compared_metrics"]:  # rare-positive decisions (fraud)
         pos, vpos = d.get("test_positives", 0), d.get("val_positives", 0)
         if pos < MIN_TEST_POSITIVES:
             out.append(f"only {pos} positive examples in the test split (fewer than {MIN_TEST_POSITIVES}): each one "

@@ -36,7 +36,8 @@ def plot_report(template, report: dict[str, Any], test: pd.DataFrame, probs: dic
         for i, n in enumerate(names):
             ax.bar(x + i * width - 0.4 + width / 2, [breakdown[n][k] for k in kinds], width, label=n)
         counts = test["error_type"].value_counts()
-        ax.set_xticks(x, [f"{k.replace('_', '\n')}\n(n={counts.get(k, 0)})" for k in kinds], fontsize=7)
+        names_n = [k.replace("_", "\n") + f"\n(n={counts.get(k, 0)})" for k in kinds]
+        ax.set_xticks(x, names_n, fontsize=7)
         ax.set(ylim=(0, 1.05), ylabel="accuracy", title="accuracy per answer type, held-out test split")
         ax.legend(fontsize=7, loc="lower left")
         ax.grid(axis="y", alpha=0.3)
