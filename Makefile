@@ -58,7 +58,8 @@ evalml-fraud: $(STAMP)
 
 # README figures come from the demo runs' report.json, never typed by hand
 readme-figures: $(STAMP)
-	$(BIN)/python -m evaluation.summary README.md fraud=$(DEMO_DIR)/report.json code=$(CODE_DEMO_DIR)/report.json
+	$(BIN)/python -m evaluation.summary README.md fraud=$(DEMO_DIR)/report.json code=$(CODE_DEMO_DIR)/report.json \
+	  education=$(EDU_DEMO_DIR)/report.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

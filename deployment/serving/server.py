@@ -194,9 +194,10 @@ def create_app(served: ServedModel):
 
     @app.post("/v1/decide")
     async def decide(request: Request):
-        body = await parse(request, DecideRequest)
         if not decision:
-            return error(404, f"template {template.name!r} generates text: use /v1/completions")
+            return error(404, f"template {template.name!r} generates text: use /v1/completions or "
+                              "/v1/chat/completions")
+        body = await parse(request, DecideRequest)
         import numpy as np
 
         from sdk.scoring import decide_labels
