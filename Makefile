@@ -8,13 +8,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
 CODE_DEMO_DIR ?= runs/code-demo
+EDU_DEMO_DIR ?= runs/education-demo
 EVALML_DIR ?= runs/evalml-fraud
 EVALML_PRESET ?= default
 # the two ids and the coordinates rendered as numbers mean nothing a model can carry to a later month, and
 # they take 40% of every prompt (~111 -> ~70 teacher tokens); EVALML_ARGS= keeps every column
 EVALML_ARGS ?= --set "data.drop_columns=[card_id, store_id, lat, lng]"
 
-.PHONY: install demo code-demo api-teacher-demo evalml-fraud test readme-figures clean
+.PHONY: install demo code-demo education-demo bench-serve api-teacher-demo evalml-fraud test readme-figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +40,14 @@ code-demo: $(STAMP)
 	$(BIN)/distill init code $(CODE_DEMO_DIR) --preset default --force
 	$(BIN)/distill run $(CODE_DEMO_DIR)/project.yaml --out $(CODE_DEMO_DIR)
 
+education-demo: $(STAMP)
+	$(BIN)/distill init education $(EDU_DEMO_DIR) --preset default --force
+	$(BIN)/distill run $(EDU_DEMO_DIR)/project.yaml --out $(EDU_DEMO_DIR)
+
+# `distill serve` vs llama_cpp.server on the education demo's student, a classroom load (BENCH_ARGS=--quick)
+bench-serve: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/bench_serve.py --run $(EDU_DEMO_DIR) $(BENCH_ARGS)
+
 # fraud (default) and code (tiny) with an OpenAI-compatible teacher: llama.cpp's server on 127.0.0.1
 api-teacher-demo: $(STAMP)
 	benchmarks/api_teacher_demo.sh runs
@@ -49,7 +58,8 @@ evalml-fraud: $(STAMP)
 
 # README figures come from the demo runs' report.json, never typed by hand
 readme-figures: $(STAMP)
-	$(BIN)/python -m evaluation.summary README.md fraud=$(DEMO_DIR)/report.json code=$(CODE_DEMO_DIR)/report.json
+	$(BIN)/python -m evaluation.summary README.md fraud=$(DEMO_DIR)/report.json code=$(CODE_DEMO_DIR)/report.json \
+	  education=$(EDU_DEMO_DIR)/report.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, headline_rows
+from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, headline_rows
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
@@ -117,6 +117,9 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     names = [k for k in r["artifacts"][0]["metrics"] if k not in skip]
     out.append("<h2>Quality" + (" at the operating point" if op else "") + "</h2>" + _table(
         ["artifact", *names], [[a["name"], *(_fmt(a["metrics"].get(m)) for m in names)] for a in r["artifacts"]]))
+    header, rows = breakdown_rows(r.get("breakdown"))
+    if rows:
+        out.append("<h2>Accuracy per group</h2>" + _table(header, rows))
     ret_ci = (iv or {}).get("retention", {})
     compared = [k for k in names if any(k in ret for ret in r["retention"].values())]
     out.append("<h2>Student vs teacher</h2><div class='sub'>student/teacher (teacher/student where lower is "

@@ -191,6 +191,22 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def breakdown_rows(b: dict[str, dict[str, float]] | None) -> tuple[list[str], list[list[str]]]:
+    """The template's per-group accuracy ({artifact: {group: accuracy}}) as a header and rows."""
+    if not b:
+        return [], []
+    groups = list(next(iter(b.values())))
+    return ["artifact", *groups], [[name, *(_fmt(per.get(g)) for g in groups)] for name, per in b.items()]
+
+
+def breakdown_lines(b: dict[str, dict[str, float]] | None) -> list[str]:
+    header, rows = breakdown_rows(b)
+    if not rows:
+        return []
+    return ["", "## Accuracy per group (test split)", "", "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)]
+
+
 def to_markdown(r: dict[str, Any]) -> str:
     pm, task = r["primary_metric"], r.get("task", "decision")
     hm = r.get("headline_metric", pm)
@@ -252,6 +268,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     for a in r["artifacts"]:
         lines.append(f"| {a['name']} | {a['role']} | {a['format']} | {a['quant'] or '-'} | "
                      + " | ".join(_fmt(a["metrics"].get(m)) for m in metric_names) + " |")
+    lines += breakdown_lines(r.get("breakdown"))
     ret_ci = (iv or {}).get("retention", {})
     lines += ["", "## Student vs teacher (student/teacher; where lower is better teacher/student: 1.0 = as good, "
               "above 1 = student better)", "",

@@ -24,8 +24,9 @@ def figures_markdown(r: dict[str, Any], source: str) -> str:
     cm = (op or {}).get("constraint_metric")
     minutes = sum(s.get("seconds", 0) for s in r["stages"].values()) / 60
     d = r["data"]
-    held = (f"{d['n_test']} held-out examples ({d.get('test_positives', '?')} positive)" if task == "decision"
-            else f"{d['n_test']} held-out problems")
+    rare = task == "decision" and "recall" in r.get("compared_metrics", [])  # positives matter (fraud)
+    held = (f"{d['n_test']} held-out examples" + (f" ({d.get('test_positives', '?')} positive)" if rare else "")
+            if task == "decision" else f"{d['n_test']} held-out problems")
     lines = [f"Generated from `{source}` by `make readme-figures` ({r['machine']['cpus']} CPUs, stages "
              f"{minutes:.0f} min; {held}" + (f"; operating point: {op['description']}" if op else "") + "). "
              "Brackets: 95% paired-bootstrap intervals over the test split, the spread a re-run on new test "

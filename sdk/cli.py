@@ -164,22 +164,30 @@ def _checked_data(text: str, source: str) -> tuple[str, list[str]]:
     from sdk.tables import TableProblems, is_tabular
 
     cfg = cfgmod.validate_config(yaml.safe_load(text), source=source)
-    t = get_template(cfg.template)
+    options = cfgmod.template_options(cfg)
+    t = get_template(cfg.template, options)
     if is_tabular(t):
         from sdk.stages.data import load_data
 
         try:
-            df, _, _ = load_data(cfg, t, cfgmod.template_options(cfg))
+            df, _, _ = load_data(cfg, t, options)
         except TableProblems as err:
             raise DistillError(format_problems(err.problems, str(cfg.data.path))) from None
-        d = cfg.data
-        wanted = d.n_train + d.n_val + d.n_test
-        if len(df) < wanted:
-            scale = len(df) / wanted
-            n_test, n_val = max(2, int(d.n_test * scale)), max(2, int(d.n_val * scale))
-            sizes = {"n_train": max(1, min(d.n_train, len(df) - n_val - n_test)), "n_val": n_val, "n_test": n_test}
-            text = _with_data_settings(text, sizes, comment=f"scaled to the table's {len(df)} rows by distill init")
-            cfg = cfgmod.validate_config(yaml.safe_load(text), source=source)
+    else:  # the template's own format (records): its loader names every bad record
+        try:
+            df = t.load(Path(cfg.data.path))
+        except DistillError:
+            raise
+        except Exception:  # a third-party loader's own error: check_data below names the file
+            df = None
+    d = cfg.data
+    wanted = d.n_train + d.n_val + d.n_test
+    if df is not None and len(df) < wanted:
+        scale = len(df) / wanted
+        n_test, n_val = max(2, int(d.n_test * scale)), max(2, int(d.n_val * scale))
+        sizes = {"n_train": max(1, min(d.n_train, len(df) - n_val - n_test)), "n_val": n_val, "n_test": n_test}
+        text = _with_data_settings(text, sizes, comment=f"scaled to the file's {len(df)} rows by distill init")
+        cfg = cfgmod.validate_config(yaml.safe_load(text), source=source)
     found = check_data(cfg)
     if found.problems:
         raise DistillError(format_problems(found.problems, str(cfg.data.path)))
@@ -303,7 +311,7 @@ def print_headline(report: dict[str, Any]) -> None:
 # inside the command so `distill` starts fast. A module not present yet is skipped.
 CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command",
                  "compare": "evaluation.compare:compare_command", "data": "sdk.datainfo:data_command",
-                 "annotate": "sdk.teachers.cli:annotate_command"}
+                 "annotate": "sdk.teachers.cli:annotate_command", "serve": "deployment.serving.server:serve_command"}
 
 
 def _add_core_commands() -> None:

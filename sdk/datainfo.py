@@ -20,8 +20,8 @@ def summarize(project_yaml: Path) -> dict[str, Any]:
     from sdk.tables import prompt_function
 
     cfg = cfgmod.load_config(project_yaml)
-    t = get_template(cfg.template)
     options = cfgmod.template_options(cfg, str(project_yaml))
+    t = get_template(cfg.template, options)
     p = prepare(cfg, t, options)
     out: dict[str, Any] = {"source": p.source, "template": t.name, **p.info,
                            "time_column": cfg.data.time_column if cfg.data.path is not None else None}

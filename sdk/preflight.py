@@ -67,8 +67,8 @@ def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
 
     hints = hints or {}
     f = Findings()
-    template = get_template(cfg.template)
     options = cfgmod.template_options(cfg)
+    template = get_template(cfg.template, options)
     f.facts.append(f"config: template {cfg.template!r} ({template.task}), seed {cfg.seed}")
     if cfg.teacher.kind == "hf" and cfg.teacher.adapt.enabled and template.task != "decision":
         f.problems.append(f"teacher.adapt.enabled: adapting the teacher is implemented for decision templates; "
@@ -122,7 +122,8 @@ def check_data(cfg, hint: str = "") -> Findings:
     from sdk.registry import get_template
 
     f = Findings()
-    _check_data(cfg, get_template(cfg.template), cfgmod.template_options(cfg), hint, f)
+    options = cfgmod.template_options(cfg)
+    _check_data(cfg, get_template(cfg.template, options), options, hint, f)
     return f
 
 

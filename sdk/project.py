@@ -35,8 +35,8 @@ class Project:
         from sdk.registry import get_template
 
         self.config = config
-        self.template = get_template(config.template)
         self.options = cfgmod.template_options(config)
+        self.template = get_template(config.template, self.options)
 
     # ---- construction
     @classmethod

@@ -48,8 +48,8 @@ class FinishedRun:
         self.run = RunDir(root)
         source = str(root / "config.yaml")
         self.config = cfgmod.validate_config(cfgmod.load_yaml(root / "config.yaml"), source=source)
-        self.template = get_template(self.config.template)
         self.options = cfgmod.template_options(self.config, source)
+        self.template = get_template(self.config.template, self.options)
         self.task = self.run.task()
         if self.task.get("task", self.template.task) != self.template.task:
             raise DistillError(f"{root / 'data/task.json'}: task {self.task.get('task')!r} but template "
@@ -175,6 +175,11 @@ class FinishedRun:
 
         return tokenize_prompts(self._load_tokenizer(), prompts, self.template.chat)
 
+    @property
+    def tokenizer(self):
+        """The run's tokenizer (the one its prompts were tokenised with)."""
+        return self._load_tokenizer()
+
     def _load_tokenizer(self):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
@@ -221,7 +226,7 @@ class FinishedRun:
             for label, col in enumerate(_prob_columns(self.template.label_words)):
                 out[col] = probs[:, label]
             out["score"] = probs[:, -1]
-            out["decision"] = _decide(self.template, probs, threshold, self.options)
+            out["decision"] = decide_labels(self.template, probs, threshold, self.options)
             out.attrs.update(threshold=threshold, operating_point=entry.get("operating_point"))
         else:
             c = self.config
@@ -247,7 +252,7 @@ def _run_job(job: dict[str, Any], name: str) -> dict[str, Any]:
         return run_worker(job, Path(work), name)
 
 
-def _decide(template, probs, threshold: float | None, options) -> list[int]:
+def decide_labels(template, probs, threshold: float | None, options) -> list[int]:
     """Label index per row. Two labels: label 1 when its probability reaches the evaluation's threshold
     (as the template's metrics count a positive). A template may define decide(probs, threshold, options)
     for more labels; otherwise the most probable label."""

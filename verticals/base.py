@@ -91,6 +91,13 @@ class DecisionTemplate(Template, Protocol):
     # columns, read by sdk.tables), e.g. sdk.tables.render_features(row, features) + a question; with it the
     # template takes any table. `hidden_columns`: columns that describe the answer (the synthetic fraud
     # `pattern`), never a model input.
+    # Optional: `configure(options) -> template`: the template for its validated options, where what it declares
+    # follows them (the education template's label words follow its grading scheme: yes/no or a rubric's scores);
+    # the SDK configures a template before reading anything else from it (sdk.registry.get_template).
+    # Optional: `decide(probs, threshold, options) -> labels`: the label each row gets (default: two labels, the
+    # threshold on the last one's probability; more labels, the most probable).
+    # Optional: `breakdown(test, probs, thresholds) -> {artifact: {group: accuracy}}`: a per-group view of the
+    # test split (education: accuracy per answer type), shown in the report beside the metrics.
     # Optional: `operating_point(options) -> {"kind", "value", "description", "metric"}`: where the domain runs
     # the model (e.g. fraud: FPR <= 2%), which `choose_threshold` meets on validation for every artifact alike;
     # `metric` is what the report compares there (its headline). Without it the headline is `primary_metric`.
@@ -136,7 +143,7 @@ def check_template_attributes(t: object) -> Template:
     return t  # type: ignore[return-value]
 
 
-def check_template(t: object, n: int = 8, seed: int = 0) -> dict[str, Any]:
+def check_template(t: object, n: int = 8, seed: int = 0, options: BaseModel | None = None) -> dict[str, Any]:
     """Exercise a template for its shape; returns what was checked (raises AssertionError/TypeError).
 
     Synthesizes a few rows, checks columns and types, builds prompts, and scores known outputs:
@@ -145,7 +152,9 @@ def check_template(t: object, n: int = 8, seed: int = 0) -> dict[str, Any]:
     and an empty completion (must fail).
     """
     t = check_template_attributes(t)
-    options = t.Options()
+    options = options if options is not None else t.Options()
+    if hasattr(t, "configure"):
+        t = check_template_attributes(t.configure(options))  # type: ignore[attr-defined]
     rows = t.synthesize(n, seed, options)
     assert isinstance(rows, pd.DataFrame) and len(rows) == n, f"synthesize({n}) must return {n} rows"
     missing = [c for c in t.columns if c not in rows.columns]

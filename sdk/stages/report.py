@@ -57,6 +57,9 @@ def run(ctx: Context) -> dict[str, Any]:
         machine={"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         stages=stages, annotation={k: v for k, v in annotation.items() if k != "per_prompt_accepted"},
         operating_point=op, intervals=intervals)
+    if t.task == "decision" and hasattr(t, "breakdown"):  # e.g. accuracy per answer type
+        report["breakdown"] = t.breakdown(parts["test"], {n: np.asarray(d["probs_test"]) for n, d in details.items()},
+                                          {e["name"]: e["metrics"].get("threshold") for e in entries})
     report["warnings"] = _warnings(report)
     for w in report["warnings"]:
         print(f"[distill] warning: {w}")
@@ -103,7 +106,7 @@ def paired_intervals(t, options, entries: list[dict], details: dict[str, Any], p
 def _warnings(r: dict[str, Any]) -> list[str]:
     """Plain-language warnings when the figures rest on too few examples (what is too few, and why)."""
     out, d = [], r["data"]
-    if r["task"] == "decision":
+    if r["task"] == "decision" and "recall" in r["compared_metrics"]:  # rare-positive decisions (fraud)
         pos, vpos = d.get("test_positives", 0), d.get("val_positives", 0)
         if pos < MIN_TEST_POSITIVES:
             out.append(f"only {pos} positive examples in the test split (fewer than {MIN_TEST_POSITIVES}): each one "

@@ -220,7 +220,7 @@ def test_init_scales_the_splits_to_a_small_table(tmp_path):
     out, _ = init_table(tmp_path, mixed_table(80), *TABLE_ARGS)  # the tiny preset asks for 96 rows
     assert out.exit_code == 0, out.output
     text = (tmp_path / "proj" / "project.yaml").read_text()
-    assert "n_test: 20  # scaled to the table's 80 rows by distill init" in text
+    assert "n_test: 20  # scaled to the file's 80 rows by distill init" in text
     assert yaml.safe_load(text)["data"]["n_train"] == 80 - 20 - 20
 
 

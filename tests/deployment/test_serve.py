@@ -1,0 +1,158 @@
+"""`distill serve` on a real finished run (the fraud tiny run's student GGUF): a real server on 127.0.0.1,
+real HTTP clients (http.client and the openai package), answers checked against the in-process llama.cpp
+runtime; bad requests get a 4xx naming the field and the server keeps serving."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from deployment.runtimes.generation import GenerationParams
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, run_dir, **kwargs):
+        import uvicorn
+
+        from deployment.serving.server import ServedModel, create_app
+
+        self.served = ServedModel(run_dir, threads=2, **kwargs)
+        self.port = _free_port()
+        self.uv = uvicorn.Server(uvicorn.Config(create_app(self.served), host="127.0.0.1", port=self.port,
+                                                log_level="warning"))
+        self.thread = threading.Thread(target=self.uv.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.uv.started:
+                break
+            time.sleep(0.05)
+        assert self.uv.started
+
+    def request(self, method: str, path: str, body=None, raw: bytes | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        conn.close()
+        return resp.status, json.loads(payload) if payload else None
+
+    def stop(self):
+        self.uv.should_exit = True
+        self.thread.join(30)
+        self.served.close()
+
+
+@pytest.fixture(scope="module")
+def server(fraud_tiny_run):
+    s = Server(fraud_tiny_run)
+    yield s
+    s.stop()
+
+
+def _records(served, n: int) -> list[dict]:
+    """Test rows as a client would send them (JSON values)."""
+    import pandas as pd
+
+    df = pd.read_parquet(served.run.run.path("data", "test.parquet"))[served.input_columns].head(n)
+    return json.loads(df.to_json(orient="records"))
+
+
+def _runtime(served):
+    from deployment.runtimes.llama_cpp_runtime import LlamaCppRuntime
+
+    return LlamaCppRuntime(str(served.path), threads=2, n_ctx=512, kv_f32=True)  # as the server's cache
+
+
+def test_concurrent_decisions_match_the_in_process_runtime(server):
+    served = server.served
+    records = _records(served, 12)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda r: server.request("POST", "/v1/decide", r), records))
+    assert all(status == 200 for status, _ in answers), answers
+    texts = served.run.prompts(served.run.check(records))
+    seqs = served.run.tokenize(texts)
+    expected = _runtime(served).score(seqs, served.run.task["label_ids"])
+    got = np.array([[a["probabilities"][w.strip()] for _, w in sorted(served.template.label_words.items())]
+                    for _, a in answers])
+    assert np.abs(got - expected).max() < 1e-4
+    from sdk.scoring import decide_labels
+
+    labels = decide_labels(served.template, expected, served.run.threshold(served.name), served.run.options)
+    for (_, a), label in zip(answers, labels):
+        assert a["label"] == label and a["model"] == served.name and "@" in a["version"]
+    stats = server.request("GET", "/health")[1]["stats"]
+    assert stats["reused_tokens"] > 0  # the prompts share their first tokens, decoded once
+
+
+def test_openai_client_completions_and_chat_match_greedy_runtime(server):
+    import openai
+
+    served = server.served
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="none")
+    assert [m.id for m in client.models.list().data] == [served.name]
+    prompt = "$120 grocery store 14h US, account 300d"
+    out = client.completions.create(model=served.name, prompt=prompt, max_tokens=12, temperature=0)
+    ids = list(served.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    ref = _runtime(served).generate_one(ids, GenerationParams(max_new_tokens=12))
+    assert out.choices[0].text == ref.text
+    stream = client.completions.create(model=served.name, prompt=prompt, max_tokens=12, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in stream) == ref.text
+    chat = client.chat.completions.create(model=served.name, max_tokens=8, temperature=0,
+                                          messages=[{"role": "user", "content": "Fraud?"}])
+    assert chat.choices[0].finish_reason in ("stop", "length") and chat.usage.completion_tokens >= 1
+    pieces = client.chat.completions.create(model=served.name, max_tokens=8, temperature=0, stream=True,
+                                            messages=[{"role": "user", "content": "Fraud?"}])
+    assert "".join(c.choices[0].delta.content or "" for c in pieces) == chat.choices[0].message.content
+
+
+def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(server):
+    record = _records(server.served, 1)[0]
+    field = server.served.input_columns[0]  # a required input field (fraud: amount)
+    bad = [
+        (None, b"{not json", None),
+        ({**record, "colour": "red"}, None, "colour"),
+        ({k: v for k, v in record.items() if k != field}, None, field),
+        ({**record, field: [1, 2]}, None, field),
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda b: server.request("POST", "/v1/decide", b[0], raw=b[1]), bad))
+    for (status, body), (_, _, field) in zip(results, bad):
+        assert status == 400, body
+        assert body["error"]["message"]
+        if field:
+            assert field in body["error"]["message"] and body["error"]["param"] == field
+    assert "invalid JSON" in results[0][1]["error"]["message"]
+    status, body = server.request("POST", "/v1/completions", {"prompt": "x" * 20_000})
+    assert status == 400 and body["error"]["param"] == "prompt"
+    status, body = server.request("POST", "/v1/completions", {"prompt": "word " * 1500, "max_tokens": 4})
+    assert status == 400 and "exceeds" in body["error"]["message"]
+    status, body = server.request("POST", "/v1/completions", {"prompt": "hi", "n": 3})
+    assert status == 400 and body["error"]["param"] == "n"
+    assert server.request("GET", "/health")[0] == 200
+    assert server.request("POST", "/v1/decide", record)[0] == 200
+
+
+def test_a_full_queue_answers_503(fraud_tiny_run):
+    s = Server(fraud_tiny_run, n_seq=1, max_queue=1)
+    try:
+        body = {"prompt": "$120 grocery store", "max_tokens": 60, "temperature": 1.0, "seed": 1}
+        with ThreadPoolExecutor(6) as pool:
+            statuses = [st for st, _ in pool.map(lambda _: s.request("POST", "/v1/completions", body), range(6))]
+        assert statuses.count(200) >= 2 and 503 in statuses, statuses
+        assert s.request("POST", "/v1/completions", body)[0] == 200  # and it recovers
+    finally:
+        s.stop()

@@ -1,0 +1,60 @@
+"""The education contract end to end: `distill init education DIR --preset tiny --data records.jsonl`, then
+`distill run`: the same report.json contract, metrics with `accuracy`, the parsing baseline beside teacher and
+students, accuracy per answer type; a malformed records file is refused at init with exit 2, naming the line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from verticals.education.template import EducationOptions, EducationTemplate
+
+CLI = [sys.executable, "-m", "sdk.cli"]
+
+
+def _records(path, n: int, seed: int = 5):
+    options = EducationOptions(grading="rubric")
+    df = EducationTemplate().configure(options).synthesize(n, seed, options)
+    with open(path, "w") as fh:
+        for i, r in enumerate(df.to_dict("records")):
+            # a user's file: an id and the answer type ride along as other fields
+            fh.write(json.dumps({"id": f"s{i}", "question": r["question"], "reference": r["reference"],
+                                 "answer": r["answer"], "label": int(r["label"]), "error_type": r["error_type"]}) + "\n")
+    return path
+
+
+def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
+    data = _records(tmp_path / "records.jsonl", 120)
+    out = subprocess.run([*CLI, "init", "education", tmp_path / "p", "--preset", "tiny", "--data", data],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    run = subprocess.run([*CLI, "run", tmp_path / "p" / "project.yaml", "--out", tmp_path / "run"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    names = {a["name"]: a for a in report["artifacts"]}
+    assert {"teacher-torch", "student-gguf-Q4_K_M", "parsing_rule"} <= set(names)
+    for a in report["artifacts"]:
+        assert 0 <= a["metrics"]["accuracy"] <= 1 and "kappa" in a["metrics"]
+    assert names["parsing_rule"]["role"] == "baseline"
+    assert report["primary_metric"] == "accuracy" and report["data"]["n_test"] == 24
+    assert set(report["breakdown"]["parsing_rule"]) <= {"correct", "equivalent", "arithmetic_slip", "wrong_operation",
+                                                        "unit_error", "rounding", "partial"}
+    assert not any("positive examples" in w for w in report["warnings"])  # a fraud notion, not a grading one
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "## Accuracy per group" in md and "parsing_rule" in md
+
+
+def test_init_refuses_malformed_records_naming_line_and_field(tmp_path):
+    data = _records(tmp_path / "records.jsonl", 30)
+    lines = data.read_text().splitlines()
+    lines[3] = json.dumps({"question": "q", "reference": "4", "answer": "4", "label": "full marks"})
+    lines[7] = "{oops"
+    data.write_text("\n".join(lines) + "\n")
+    out = subprocess.run([*CLI, "init", "education", tmp_path / "p", "--preset", "tiny", "--data", data],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "line 4: field 'label': 'full marks' is not a rubric score 0..2" in out.stderr
+    assert "line 8: not valid JSON" in out.stderr
+    assert not (tmp_path / "p" / "project.yaml").exists()

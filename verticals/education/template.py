@@ -1,0 +1,304 @@
+"""The education template (decision shape, two or more labels): grade a student's answer to a math word
+problem against the reference answer, either correct/incorrect or a rubric score 0..K.
+
+The grading scheme is an option (`grading: binary | rubric`), and the label words follow it, so the
+template is configured by its options (`configure`) before the SDK reads `label_words`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+from sdk.errors import DistillError
+from verticals.education.answers import (CORRECT_TYPES, ERROR_TYPES, RUBRIC_MAX, applicable, reference_text,
+                                        student_answer, words)
+
+_HERE = Path(__file__).parent
+DEFAULT_ERROR_MIX = {"correct": 0.26, "equivalent": 0.22, "arithmetic_slip": 0.10, "wrong_operation": 0.08,
+                     "unit_error": 0.12, "rounding": 0.12, "partial": 0.10}
+_TRUE = {"correct", "true", "1", "yes", "right"}
+_FALSE = {"incorrect", "false", "0", "no", "wrong"}
+MAX_FIELD_CHARS = 4000
+
+
+class EducationOptions(BaseModel):
+    """`template_options` of the education template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grading: Literal["binary", "rubric"] = Field(
+        "binary", description="binary: the label says correct or incorrect (the words, true/false or 1/0); "
+        "rubric: the label is a score 0..rubric_max.")
+    rubric_max: int = Field(RUBRIC_MAX, ge=1, le=5, description="Highest rubric score (grading: rubric). "
+                            "Synthesized records are graded 0..2.")
+    gsm_share: float = Field(0.0, ge=0, le=1, description="Share of synthesized problems taken from "
+                             "reasoning-gym's GSM-Symbolic generators (the rest: this template's seven families).")
+    difficulties: list[int] = Field([1, 2, 3], min_length=1, description="Difficulty levels (steps) of "
+                                    "synthesized problems, drawn uniformly.")
+    error_mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ERROR_MIX),
+                                        description="Share of each answer type in synthesized records "
+                                        f"({', '.join(ERROR_TYPES)}); normalised.")
+    abs_tolerance: float = Field(0.005, ge=0, description="The parsing baseline's absolute tolerance.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EducationOptions":
+        unknown = sorted(set(self.error_mix) - set(ERROR_TYPES))
+        if unknown:
+            raise ValueError(f"error_mix: unknown answer types {unknown} (known: {', '.join(ERROR_TYPES)})")
+        if any(v < 0 for v in self.error_mix.values()) or sum(self.error_mix.values()) <= 0:
+            raise ValueError("error_mix: shares must be >= 0 and not all 0")
+        if bad := [d for d in self.difficulties if d not in (1, 2, 3)]:
+            raise ValueError(f"difficulties: levels are 1, 2 or 3, got {bad}")
+        return self
+
+
+def label_words_for(options: EducationOptions) -> dict[int, str]:
+    if options.grading == "binary":
+        return {0: " no", 1: " yes"}
+    return {k: f" {words(k)}" for k in range(options.rubric_max + 1)}
+
+
+class EducationTemplate:
+    name = "education"
+    description = "Grading students' answers to math word problems (accuracy, macro F1, weighted kappa)."
+    task = "decision"
+    columns = ("question", "reference", "answer")
+    prompt_version = "1"
+    hidden_columns = ("error_type", "family", "difficulty", "source")  # describe the answer: never a model input
+    primary_metric = "accuracy"
+    retention_metrics = ("accuracy", "macro_f1", "kappa")
+    lower_is_better = frozenset({"false_accept_rate", "false_reject_rate"})
+    chat = False  # a compact raw prompt: its length sets the cost of every decision
+    stratify = "label"
+    Options = EducationOptions
+
+    def __init__(self, options: EducationOptions | None = None):
+        self.options = options or EducationOptions()
+        self.label_words = label_words_for(self.options)
+
+    def configure(self, options: EducationOptions) -> "EducationTemplate":
+        """This template for `options` (the label words follow the grading scheme)."""
+        return EducationTemplate(options)
+
+    # ---- data
+    def synthesize(self, n: int, seed: int, options: EducationOptions) -> pd.DataFrame:
+        from verticals.education.gsm import gsm_problem
+        from verticals.education.problems import make_problem
+
+        if options.grading == "rubric" and options.rubric_max != RUBRIC_MAX:
+            raise DistillError(f"template_options.rubric_max: synthesized records are graded 0..{RUBRIC_MAX}; set "
+                               f"rubric_max: {RUBRIC_MAX} or bring your own records (data.path)")
+        rng = np.random.default_rng([seed, 7])
+        kinds = list(options.error_mix)
+        p = np.array([options.error_mix[k] for k in kinds], dtype=float)
+        p /= p.sum()
+        rows = []
+        for _ in range(n):
+            if options.gsm_share > 0 and rng.random() < options.gsm_share:
+                problem, source = gsm_problem(rng), "gsm_symbolic"
+            else:
+                d = options.difficulties[int(rng.integers(len(options.difficulties)))]
+                problem, source = make_problem(rng, difficulty=d), "synthetic"
+            # the mix over the answer types this problem allows (no rounding of an integer answer...)
+            allowed = applicable(problem)
+            q = np.array([w if k in allowed else 0.0 for k, w in zip(kinds, p)])
+            if q.sum() == 0:
+                q = np.array([k == "correct" for k in kinds], dtype=float) if "correct" in kinds else p
+            answer, kind, score = student_answer(problem, kinds[int(rng.choice(len(kinds), p=q / q.sum()))], rng)
+            label = int(kind in CORRECT_TYPES) if options.grading == "binary" else score
+            rows.append({"question": problem.question, "reference": reference_text(problem), "answer": answer,
+                         "label": label, "error_type": kind, "family": problem.family,
+                         "difficulty": problem.difficulty, "source": source})
+        return pd.DataFrame(rows)
+
+    def load(self, path: Path) -> pd.DataFrame:
+        """Records from JSONL (one object per line) or CSV: `question`, `reference`, `answer`, `label`;
+        other fields are kept and ignored. Every bad line is named with its field, all at once."""
+        return read_records(Path(path), self.options)
+
+    def prepare_train(self, train: pd.DataFrame, seed: int, options: EducationOptions) -> pd.DataFrame:
+        return train
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        ask = "Correct?" if self.options.grading == "binary" else f"Score 0-{self.options.rubric_max}?"
+        return f"Q: {row['question']}\nReference: {row['reference']}\nStudent: {row['answer']}\n{ask}"
+
+    # ---- decisions and metrics
+    def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: EducationOptions) -> float:
+        """Binary: the threshold on P(correct) with the best validation accuracy (the same rule for every
+        artifact); rubric: the most probable score is the grade, and the threshold is unused (0.5)."""
+        probs_val = np.asarray(probs_val)
+        if probs_val.shape[1] != 2:
+            return 0.5
+        y = np.asarray(y_val).astype(int)
+        scores = probs_val[:, 1]
+        cuts = np.unique(np.concatenate([[0.5], scores]))
+        accuracy = [(np.mean((scores >= c) == (y == 1)), -abs(c - 0.5)) for c in cuts]
+        return float(cuts[max(range(len(cuts)), key=lambda i: accuracy[i])])
+
+    def decide(self, probs: np.ndarray, threshold: float | None, options: EducationOptions) -> np.ndarray:
+        probs = np.asarray(probs)
+        if probs.shape[1] == 2 and threshold is not None:
+            return (probs[:, 1] >= threshold).astype(int)
+        return np.argmax(probs, axis=1)
+
+    def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float,
+                options: EducationOptions) -> dict[str, float]:
+        y = np.asarray(y_true).astype(int)
+        n_labels = np.asarray(probs).shape[1]
+        pred = self.decide(probs, threshold, options)
+        labels = list(range(n_labels))
+        top = n_labels - 1  # full marks ("correct" for binary grading)
+        full_pred, full_true = pred == top, y == top
+        return {
+            "accuracy": float(accuracy_score(y, pred)) if len(y) else float("nan"),
+            "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+            # quadratic weights: a grade two points off costs four times one point off (equals Cohen's kappa
+            # for two labels)
+            "kappa": _kappa(y, pred, labels),
+            # the errors a school weighs differently: full marks for a wrong answer, or none for a right one
+            "false_accept_rate": float(np.sum(full_pred & ~full_true) / max(np.sum(~full_true), 1)),
+            "false_reject_rate": float(np.sum(~full_pred & full_true) / max(np.sum(full_true), 1)),
+            "threshold": float(threshold),
+            "n": float(len(y)),
+        }
+
+    def confusion(self, y_true: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
+        from sklearn.metrics import confusion_matrix
+
+        n_labels = np.asarray(probs).shape[1]
+        return confusion_matrix(np.asarray(y_true).astype(int), self.decide(probs, threshold, self.options),
+                                labels=list(range(n_labels)))
+
+    def breakdown(self, test: pd.DataFrame, probs: dict[str, np.ndarray], thresholds: dict[str, float]
+                  ) -> dict[str, dict[str, float]]:
+        """Accuracy per answer type (synthesized records carry `error_type`): {artifact: {type: accuracy}}."""
+        if "error_type" not in test.columns:
+            return {}
+        y = test["label"].to_numpy().astype(int)
+        kinds = [k for k in ERROR_TYPES if (test["error_type"] == k).any()]
+        out = {}
+        for name, p in probs.items():
+            right = self.decide(p, thresholds.get(name), self.options) == y
+            out[name] = {k: float(right[(test["error_type"] == k).to_numpy()].mean()) for k in kinds}
+        return out
+
+    def baselines(self, train: pd.DataFrame, seed: int, options: EducationOptions,
+                  features: list | None = None) -> dict[str, Any]:
+        """The rule a school would write first: answer equivalence by parsing (numbers, fractions, simple
+        expressions through sympy, a tolerance). It learns nothing from `train`."""
+        from verticals.education.equivalence import ParsingBaseline
+
+        return {"parsing_rule": ParsingBaseline(len(self.label_words), abs_tol=options.abs_tolerance)}
+
+    def plot(self, report: dict[str, Any], details: dict[str, Any], test: pd.DataFrame, out: Path) -> Path:
+        from verticals.education.plots import plot_report
+
+        probs = {name: np.asarray(d["probs_test"]) for name, d in details.items()}
+        thresholds = {a["name"]: a["metrics"].get("threshold", 0.5) for a in report["artifacts"]}
+        return plot_report(self, report, test, probs, thresholds, out)
+
+    def preset_path(self, preset: str) -> Path:
+        return _HERE / f"{preset}.yaml"
+
+
+def _kappa(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> float:
+    if len(np.unique(np.concatenate([y, pred]))) < 2:
+        return float("nan")  # undefined when one grade is all there is
+    return float(cohen_kappa_score(y, pred, labels=labels, weights="quadratic"))
+
+
+def parse_label(value: Any, options: EducationOptions) -> int:
+    """A record's label as 0..n-1 (raises ValueError with what is accepted)."""
+    if options.grading == "binary":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return int(value)
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return 1
+        if text in _FALSE:
+            return 0
+        raise ValueError(f"{value!r} is not a binary grade (correct/incorrect, true/false or 1/0)")
+    hint = (f"{value!r} is not a rubric score 0..{options.rubric_max} (for correct/incorrect labels set "
+            "template_options.grading: binary)")
+    if isinstance(value, bool):
+        raise ValueError(hint)
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(hint) from None
+    if score != int(score) or not 0 <= score <= options.rubric_max:
+        raise ValueError(hint)
+    return int(score)
+
+
+def read_records(path: Path, options: EducationOptions, max_problems: int = 20) -> pd.DataFrame:
+    """JSONL or CSV records -> a frame with columns + label (0..n-1) + the record's other fields."""
+    if not path.is_file():
+        raise DistillError(f"dataset {path} does not exist")
+    problems: list[str] = []
+    records: list[dict[str, Any]] = []
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        with open(path, encoding="utf-8") as fh:
+            raw = []
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    problems.append(f"line {lineno}: not valid JSON ({err.msg} at column {err.colno})")
+                    continue
+                if not isinstance(rec, dict):
+                    problems.append(f"line {lineno}: expected a JSON object, got {type(rec).__name__}")
+                    continue
+                raw.append((f"line {lineno}", rec))
+    elif path.suffix in (".csv", ".gz"):
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except Exception as err:  # pandas raises many kinds; all mean "unreadable"
+            raise DistillError(f"dataset {path}: cannot read it as CSV ({type(err).__name__}: {err})") from None
+        raw = [(f"row {i + 2}", rec) for i, rec in enumerate(df.to_dict("records"))]  # row 1 is the header
+    else:
+        raise DistillError(f"dataset {path}: expected .jsonl or .csv records")
+    for where, rec in raw:
+        bad = False
+        for field in ("question", "reference", "answer", "label"):
+            if field not in rec or rec[field] is None:
+                problems.append(f"{where}: field {field!r} is missing")
+                bad = True
+            elif field != "label" and not isinstance(rec[field], (str, int, float)):
+                problems.append(f"{where}: field {field!r} must be text, got {type(rec[field]).__name__}")
+                bad = True
+            elif field != "label" and not str(rec[field]).strip():
+                problems.append(f"{where}: field {field!r} is empty")
+                bad = True
+            elif field != "label" and len(str(rec[field])) > MAX_FIELD_CHARS:
+                problems.append(f"{where}: field {field!r} is longer than {MAX_FIELD_CHARS} characters")
+                bad = True
+        if not bad:
+            try:
+                label = parse_label(rec["label"], options)
+            except ValueError as err:
+                problems.append(f"{where}: field 'label': {err}")
+                continue
+            # other fields are kept as text (one type per column, whatever each record held)
+            extra = {k: None if v is None else v if isinstance(v, str) else json.dumps(v)
+                     for k, v in rec.items() if k not in ("question", "reference", "answer", "label")}
+            records.append({**extra, "question": str(rec["question"]), "reference": str(rec["reference"]),
+                            "answer": str(rec["answer"]), "label": label})
+    if problems:
+        more = f"\n  ... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
+        raise DistillError(f"dataset {path}: {len(problems)} bad record(s):\n  "
+                           + "\n  ".join(problems[:max_problems]) + more)
+    if not records:
+        raise DistillError(f"dataset {path}: no records")
+    return pd.DataFrame(records)
