@@ -67,3 +67,39 @@ def test_predict_reproduces_the_evaluations_greedy_completions(run_dir):
     out = Project.load(run_dir).predict(test, artifact="student-gguf-Q4_K_M")
     details = json.loads((run_dir / "evaluation" / "student-gguf-Q4_K_M.details.json").read_text())
     assert list(out["completion"]) == [g["text"] for g in details["greedy"]]
+
+
+def test_serve_answers_chat_completions_like_the_evaluation(run_dir):
+    """`distill serve` on the code student: an OpenAI chat completion of a test problem (the run's user
+    message, greedy, its stop string and token limit) is the completion the evaluation verified."""
+    import threading
+    import time
+
+    import openai
+    import pandas as pd
+    import uvicorn
+
+    from deployment.serving.server import ServedModel, create_app
+    from tests.deployment.test_serve import _free_port
+
+    served = ServedModel(run_dir, "student-gguf-Q4_K_M", threads=2, n_seq=2, kv_f32=False)  # as evaluated
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        test = pd.read_parquet(run_dir / "data" / "test.parquet")
+        message = served.run.prompts(test.head(1))[0]
+        cfg = served.run.config
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        out = client.chat.completions.create(model=served.name, messages=[{"role": "user", "content": message}],
+                                             temperature=0, max_tokens=cfg.evaluation.max_new_tokens,
+                                             stop=list(cfg.annotate.stop))
+        details = json.loads((run_dir / "evaluation" / "student-gguf-Q4_K_M.details.json").read_text())
+        assert out.choices[0].message.content == details["greedy"][0]["text"]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        served.close()

@@ -156,3 +156,18 @@ def test_a_full_queue_answers_503(fraud_tiny_run):
         assert s.request("POST", "/v1/completions", body)[0] == 200  # and it recovers
     finally:
         s.stop()
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(fraud_tiny_run):
+    s = Server(fraud_tiny_run, n_seq=2)
+    body = {"prompt": "$120 grocery store", "max_tokens": 48, "temperature": 1.0, "seed": 3}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(s.request, "POST", "/v1/completions", body)
+        while s.served.engine.stats["requests"] == 0:  # the request reached the engine
+            time.sleep(0.01)
+        s.uv.should_exit = True  # what SIGTERM / Ctrl-C does
+        status, out = pending.result(timeout=60)
+    s.thread.join(30)
+    assert not s.thread.is_alive()
+    assert status == 200 and out["usage"]["completion_tokens"] >= 1
+    s.served.close()

@@ -114,11 +114,11 @@ def test_scored_rows_are_written_by_suffix(tmp_path):
 
 
 def test_decisions_follow_the_threshold_for_two_labels():
-    from sdk.scoring import _decide, _prob_columns
+    from sdk.scoring import _prob_columns, decide_labels
     from verticals.fraud import FraudTemplate
 
     probs = np.array([[0.7, 0.3], [0.6, 0.4], [0.1, 0.9]])
-    assert _decide(FraudTemplate(), probs, 0.4, None) == [0, 1, 1]  # >= as the template's metrics count
+    assert decide_labels(FraudTemplate(), probs, 0.4, None) == [0, 1, 1]  # >= as the template's metrics count
     assert _prob_columns({0: " no", 1: " yes"}) == ["prob_no", "prob_yes"]
     assert _prob_columns({0: " A", 1: " A", 2: "?"}) == ["prob_0", "prob_1", "prob_2"]
 

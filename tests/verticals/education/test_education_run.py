@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import yaml
+
 from verticals.education.template import EducationOptions, EducationTemplate
 
 CLI = [sys.executable, "-m", "sdk.cli"]
@@ -26,9 +28,14 @@ def _records(path, n: int, seed: int = 5):
 
 def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     data = _records(tmp_path / "records.jsonl", 120)
-    out = subprocess.run([*CLI, "init", "education", tmp_path / "p", "--preset", "tiny", "--data", data],
-                         capture_output=True, text=True)
+    out = subprocess.run([*CLI, "init", "education", tmp_path / "p", "--preset", "tiny", "--data", data,
+                          "--set", "evaluation.student_torch=false"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+    # the suite's time: the teacher unadapted (adaptation is covered by fraud's run)
+    project = tmp_path / "p" / "project.yaml"
+    cfg = yaml.safe_load(project.read_text())
+    cfg["teacher"]["adapt"]["enabled"] = False
+    project.write_text(yaml.safe_dump(cfg))
     run = subprocess.run([*CLI, "run", tmp_path / "p" / "project.yaml", "--out", tmp_path / "run"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
