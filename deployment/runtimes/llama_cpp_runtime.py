@@ -1,7 +1,7 @@
 """llama.cpp runtime (llama-cpp-python). Prompts are scored from token ids with eval(); echo=True
 prompt logprobs were wrong in 0.3.x. Without logits_all, Llama.eval() no longer copies the last
 logits row into `scores`, so it is read with llama_get_logits_ith(ctx, -1).
-Generation steps tokens with eval() and a llama.cpp sampler chain (see _sampler_chain)."""
+Generation steps tokens with eval() and a llama.cpp sampler chain (see sampler_chain)."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ class LlamaCppRuntime:
         ids: list[int] = []
         text = b""
         ended = False
-        sampler = _sampler_chain(params, seed)
+        sampler = sampler_chain(params, seed)
         try:
             t0 = time.perf_counter()
             self.llm.reset()  # no KV-cache reuse from the previous prompt: every call (and its timing) starts cold
@@ -143,7 +143,7 @@ class LlamaCppRuntime:
         return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
 
 
-def _sampler_chain(params: GenerationParams, seed: int):
+def sampler_chain(params: GenerationParams, seed: int):
     """llama.cpp's own samplers, chained in transformers' order (temperature, then top-p, then draw) so
     temperature and top_p mean the same in every runtime. Built here rather than through Llama.generate(),
     whose chain adds top_k=40 and min_p=0.05 by default and applies top-p before temperature; stepping the
@@ -152,11 +152,11 @@ def _sampler_chain(params: GenerationParams, seed: int):
     sampler, an argmax with no penalties."""
     import llama_cpp
 
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    chain = llama_cpp.llamasampler_chain_init(llama_cpp.llamasampler_chain_default_params())
     if params.greedy:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
     else:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain

@@ -137,16 +137,6 @@ class LlamaCppEngine:
                  on_text: Callable[[str], None] | None = None) -> Generation:
         return self.submit(Job(tokens=list(tokens), params=params, on_text=on_text)).result()
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        data = text.encode("utf-8")
-        n = len(data) + 8
-        arr = (self._ll.llama_token * n)()
-        k = self._ll.llama_tokenize(self.vocab, data, len(data), arr, n, add_special, True)
-        if k < 0:
-            arr = (self._ll.llama_token * -k)()
-            k = self._ll.llama_tokenize(self.vocab, data, len(data), arr, -k, add_special, True)
-        return list(arr[:k])
-
     def detokenize(self, ids: Sequence[int]) -> bytes:
         out = b""
         buf = ctypes.create_string_buffer(64)
@@ -294,9 +284,9 @@ class LlamaCppEngine:
             return
         p = job.params
         if job.sampler is None:
-            from deployment.runtimes.llama_cpp_runtime import _sampler_chain
+            from deployment.runtimes.llama_cpp_runtime import sampler_chain
 
-            job.sampler = _sampler_chain(p, p.seed)
+            job.sampler = sampler_chain(p, p.seed)
             job.ttft = time.perf_counter() - job.submitted
         token = ll.llama_sampler_sample(job.sampler, self.ctx, index)
         ended = bool(ll.llama_vocab_is_eog(self.vocab, token))
@@ -308,8 +298,9 @@ class LlamaCppEngine:
             job.text += piece
             if job.on_text is not None:
                 job.on_text(piece.decode("utf-8", errors="replace"))
-            longest = max((len(s.encode()) for s in p.stop), default=0)
-            if any(s.encode() in job.text[max(0, seen - longest + 1):] for s in p.stop):
+            stops = [s.encode() for s in p.stop]
+            longest = max((len(s) for s in stops), default=0)
+            if any(s in job.text[max(0, seen - longest + 1):] for s in stops):
                 done = True
             elif len(job.generated) >= p.max_new_tokens:
                 done = True
