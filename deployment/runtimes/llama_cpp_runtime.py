@@ -152,11 +152,11 @@ def sampler_chain(params: GenerationParams, seed: int):
     sampler, an argmax with no penalties."""
     import llama_cpp
 
-    chain = llama_cpp.llamasampler_chain_init(llama_cpp.llamasampler_chain_default_params())
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     if params.greedy:
-        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
     else:
-        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        llama_cpp.llamasampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain
