@@ -3,12 +3,23 @@ own sequence of one llama.cpp context, and prompt prefixes already in the KV cac
 
 Why hand-rolled: llama-cpp-python's `Llama` decodes one sequence at a time and reuses only the previous
 call's prefix, and its server serialises requests behind a lock. llama.cpp itself supports many sequences
-per batch (`llama_batch` with a sequence id per token) and sharing KV cells between sequences
-(`llama_memory_seq_cp` in a unified KV cache): this module drives those C functions directly.
+per batch (`llama_batch` with a sequence id per token) and copying KV cells between sequences
+(`llama_memory_seq_cp`): this module drives those C functions directly.
+
+Exactness: a request's probabilities are those of the prompt evaluated alone (llama-cpp-python's `Llama`,
+the evaluation's runtime), whatever else is cached or decoded with it. ggml-cpu's results depend on where a
+token's KV cells sit and on the ubatch it is computed in: attention sums over the cells in SIMD lanes by
+cell index (softmax's sum, KQ·V in llamafile's tinyBLAS, ggml's vec_dot for a single token); the repacked
+matmuls (Q4_K) take a ubatch's rows by 4 (gemm) and the rest one by one (gemv); the generic Q6_K one
+rounds differently for fewer than 8 rows. The 8-bit quantisation of the next matmul's activations can turn
+such a last-bit difference into ~1e-2 in a label probability. Hence: a cache that is not unified (each
+sequence its own stream, its token at position p in cell p); each sequence in a ubatch of its own
+(`_chunks`); a reused prefix a multiple of _ALIGN tokens long and at least _MIN_ROWS prompt tokens decoded
+(`_place`); only cells of prompts decoded that way reused, not those of generated tokens (`_release`).
 
 One engine thread owns the context. Each step it takes the requests waiting in a bounded queue (a full
 queue is refused at once: `Overloaded`), finds for each the cached sequence with the longest common token
-prefix, shares those cells instead of evaluating them again, and decodes in one `llama_decode` call (split
+prefix, copies those cells instead of evaluating them again, and decodes in one `llama_decode` call (split
 at n_batch tokens) the new prompts' remaining tokens together with one token of every generation in
 progress (continuous batching). Scoring requests resolve after their prompt; generations after their
 end-of-generation token, a stop string or max_new_tokens. A finished sequence stays cached (its tokens
@@ -58,6 +69,13 @@ class Job:
     reused: int = 0  # prompt tokens whose KV came from the cache
 
 
+# a prompt's tokens are decoded in pieces that start at a multiple of _ALIGN (ggml-cpu's repack.cpp
+# forward_mul_mat: gemm over a ubatch's first rows by 4, gemv over the last n % 4) and hold _MIN_ROWS tokens
+# at least (a single token takes another attention path; Q6_K's matmul rounds differently below 8 rows),
+# as the prompt evaluated alone does (module docstring)
+_ALIGN, _MIN_ROWS = 4, 8
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -70,13 +88,15 @@ class LlamaCppEngine:
     def __init__(self, model_path: str, threads: int, n_seq: int = 32, n_ctx: int = 8192, n_batch: int = 512,
                  max_queue: int = 64, max_prompt_tokens: int = 1024, kv_f32: bool = False, flash_attn: int = 0,
                  prefix_cache: bool = True):
-        """n_seq: sequences decoded together at most (and cached); n_ctx: KV cells shared by all sequences
-        (a unified cache: cached prefixes are shared, not copied); max_queue: requests waiting beyond those
-        being decoded before new ones are refused."""
+        """n_seq: sequences decoded together at most (and cached); n_ctx: KV cells of all sequences
+        together, each sequence getting n_ctx / n_seq of them but at least max_prompt_tokens; max_queue:
+        requests waiting beyond those being decoded before new ones are refused."""
         import logging
 
         import llama_cpp
 
+        if n_batch < 2 * _MIN_ROWS:
+            raise ValueError(f"n_batch must be {2 * _MIN_ROWS} at least")
         self._ll = llama_cpp
         # llama.cpp's log goes through llama-cpp-python's logger: errors only (as Llama(verbose=False))
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
@@ -86,10 +106,13 @@ class LlamaCppEngine:
         if not self.model:
             raise ValueError(f"llama.cpp cannot load {model_path}")
         cparams = llama_cpp.llama_context_default_params()
+        per_seq = max(n_ctx // n_seq, max_prompt_tokens)
+        n_ctx = per_seq * n_seq
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
         cparams.n_seq_max = n_seq
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.kv_unified = True
+        # one stream of cells per sequence: results do not depend on what else is cached (module docstring)
+        cparams.kv_unified = False
         cparams.no_perf = True
         # as llama-cpp-python's Llama (the evaluation's runtime): its default is off, llama.cpp's is "auto"
         cparams.flash_attn_type = flash_attn
@@ -197,15 +220,17 @@ class LlamaCppEngine:
             active = [j for j in active + started if j.params is not None and not j.future.done()]
 
     def _place(self, job: Job) -> None:
-        """A sequence for the job, sharing the cells of the longest cached prefix of its prompt (the source
-        stays cached, so requests of one step that share a prefix all share it)."""
+        """A sequence for the job, with a copy of the cells of the longest cached prefix of its prompt (the
+        source stays cached, so requests of one step that share a prefix all reuse it)."""
         ll = self._ll
         best, best_len = None, 0
         for seq, toks in self.cached.items() if self.prefix_cache else ():
             n = _common_prefix(job.tokens, toks)
             if n > best_len:
                 best, best_len = seq, n
-        reuse = min(best_len, len(job.tokens) - 1)  # at least one token decoded: its logits are the answer
+        # a multiple of _ALIGN, and _MIN_ROWS tokens decoded at least (all of a shorter prompt): the last one's
+        # logits are the answer, computed as when the prompt is evaluated alone (module docstring)
+        reuse = max(0, min(best_len, len(job.tokens) - _MIN_ROWS)) // _ALIGN * _ALIGN
         if self.free:
             seq = self.free.pop()
         else:  # the least recently used idle sequence other than the prefix source
@@ -219,7 +244,9 @@ class LlamaCppEngine:
         else:
             ll.llama_memory_seq_rm(self.mem, seq, -1, -1)
             if best is not None and reuse > 0:
-                ll.llama_memory_seq_cp(self.mem, best, seq, 0, reuse)  # shared cells: nothing is copied
+                # across streams llama.cpp copies whole streams only (at the next decode): copy, then cut
+                ll.llama_memory_seq_cp(self.mem, best, seq, -1, -1)
+                ll.llama_memory_seq_rm(self.mem, seq, reuse, -1)
                 self.cached.move_to_end(best)
             else:
                 reuse = 0
@@ -239,12 +266,35 @@ class LlamaCppEngine:
         if not entries:
             return
         self.stats["batched_jobs"] += len(started) + len(active)
-        for lo in range(0, len(entries), self.n_batch):
-            chunk = entries[lo: lo + self.n_batch]
+        for chunk in self._chunks(entries):
             self._decode(chunk)
             for i, (job, _, pos, wants) in enumerate(chunk):
                 if wants:
                     self._after_logits(job, i, pos)
+
+    def _chunks(self, entries: list[tuple[Job, int, int, bool]]) -> list[list[tuple[Job, int, int, bool]]]:
+        """The entries in llama_decode calls of at most n_batch tokens, sequences in decreasing id order: with
+        a cache that is not unified llama.cpp puts only consecutive increasing sequence ids in one ubatch (with
+        as many tokens each), so every sequence gets a ubatch of its own, all its tokens as when evaluated alone.
+        A job is split only when longer than n_batch, into pieces of a multiple of _ALIGN tokens, of _MIN_ROWS
+        at least."""
+        by_job: dict[int, list[tuple[Job, int, int, bool]]] = {}
+        for e in entries:
+            by_job.setdefault(id(e[0]), []).append(e)
+        pieces = []
+        size = self.n_batch // _ALIGN * _ALIGN
+        for group in sorted(by_job.values(), key=lambda g: -g[0][0].seq):
+            cuts = list(range(0, len(group), size))
+            if len(cuts) > 1 and len(group) - cuts[-1] < _MIN_ROWS:
+                cuts[-1] -= _MIN_ROWS
+            pieces += [group[a:b] for a, b in zip(cuts, cuts[1:] + [len(group)])]
+        chunks: list[list[tuple[Job, int, int, bool]]] = []
+        for piece in pieces:
+            if chunks and len(chunks[-1]) + len(piece) <= self.n_batch:
+                chunks[-1] += piece
+            else:
+                chunks.append(list(piece))
+        return chunks
 
     def _decode(self, chunk: list[tuple[Job, int, int, bool]]) -> None:
         ll, b = self._ll, self.batch
@@ -311,16 +361,17 @@ class LlamaCppEngine:
             job.sampler = None
             gen = finish_generation(job.generated, lambda ids: self.detokenize(ids).decode("utf-8", "replace"),
                                     p.stop, ended, job.ttft, time.perf_counter() - job.submitted)
-            self._release(job, keep=True, n_cells=job.pos)
+            self._release(job, keep=True)
             job.future.set_result(gen)
 
-    def _release(self, job: Job, keep: bool, n_cells: int | None = None) -> None:
-        """The job's sequence becomes an idle cache entry (its tokens known) or is freed."""
+    def _release(self, job: Job, keep: bool) -> None:
+        """The job's sequence becomes an idle cache entry (its tokens known) or is freed. Only the cells of
+        a prompt of _MIN_ROWS tokens at least are offered for reuse: those of a shorter one, and those of
+        generated tokens (decoded one at a time), were computed otherwise than in a longer prompt."""
         if job.seq < 0 or job.seq in self.cached or job.seq in self.free:
             return
         if keep:
-            tokens = job.tokens if job.params is None else (job.tokens + job.generated)[: n_cells]
-            self.cached[job.seq] = list(tokens)
+            self.cached[job.seq] = list(job.tokens) if len(job.tokens) >= _MIN_ROWS else []
         else:
             self._ll.llama_memory_seq_rm(self.mem, job.seq, -1, -1)
             self.free.append(job.seq)

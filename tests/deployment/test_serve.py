@@ -94,8 +94,12 @@ def test_concurrent_decisions_match_the_in_process_runtime(server):
     labels = decide_labels(served.template, expected, served.run.threshold(served.name), served.run.options)
     for (_, a), label in zip(answers, labels):
         assert a["label"] == label and a["model"] == served.name and "@" in a["version"]
-    stats = server.request("GET", "/health")[1]["stats"]
-    assert stats["reused_tokens"] > 0  # the prompts share their first tokens, decoded once
+    # the same record again: its prompt's KV cells come from the cache (all but its last few tokens), and
+    # its probabilities are still those of the prompt evaluated alone
+    before = server.request("GET", "/health")[1]["stats"]["reused_tokens"]
+    status, again = server.request("POST", "/v1/decide", records[3])
+    assert status == 200 and again["probabilities"] == answers[3][1]["probabilities"]
+    assert server.request("GET", "/health")[1]["stats"]["reused_tokens"] > before
 
 
 def test_openai_client_completions_and_chat_match_greedy_runtime(server):
