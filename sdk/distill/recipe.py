@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,21 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _length_grouped(lengths: Sequence[int], batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of examples of similar length (transformers' group_by_length): a random
+    permutation cut into windows of 32 batches, each window sorted by length and cut into batches, the
+    batches shuffled. A batch is padded to its longest example, so this computes less padding, while
+    batches stay random in content and order."""
+    perm = torch.randperm(len(lengths), generator=gen)
+    lens = torch.as_tensor(list(lengths))
+    window = 32 * batch_size
+    batches = []
+    for lo in range(0, len(perm), window):
+        part = perm[lo: lo + window]
+        batches += list(part[torch.argsort(lens[part], descending=True, stable=True)].split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 BatchLoss = Callable[[torch.nn.Module, list[int]], torch.Tensor]
 
 
@@ -91,11 +106,13 @@ def train(
     seed: int,
     checkpoint_dir: Path,
     desc: str = "train",
+    lengths: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
     batch_loss(model, idx) -> the loss of examples idx; evaluate(model) -> validation metric, higher is
-    better.
+    better. lengths: the examples' token counts, to batch examples of similar length together (a batch is
+    padded to its longest example).
     """
     # --- setup
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +125,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
     gen = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(n_examples, generator=gen) for _ in range(math.ceil(max_epochs) + 1)])
+    if lengths is None:
+        order = torch.cat([torch.randperm(n_examples, generator=gen) for _ in range(math.ceil(max_epochs) + 1)])
+        batch_at = lambda s: order[s * batch_size: (s + 1) * batch_size].tolist()  # noqa: E731
+    else:
+        grouped = [b for _ in range(math.ceil(max_epochs) + 1) for b in _length_grouped(lengths, batch_size, gen)]
+        batch_at = lambda s: grouped[s].tolist()  # noqa: E731
     step, best, best_step, bad_checks, history = 0, -math.inf, -1, 0, []
     best_state = _trainable_state(model)
     if ckpt_path.is_file():  # resume an interrupted run exactly where its last check left it
@@ -128,7 +150,7 @@ def train(
     running = None
     stopped_early = bad_checks >= patience  # a resumed run that had already stopped
     while step < total_steps and not stopped_early:
-        idx = order[step * batch_size: (step + 1) * batch_size].tolist()
+        idx = batch_at(step)
         loss = batch_loss(model, idx)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -149,14 +149,32 @@ def _distill_decision(ctx: Context, student, tok):
     ann = run_dir.read_torch("annotations/train_topk.pt")
     targets = {"target": torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]]), **ann}
     val = decision_val_subset(parts["val"], c.seed)
-    evaluate = decision_metric(ctx.template, ctx.options,
-                               token_forward([prompts["val"][i] for i in val.index], tok.pad_token_id),
-                               val["label"].to_numpy(), label_ids, c.evaluation.batch_size)
+    seqs, val_seqs = prompts["train"], [prompts["val"][i] for i in val.index]
+    start = _frozen_start(ctx, student)
+    if start:  # frozen bottom layers: run them once, train the layers above on their cached output
+        size = (len(seqs) + len(val_seqs)) * max(map(len, seqs + val_seqs)) * student.config.hidden_size * 4
+        if size > CACHE_MAX_BYTES:
+            print(f"[distill] a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
+            start = 0
+    if start:
+        from sdk.distill.frozen_prefix import cache_hidden_states, cached_forward, top_view
+
+        bs = c.evaluation.batch_size
+        train_fwd = cached_forward(cache_hidden_states(student, seqs, start, tok.pad_token_id, bs,
+                                                       desc=f"cache frozen layers 0-{start - 1}"))
+        val_fwd = cached_forward(cache_hidden_states(student, val_seqs, start, tok.pad_token_id, bs, desc=None))
+        trained = top_view(student, start)
+    else:
+        train_fwd, val_fwd = token_forward(seqs, tok.pad_token_id), token_forward(val_seqs, tok.pad_token_id)
+        trained = student
+    evaluate = decision_metric(ctx.template, ctx.options, val_fwd, val["label"].to_numpy(), label_ids,
+                               c.evaluation.batch_size)
     student.train()
-    return train(student, decision_batch_loss(token_forward(prompts["train"], tok.pad_token_id), targets, loss_fn),
+    return train(trained, decision_batch_loss(train_fwd, targets, loss_fn),
                  len(prompts["train"]), evaluate, lr=d.lr, batch_size=d.batch_size, max_epochs=d.max_epochs,
                  eval_every=d.eval_every, patience=d.patience, seed=c.seed,
-                 checkpoint_dir=run_dir.checkpoint_dir("distill", ctx.key), desc="distill student")
+                 checkpoint_dir=run_dir.checkpoint_dir("distill", ctx.key), desc="distill student",
+                 lengths=[len(x) for x in seqs])
 
 
 def _generation_data(ctx: Context) -> dict[str, Any]:

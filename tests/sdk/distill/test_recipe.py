@@ -92,3 +92,27 @@ def test_resumed_training_logs_each_step_once(tiny_llama, tmp_path):
     steps = [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()
              if "loss" in json.loads(x)]
     assert steps == list(range(1, 9))
+
+
+def test_length_grouped_batches_cover_every_example_once_and_pad_less():
+    from sdk.distill.recipe import _length_grouped
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 200, (1000,), generator=torch.Generator().manual_seed(1)).tolist()
+    batches = _length_grouped(lengths, 16, gen)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert len(batches) == 63 and sorted(len(b) for b in batches)[0] == 1000 % 16
+    lens = torch.tensor(lengths)
+    padded = sum(int(lens[b].max()) * len(b) for b in batches)
+    plain = sum(int(lens[b].max()) * len(b) for b in torch.randperm(1000, generator=gen).split(16))
+    assert padded < 0.75 * plain  # batches of similar lengths: less padding computed
+    assert _length_grouped(lengths, 16, torch.Generator().manual_seed(0))[0].tolist() == batches[0].tolist()
+
+
+def test_training_with_lengths_learns_the_labels(tiny_llama, tmp_path):
+    tok, model, seqs, label_ids, target = _setup(tiny_llama)
+    fwd = token_forward(seqs, tok.pad_token_id)
+    res = train(model, decision_batch_loss(fwd, {"target": target}, TaskCrossEntropy()), len(seqs),
+                lambda m: _accuracy(m, fwd, label_ids), lr=3e-3, batch_size=4, max_epochs=6, eval_every=4,
+                patience=50, seed=0, checkpoint_dir=tmp_path, lengths=[len(s) for s in seqs])
+    assert res.best_metric == 1.0 and res.steps == 24
