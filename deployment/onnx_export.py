@@ -1,0 +1,118 @@
+"""ONNX graphs of a Hugging Face causal LM student, exported with torch.onnx's dynamo exporter.
+
+Two graphs, as the two task shapes need them:
+- decision: (input_ids, attention_mask) -> logits at the last position only ([batch, vocab]); prompts are
+  left-padded, so the last position is every row's answer position;
+- generation step: (input_ids, attention_mask, position_ids, past_key_values.{i}.key/value) -> (logits at the
+  last position, present.{i}.key/value): one graph for the prompt (empty past) and for each decoded token.
+
+Why the wrappers: a bare LlamaForCausalLM returns a CausalLMOutputWithPast holding a transformers Cache
+object; the wrappers pick the outputs and turn the cache into flat tensors with stable names (the layout
+of onnxruntime-genai and optimum). optimum-onnx does not support transformers 5 (it pins <4.58), hence
+torch.onnx directly (docs/notes/issue8-onnx-quantization-research.md).
+
+Not yet wired into the export stage (issue 8: exporters behind one protocol); used by the parity tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class DecisionGraph(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+
+class GenerationStep(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)])
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1, :], *present)
+
+
+def kv_shape(config) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dim) of a llama-family config."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or heads, head_dim
+
+
+def past_names(n_layers: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+
+
+def export_decision(model: torch.nn.Module, path: str | Path) -> Path:
+    """The decision graph of `model` (fp32, eval mode) in one .onnx file."""
+    path = Path(path)
+    vocab = model.config.vocab_size
+    # example sizes must not be 0 or 1: torch.export would specialise those dimensions
+    ids = torch.randint(0, vocab, (2, 8))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    torch.onnx.export(DecisionGraph(model.eval()).eval(), (ids, mask), str(path), dynamo=True, external_data=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                      verbose=False)
+    return path
+
+
+def export_generation(model: torch.nn.Module, path: str | Path) -> Path:
+    """The generation-step graph of `model` with flat past/present key-value tensors in one .onnx file."""
+    path = Path(path)
+    n_layers, kv_heads, head_dim = kv_shape(model.config)
+    names = past_names(n_layers)
+    past = [torch.randn(2, kv_heads, 5, head_dim) for _ in names]
+    ids = torch.randint(0, model.config.vocab_size, (2, 3))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    positions = torch.arange(5, 8).expand(2, 3)
+    batch, past_len, seq, total = (torch.export.Dim(n) for n in ("batch", "past", "seq", "total"))
+    # the mask spans past + new tokens; torch.export cannot add Dims, so its length is a Dim of its own
+    torch.onnx.export(GenerationStep(model.eval()).eval(), (ids, mask, positions, *past), str(path), dynamo=True,
+                      external_data=False, input_names=["input_ids", "attention_mask", "position_ids", *names],
+                      output_names=["logits", *[n.replace("past_key_values", "present") for n in names]],
+                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total},
+                                      "position_ids": {0: batch, 1: seq},
+                                      "past": tuple({0: batch, 2: past_len} for _ in names)},
+                      verbose=False)
+    return path
+
+
+def greedy_onnx(session, config, prompt: list[int], steps: int) -> list[int]:
+    """Greedy tokens from the generation-step graph: the prompt from an empty past, then one token a step."""
+    import numpy as np
+
+    n_layers, kv_heads, head_dim = kv_shape(config)
+    names = past_names(n_layers)
+    past = {n: np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32) for n in names}
+    ids = np.array([prompt], dtype=np.int64)
+    out: list[int] = []
+    length = 0
+    for _ in range(steps):
+        positions = np.arange(length, length + ids.shape[1], dtype=np.int64)[None, :]
+        length += ids.shape[1]
+        feeds = {"input_ids": ids, "attention_mask": np.ones((1, length), dtype=np.int64),
+                 "position_ids": positions, **past}
+        logits, *present = session.run(None, feeds)
+        past = dict(zip(names, present))
+        token = int(logits[0].argmax())
+        out.append(token)
+        ids = np.array([[token]], dtype=np.int64)
+    return out
