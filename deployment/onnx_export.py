@@ -116,3 +116,30 @@ def greedy_onnx(session, config, prompt: list[int], steps: int) -> list[int]:
         out.append(token)
         ids = np.array([[token]], dtype=np.int64)
     return out
+
+
+def export_folder(student_dir: str | Path, out_dir: str | Path, generation: bool = True) -> Path:
+    """A folder onnxruntime can run on its own: decision.onnx, generation.onnx (when `generation`), the
+    student's config.json, generation_config.json and tokenizer files. Written to a temporary folder first
+    and moved into place, so a failed export leaves nothing half-written."""
+    import os
+    import shutil
+
+    from sdk.models import load_causal_lm
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model, tok = load_causal_lm(str(student_dir))
+    model = model.float().eval()
+    export_decision(model, tmp / "decision.onnx")
+    if generation:
+        export_generation(model, tmp / "generation.onnx")
+    model.config.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir

@@ -53,8 +53,14 @@ def _openai(spec: dict[str, Any]) -> Runtime:
     return OpenAIRuntime(**spec)
 
 
+def _onnx(spec: dict[str, Any]) -> Runtime:
+    from deployment.runtimes.onnx_runtime import OnnxRuntime
+
+    return OnnxRuntime(**spec)
+
+
 # format -> constructor; the edge registry of runtimes
-RUNTIMES = {"torch": _torch, "gguf": _llama_cpp, "openai": _openai}
+RUNTIMES = {"torch": _torch, "gguf": _llama_cpp, "openai": _openai, "onnx": _onnx}
 # formats whose runtime takes the template's prompt texts (it tokenises itself), not the run's token ids
 TEXT_FORMATS = frozenset({"openai"})
 

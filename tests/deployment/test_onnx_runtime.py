@@ -1,0 +1,46 @@
+"""The onnxruntime runtime over an exported folder, against the torch runtime on the same tiny student:
+label probabilities within 1e-4, the same greedy completion, the providers that ran reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(tiny_llama, tmp_path_factory):
+    from deployment.onnx_export import export_folder
+
+    return export_folder(tiny_llama, tmp_path_factory.mktemp("onnx") / "student-onnx")
+
+
+def test_scores_and_greedy_completion_match_the_torch_runtime(tiny_llama, onnx_folder):
+    from deployment.runtimes import RUNTIMES
+    from deployment.runtimes.generation import GenerationParams
+    from deployment.runtimes.torch_runtime import TorchRuntime
+
+    ort_rt = RUNTIMES["onnx"]({"model": str(onnx_folder), "threads": 2})
+    torch_rt = TorchRuntime(str(tiny_llama), threads=2)
+    assert ort_rt.providers == ["CPUExecutionProvider"]
+    tok = torch_rt.tok
+    seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no", "$3 gift_cards online 02h RU, "
+                                          "account 4d, new device, 9 tx/h. Fraud?"]]
+    labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
+    got, ref = ort_rt.score(seqs, labels), torch_rt.score(seqs, labels)
+    assert got.shape == (3, 2) and np.abs(got - ref).max() < 1e-4
+    assert np.abs(ort_rt.score_one(seqs[2], labels) - ref[2]).max() < 1e-4
+    params = GenerationParams(max_new_tokens=20)
+    a, b = ort_rt.generate_one(seqs[0], params), torch_rt.generate_one(seqs[0], params)
+    assert a.token_ids == b.token_ids and a.text == b.text and a.finish == b.finish
+    with pytest.raises(ValueError, match="greedily"):
+        ort_rt.generate_one(seqs[0], GenerationParams(max_new_tokens=4, temperature=0.7))
+
+
+def test_a_folder_without_the_graph_is_refused_naming_it(tmp_path):
+    from deployment.runtimes.onnx_runtime import OnnxRuntime
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        OnnxRuntime(str(tmp_path))
