@@ -16,6 +16,7 @@ Not yet wired into the export stage (issue 8: exporters behind one protocol); us
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -139,6 +140,44 @@ def export_folder(student_dir: str | Path, out_dir: str | Path, generation: bool
     model.config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def nodes_in_scope(model, scope: str, ops: Sequence[str] = ("MatMul", "Gemm")) -> list[str]:
+    """Names of the `ops` nodes that torch.onnx's dynamo exporter made from a module whose path contains
+    `scope` (e.g. "lm_head"). Its node names are generic (node_linear_42): the module path is only in
+    each node's `pkg.torch.onnx.name_scopes` metadata."""
+    out = []
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        if node.op_type in ops and scope in meta.get("pkg.torch.onnx.name_scopes", ""):
+            out.append(node.name)
+    return out
+
+
+def quantize_int8(folder: str | Path, out_dir: str | Path, keep_float: Sequence[str] = ("lm_head",)) -> Path:
+    """A copy of an exported folder whose graphs have dynamic INT8 MatMuls (onnxruntime.quantization):
+    weights per output channel with reduce_range (7-bit: without it, u8 x s8 products saturate on CPUs
+    without VNNI and quality drops; docs/notes/issue8-onnx-quantization-research.md), activations quantised
+    per batch at run time; MatMuls of the `keep_float` modules stay fp32 (the output head)."""
+    import os
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder, out_dir = Path(folder), Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns("*.onnx"))
+    for graph in sorted(folder.glob("*.onnx")):
+        model = onnx.load(str(graph))
+        kept = [n for scope in keep_float for n in nodes_in_scope(model, scope)]
+        quantize_dynamic(str(graph), str(tmp / graph.name), op_types_to_quantize=["MatMul"], per_channel=True,
+                         reduce_range=True, weight_type=QuantType.QInt8, nodes_to_exclude=kept)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -44,3 +44,24 @@ def test_a_folder_without_the_graph_is_refused_naming_it(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         OnnxRuntime(str(tmp_path))
+
+
+def test_int8_folder_keeps_the_head_float_and_stays_close(tiny_llama, onnx_folder, tmp_path):
+    import onnx
+
+    from deployment.onnx_export import nodes_in_scope, quantize_int8
+    from deployment.runtimes.onnx_runtime import OnnxRuntime
+
+    q = quantize_int8(onnx_folder, tmp_path / "int8")
+    graph = onnx.load(str(q / "decision.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # the body is quantised
+    head = nodes_in_scope(graph, "lm_head")
+    assert head and all(n.op_type == "MatMul" for n in graph.graph.node if n.name in head)  # the head is not
+    assert (q / "decision.onnx").stat().st_size < (onnx_folder / "decision.onnx").stat().st_size
+    fp32, int8 = OnnxRuntime(str(onnx_folder)), OnnxRuntime(str(q))
+    tok = fp32.tok
+    seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no yes", "account device store"]]
+    labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
+    diff = np.abs(int8.score(seqs, labels) - fp32.score(seqs, labels)).max()
+    assert 0 < diff < 0.1  # quantised (not identical), yet close on this random model
