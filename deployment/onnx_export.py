@@ -158,16 +158,13 @@ def nodes_in_scope(model, scope: str, ops: Sequence[str] = ("MatMul", "Gemm")) -
     return out
 
 
-def quantize_int8(folder: str | Path, out_dir: str | Path, keep_float: Sequence[str] = ("lm_head",)) -> Path:
-    """A copy of an exported folder whose graphs have dynamic INT8 MatMuls (onnxruntime.quantization):
-    weights per output channel with reduce_range (7-bit: without it, u8 x s8 products saturate on CPUs
-    without VNNI and quality drops; docs/notes/issue8-onnx-quantization-research.md), activations quantised
-    per batch at run time; MatMuls of the `keep_float` modules stay fp32 (the output head)."""
+def _rewrite_graphs(folder: str | Path, out_dir: str | Path, keep_float: Sequence[str], rewrite) -> Path:
+    """A copy of an exported folder with each graph passed through rewrite(src, dst, kept_node_names),
+    written to a temporary folder and moved into place (a failure leaves nothing half-written)."""
     import os
     import shutil
 
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder, out_dir = Path(folder), Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -175,10 +172,42 @@ def quantize_int8(folder: str | Path, out_dir: str | Path, keep_float: Sequence[
     shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns("*.onnx"))
     for graph in sorted(folder.glob("*.onnx")):
         model = onnx.load(str(graph))
-        kept = [n for scope in keep_float for n in nodes_in_scope(model, scope)]
-        quantize_dynamic(str(graph), str(tmp / graph.name), op_types_to_quantize=["MatMul"], per_channel=True,
-                         reduce_range=True, weight_type=QuantType.QInt8, nodes_to_exclude=kept)
+        rewrite(graph, tmp / graph.name, [n for scope in keep_float for n in nodes_in_scope(model, scope)])
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def quantize_int8(folder: str | Path, out_dir: str | Path, keep_float: Sequence[str] = ("lm_head",)) -> Path:
+    """A copy of an exported folder whose graphs have dynamic INT8 MatMuls (onnxruntime.quantization):
+    weights per output channel with reduce_range (7-bit: without it, u8 x s8 products saturate on CPUs
+    without VNNI and quality drops; docs/notes/issue8-onnx-quantization-research.md), activations quantised
+    per batch at run time; MatMuls of the `keep_float` modules stay fp32 (the output head)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def rewrite(src: Path, dst: Path, kept: list[str]) -> None:
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True,
+                         reduce_range=True, weight_type=QuantType.QInt8, nodes_to_exclude=kept)
+
+    return _rewrite_graphs(folder, out_dir, keep_float, rewrite)
+
+
+def quantize_int4(folder: str | Path, out_dir: str | Path, block_size: int = 32,
+                  keep_float: Sequence[str] = ("lm_head",), accuracy_level: int | None = None) -> Path:
+    """A copy of an exported folder with 4-bit weight-only MatMuls (W4A16: onnxruntime's MatMulNBits,
+    asymmetric blocks of `block_size` along the input dimension); the `keep_float` modules stay fp32: a
+    4-bit head is a known cause of degraded output (onnxruntime#24384). accuracy_level None computes in
+    fp32; 4 (int8 activations) is faster on CPU but flips argmaxes on some models (onnxruntime#29849)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    def rewrite(src: Path, dst: Path, kept: list[str]) -> None:
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=False,
+                                         accuracy_level=accuracy_level, nodes_to_exclude=kept,
+                                         quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+
+    return _rewrite_graphs(folder, out_dir, keep_float, rewrite)

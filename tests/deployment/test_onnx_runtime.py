@@ -65,3 +65,26 @@ def test_int8_folder_keeps_the_head_float_and_stays_close(tiny_llama, onnx_folde
     labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
     diff = np.abs(int8.score(seqs, labels) - fp32.score(seqs, labels)).max()
     assert 0 < diff < 0.1  # quantised (not identical), yet close on this random model
+
+
+def test_int4_folder_uses_matmulnbits_and_still_generates(tiny_llama, onnx_folder, tmp_path):
+    import onnx
+
+    from deployment.onnx_export import nodes_in_scope, quantize_int4
+    from deployment.runtimes.generation import GenerationParams
+    from deployment.runtimes.onnx_runtime import OnnxRuntime
+
+    q = quantize_int4(onnx_folder, tmp_path / "int4")
+    for name in ("decision.onnx", "generation.onnx"):
+        graph = onnx.load(str(q / name))
+        assert "MatMulNBits" in [n.op_type for n in graph.graph.node]
+        head = nodes_in_scope(graph, "lm_head")
+        assert head and all(n.op_type == "MatMul" for n in graph.graph.node if n.name in head)
+    fp32, int4 = OnnxRuntime(str(onnx_folder)), OnnxRuntime(str(q))
+    tok = fp32.tok
+    seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no yes", "account device store"]]
+    labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
+    diff = np.abs(int4.score(seqs, labels) - fp32.score(seqs, labels)).max()
+    assert 0 < diff < 0.3  # 4-bit weights of a random model: a worst case, still near
+    gen = int4.generate_one(seqs[0], GenerationParams(max_new_tokens=8))
+    assert 1 <= len(gen.token_ids) <= 8 or gen.finish == "stop"
