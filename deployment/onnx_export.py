@@ -11,7 +11,7 @@ object; the wrappers pick the outputs and turn the cache into flat tensors with 
 of onnxruntime-genai and optimum). optimum-onnx does not support transformers 5 (it pins <4.58), hence
 torch.onnx directly (docs/notes/issue8-onnx-quantization-research.md).
 
-Not yet wired into the export stage (issue 8: exporters behind one protocol); used by the parity tests.
+Not yet wired into the export stage (issue 8: exporters behind one protocol); used by the parity tests and deployment.runtimes.onnx_runtime.
 """
 
 from __future__ import annotations
@@ -94,29 +94,6 @@ def export_generation(model: torch.nn.Module, path: str | Path) -> Path:
                                       "past": tuple({0: batch, 2: past_len} for _ in names)},
                       verbose=False)
     return path
-
-
-def greedy_onnx(session, config, prompt: list[int], steps: int) -> list[int]:
-    """Greedy tokens from the generation-step graph: the prompt from an empty past, then one token a step."""
-    import numpy as np
-
-    n_layers, kv_heads, head_dim = kv_shape(config)
-    names = past_names(n_layers)
-    past = {n: np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32) for n in names}
-    ids = np.array([prompt], dtype=np.int64)
-    out: list[int] = []
-    length = 0
-    for _ in range(steps):
-        positions = np.arange(length, length + ids.shape[1], dtype=np.int64)[None, :]
-        length += ids.shape[1]
-        feeds = {"input_ids": ids, "attention_mask": np.ones((1, length), dtype=np.int64),
-                 "position_ids": positions, **past}
-        logits, *present = session.run(None, feeds)
-        past = dict(zip(names, present))
-        token = int(logits[0].argmax())
-        out.append(token)
-        ids = np.array([[token]], dtype=np.int64)
-    return out
 
 
 def export_folder(student_dir: str | Path, out_dir: str | Path, generation: bool = True) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 from sdk.errors import DistillError
 from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
-from sdk.stages.common import decision_metric, decision_val_subset, describe
+from sdk.stages.common import decision_forwards, decision_metric, decision_val_subset, describe
 
 
 def inputs(ctx: Context) -> Any:
@@ -76,8 +76,6 @@ def _adapt_decision(ctx: Context, peft_model, tok, start: int):
     """Cross-entropy on the answer word; the frozen bottom layers run once (frozen-prefix cache)."""
     import torch
 
-    from sdk.distill.batching import token_forward
-    from sdk.distill.frozen_prefix import cache_hidden_states, cached_forward, top_view
     from sdk.distill.losses import TaskCrossEntropy
     from sdk.distill.recipe import decision_batch_loss, train
 
@@ -88,13 +86,9 @@ def _adapt_decision(ctx: Context, peft_model, tok, start: int):
     seqs = prompts["train"]
     val = decision_val_subset(parts["val"], c.seed)
     val_seqs = [prompts["val"][i] for i in val.index]
-    if start > 0:  # frozen bottom layers: run them once, train the top on their cached output
-        train_fwd = cached_forward(cache_hidden_states(peft_model, seqs, start, tok.pad_token_id, a.batch_size))
-        val_fwd = cached_forward(cache_hidden_states(peft_model, val_seqs, start, tok.pad_token_id, a.batch_size))
-        trained = top_view(peft_model, start)
-    else:
-        train_fwd, val_fwd = token_forward(seqs, tok.pad_token_id), token_forward(val_seqs, tok.pad_token_id)
-        trained = peft_model
+    # frozen bottom layers: run once, the adapted top trains on their cached output
+    train_fwd, val_fwd, trained = decision_forwards(peft_model, seqs, val_seqs, start, tok.pad_token_id,
+                                                    a.batch_size)
     target = torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]])
     evaluate = decision_metric(ctx.template, ctx.options, val_fwd, val["label"].to_numpy(), label_ids,
                                c.evaluation.batch_size)

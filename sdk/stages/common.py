@@ -49,6 +49,22 @@ def decision_metric(template, options, forward, y: np.ndarray, label_ids: list[i
     return evaluate
 
 
+def decision_forwards(model, seqs: list[list[int]], val_seqs: list[list[int]], start: int, pad_id: int,
+                      batch_size: int):
+    """(train_forward, val_forward, trained_module) for decision training. With `start` frozen bottom layers
+    their output is computed once per prompt and the layers above train on that cache (`top_view`), so a
+    step costs only the trained layers; start 0 runs the whole model every step."""
+    from sdk.distill.batching import token_forward
+    from sdk.distill.frozen_prefix import cache_hidden_states, cached_forward, top_view
+
+    if not start:
+        return token_forward(seqs, pad_id), token_forward(val_seqs, pad_id), model
+    train_fwd = cached_forward(cache_hidden_states(model, seqs, start, pad_id, batch_size,
+                                                   desc=f"cache frozen layers 0-{start - 1}"))
+    val_fwd = cached_forward(cache_hidden_states(model, val_seqs, start, pad_id, batch_size, desc=None))
+    return train_fwd, val_fwd, top_view(model, start)
+
+
 def describe(res: Any) -> str:
     return (f"best val {res.best_metric:.4f} at step {res.best_step}/{res.steps}"
             f"{' (early stop)' if res.stopped_early else ''}")

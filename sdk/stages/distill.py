@@ -22,7 +22,7 @@ from typing import Any
 from sdk.errors import DistillError
 from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
-from sdk.stages.common import decision_metric, decision_val_subset, describe, load_teacher
+from sdk.stages.common import decision_forwards, decision_metric, decision_val_subset, describe, load_teacher
 
 SEQKD_DIR = "student-seqkd"
 CACHE_MAX_BYTES = 8 << 30  # a larger frozen-layer cache would crowd RAM: train uncached instead
@@ -137,7 +137,6 @@ class _Res:
 def _distill_decision(ctx: Context, student, tok):
     import torch
 
-    from sdk.distill.batching import token_forward
     from sdk.distill.recipe import decision_batch_loss, train
     from sdk.registry import LOSSES, load
 
@@ -150,23 +149,11 @@ def _distill_decision(ctx: Context, student, tok):
     targets = {"target": torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]]), **ann}
     val = decision_val_subset(parts["val"], c.seed)
     seqs, val_seqs = prompts["train"], [prompts["val"][i] for i in val.index]
-    start = _frozen_start(ctx, student)
-    if start:  # frozen bottom layers: run them once, train the layers above on their cached output
-        size = (len(seqs) + len(val_seqs)) * max(map(len, seqs + val_seqs)) * student.config.hidden_size * 4
-        if size > CACHE_MAX_BYTES:
-            print(f"[distill] a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
-            start = 0
-    if start:
-        from sdk.distill.frozen_prefix import cache_hidden_states, cached_forward, top_view
-
-        bs = c.evaluation.batch_size
-        train_fwd = cached_forward(cache_hidden_states(student, seqs, start, tok.pad_token_id, bs,
-                                                       desc=f"cache frozen layers 0-{start - 1}"))
-        val_fwd = cached_forward(cache_hidden_states(student, val_seqs, start, tok.pad_token_id, bs, desc=None))
-        trained = top_view(student, start)
-    else:
-        train_fwd, val_fwd = token_forward(seqs, tok.pad_token_id), token_forward(val_seqs, tok.pad_token_id)
-        trained = student
+    start = _frozen_start(ctx, student)  # frozen bottom layers: run once, the layers above train on their output
+    if start and not _cache_fits(start, (len(seqs) + len(val_seqs)) * max(map(len, seqs + val_seqs)), student):
+        start = 0
+    train_fwd, val_fwd, trained = decision_forwards(student, seqs, val_seqs, start, tok.pad_token_id,
+                                                    c.evaluation.batch_size)
     evaluate = decision_metric(ctx.template, ctx.options, val_fwd, val["label"].to_numpy(), label_ids,
                                c.evaluation.batch_size)
     student.train()
@@ -201,6 +188,14 @@ def _frozen_start(ctx: Context, student) -> int:
     return start
 
 
+def _cache_fits(start: int, positions: int, student) -> bool:
+    """Whether a cache of `positions` fp32 hidden states fits CACHE_MAX_BYTES (said when it does not)."""
+    size = positions * student.config.hidden_size * 4
+    if size > CACHE_MAX_BYTES:
+        print(f"[distill] a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
+    return size <= CACHE_MAX_BYTES
+
+
 def _frozen_cache(ctx: Context, student, tok, data: dict[str, Any]):
     """The inputs of the first trainable layer for every (prompt + response) sequence, or None."""
     from sdk.distill.frozen_prefix import cache_sequences
@@ -211,11 +206,10 @@ def _frozen_cache(ctx: Context, student, tok, data: dict[str, Any]):
     seqs = [[*p, *r] for p, r in zip(data["prompts"], data["responses"])]
     if not seqs:
         return None
-    size = sum(map(len, seqs)) * student.config.hidden_size * 4
-    if size > CACHE_MAX_BYTES:
-        print(f"[distill] a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
+    if not _cache_fits(start, sum(map(len, seqs)), student):
         return None
-    print(f"[distill] caching the {start} frozen layers' output for {len(seqs)} sequences ({size / 2**20:.0f} MiB)")
+    print(f"[distill] caching the {start} frozen layers' output for {len(seqs)} sequences "
+          f"({sum(map(len, seqs)) * student.config.hidden_size * 4 / 2**20:.0f} MiB)")
     return cache_sequences(student, seqs, start, tok.pad_token_id, batch_size=ctx.config.evaluation.batch_size,
                            desc=f"cache frozen layers 0-{start - 1}")
 

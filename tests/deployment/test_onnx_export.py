@@ -48,31 +48,31 @@ def test_decision_graph_matches_transformers_with_left_padding(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_generation_graph_with_kv_cache_matches_transformers_for_32_greedy_steps(kind, tmp_path):
-    from deployment.onnx_export import export_generation, greedy_onnx
-
-    model = _tiny(kind)
-    path = export_generation(model, tmp_path / "generation.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    prompt = [5, 17, 42, 7, 99, 3]
-    got = greedy_onnx(sess, model.config, prompt, 32)
-    with torch.no_grad():
-        ref = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False, min_new_tokens=32,
-                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0, len(prompt):].tolist()
-        # logits at every position of the full sequence, against the graph fed the same tokens one by one
-        full = model(torch.tensor([prompt + ref])).logits[0, len(prompt) - 1:-1].numpy()
-    assert got == ref
     import numpy as np
 
-    from deployment.onnx_export import kv_shape, past_names
+    from deployment.onnx_export import export_generation, kv_shape, past_names
 
+    model = _tiny(kind)
+    sess = ort.InferenceSession(str(export_generation(model, tmp_path / "generation.onnx")),
+                                providers=["CPUExecutionProvider"])
+    prompt = [5, 17, 42, 7, 99, 3]
     n_layers, kv_heads, head_dim = kv_shape(model.config)
     names = past_names(n_layers)
+    # greedy decoding through the graph: the prompt from an empty past, then one token a step
     past = {n: np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32) for n in names}
-    seq, length, rows = [prompt] + [[t] for t in ref[:-1]], 0, []
-    for piece in seq:
+    piece, length, tokens, rows = prompt, 0, [], []
+    for _ in range(32):
         feeds = {"input_ids": np.array([piece]), "attention_mask": np.ones((1, length + len(piece)), dtype=np.int64),
                  "position_ids": np.arange(length, length + len(piece))[None, :], **past}
         logits, *present = sess.run(None, feeds)
         past, length = dict(zip(names, present)), length + len(piece)
         rows.append(logits[0])
+        tokens.append(int(logits[0].argmax()))
+        piece = [tokens[-1]]
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False, min_new_tokens=32,
+                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0, len(prompt):].tolist()
+        # logits at every position of the whole sequence computed at once, without a cache
+        full = model(torch.tensor([prompt + ref])).logits[0, len(prompt) - 1:-1].numpy()
+    assert tokens == ref
     assert abs(np.stack(rows) - full).max() < 1e-3

@@ -39,6 +39,10 @@ def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     run = subprocess.run([*CLI, "run", tmp_path / "p" / "project.yaml", "--out", tmp_path / "run"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
+    # the student keeps the teacher's bottom layer frozen and trains the layers above on its cached output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["distill"]["note"].startswith("teacher layers [0, 1, ")
+    assert "cache frozen layers 0-0" in run.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     names = {a["name"]: a for a in report["artifacts"]}
     assert {"teacher-torch", "student-gguf-Q4_K_M", "parsing_rule"} <= set(names)
