@@ -1,8 +1,8 @@
-"""Hugging Face llama-family folder -> GGUF, then llama.cpp's own quantizer.
+"""Hugging Face llama or Qwen2 folder -> GGUF, then llama.cpp's own quantizer.
 
 Written with the `gguf` package's GGUFWriter, tensor-name map and SpecialVocab, following llama.cpp's
-convert_hf_to_gguf.py for LlamaModel (the converter itself needs its bundled gguf-py, so it is not a
-dependency). Files are written under a temporary name and renamed when complete.
+convert_hf_to_gguf.py for LlamaModel and Qwen2Model (the converter itself needs its bundled gguf-py, so it
+is not a dependency). Files are written under a temporary name and renamed when complete.
 
 `rewrite_metadata` sets key-value metadata of a finished file (e.g. `distill.*` keys once the evaluation
 has chosen a threshold), copying its tensors unchanged, as gguf-py's gguf_new_metadata script does.
@@ -24,8 +24,16 @@ from safetensors import safe_open
 from sdk.errors import DistillError
 
 # model_type -> GGUF architecture. Only architectures whose tensor layout is handled below.
-SUPPORTED = {"llama": "LLAMA"}
-QUANT_TYPES = {"F16": 1, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values
+SUPPORTED = {"llama": "LLAMA", "qwen2": "QWEN2"}
+# Architectures llama.cpp runs with NEOX-style rope (rotating the two halves of a head, as HF's
+# rotate_half does): their Q/K weights are written as stored; llama's are permuted (see _permute_qk).
+NEOX_ROPE = {"qwen2"}
+# llama_ftype values (llama.h; the same as llama_cpp.LLAMA_FTYPE_MOSTLY_<name>). The K-quants work on
+# rows of 256 values; llama.cpp's quantizer gives narrower tensors another type.
+QUANT_TYPES = {"F16": 1, "Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15, "Q4_0": 2, "Q3_K_M": 12, "Q2_K": 10}
+# Qwen2's pre-tokenizer split (its tokenizer.json, DeepSeek-R1-Distill-Qwen's too), followed by a byte-level
+# step without a regex of its own; llama.cpp knows it as pre-tokenizer "qwen2".
+QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 
 def _permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -38,6 +46,28 @@ def _adds_bos(tok) -> bool:
     bos = tok.bos_token_id
     with_special, plain = tok("a")["input_ids"], tok("a", add_special_tokens=False)["input_ids"]
     return bos is not None and with_special[:1] == [bos] and plain[:1] != [bos]
+
+
+def _known_pre_tokenizer(tok) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer where it is recognised here ("qwen2"),
+    else "default"."""
+    pre = json.loads(tok.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [(s.get("type"), s.get("pattern", {}).get("Regex"), s.get("use_regex"), s.get("add_prefix_space"))
+             for s in steps]
+    if kinds == [("Split", QWEN2_SPLIT, None, None), ("ByteLevel", None, False, False)]:
+        return "qwen2"
+    return "default"
+
+
+def _sliding_layers(cfg: Mapping[str, Any]) -> list[int]:
+    """Layers transformers runs with sliding-window attention (Qwen2's use_sliding_window); llama.cpp's
+    qwen2 attends to the whole context in every layer."""
+    if "layer_types" in cfg:
+        return [i for i, kind in enumerate(cfg["layer_types"]) if kind == "sliding_attention"]
+    if cfg.get("use_sliding_window") and cfg.get("sliding_window") is not None:
+        return list(range(cfg.get("max_window_layers", 0), cfg["num_hidden_layers"]))
+    return []
 
 
 def _vocab(tok, vocab_size: int):
@@ -64,7 +94,10 @@ def _vocab(tok, vocab_size: int):
 
 def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenizer: str | None = None, *,
                chat_template: bool = True, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write an unquantized (F32 or F16) GGUF of a llama-family HF folder; returns out_path.
+    """Write an unquantized (F32 or F16) GGUF of a llama or Qwen2 HF folder; returns out_path.
+
+    pre_tokenizer: llama.cpp's name for the tokenizer's pre-tokenizer (e.g. kept from the GGUF a model came
+    from); None: "qwen2" for Qwen2's split, else "default".
 
     chat_template=False leaves out the tokenizer's chat template: a model trained on raw prompts must not
     advertise a chat format (llama.cpp servers and clients would wrap inputs in it). `metadata`: extra
@@ -85,10 +118,21 @@ def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenize
     n_layer, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads", n_head)
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    rope = cfg.get("rope_parameters") or {}
+    # transformers >= 5 writes rope_parameters; older configs rope_theta and rope_scaling (type or rope_type)
+    rope, scaling = cfg.get("rope_parameters") or {}, cfg.get("rope_scaling") or {}
     rope_theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    if rope.get("rope_type", "default") != "default":
-        raise DistillError(f"GGUF export: rope_type {rope.get('rope_type')!r} is not handled ({model_dir})")
+    rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if rope_type != "default":
+        raise DistillError(f"GGUF export: rope_type {rope_type!r} is not handled ({model_dir})")
+    if sliding := _sliding_layers(cfg):
+        raise DistillError(f"GGUF export: layers {sliding} use sliding-window attention, which llama.cpp's "
+                           f"{cfg['model_type']} does not ({model_dir / 'config.json'})")
+    if cfg["model_type"] == "qwen2" and n_head * head_dim != cfg["hidden_size"]:  # llama.cpp: q is n_embd x n_embd
+        raise DistillError(f"GGUF export: llama.cpp's qwen2 needs heads x head_dim = hidden_size, not "
+                           f"{n_head} x {head_dim} != {cfg['hidden_size']} ({model_dir / 'config.json'})")
+    if cfg.get("hidden_act", "silu") != "silu":  # llama.cpp's llama and qwen2 graphs use SiLU
+        raise DistillError(f"GGUF export: hidden_act {cfg['hidden_act']!r} is not handled ({model_dir})")
+    permute = cfg["model_type"] not in NEOX_ROPE
 
     tmp = out_path.with_name(out_path.name + ".tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,13 +147,16 @@ def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenize
     w.add_rope_freq_base(float(rope_theta))
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     w.add_rope_dimension_count(head_dim)
+    if head_dim != cfg["hidden_size"] // n_head:  # llama.cpp's default is n_embd / n_head
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "F32" else gguf.LlamaFileType.MOSTLY_F16)
     w.add_vocab_size(cfg["vocab_size"])
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tokens, types = _vocab(tok, cfg["vocab_size"])
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre_tokenizer or "default")
+    w.add_tokenizer_pre(pre_tokenizer or _known_pre_tokenizer(tok))
     w.add_token_list(tokens)
     w.add_token_types(types)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
@@ -135,9 +182,9 @@ def write_gguf(model_dir: Path, out_path: Path, dtype: str = "F16", pre_tokenize
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise DistillError(f"GGUF export: no GGUF name for tensor {key!r} ({f})")
-                if key.endswith(("q_proj.weight", "q_proj.bias")):
+                if permute and key.endswith(("q_proj.weight", "q_proj.bias")):
                     t = _permute_qk(t, n_head)
-                elif key.endswith(("k_proj.weight", "k_proj.bias")):
+                elif permute and key.endswith(("k_proj.weight", "k_proj.bias")):
                     t = _permute_qk(t, n_kv)
                 # 1-D tensors (norms) stay F32, as llama.cpp's converter keeps them
                 t = t.astype(np.float16 if dtype == "F16" and t.ndim > 1 else np.float32)

@@ -82,3 +82,41 @@ def tiny_llama_untied(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_bias(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_bias"), tie=False, seed=2, bias=True)
+
+
+def make_tiny_qwen2(out_dir: Path, layers: int = 2, tie: bool = True, seed: int = 0) -> Path:
+    """A tiny random Qwen2 (q/k/v biases, NEOX rope). Width 256: llama.cpp's K-quants work on rows of 256
+    values and give narrower tensors another type, so the quantization tests see Q6_K/Q5_K themselves."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(out_dir)
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+                      tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    model = Qwen2ForCausalLM(cfg)
+    # x2, not make_tiny_llama's x8: at width 256 that would make a chaotic model, where llama.cpp's rounding of
+    # weights and activations moves logits out of proportion; at x2 attention still matters (a wrong Q/K
+    # layout moves logits by >0.3). Biases start at zero: give them values to check.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.mul_(2.0)
+            elif p.abs().sum() == 0:
+                p.normal_(0.0, 0.5)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    return make_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_untied(tmp_path_factory) -> Path:
+    return make_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2_untied"), tie=False, seed=1)

@@ -26,7 +26,8 @@ def _gguf_logits(path, ids, kv_f32=False):
     return rt.logits(ids)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_untied", "tiny_llama_bias"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_untied", "tiny_llama_bias", "tiny_qwen2",
+                                     "tiny_qwen2_untied"])
 def test_f32_gguf_matches_transformers_at_every_position(fixture, request, tmp_path):
     model_dir = request.getfixturevalue(fixture)
     ids = AutoTokenizer.from_pretrained(model_dir)(PROMPT)["input_ids"]
@@ -72,6 +73,56 @@ def test_quantize_with_llama_cpp(tiny_llama_untied, tmp_path):
     got = _gguf_logits(q8, ids)
     # Q8_0 keeps the prediction close to the reference
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+def test_quant_types_are_llama_cpp_ftypes():
+    import llama_cpp
+
+    from deployment.gguf import QUANT_TYPES
+
+    assert {"Q6_K", "Q5_K_M", "Q3_K_M", "Q2_K"} <= set(QUANT_TYPES)
+    assert QUANT_TYPES == {name: getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}") for name in QUANT_TYPES}
+
+
+# rms(logits - F16 logits) / std(F16 logits) on tiny_qwen2_untied, about 2x what was measured (0.040, 0.065).
+# llama.cpp rounds the weights and, for these types, the activations (Q8_K); the random model amplifies it.
+K_QUANT_RMS = {"Q6_K": 0.08, "Q5_K_M": 0.12}
+
+
+@pytest.mark.parametrize("qtype, kinds", [("Q6_K", {"Q6_K"}), ("Q5_K_M", {"Q5_K", "Q6_K"})])
+def test_k_quants_load_and_stay_close_to_f16(qtype, kinds, tiny_qwen2_untied, tmp_path):
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    f16 = write_gguf(tiny_qwen2_untied, tmp_path / "m-f16.gguf", "F16")
+    q = quantize(f16, tmp_path / f"m-{qtype}.gguf", qtype, threads=1)
+    # rows of 256 (the K-quants' block): every matrix gets a K-quant type, not llama.cpp's fallback for
+    # narrower rows (Q5_K_M: Q6_K for output, attn_v and half of ffn_down, Q5_K for the rest)
+    assert {GGMLQuantizationType(t.tensor_type).name for t in GGUFReader(q).tensors if len(t.shape) > 1} == kinds
+    ids = AutoTokenizer.from_pretrained(tiny_qwen2_untied)(PROMPT)["input_ids"]
+    ref, got = _gguf_logits(f16, ids), _gguf_logits(q, ids)
+    err = got - ref
+    assert np.sqrt((err ** 2).mean()) < K_QUANT_RMS[qtype] * ref.std()
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * np.abs(err).max()  # margins this file's error cannot flip
+    assert clear.sum() >= len(ids) // 2  # measured: 24 (Q6_K) and 21 (Q5_K_M) of 33
+    assert (got.argmax(-1)[clear] == ref.argmax(-1)[clear]).all()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"use_sliding_window": True, "sliding_window": 64, "max_window_layers": 1}, "sliding-window"),
+    ({"layer_types": ["full_attention", "sliding_attention"]}, "sliding-window"),
+    ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "yarn"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
+    ({"head_dim": 32}, "head_dim"),
+    ({"hidden_act": "gelu"}, "gelu"),
+])
+def test_refuses_what_llama_cpp_would_run_differently(change, match, tmp_path):
+    import json
+
+    cfg = {"model_type": "qwen2", "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256, **change}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DistillError, match=match):
+        write_gguf(tmp_path, tmp_path / "x.gguf")
 
 
 def test_unsupported_architecture_names_the_file(tmp_path):
@@ -148,6 +199,29 @@ def test_llama_cpp_tokenizes_with_special_tokens_as_transformers(tiny_llama, tmp
     got = _llama_cpp_reads(write_gguf(model, tmp_path / "m.gguf"))
     assert got["bos"] == tok.bos_token_id
     assert got["ids"] == [got["bos"]] * bos_first + got["plain"]
+
+
+def test_qwen2_file_and_pre_tokenizer(tiny_qwen2, tiny_llama, tmp_path):
+    """A Qwen2 folder: arch qwen2 with q/k/v biases, tied output not duplicated, and llama.cpp's pre-tokenizer
+    "qwen2" when transformers splits text as Qwen2's tokenizer does. transformers 5 loads any model_type
+    qwen2 folder as Qwen2Tokenizer, which sets that split whatever tokenizer.json says, so the tiny model
+    has it too; llama.cpp then tokenizes as transformers (digits one by one: the tiny vocabulary has merges
+    of digits, which "default" applies)."""
+    from gguf import GGUFReader
+
+    from deployment.gguf import read_metadata
+
+    text = PROMPT + " $120 0123456789 account 300d"
+    want = AutoTokenizer.from_pretrained(tiny_qwen2)(text, add_special_tokens=False)["input_ids"]
+    path = write_gguf(tiny_qwen2, tmp_path / "m.gguf")
+    meta = read_metadata(path)
+    assert (meta["general.architecture"], meta["tokenizer.ggml.pre"]) == ("qwen2", "qwen2")
+    assert meta["qwen2.rope.freq_base"] == 1e6
+    names = {t.name for t in GGUFReader(path).tensors}
+    assert {"blk.1.attn_q.bias", "blk.1.attn_k.bias", "blk.1.attn_v.bias"} <= names and "output.weight" not in names
+    assert _llama_cpp_reads(path, text)["plain"] == want
+    assert _llama_cpp_reads(write_gguf(tiny_qwen2, tmp_path / "d.gguf", pre_tokenizer="default"), text)["plain"] != want
+    assert read_metadata(write_gguf(tiny_llama, tmp_path / "l.gguf"))["tokenizer.ggml.pre"] == "default"
 
 
 def test_package_stage_sets_metadata_in_place(tiny_llama_untied, tmp_path):
