@@ -83,29 +83,30 @@ def evaluate_decision(art: Artifact, template, options: BaseModel, y_val: np.nda
     probs_val, probs_test = np.asarray(res["probs_val"]), np.asarray(res["probs_test"])
     threshold = template.choose_threshold(y_val, probs_val, options)
     entry = _entry(art, res, template.metrics(y_test, probs_test, threshold, options))
-    entry.update({"decisions_per_s": res["decisions_per_s"], "batched_decisions_per_s": res["scored_per_s"]})
+    entry.update({"decisions_per_s": res["decisions_per_s"], "batched_decisions_per_s": res["scored_per_s"],
+                  "val_metrics": template.metrics(y_val, probs_val, threshold, options)})
     return entry, {"probs_val": probs_val, "probs_test": probs_test}
 
 
 def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[dict[str, Any]],
                         test_seqs: Sequence[Sequence[int]], *, greedy: dict[str, Any], sampled: dict[str, Any] | None,
-                        latency_samples: int, work_dir: Path) -> tuple[dict, dict]:
-    """(report entry, details: completions and verdicts per test row)."""
+                        latency_samples: int, work_dir: Path, val_rows: list[dict[str, Any]] | None = None,
+                        val_seqs: Sequence[Sequence[int]] | None = None) -> tuple[dict, dict]:
+    """(report entry, details: completions and verdicts per test row, and per validation row when `val_rows`
+    are given: the release gates' split, greedy only)."""
     prompts = [_prompt(s) for s in test_seqs]
     idx = sample_indices(len(prompts), latency_samples)
     gen = {"greedy": {"prompts": prompts, "params": greedy}}
     if sampled:
         gen["sampled"] = {"prompts": prompts, "params": sampled}
+    if val_rows is not None:
+        gen["val"] = {"prompts": [_prompt(s) for s in val_seqs], "params": greedy}
     job = {"format": art.format, "spec": art.spec, "label": art.name, "generate": gen,
            "latency": {"kind": "generate", "prompts": [prompts[i] for i in idx], "params": greedy}}
     res = run_worker(job, work_dir, art.name)
     outs = res["generations"]
-    # a student trained on reasoning traces is judged on the answer after its trace
-    greedy_texts = [[split_reasoning(o[0]["text"])[0]] for o in outs["greedy"]["outputs"]]
-    verdicts = template.verify(rows, greedy_texts, options, progress=f"verify {art.name}")
-    greedy_passed = [bool(v[0]["passed"]) for v in verdicts]
+    greedy_passed, details = _verified_greedy(template, options, rows, outs["greedy"]["outputs"], art.name)
     sampled_passed = None
-    details: dict[str, Any] = {"greedy": [{"text": t[0], **v[0]} for t, v in zip(greedy_texts, verdicts)]}
     if sampled:
         texts = [[split_reasoning(o["text"])[0] for o in per] for per in outs["sampled"]["outputs"]]
         sv = template.verify(rows, texts, options, progress=f"verify {art.name} samples")
@@ -116,7 +117,42 @@ def evaluate_generation(art: Artifact, template, options: BaseModel, rows: list[
     entry.update({"tokens_per_s": res["tokens_per_s"], "ttft_ms": res["ttft_ms"],
                   "batched_tokens_per_s": outs["greedy"]["tokens_per_s"],
                   "mean_completion_tokens": outs["greedy"]["tokens"] / max(len(prompts), 1)})
+    if val_rows is not None:
+        val_passed, val_details = _verified_greedy(template, options, val_rows, outs["val"]["outputs"],
+                                                   f"{art.name} val")
+        entry["val_metrics"] = template.metrics(val_rows, val_passed, None, options)
+        details["val"] = val_details["greedy"]
     return entry, details
+
+
+def _verified_greedy(template, options: BaseModel, rows: list[dict[str, Any]], outputs: list,
+                     label: str) -> tuple[list[bool], dict[str, Any]]:
+    """Greedy completions checked by the template's verifier: (passed per row, {"greedy": [text + verdict]})."""
+    # a student trained on reasoning traces is judged on the answer after its trace
+    texts = [[split_reasoning(o[0]["text"])[0]] for o in outputs]
+    verdicts = template.verify(rows, texts, options, progress=f"verify {label}")
+    return ([bool(v[0]["passed"]) for v in verdicts],
+            {"greedy": [{"text": t[0], **v[0]} for t, v in zip(texts, verdicts)]})
+
+
+def evaluate_validation(art: Artifact, template, options: BaseModel, *, work_dir: Path,
+                        val_seqs: Sequence[Sequence[int]], y_val: np.ndarray | None = None,
+                        label_ids: Sequence[int] | None = None, val_rows: list[dict[str, Any]] | None = None,
+                        greedy: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    """An artifact on the validation split only, no timing (the release gates' reference when it is not
+    evaluated in full): (validation metrics, details: probs_val or the greedy completions as "val")."""
+    prompts = [_prompt(s) for s in val_seqs]
+    if template.task == "decision":
+        res = run_worker({"format": art.format, "spec": art.spec, "label_ids": list(label_ids),
+                          "score": {"val": prompts}}, work_dir, f"{art.name}.val")
+        probs_val = np.asarray(res["probs_val"])
+        threshold = template.choose_threshold(y_val, probs_val, options)
+        return template.metrics(y_val, probs_val, threshold, options), {"probs_val": probs_val}
+    res = run_worker({"format": art.format, "spec": art.spec, "label": f"{art.name} val",
+                      "generate": {"val": {"prompts": prompts, "params": greedy}}}, work_dir, f"{art.name}.val")
+    passed, details = _verified_greedy(template, options, val_rows, res["generations"]["val"]["outputs"],
+                                       f"{art.name} val")
+    return template.metrics(val_rows, passed, None, options), {"val": details["greedy"]}
 
 
 def evaluate_baseline(name: str, model, template, options: BaseModel, val, test, y_val: np.ndarray,

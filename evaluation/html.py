@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, headline_rows
+from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, gate_rows, headline_rows
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
@@ -117,6 +117,10 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     names = [k for k in r["artifacts"][0]["metrics"] if k not in skip]
     out.append("<h2>Quality" + (" at the operating point" if op else "") + "</h2>" + _table(
         ["artifact", *names], [[a["name"], *(_fmt(a["metrics"].get(m)) for m in names)] for a in r["artifacts"]]))
+    header, rows = gate_rows(r)
+    if rows:
+        out.append("<h2>Release gates</h2><div class='sub'>every export against the unquantized student on the "
+                   "validation split; a failed one is kept out of bundles.</div>" + _table(header, rows))
     header, rows = breakdown_rows(r.get("breakdown"))
     if rows:
         out.append("<h2>Accuracy per group</h2>" + _table(header, rows))

@@ -12,7 +12,7 @@ from typing import Any
 
 from sdk.rundir import atomic_write_text
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"  # 1.3: release gates (artifacts[].gate, gates)
 SPEED_KEY = {"decision": "decisions_per_s", "generation": "tokens_per_s"}
 SPEED_LABEL = {"decision": "decisions/s (batch 1)", "generation": "tokens/s (batch 1)"}
 
@@ -100,6 +100,13 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
                          f"({_fmt(b['metrics'][headline])} vs {_fmt(t_head)}), at a fraction of the cost: the "
                          "teacher is not the ceiling on this data; distillation is worth it only where the LLM "
                          "adds what the baseline cannot (free-text fields, explanations, one model for many tasks).")
+    gates = {a["name"]: a["gate"] for a in artifacts if a.get("gate")}
+    failed = [n for n, g in gates.items() if not g["passed"]]
+    warnings = list(warnings or [])
+    if failed:
+        g0 = gates[failed[0]]
+        warnings.append(f"release gate failed for {', '.join(failed)}: {g0['metric']} on validation below "
+                        f"{g0['min_retention']:.0%} of the unquantized student's; kept out of bundles")
     report = {
         "schema_version": SCHEMA_VERSION,
         "template": template,
@@ -117,7 +124,8 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
         "retention": rets,
         "summary": summary,
         "intervals": intervals,
-        "warnings": list(warnings or []),
+        "gates": gates,
+        "warnings": warnings,
         "notes": notes,
         "machine": machine,
         "stages": stages,
@@ -191,6 +199,21 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def gate_rows(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The release gates as a table: every export against the unquantized student on validation."""
+    gates = r.get("gates") or {}
+    if not gates:
+        return [], []
+    any_gate = next(iter(gates.values()))
+    metric = any_gate["metric"]
+    parity_keys = list(any_gate.get("parity", {}))
+    header = ["artifact", "gate", f"{metric} (val)", "student-torch", "retention", "floor", *parity_keys]
+    rows = [[name, "pass" if g["passed"] else "FAILED", _fmt(g["value"]), _fmt(g["reference_value"]),
+             "-" if g["retention"] is None else f"{g['retention']:.3f}", f"{g['min_retention']:.2f}",
+             *(_fmt(g.get("parity", {}).get(k)) for k in parity_keys)] for name, g in gates.items()]
+    return header, rows
+
+
 def breakdown_rows(b: dict[str, dict[str, float]] | None) -> tuple[list[str], list[list[str]]]:
     """The template's per-group accuracy ({artifact: {group: accuracy}}) as a header and rows."""
     if not b:
@@ -253,6 +276,11 @@ def to_markdown(r: dict[str, Any]) -> str:
     for n in r.get("notes", []):
         lines += ["", f"> **Note:** {n}"]
     lines += ["", "![report figure](report.png)", ""]
+    header, rows = gate_rows(r)
+    if rows:
+        lines += ["## Release gates (validation split, against the unquantized student)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                  *("| " + " | ".join(row) + " |" for row in rows), ""]
     ann = r.get("annotation")
     if ann and ann.get("kind") == "generation":
         lines += ["## Teacher completions (rejection sampling)", "",

@@ -311,7 +311,8 @@ def print_headline(report: dict[str, Any]) -> None:
 # inside the command so `distill` starts fast. A module not present yet is skipped.
 CORE_COMMANDS = {"check": "sdk.preflight:check_command", "score": "sdk.scoring:score_command",
                  "compare": "evaluation.compare:compare_command", "data": "sdk.datainfo:data_command",
-                 "annotate": "sdk.teachers.cli:annotate_command", "serve": "deployment.serving.server:serve_command"}
+                 "annotate": "sdk.teachers.cli:annotate_command", "serve": "deployment.serving.server:serve_command",
+                 "bundle": "sdk.bundle:bundle_command"}
 
 
 def _add_core_commands() -> None:

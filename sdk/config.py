@@ -247,9 +247,51 @@ class DistillConfig(_Model):
         return {"kind": v["kind"], **params.model_dump()}
 
 
+class GateConfig(_Model):
+    min_retention: float = Field(0.95, gt=0, description="Release gate: an exported artifact passes when its "
+                                 "primary metric on the validation split is at least this fraction of the "
+                                 "unquantized student's (the inverse ratio for a lower-is-better metric); one "
+                                 "that fails is marked in the report and kept out of bundles.")
+
+
 class ExportConfig(_Model):
-    quants: list[Literal["F16", "Q8_0", "Q4_K_M", "Q4_0"]] = Field(
-        ["Q8_0", "Q4_K_M"], description="GGUF types quantized (with llama.cpp's quantizer) from the F16 export.")
+    formats: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"gguf": {}}, validate_default=True,
+        description="Export formats, in order: each key a registered exporter (gguf, onnx, torch; more through "
+        "the `distill_sdk.exporters` entry point), its value that exporter's own keys (e.g. `quants`).")
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gguf_quants_moved(cls, v: Any) -> Any:
+        """`export.quants` (GGUF types, before exporters had their own keys) reads as export.formats.gguf.quants,
+        so run folders and project files written before the move still load."""
+        if isinstance(v, dict) and "quants" in v:
+            if "formats" in v:
+                raise ValueError("`export.quants` is the old spelling of `export.formats.gguf.quants`; give one")
+            v = {**{k: x for k, x in v.items() if k != "quants"}, "formats": {"gguf": {"quants": v["quants"]}}}
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _exporter_configs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Each exporter owns its keys: validate them with its own pydantic model, chosen by the key."""
+        from sdk.registry import EXPORTERS, load
+
+        if not v:
+            raise ValueError("needs at least one format (e.g. gguf: {quants: [Q4_K_M]})")
+        out = {}
+        for kind, params in v.items():
+            try:
+                exporter = load(EXPORTERS, kind)
+            except DistillError as err:
+                raise ValueError(str(err)) from None
+            try:
+                out[kind] = exporter.Config.model_validate(params or {}).model_dump()
+            except ValidationError as err:
+                raise ValueError(f"format {kind!r}: " + "; ".join(
+                    _describe_error(e, exporter.Config) for e in err.errors())) from None
+        return out
 
 
 class EvaluationConfig(_Model):
@@ -257,7 +299,8 @@ class EvaluationConfig(_Model):
                                  "per artifact.")
     threads: int | None = Field(None, ge=1, description="CPU threads per runtime; null = all cores.")
     student_torch: bool = Field(True, description="Also evaluate the distilled student in torch (before export); "
-                                "off, only its GGUF exports are evaluated, which is what ships.")
+                                "off, only its exports are evaluated (what ships), and the torch student runs on the "
+                                "validation split only, as the release gates' reference.")
     batch_size: int = Field(32, ge=1, description="Batch size for scoring or generating with torch runtimes.")
     max_new_tokens: int = Field(256, ge=1, description="Generation: longest completion when evaluating.")
     samples: int = Field(0, ge=0, description="Generation: completions sampled per test prompt for pass@k "
@@ -545,6 +588,9 @@ def reference_markdown() -> str:
             shown = ["" if key not in presets[c] else f"`{presets[c][key]!r}`" for c in cols]
             if key == "distill.loss":
                 shown = [f"`{presets[c].get('distill.loss.kind', '')}`" for c in cols]
+            if key == "export.formats":
+                shown = [", ".join(f"`{k.split('.')[2]}`" for k in presets[c] if k.startswith("export.formats."))
+                         for c in cols]
             rows.append(f"| `{key}` | `{default}` | " + "".join(f"{v} | " for v in shown) + f"{f.description or ''} |")
         if rows:
             lines.extend([heading or f"## {prefix.rstrip('.') or 'top level'}{owner}", "",
@@ -560,12 +606,15 @@ def reference_markdown() -> str:
                 walk(m, sub, f"### {sub.rstrip('.')} (kind `{kind}`) keys", f" (kind `{kind}`)", cols)
 
     walk(ProjectConfig, "")
-    from sdk.registry import LOSSES, TEMPLATES, load, names
+    from sdk.registry import EXPORTERS, LOSSES, TEMPLATES, load, names
 
     # components own their parameters: each registered loss and template documents its own
     for name in names(LOSSES):
         walk(load(LOSSES, name).Config, "distill.loss.", f"### distill.loss with `kind: {name}`",
              f" (loss `{name}`)", [c for c in presets if presets[c].get("distill.loss.kind") == name])
+    for name in names(EXPORTERS):
+        walk(load(EXPORTERS, name).Config, f"export.formats.{name}.", f"### export.formats.{name} (exporter `{name}`)",
+             f" (exporter `{name}`)", [c for c in presets if any(k.startswith(f"export.formats.{name}.") for k in presets[c])])
     for name in names(TEMPLATES):
         walk(load(TEMPLATES, name).Options, "template_options.", f"### template_options of template `{name}`",
              f" (template `{name}`)", [c for c in presets if c.startswith(f"{name}/")])

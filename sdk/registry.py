@@ -1,4 +1,4 @@
-"""Entry-point registries, the only place names are looked up: templates, losses, export formats.
+"""Entry-point registries, the only place names are looked up: templates, losses, exporters, commands.
 
 Third parties add a template without editing this project, in their own pyproject.toml:
 
@@ -16,6 +16,7 @@ from sdk.errors import DistillError
 TEMPLATES = "distill_sdk.templates"
 LOSSES = "distill_sdk.losses"
 COMMANDS = "distill_sdk.commands"
+EXPORTERS = "distill_sdk.exporters"
 
 
 def _load(group: str) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def names(group: str) -> list[str]:
 def load(group: str, name: str) -> Any:
     eps = _load(group)
     if name not in eps:
-        kind = {TEMPLATES: "template", LOSSES: "loss", COMMANDS: "command"}.get(group, group)
+        kind = {TEMPLATES: "template", LOSSES: "loss", COMMANDS: "command", EXPORTERS: "export format"}.get(group, group)
         known = ", ".join(sorted(eps)) or "none installed"
         raise DistillError(f"unknown {kind} {name!r} (known: {known})")
     return eps[name].load()

@@ -71,8 +71,10 @@ class FinishedRun:
 
     @property
     def default_artifact(self) -> str:
-        """The smallest evaluated GGUF of the main student (the most compressed quant): what one deploys."""
-        for pick in (lambda e: e["role"] == "student" and e["format"] == "gguf" and not e.get("variant"),
+        """The smallest evaluated GGUF of the main student that passed its release gate (the most compressed
+        quant): what one deploys."""
+        for pick in (lambda e: e["role"] == "student" and e["format"] == "gguf" and not e.get("variant")
+                     and (e.get("gate") or {}).get("passed", True),
                      lambda e: e["role"] == "student"):
             found = [e for e in self.entries if pick(e)]
             if found:

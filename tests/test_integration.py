@@ -20,10 +20,10 @@ def run_dir(fraud_tiny_run):
 
 def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
-    assert r["schema_version"] == "1.2" and r["template"] == "fraud"
+    assert r["schema_version"] == "1.3" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
     assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M",
-                         "baseline-gradient-boosting", "baseline-logistic-regression"}
+                         "student-onnx-fp32", "baseline-gradient-boosting", "baseline-logistic-regression"}
     for name in ("baseline-gradient-boosting", "baseline-logistic-regression"):  # compared at the same point,
         assert arts.pop(name)["format"] == "sklearn"                           # not distilled
     for a in arts.values():
@@ -35,7 +35,16 @@ def test_report_json_contract(run_dir):
     assert arts["student-gguf-Q4_K_M"]["quant"] == "Q4_K_M" and arts["teacher-torch"]["quant"] is None
     assert arts["student-torch"]["params"] < arts["teacher-torch"]["params"]
     assert arts["student-gguf-Q4_K_M"]["size_bytes"] < arts["student-gguf-Q8_0"]["size_bytes"]
-    assert set(r["retention"]) == {"student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"}
+    assert set(r["retention"]) == {"student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
+    # every export is gated against the unquantized student on validation; the reference itself is not
+    assert set(r["gates"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
+    # fp32 ONNX is the student itself: same validation metric, probabilities within float rounding
+    onnx_gate = r["gates"]["student-onnx-fp32"]
+    assert onnx_gate["passed"] and onnx_gate["parity"]["max_abs_prob_diff"] < 1e-4
+    for g in r["gates"].values():
+        assert g["reference"] == "student-torch" and g["split"] == "val" and g["min_retention"] == 0.95
+        assert g["reference_value"] == arts["student-torch"]["val_metrics"]["roc_auc"]
+        assert 0 <= g["parity"]["decision_agreement"] <= 1 and g["parity"]["max_abs_prob_diff"] >= 0
     t, s = arts["teacher-torch"]["metrics"]["roc_auc"], arts["student-gguf-Q8_0"]["metrics"]["roc_auc"]
     assert r["retention"]["student-gguf-Q8_0"]["roc_auc"] == pytest.approx(s / t)
     # a student cut to 2 of 30 layers decides faster than the teacher, in every runtime
@@ -68,8 +77,9 @@ def test_run_folder_artifacts_and_manifest(run_dir):
     assert set(m["stages"]) == {name for name, _ in stage_list()}
     assert m["versions"]["torch"] and m["seed"] == 0
     for f in ("config.yaml", "report.md", "report.html", "tradeoffs.png", "data/test.parquet", "teacher/adapter/adapter_config.json",
-              "student/config.json", "artifacts/student-F16.gguf", "artifacts/student-Q4_K_M.gguf"):
+              "student/config.json", "artifacts/exports.json", "artifacts/student-Q4_K_M.gguf"):
         assert (run_dir / f).is_file(), f
+    assert not (run_dir / "artifacts/student-F16.gguf").exists()  # the intermediate F16 is not kept unless asked
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.glob(".*partial"))
     assert not list((run_dir / "checkpoints").glob("*"))
     md = (run_dir / "report.md").read_text()

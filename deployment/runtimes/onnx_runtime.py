@@ -5,6 +5,7 @@ those the session actually runs."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ class OnnxRuntime:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.threads = threads or 0
+        self.threads = threads or os.cpu_count() or 1  # onnxruntime's default (0) uses every core
         available = set(ort.get_available_providers())
         chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         self.decision = ort.InferenceSession(str(folder / "decision.onnx"), opts, providers=chosen)

@@ -1,4 +1,5 @@
-"""PyTorch runtime: an HF folder, optionally with a PEFT adapter merged in, fp32 on CPU."""
+"""PyTorch runtime: an HF folder, optionally with a PEFT adapter merged in; fp32 on CPU by default, optionally
+quantized (deployment.torch_quant: dynamic INT8 on CPU or CUDA, FP8 on Ada/Hopper GPUs) and on another device."""
 
 from __future__ import annotations
 
@@ -30,9 +31,23 @@ class _FirstTokenTimer(BaseStreamer):
 
 class TorchRuntime:
     def __init__(self, model: str, adapter: str | None = None, threads: int | None = None,
-                 batch_size: int = 32, trust_remote_code: bool = False):
+                 batch_size: int = 32, trust_remote_code: bool = False, quantize: str | None = None,
+                 device: str = "cpu"):
+        """quantize: None (the model's fp32 weights), "int8" or "fp8" (see deployment.torch_quant; fp8 needs
+        device="cuda" on a GPU of compute capability >= 8.9 and runs in bf16). Bad values are refused before
+        the model is loaded."""
+        from deployment.torch_quant import check_kind, quantize_model, quantized_bytes
+        from sdk.errors import DistillError
         from sdk.models import load_causal_lm
 
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DistillError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device")
+        if quantize:
+            check_kind(quantize, self.device if self.device.type == "cuda" else None)
+            if quantize == "fp8" and self.device.type != "cuda":
+                raise DistillError(f"fp8 quantization runs on CUDA only, not on {device!r}: pass device='cuda'")
+        self.quantize = quantize
         if threads:
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
@@ -42,6 +57,10 @@ class TorchRuntime:
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload().eval()
+        self.model = self.model.to(self.device)
+        if quantize:  # after the merge: the adapter's deltas are folded into the weights that get quantized
+            self.model = quantize_model(self.model, quantize)
+        self.weight_bytes = quantized_bytes(self.model)  # as held in memory (int8/fp8 data + scales if quantized)
         self.pad_id = self.tok.pad_token_id
         self.eos_ids = self._eos_ids()
 
@@ -54,16 +73,32 @@ class TorchRuntime:
         return sorted({i for i in ids if i is not None})
 
     def score(self, seqs: Sequence[Sequence[int]], label_ids: Sequence[int]) -> np.ndarray:
-        from sdk.distill.batching import score_label_probs
+        from sdk.distill.batching import label_probs_with, left_pad, score_label_probs
 
-        return score_label_probs(self.model, seqs, label_ids, self.pad_id, self.batch_size,
-                                 progress="torch scoring").numpy()
+        if self.device.type == "cpu":
+            return score_label_probs(self.model, seqs, label_ids, self.pad_id, self.batch_size,
+                                     progress="torch scoring").numpy()
+
+        # off the CPU: the batch goes to the device, its logits come back (label_probs_with fills a CPU tensor)
+        def forward(model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+            batch = {k: v.to(self.device) for k, v in left_pad([seqs[i] for i in idx], self.pad_id).items()}
+            return model(**batch, logits_to_keep=1).logits[:, -1, :].float().cpu()
+
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # as score_label_probs batches them
+        return label_probs_with(forward, self.model, len(seqs), label_ids, self.batch_size, order,
+                                progress="torch scoring").numpy()
 
     @torch.inference_mode()
     def score_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
-        ids = torch.as_tensor([list(seq)], dtype=torch.long)
+        ids = torch.as_tensor([list(seq)], dtype=torch.long, device=self.device)
         logits = self.model(input_ids=ids, logits_to_keep=1).logits[0, -1, list(label_ids)]
-        return torch.softmax(logits, -1).numpy()
+        return torch.softmax(logits.float(), -1).cpu().numpy()
+
+    def _rng_devices(self) -> list[int]:
+        """The CUDA devices whose random state a seeded call forks (none on CPU)."""
+        if self.device.type != "cuda":
+            return []
+        return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
 
     def generate(self, prompts: Sequence[Sequence[int]], params: GenerationParams,
                  progress: str | None = None) -> list[list[Generation]]:
@@ -77,7 +112,7 @@ class TorchRuntime:
         per_batch = max(1, self.batch_size // (1 if params.greedy else params.n))
         out: list[list[Generation]] = [[] for _ in prompts]
         # one seed for the whole call: the same call with the same seed samples the same completions
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(params.seed)
             for b in tqdm(list(batches(len(prompts), per_batch, order)), desc=progress,
                           disable=progress is None, leave=False):
@@ -87,7 +122,7 @@ class TorchRuntime:
 
     def generate_one(self, prompt: Sequence[int], params: GenerationParams) -> Generation:
         _check_prompts([prompt])
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(params.seed)
             return self._generate_batch([prompt], params, n=1)[0][0]
 
@@ -100,7 +135,8 @@ class TorchRuntime:
         n = params.n if n is None else n
         # greedy completions of one prompt are all the same: decode once, copy
         n_run = 1 if params.greedy else n
-        padded = left_pad(prompts, self.pad_id)  # positions come from the mask inside generate()
+        # positions come from the mask inside generate()
+        padded = {k: v.to(self.device) for k, v in left_pad(prompts, self.pad_id).items()}
         width = padded["input_ids"].shape[1]
         timer = _FirstTokenTimer()
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
-"""evaluate: every artifact (teacher torch, each student in torch and each GGUF type) on the held-out
-split, each in its own process; writes evaluation/artifacts.json and evaluation/<artifact>.details.*"""
+"""evaluate: every artifact (the teacher, the student in torch and each export) on the held-out split, each in
+its own process, and the release gates (each export against the unquantized student on the validation split);
+writes evaluation/artifacts.json and evaluation/<artifact>.details.*"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from sdk.stages.export import students
 
 def inputs(ctx: Context) -> Any:
     # the validated options, defaults included: a new default operating point re-chooses the thresholds
-    return [ctx.config.model_dump(mode="json")["evaluation"], ctx.options.model_dump(mode="json")]
+    c = ctx.config.model_dump(mode="json")
+    return [c["evaluation"], ctx.options.model_dump(mode="json"), c["export"]["gate"]]
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -23,16 +25,12 @@ def outputs(run: RunDir) -> list[Path]:
 
 def artifacts(ctx: Context):
     from evaluation.harness import Artifact
+    from sdk.registry import EXPORTERS, load
     from sdk.students import count_params_on_disk
-
     from sdk.teachers import open_teacher
 
     c, run_dir = ctx.config, ctx.run
     threads, bs = c.evaluation.threads, c.evaluation.batch_size
-
-    def folder_bytes(p: Path) -> int:
-        return sum(f.stat().st_size for f in Path(p).rglob("*.safetensors"))
-
     arts = [open_teacher(ctx).artifact()]
     exports = run_dir.read_json("artifacts/exports.json")
     n_ctx = _context_length(ctx)
@@ -40,20 +38,38 @@ def artifacts(ctx: Context):
         src = run_dir.path(folder)
         params = count_params_on_disk(src)
         variant = None if folder == "student" else "sequence_kd"
-        # torch runs of the twin would only repeat its GGUF figures more slowly
+        # torch runs of the twin would only repeat its exports' figures more slowly
         if folder == "student" and c.evaluation.student_torch:
-            arts.append(Artifact(f"{folder}-torch", "student", "torch", None, str(src), params, folder_bytes(src),
-                                 {"model": str(src), "threads": threads, "batch_size": bs}, 32.0, variant))
-        for q, fname in exports.get(folder, {}).items():
-            if q == "F16" and "F16" not in c.export.quants:
-                continue
-            if variant and q != c.export.quants[-1]:
-                continue  # the sequence-KD twin is compared in the most compressed type only
-            path = run_dir.path("artifacts", fname)
-            size = path.stat().st_size
-            arts.append(Artifact(f"{folder}-gguf-{q}", "student", "gguf", q, str(path), params, size,
-                                 {"model": str(path), "threads": threads, "n_ctx": n_ctx}, 8 * size / params, variant))
+            arts.append(reference(ctx))
+        for e in _listed(exports.get(folder, []), folder):
+            path = run_dir.root / e["path"]
+            size = e["size_bytes"] if e["size_bytes"] is not None else path.stat().st_size
+            spec = load(EXPORTERS, e["exporter"]).runtime_spec(path, e["spec"], threads=threads, batch_size=bs,
+                                                               context_length=n_ctx)
+            arts.append(Artifact(e["name"], "student", e["format"], e["quant"], str(path), params, size, spec,
+                                 8 * size / params, variant))
     return arts
+
+
+def _listed(exported: list | dict, folder: str) -> list[dict[str, Any]]:
+    """exports.json entries; a run exported before exporters had a protocol listed {GGUF type: file}."""
+    if isinstance(exported, list):
+        return exported
+    return [{"name": f"{folder}-gguf-{q}", "format": "gguf", "quant": q, "path": f"artifacts/{f}", "spec": {},
+             "exporter": "gguf", "size_bytes": None} for q, f in exported.items() if q != "F16"]
+
+
+def reference(ctx: Context):
+    """The unquantized student in torch: what the release gates compare every export with."""
+    from deployment.exporters import folder_bytes
+    from evaluation.harness import Artifact
+    from sdk.students import count_params_on_disk
+
+    src = ctx.run.path("student")
+    e = ctx.config.evaluation
+    return Artifact("student-torch", "student", "torch", None, str(src), count_params_on_disk(src),
+                    folder_bytes(src, ("*.safetensors",)),
+                    {"model": str(src), "threads": e.threads, "batch_size": e.batch_size}, 32.0)
 
 
 def _context_length(ctx: Context) -> int:
@@ -66,35 +82,38 @@ def _context_length(ctx: Context) -> int:
 def run(ctx: Context) -> dict[str, Any]:
     import numpy as np
 
+    from deployment.runtimes import TEXT_FORMATS
     from evaluation.harness import evaluate_decision, evaluate_generation
 
     c, t, run_dir = ctx.config, ctx.template, ctx.run
-    from deployment.runtimes import TEXT_FORMATS
-
     parts, ids, texts = run_dir.splits(), run_dir.prompts(), run_dir.prompt_texts()
     work = run_dir.path("evaluation")
     e = c.evaluation
-    entries = []
+    greedy = {"max_new_tokens": e.max_new_tokens, "temperature": 0.0, "stop": list(c.annotate.stop)}
+    entries, details = [], {}
     for art in artifacts(ctx):
         print(f"[distill] evaluating {art.name}")
         prompts = texts if art.format in TEXT_FORMATS else ids
         if t.task == "decision":
-            entry, details = evaluate_decision(
+            entry, details[art.name] = evaluate_decision(
                 art, t, ctx.options, parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
                 prompts["val"], prompts["test"], run_dir.task()["label_ids"],
                 latency_samples=e.latency_samples, work_dir=work)
-            np.savez(work / f"{art.name}.details.npz", **details)
+            np.savez(work / f"{art.name}.details.npz", **details[art.name])
             if hasattr(t, "operating_point"):  # scoring and the packaged GGUF carry the point with the threshold
                 entry["operating_point"] = t.operating_point(ctx.options)
         else:
-            greedy = {"max_new_tokens": e.max_new_tokens, "temperature": 0.0, "stop": list(c.annotate.stop)}
             sampled = ({"max_new_tokens": e.max_new_tokens, "temperature": e.temperature, "top_p": e.top_p,
                         "stop": list(c.annotate.stop), "n": e.samples, "seed": c.seed} if e.samples else None)
-            entry, details = evaluate_generation(
+            gated = art.role == "student" and art.variant is None  # students get the gates' validation split
+            entry, details[art.name] = evaluate_generation(
                 art, t, ctx.options, parts["test"].to_dict("records"), prompts["test"], greedy=greedy,
-                sampled=sampled, latency_samples=min(e.latency_samples, len(prompts["test"])), work_dir=work)
-            (work / f"{art.name}.details.json").write_text(json.dumps(details))
+                sampled=sampled, latency_samples=min(e.latency_samples, len(prompts["test"])), work_dir=work,
+                val_rows=parts["val"].to_dict("records") if gated else None,
+                val_seqs=prompts["val"] if gated else None)
+            (work / f"{art.name}.details.json").write_text(json.dumps(details[art.name]))
         entries.append(entry)
+    _gate(ctx, entries, details, greedy)
     if t.task == "decision" and hasattr(t, "baselines"):
         from evaluation.harness import evaluate_baseline
         from sdk.stages.data import table_spec
@@ -106,13 +125,50 @@ def run(ctx: Context) -> dict[str, Any]:
         columns = spec.names if spec is not None else list(t.columns)
         for name, model in models.items():
             print(f"[distill] evaluating {name}")
-            entry, details = evaluate_baseline(name, model, t, ctx.options, parts["val"], parts["test"],
-                                               parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
-                                               latency_samples=e.latency_samples, columns=columns)
-            np.savez(work / f"{name}.details.npz", **details)
+            entry, base_details = evaluate_baseline(name, model, t, ctx.options, parts["val"], parts["test"],
+                                                    parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
+                                                    latency_samples=e.latency_samples, columns=columns)
+            np.savez(work / f"{name}.details.npz", **base_details)
             entries.append(entry)
     run_dir.write_json("evaluation/artifacts.json", entries)
-    return {"note": f"{len(entries)} artifacts on {len(ids['test'])} test prompts"}
+    failed = [x["name"] for x in entries if x.get("gate") and not x["gate"]["passed"]]
+    return {"note": f"{len(entries)} artifacts on {len(ids['test'])} test prompts"
+                    + (f"; release gate FAILED: {', '.join(failed)}" if failed else "")}
+
+
+def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: dict[str, Any]) -> None:
+    """Each exported student artifact against the unquantized student on the validation split (evaluation.gates):
+    entry["gate"] holds the verdict and the parity figures. The comparison twin (sequence KD) is not shipped
+    and not gated."""
+    from evaluation.gates import decision_parity, generation_parity, release_gate
+    from evaluation.harness import evaluate_validation
+
+    t, run_dir = ctx.template, ctx.run
+    exported = [x for x in entries if x["role"] == "student" and x["variant"] is None and x["name"] != "student-torch"]
+    if not exported:
+        return
+    ref = next((x for x in entries if x["name"] == "student-torch"), None)
+    if ref is not None:
+        ref_metrics, ref_details = ref["val_metrics"], details["student-torch"]
+    else:  # not evaluated in full (evaluation.student_torch: false): on the validation split only
+        print("[distill] evaluating student-torch on the validation split (release gates' reference)")
+        parts = run_dir.splits()
+        ref_metrics, ref_details = evaluate_validation(
+            reference(ctx), t, ctx.options, work_dir=run_dir.path("evaluation"), val_seqs=run_dir.prompts()["val"],
+            y_val=parts["val"]["label"].to_numpy() if t.task == "decision" else None,
+            label_ids=run_dir.task().get("label_ids"), val_rows=parts["val"].to_dict("records"), greedy=greedy)
+    floor = ctx.config.export.gate.min_retention
+    metric = t.primary_metric
+    for x in exported:
+        gate = release_gate(x["val_metrics"], ref_metrics, metric, metric in t.lower_is_better, floor)
+        gate["reference"] = "student-torch"
+        d = details[x["name"]]
+        if t.task == "decision":
+            gate["parity"] = decision_parity(d["probs_val"], ref_details["probs_val"], x["val_metrics"].get("threshold"),
+                                             ref_metrics.get("threshold"))
+        else:
+            gate["parity"] = generation_parity([v["text"] for v in d["val"]], [v["text"] for v in ref_details["val"]])
+        x["gate"] = gate
 
 
 def load_details(run: RunDir, names: list[str]) -> dict[str, Any]:

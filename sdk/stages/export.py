@@ -1,11 +1,13 @@
-"""export: every trained student -> GGUF F16, then llama.cpp's quantizer to the configured types.
+"""export: every trained student through each configured exporter (`export.formats`, registered in
+`distill_sdk.exporters`: gguf, onnx, torch).
 
-Writes artifacts/<student>-<quant>.gguf and artifacts/exports.json ({student folder: {quant: file}}).
+Writes artifacts/ (files and folders named <student>-<...>) and artifacts/exports.json:
+{student folder: [{"name", "format", "quant", "path" (relative to the run folder), "size_bytes", "spec",
+"exporter"}]}. The sequence-KD twin is exported in the first format's last (most compressed) type only.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from sdk.stages.distill import SEQKD_DIR
 
 
 def inputs(ctx: Context) -> Any:
-    return [ctx.config.model_dump(mode="json")["export"]]
+    return [ctx.config.model_dump(mode="json")["export"]["formats"]]
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -27,29 +29,51 @@ def students(run: RunDir) -> list[str]:
     return [f for f in ("student", SEQKD_DIR) if run.path(f, "config.json").is_file()]
 
 
+def exporters(ctx: Context) -> list[Any]:
+    """The configured exporters, in the order of `export.formats`."""
+    from sdk.registry import EXPORTERS, load
+
+    out = []
+    for kind, params in ctx.config.export.formats.items():
+        cls = load(EXPORTERS, kind)
+        out.append(cls(cls.Config.model_validate(params)))
+    return out
+
+
 def run(ctx: Context) -> dict[str, Any]:
     import json
 
-    from deployment.gguf import quantize, write_gguf
-    from sdk.models import read_meta
+    from deployment.exporters import ExportRequest
     from sdk.rundir import atomic_write_text
     from sdk.stages.package import task_metadata
 
     run_dir = ctx.run
     tmp = run_dir.tmp_dir("artifacts")
-    files: dict[str, dict[str, str]] = {}
-    # the task's facts go into the F16 file (the quantizer copies them); evaluation adds the threshold (package)
+    final = run_dir.path("artifacts")
+    # the task's facts go into files that carry metadata (GGUF: the quantizer copies them); evaluation adds the
+    # threshold (package)
     meta = task_metadata(ctx.template, run_dir.task())
+    listed: dict[str, list[dict[str, Any]]] = {}
     for folder in students(run_dir):
         src = run_dir.path(folder)
-        f16 = write_gguf(src, tmp / f"{folder}-F16.gguf", "F16", read_meta(src).get("gguf_pre_tokenizer"),
-                         chat_template=bool(ctx.template.chat), metadata=meta)
-        files[folder] = {"F16": f16.name}
-        quants = ctx.config.export.quants if folder == "student" else ctx.config.export.quants[-1:]
-        for q in quants:
-            if q != "F16":
-                files[folder][q] = quantize(f16, tmp / f"{folder}-{q}.gguf", q, ctx.config.evaluation.threads).name
-    atomic_write_text(tmp / "exports.json", json.dumps(files, indent=2))
-    replace_dir(tmp, run_dir.path("artifacts"))
-    return {"note": "; ".join(f"{folder}: " + ", ".join(f"{q} {os.path.getsize(run_dir.path('artifacts', f)) / 1e6:.1f} MB"
-                                                        for q, f in qs.items()) for folder, qs in files.items())}
+        listed[folder] = []
+        for i, exporter in enumerate(exporters(ctx)):
+            twin = folder != "student"
+            if twin and i > 0:
+                continue  # the twin is compared in one type: the first format's most compressed
+            print(f"[distill] exporting {folder} to {exporter.kind}")
+            request = ExportRequest(src, tmp, folder, ctx.template.task, bool(ctx.template.chat), meta,
+                                    ctx.config.evaluation.threads, only_last=twin)
+            for art in exporter.export(request):
+                path = Path(art.path)
+                # files written to the temporary folder are recorded where they will be once it is moved
+                rel = (Path("artifacts") / path.relative_to(tmp) if path.is_relative_to(tmp)
+                       else path.relative_to(run_dir.root))
+                listed[folder].append({"name": f"{folder}-{art.name}", "format": art.format, "quant": art.quant,
+                                       "path": str(rel), "size_bytes": art.size_bytes, "spec": art.spec,
+                                       "exporter": exporter.kind})
+    atomic_write_text(tmp / "exports.json", json.dumps(listed, indent=2))
+    replace_dir(tmp, final)
+    return {"note": "; ".join(f"{folder}: " + ", ".join(f"{a['name'].removeprefix(folder + '-')} "
+                                                        f"{a['size_bytes'] / 1e6:.1f} MB" for a in arts)
+                              for folder, arts in listed.items())}

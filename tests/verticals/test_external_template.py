@@ -91,7 +91,7 @@ distill:
   max_epochs: 1
   eval_every: 2
   patience: 1
-export: {quants: [Q8_0]}
+export: {formats: {gguf: {quants: [Q8_0]}}}
 evaluation: {latency_samples: 5, max_new_tokens: 6, samples: 2, batch_size: 4}
 '''
 

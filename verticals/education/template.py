@@ -126,8 +126,17 @@ class EducationTemplate:
         return train
 
     def prompt(self, row: dict[str, Any]) -> str:
-        ask = "Correct?" if self.options.grading == "binary" else f"Score 0-{self.options.rubric_max}?"
-        return f"Q: {row['question']}\nReference: {row['reference']}\nStudent: {row['answer']}\n{ask}"
+        return grading_prompt(row, self._ask())
+
+    def _ask(self) -> str:
+        return "Correct?" if self.options.grading == "binary" else f"Score 0-{self.options.rubric_max}?"
+
+    def standalone_prompt(self) -> str:
+        """Source of a `prompt(row)` that needs only Python, this grading scheme's question baked in (what an
+        on-prem bundle ships; sdk.bundle checks it reproduces `prompt` on the run's rows)."""
+        import inspect
+
+        return inspect.getsource(grading_prompt) + f"\n\ndef prompt(row):\n    return grading_prompt(row, {self._ask()!r})\n"
 
     # ---- decisions and metrics
     def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: EducationOptions) -> float:
@@ -302,3 +311,8 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
     if not records:
         raise DistillError(f"dataset {path}: no records")
     return pd.DataFrame(records)
+
+
+def grading_prompt(row: dict, ask: str) -> str:
+    """The grading prompt of one answer (standard library only: it is shipped in bundles as it is)."""
+    return f"Q: {row['question']}\nReference: {row['reference']}\nStudent: {row['answer']}\n{ask}"

@@ -110,12 +110,14 @@ class FraudTemplate:
         return upsample_positives(train, options.train_positive_fraction, seed)
 
     def prompt(self, row: dict[str, Any]) -> str:
-        device = "new device" if bool(row["device_change"]) else "same device"
-        note = row.get("note")
-        note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
-        return (f"${float(row['amount']):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
-                f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
-                f"{device}, {int(row['velocity_1h'])} tx/h, {row['merchant']}.{note} Fraud?")
+        return transaction_prompt(row)
+
+    def standalone_prompt(self) -> str:
+        """Source of a `prompt(row)` that needs only Python (what an on-prem bundle ships; sdk.bundle checks it
+        reproduces `prompt` on the run's rows)."""
+        import inspect
+
+        return inspect.getsource(transaction_prompt) + "\n\nprompt = transaction_prompt\n"
 
     def table_prompt(self, row: dict[str, Any], features: list) -> str:
         """The prompt for a user's table (sdk.tables): its columns as 'name: value' pairs, then the question."""
@@ -215,3 +217,12 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> floa
     # everything strictly above the (allowed+1)-th highest score is flagged
     return float(np.nextafter(pool[allowed], np.inf))
 
+
+def transaction_prompt(row: dict) -> str:
+    """The fraud prompt of one transaction (standard library only: it is shipped in bundles as it is)."""
+    device = "new device" if bool(row["device_change"]) else "same device"
+    note = row.get("note")
+    note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
+    return (f"${float(row['amount']):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
+            f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
+            f"{device}, {int(row['velocity_1h'])} tx/h, {row['merchant']}.{note} Fraud?")

@@ -44,7 +44,7 @@ def test_fraud_pipeline_with_a_gguf_teacher(tiny_llama, tiny_gguf, tmp_path, mon
     raw = cfgmod.load_yaml(cfgmod.Path(__file__).parents[3] / "verticals" / "fraud" / "tiny.yaml")
     raw["teacher"] = {"kind": "llamacpp", "model": str(tiny_gguf), "n_ctx": 256, "threads": 1}
     raw["student"] = {"base": str(tiny_llama), "layers": 2}
-    raw["export"] = {"quants": ["Q8_0"]}
+    raw["export"] = {"formats": {"gguf": {"quants": ["Q8_0"]}}}
     r = Project(cfgmod.validate_config(raw)).run(tmp_path / "run").report
     teacher = r["artifacts"][0]
     assert teacher["name"] == "teacher-gguf" and teacher["format"] == "gguf" and teacher["params"] > 0

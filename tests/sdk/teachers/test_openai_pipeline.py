@@ -22,7 +22,7 @@ def openai_config(base_url: str, student_base, **teacher) -> dict:
     raw["teacher"] = {"kind": "openai", "base_url": base_url, "model": "fake-r1", "api_key_env": "FAKE_TEACHER_KEY",
                       "api": "completions", "timeout_s": 2.0, "max_retries": 4, **teacher}
     raw["student"] = {"base": str(student_base), "layers": 2}
-    raw["export"] = {"quants": ["Q8_0"]}
+    raw["export"] = {"formats": {"gguf": {"quants": ["Q8_0"]}}}
     return raw
 
 

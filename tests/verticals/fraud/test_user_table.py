@@ -81,7 +81,7 @@ def table_run(tmp_path_factory, tiny_llama):
     p = root / "proj" / "project.yaml"
     cfg = yaml.safe_load(p.read_text())
     cfg["teacher"]["model"] = str(tiny_llama)
-    cfg["export"] = {"quants": ["Q8_0"]}
+    cfg["export"] = {"formats": {"gguf": {"quants": ["Q8_0"]}}}
     p.write_text(yaml.safe_dump(cfg))
     out = runner.invoke(app, ["run", str(p), "--out", str(root / "run")])
     assert out.exit_code == 0, out.output

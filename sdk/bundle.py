@@ -1,0 +1,257 @@
+"""`distill bundle`: what an on-prem install needs, from a finished run, and nothing of the SDK.
+
+    bundle/
+      bundle.json     template, prompt format version, label words and token ids, decision rule, input columns,
+                      per artifact: file, threshold and operating point chosen on validation, gate, metrics
+      predict.py      deployment/bundle_predict.py: numpy + tokenizers + llama-cpp-python or onnxruntime
+      prompt.py       the template's prompt builder (standard library only), when the template has one
+      tokenizer/      the run's tokenizer (tokenizer.json, tokenizer_config.json, ...)
+      models/         the chosen artifacts (GGUF files, ONNX folders)
+      MODEL_CARD.md   intended use, data, metrics with intervals, latency, hardware, gates: from the report
+      requirements.txt, SHA256SUMS
+
+Only artifacts that passed their release gate go in; every claim the bundle makes is checked while it is
+written: prompt.py reproduces the SDK's prompts and the tokenizer the run's token ids on the test rows, and the
+bundle's decision rule the template's decisions on the evaluation's test probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sdk.errors import DistillError
+
+RUNTIME_PACKAGES = {"gguf": "llama_cpp_python", "onnx": "onnxruntime"}
+PIP_NAMES = {"llama_cpp_python": "llama-cpp-python", "onnxruntime": "onnxruntime"}
+
+
+def choose_artifacts(entries: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
+    """The named artifacts (default: every export of the main student), each runnable outside the SDK and
+    past its release gate; a named one that is not is an error saying why."""
+    candidates = [e for e in entries if e["role"] == "student" and not e.get("variant")
+                  and e["format"] in RUNTIME_PACKAGES]
+    if names:
+        known = {e["name"]: e for e in entries}
+        chosen = []
+        for n in names:
+            if n not in known:
+                raise DistillError(f"--artifact {n!r}: not evaluated in this run (evaluated: {', '.join(known)})")
+            e = known[n]
+            if e not in candidates:
+                raise DistillError(f"--artifact {n!r}: a {e['role']} {e['format']} artifact; bundles hold the "
+                                   f"student's {' and '.join(RUNTIME_PACKAGES)} exports")
+            chosen.append(e)
+    else:
+        chosen = candidates
+    for e in chosen:
+        gate = e.get("gate")
+        if gate is None:
+            raise DistillError(f"artifact {e['name']!r} has no release gate result (a run evaluated before gates "
+                               "existed): run `distill run` again to evaluate it")
+        if not gate["passed"] and names:
+            raise DistillError(f"artifact {e['name']!r} failed its release gate: {gate['metric']} on validation "
+                               f"{gate['value']:.4f} vs the student's {gate['reference_value']:.4f} "
+                               f"(below {gate['min_retention']:.0%}); it is kept out of bundles")
+    chosen = [e for e in chosen if e["gate"]["passed"]]
+    if not chosen:
+        raise DistillError("no artifact of this run passed its release gate: nothing to bundle (see the report's "
+                           "Release gates)")
+    return chosen
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | None = None) -> Path:
+    """Write the bundle of a finished run to `out` (a folder, or a .tar.gz file); returns `out`."""
+    import numpy as np
+    import pandas as pd
+
+    from sdk.rundir import replace_dir
+    from sdk.scoring import decide_labels, load_run
+    from sdk.stages.evaluate import load_details
+    from sdk.tables import prompt_function
+
+    run = load_run(run_dir)
+    t = run.template
+    if t.task != "decision":
+        raise DistillError(f"template {t.name!r} generates text: bundles hold decision templates so far (serve a "
+                           "generation student with `distill serve` or see docs/gpu-serving.md)")
+    chosen = choose_artifacts(run.entries, artifacts)
+    out = Path(out)
+    as_tar = out.name.endswith(".tar.gz")
+    folder = out.with_name(out.name.removesuffix(".tar.gz")) if as_tar else out
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "models").mkdir(parents=True)
+
+    # models
+    files: dict[str, dict[str, Any]] = {}
+    for e in chosen:
+        src = run.run.path("artifacts", Path(e["path"]).name)  # entries may hold paths relative to another cwd
+        dst = tmp / "models" / src.name
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+        files[e["name"]] = {"format": e["format"], "quant": e["quant"], "path": f"models/{src.name}",
+                            "threshold": e["metrics"].get("threshold"), "operating_point": e.get("operating_point"),
+                            "size_bytes": e["size_bytes"], "gate": e["gate"], "metrics": e["metrics"],
+                            "latency_ms": e["latency_ms"], "threads": e["threads"]}
+
+    # tokenizer, and the checks that the bundle reproduces the run's inputs
+    tok = run.tokenizer
+    tok.save_pretrained(tmp / "tokenizer")
+    if not (tmp / "tokenizer" / "tokenizer.json").is_file():
+        raise DistillError("the run's tokenizer has no fast (tokenizer.json) form; predict.py reads that file")
+    test = pd.read_parquet(run.run.path("data", "test.parquet"))
+    rows = test.to_dict("records")
+    sdk_prompts = [prompt_function(t, run.table)(r) for r in rows]
+    has_prompt = hasattr(t, "standalone_prompt") and (run.table is None or run.table.mode == "template")
+    if has_prompt:
+        source = t.standalone_prompt()
+        scope: dict[str, Any] = {}
+        exec(compile(source, "prompt.py", "exec"), scope)  # noqa: S102 - the template's own code, checked below
+        for i, (r, p) in enumerate(zip(rows, sdk_prompts)):
+            if scope["prompt"](r) != p:
+                raise DistillError(f"template {t.name!r}: its standalone prompt differs from its prompt on test row "
+                                   f"{i + 1}; fix standalone_prompt() before bundling")
+        (tmp / "prompt.py").write_text(f'"""The {t.name} template\'s prompt builder (prompt format version '
+                                       f'{getattr(t, "prompt_version", "1")}): prompt(row) -> str."""\n\n' + source)
+    _check_tokenizer(tmp / "tokenizer" / "tokenizer.json", sdk_prompts, run.tokenize(sdk_prompts), t.chat)
+
+    # the bundle's rule (two labels and a threshold, else the most probable) must be the template's decisions
+    details = load_details(run.run, [e["name"] for e in chosen])
+    for e in chosen:
+        probs = np.asarray(details[e["name"]]["probs_test"])
+        threshold = e["metrics"].get("threshold")
+        bundle_rule = [int(p[1] >= threshold) if len(p) == 2 and threshold is not None else int(np.argmax(p))
+                       for p in probs]
+        if bundle_rule != decide_labels(t, probs, threshold, run.options):
+            raise DistillError(f"template {t.name!r} decides differently from the bundle's rule (threshold on "
+                               "two labels, else the most probable): its decisions cannot be bundled yet")
+
+    default = min(chosen, key=lambda e: e["size_bytes"])["name"]
+    from sdk.stages.package import DECISION_RULE
+
+    manifest = {
+        "bundle_version": 1, "project": run.config.name, "template": t.name,
+        "prompt_format_version": str(getattr(t, "prompt_version", "1")), "task": t.task, "chat": bool(t.chat),
+        "label_words": [t.label_words[i] for i in range(len(t.label_words))],
+        "label_token_ids": list(run.task["label_ids"]), "decision_rule": DECISION_RULE,
+        "input_columns": list(run.table.names) if run.table is not None else list(t.columns),
+        "prompt_builder": "prompt.py" if has_prompt else None, "default_artifact": default, "artifacts": files,
+        "sdk_version": _version("distill-sdk"),
+    }
+    (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    shutil.copy2(Path(__file__).parents[1] / "deployment" / "bundle_predict.py", tmp / "predict.py")
+    needs = sorted({RUNTIME_PACKAGES[e["format"]] for e in chosen})
+    reqs = ["numpy", f"tokenizers=={_version('tokenizers')}"] + [f"{PIP_NAMES[p]}=={_version(p)}" for p in needs]
+    if t.chat:
+        reqs.append("jinja2")
+    (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    report = json.loads(run.run.path("report.json").read_text()) if run.run.path("report.json").is_file() else {}
+    (tmp / "MODEL_CARD.md").write_text(model_card(manifest, report, t))
+    sums = [f"{_sha256(p)}  {p.relative_to(tmp).as_posix()}" for p in sorted(tmp.rglob("*")) if p.is_file()]
+    (tmp / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+
+    replace_dir(tmp, folder)
+    if as_tar:
+        partial = out.with_name(f".{out.name}.partial")
+        with tarfile.open(partial, "w:gz") as tar:
+            tar.add(folder, arcname=folder.name)
+        partial.replace(out)
+        shutil.rmtree(folder)
+    return out
+
+
+def _check_tokenizer(path: Path, prompts: list[str], expected: list[list[int]], chat: bool) -> None:
+    """The tokenizers library on the saved tokenizer.json gives the run's token ids (what predict.py relies on)."""
+    if chat:
+        return  # predict.py renders the chat template with jinja2; checked by the bundle test on a chat run
+    from tokenizers import Tokenizer
+
+    got = [e.ids for e in Tokenizer.from_file(str(path)).encode_batch(prompts, add_special_tokens=True)]
+    for i, (g, x) in enumerate(zip(got, expected)):
+        if list(g) != list(x):
+            raise DistillError(f"tokenizer.json alone tokenises test prompt {i + 1} differently from the run "
+                               f"({len(g)} vs {len(x)} ids): predict.py would score other inputs")
+
+
+def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> str:
+    """MODEL_CARD.md: from the evaluation report, for the bundled artifacts."""
+    d = report.get("data", {})
+    iv = (report.get("intervals") or {}).get("metrics", {})
+    pm = report.get("primary_metric", template.primary_metric)
+    hm = report.get("headline_metric", pm)
+    op = report.get("operating_point")
+    machine = report.get("machine", {})
+    lines = [f"# Model card: {manifest['project']} ({manifest['template']})", "",
+             "## Intended use", "", getattr(template, "description", "").strip() or manifest["template"], "",
+             f"Input: one row with the columns {', '.join(manifest['input_columns'])}; output: "
+             f"{' / '.join(w.strip() for w in manifest['label_words'])} with its probability. "
+             + (f"Operating point: {op['description']}." if op else ""), "",
+             "Not for: inputs unlike the training data (other columns, languages or value ranges), or decisions "
+             "without a person able to review them; see Limitations.", "",
+             "## Data", "",
+             f"Train {d.get('n_train', '?')}, validation {d.get('n_val', '?')}, test {d.get('n_test', '?')} examples"
+             + (f" ({d.get('test_positives')} positive in test)" if d.get("test_positives") is not None else "")
+             + ". Thresholds were chosen on validation; the figures below are on the held-out test split.", "",
+             "## Metrics (test split, 95% intervals)", "",
+             f"| artifact | {hm} | {pm} | size MB | P50 ms | P99 ms | threads | release gate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, a in manifest["artifacts"].items():
+        def cell(m: str) -> str:
+            v = a["metrics"].get(m)
+            ci = iv.get(name, {}).get(m)
+            return "-" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        g = a["gate"]
+        kept = "-" if g["retention"] is None else f"{g['retention']:.3f}"
+        lines.append(f"| {name} | {cell(hm)} | {cell(pm)} | {a['size_bytes'] / 1e6:.1f} | {a['latency_ms']['p50']:.1f} "
+                     f"| {a['latency_ms']['p99']:.1f} | {a['threads']} | passed: {g['metric']} {g['value']:.3f} vs "
+                     f"student {g['reference_value']:.3f} (x{kept}) |")
+    teacher = next((a for a in report.get("artifacts", []) if a.get("role") == "teacher"), None)
+    if teacher:
+        lines += ["", f"Teacher ({teacher['name']}): {hm} {teacher['metrics'].get(hm, float('nan')):.3f}."]
+    lines += ["", "## Hardware", "",
+              f"Measured on {machine.get('cpus', '?')} CPUs ({machine.get('platform', '?')}), batch 1, latency per "
+              "decision after warm-up. Other machines differ: measure on yours (predict.py prints decisions; time "
+              "it there).", "",
+              "## Limitations", ""]
+    lines += [f"- {w}" for w in report.get("warnings", [])] + [f"- {n}" for n in report.get("notes", [])]
+    if not report.get("warnings") and not report.get("notes"):
+        lines.append("- None recorded by the evaluation.")
+    lines += ["", "## Files", "", "`predict.py` (run `python predict.py --verify` first), `bundle.json`, "
+              "`SHA256SUMS`, `requirements.txt`."]
+    return "\n".join(lines) + "\n"
+
+
+def bundle_command(run_dir: Path = typer.Argument(..., help="A finished run folder."),
+                   out: Path = typer.Option(..., "--out", help="Bundle folder, or a file ending in .tar.gz."),
+                   artifact: list[str] = typer.Option(None, "--artifact", help="Artifact to include (repeat; "
+                                                      "default: every student export that passed its gate).")) -> None:
+    """Write an on-prem bundle: gated artifacts, tokenizer, prompt builder, predict.py, model card, checksums."""
+    try:
+        path = write_bundle(run_dir, out, artifact or None)
+    except DistillError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"bundle: {path}")

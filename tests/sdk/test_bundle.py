@@ -1,0 +1,104 @@
+"""`distill bundle` on the fraud tiny run: installed into a fresh virtual environment with only the packages of
+requirements.txt (no SDK, no torch, no transformers), predict.py gives the SDK's decisions for every artifact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from sdk.bundle import choose_artifacts
+from sdk.errors import DistillError
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory):
+    """A virtual environment without the SDK's packages; the bundle's requirements are installed per test."""
+    path = tmp_path_factory.mktemp("venv") / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    return path / "bin" / "python"
+
+
+def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fresh_venv, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from sdk.scoring import load_run
+
+    out = tmp_path / "fraud-bundle"
+    cli = subprocess.run([sys.executable, "-m", "sdk.cli", "bundle", str(fraud_tiny_run), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert set(manifest["artifacts"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
+    assert manifest["prompt_builder"] == "prompt.py" and manifest["label_token_ids"]
+    assert all(a["gate"]["passed"] for a in manifest["artifacts"].values())
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "## Intended use" in card and "student-gguf-Q4_K_M" in card and "release gate" in card
+    assert len((out / "SHA256SUMS").read_text().splitlines()) == len([p for p in out.rglob("*") if p.is_file()]) - 1
+
+    pip = subprocess.run([str(fresh_venv), "-m", "pip", "install", "-q", "-r", str(out / "requirements.txt")],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    # only what requirements.txt names: the SDK and torch are not importable there
+    probe = subprocess.run([str(fresh_venv), "-c", "import importlib.util as u; "
+                            "print([m for m in ('sdk', 'torch', 'transformers') if u.find_spec(m)])"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+
+    test = pd.read_parquet(fraud_tiny_run / "data" / "test.parquet")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r, default=str) + "\n" for r in test.to_dict("records")))
+    run = load_run(fraud_tiny_run)
+    for name in manifest["artifacts"]:
+        got_file = tmp_path / f"{name}.jsonl"
+        res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(rows), "--artifact", name, "--threads",
+                              "2", "--out", str(got_file)], capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        got = [json.loads(line) for line in got_file.read_text().splitlines()]
+        want = run.predict(test, artifact=name)
+        assert [g["decision"] for g in got] == want["decision"].tolist(), name
+        np.testing.assert_allclose([g["score"] for g in got], want["score"].to_numpy(), atol=1e-5)
+
+    verify = subprocess.run([str(fresh_venv), str(out / "predict.py"), "--verify"], capture_output=True, text=True)
+    assert verify.returncode == 0 and "intact" in verify.stdout
+    with open(out / "models" / "student-Q8_0.gguf", "r+b") as f:  # one flipped byte is found
+        f.seek(-10, 2)
+        b = f.read(1)
+        f.seek(-10, 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    verify = subprocess.run([str(fresh_venv), str(out / "predict.py"), "--verify"], capture_output=True, text=True)
+    assert verify.returncode == 1 and "models/student-Q8_0.gguf" in verify.stdout
+
+
+def test_bundle_as_tar_gz_and_bad_requests(fraud_tiny_run, tmp_path):
+    out = tmp_path / "b.tar.gz"
+    cli = [sys.executable, "-m", "sdk.cli", "bundle", str(fraud_tiny_run)]
+    res = subprocess.run([*cli, "--out", str(out), "--artifact", "student-gguf-Q4_K_M"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert "b/models/student-Q4_K_M.gguf" in names and "b/predict.py" in names and "b/SHA256SUMS" in names
+    assert "b/models/student-Q8_0.gguf" not in names
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*partial"))
+    for bad, says in ((["--artifact", "student-torch"], "bundles hold"), (["--artifact", "nope"], "not evaluated"),
+                      (["--artifact", "baseline-logistic-regression"], "baseline")):
+        res = subprocess.run([*cli, "--out", str(tmp_path / "x"), *bad], capture_output=True, text=True)
+        assert res.returncode == 2 and says in res.stderr, res.stderr
+
+
+def test_failed_gates_stay_out():
+    def entry(name, passed):
+        return {"name": name, "role": "student", "format": "onnx", "variant": None,
+                "gate": {"passed": passed, "metric": "roc_auc", "value": 0.5, "reference_value": 0.9,
+                         "min_retention": 0.95}}
+
+    entries = [entry("student-onnx-int8", True), entry("student-onnx-int4", False)]
+    assert [e["name"] for e in choose_artifacts(entries, None)] == ["student-onnx-int8"]
+    with pytest.raises(DistillError, match="failed its release gate"):
+        choose_artifacts(entries, ["student-onnx-int4"])
+    with pytest.raises(DistillError, match="no artifact of this run passed"):
+        choose_artifacts([entry("student-onnx-int4", False)], None)
