@@ -11,7 +11,7 @@ object; the wrappers pick the outputs and turn the cache into flat tensors with 
 of onnxruntime-genai and optimum). optimum-onnx does not support transformers 5 (it pins <4.58), hence
 torch.onnx directly (docs/notes/issue8-onnx-quantization-research.md).
 
-Not yet wired into the export stage (issue 8: exporters behind one protocol); used by the parity tests and deployment.runtimes.onnx_runtime.
+Used by the onnx exporter (deployment.exporters.OnnxExporter), its parity tests and deployment.runtimes.onnx_runtime.
 """
 
 from __future__ import annotations
@@ -59,8 +59,17 @@ def past_names(n_layers: int) -> list[str]:
     return [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
 
 
+def _quiet_op_registry() -> None:
+    """The exporter's op registry warns once per torchvision op when torchvision is absent (a language model
+    uses none of them): 4 lines of noise per graph in every run's log."""
+    import logging
+
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
 def export_decision(model: torch.nn.Module, path: str | Path) -> Path:
     """The decision graph of `model` (fp32, eval mode) in one .onnx file."""
+    _quiet_op_registry()
     path = Path(path)
     vocab = model.config.vocab_size
     # example sizes must not be 0 or 1: torch.export would specialise those dimensions
@@ -77,6 +86,7 @@ def export_decision(model: torch.nn.Module, path: str | Path) -> Path:
 
 def export_generation(model: torch.nn.Module, path: str | Path) -> Path:
     """The generation-step graph of `model` with flat past/present key-value tensors in one .onnx file."""
+    _quiet_op_registry()
     path = Path(path)
     n_layers, kv_heads, head_dim = kv_shape(model.config)
     names = past_names(n_layers)

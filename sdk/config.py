@@ -161,6 +161,7 @@ class OpenAITeacherConfig(_Model):
 
 
 DEFAULT_KIND = {"teacher": "hf"}  # a component section without `kind` is this kind
+REPLACED = frozenset({"formats"})  # mappings of components that an override replaces instead of merging
 TEACHER_KINDS = {"hf": TeacherConfig, "llamacpp": LlamaCppTeacherConfig, "openai": OpenAITeacherConfig}
 AnyTeacher = Annotated[TeacherConfig | LlamaCppTeacherConfig | OpenAITeacherConfig, Field(discriminator="kind")]
 
@@ -479,12 +480,13 @@ def _template_option_errors(name: str, options: dict[str, Any]) -> list[str]:
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Nested overrides; a component section given with another `kind` (teacher: openai over a preset's hf
-    teacher) replaces the section, since the old kind's keys mean nothing to the new one."""
+    teacher) replaces the section, since the old kind's keys mean nothing to the new one, and a mapping that
+    lists components (export.formats) is replaced whole: the formats given are the formats exported."""
     out = dict(base)
     for k, v in overrides.items():
         old = out.get(k)
-        if isinstance(v, dict) and isinstance(old, dict) and not ("kind" in v and old.get("kind", DEFAULT_KIND.get(k))
-                                                                   != v["kind"]):
+        if isinstance(v, dict) and isinstance(old, dict) and k not in REPLACED and not (
+                "kind" in v and old.get("kind", DEFAULT_KIND.get(k)) != v["kind"]):
             out[k] = deep_merge(old, v)
         else:
             out[k] = v

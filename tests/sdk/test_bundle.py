@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from sdk.bundle import choose_artifacts
+from sdk.bundle import choose_artifacts, write_bundle
 from sdk.errors import DistillError
 
 
@@ -84,10 +84,12 @@ def test_bundle_as_tar_gz_and_bad_requests(fraud_tiny_run, tmp_path):
     assert "b/models/student-Q4_K_M.gguf" in names and "b/predict.py" in names and "b/SHA256SUMS" in names
     assert "b/models/student-Q8_0.gguf" not in names
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*partial"))
-    for bad, says in ((["--artifact", "student-torch"], "bundles hold"), (["--artifact", "nope"], "not evaluated"),
-                      (["--artifact", "baseline-logistic-regression"], "baseline")):
-        res = subprocess.run([*cli, "--out", str(tmp_path / "x"), *bad], capture_output=True, text=True)
-        assert res.returncode == 2 and says in res.stderr, res.stderr
+    res = subprocess.run([*cli, "--out", str(tmp_path / "x"), "--artifact", "nope"], capture_output=True, text=True)
+    assert res.returncode == 2 and "not evaluated" in res.stderr, res.stderr
+    for bad, says in (("student-torch", "bundles hold"), ("baseline-logistic-regression", "baseline")):
+        with pytest.raises(DistillError, match=says):
+            write_bundle(fraud_tiny_run, tmp_path / "x", [bad])
+    assert not (tmp_path / "x").exists()
 
 
 def test_failed_gates_stay_out():

@@ -126,3 +126,19 @@ def test_table_settings_validate():
     cfg = validate_config({"template": "fraud", "data": {"path": "t.csv", "label_column": "fraud", "positive_label": 1,
                                                          "time_column": "when", "columns": ["when", "amount"]}})
     assert cfg.data.columns == ["when", "amount"] and cfg.data.positive_label == 1
+
+
+def test_export_formats_are_validated_by_their_exporter():
+    cfg = validate_config({"template": "fraud", "export": {"formats": {"gguf": {"quants": ["Q6_K"]}, "onnx": {}}}})
+    assert cfg.export.formats["gguf"]["quants"] == ["Q6_K"]
+    assert cfg.export.formats["onnx"]["quants"] == ["int8"] and cfg.export.gate.min_retention == 0.95
+    for bad, says in (({"formats": {"tensorrt": {}}}, "unknown export format 'tensorrt'"),
+                      ({"formats": {"gguf": {"quants": ["Q9"]}}}, "unknown GGUF type"),
+                      ({"formats": {"onnx": {"int4_block_size": 48}}}, "power of 2"),
+                      ({"formats": {"onnx": {"quant": ["int8"]}}}, "quant"),
+                      ({"formats": {}}, "at least one format")):
+        with pytest.raises(DistillError, match=says):
+            validate_config({"template": "fraud", "export": bad})
+    # the spelling before exporters had their own keys still reads (older run folders load)
+    old = validate_config({"template": "fraud", "export": {"quants": ["Q8_0"]}})
+    assert old.export.formats == {"gguf": {"quants": ["Q8_0"]}}
