@@ -31,6 +31,11 @@ def test_code_report_contract(run_dir):
         m = a["metrics"]
         assert 0 <= m["pass@1"] <= 1 and m["n"] == 6 and "pass@1_easy" in m and "pass@2" in m
         assert a["tokens_per_s"] > 0 and a["ttft_ms"]["p50"] > 0 and a["peak_rss_mb"] > 0 and a["threads"] >= 1
+    # generation gates: greedy completions on the validation split against the torch student's (not the twin's)
+    assert set(r["gates"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M"}
+    for g in r["gates"].values():
+        assert g["metric"] == "pass@1" and g["split"] == "val" and 0 <= g["parity"]["identical_completions"] <= 1
+        assert g["reference_value"] == arts["student-torch"]["val_metrics"]["pass@1"]
     # the embedded teacher solves some easy problems: retention is defined
     assert arts["teacher-torch"]["metrics"]["pass@1"] > 0
     ann = r["annotation"]
