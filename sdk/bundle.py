@@ -17,7 +17,6 @@ bundle's decision rule the template's decisions on the evaluation's test probabi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tarfile
@@ -66,14 +65,6 @@ def choose_artifacts(entries: list[dict[str, Any]], names: list[str] | None) -> 
     return chosen
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _version(package: str) -> str:
     from importlib.metadata import version
 
@@ -85,6 +76,8 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     import numpy as np
     import pandas as pd
 
+    from deployment.bundle_predict import decide
+    from sdk.models import file_sha256
     from sdk.rundir import replace_dir
     from sdk.scoring import decide_labels, load_run
     from sdk.stages.evaluate import load_details
@@ -138,14 +131,12 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
                                        f'{getattr(t, "prompt_version", "1")}): prompt(row) -> str."""\n\n' + source)
     _check_tokenizer(tmp / "tokenizer" / "tokenizer.json", sdk_prompts, run.tokenize(sdk_prompts), t.chat)
 
-    # the bundle's rule (two labels and a threshold, else the most probable) must be the template's decisions
+    # predict.py's rule (two labels and a threshold, else the most probable) must give the template's decisions
     details = load_details(run.run, [e["name"] for e in chosen])
     for e in chosen:
         probs = np.asarray(details[e["name"]]["probs_test"])
         threshold = e["metrics"].get("threshold")
-        bundle_rule = [int(p[1] >= threshold) if len(p) == 2 and threshold is not None else int(np.argmax(p))
-                       for p in probs]
-        if bundle_rule != decide_labels(t, probs, threshold, run.options):
+        if [decide(p, threshold) for p in probs] != decide_labels(t, probs, threshold, run.options):
             raise DistillError(f"template {t.name!r} decides differently from the bundle's rule (threshold on "
                                "two labels, else the most probable): its decisions cannot be bundled yet")
 
@@ -170,7 +161,7 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n")
     report = json.loads(run.run.path("report.json").read_text()) if run.run.path("report.json").is_file() else {}
     (tmp / "MODEL_CARD.md").write_text(model_card(manifest, report, t))
-    sums = [f"{_sha256(p)}  {p.relative_to(tmp).as_posix()}" for p in sorted(tmp.rglob("*")) if p.is_file()]
+    sums = [f"{file_sha256(p)}  {p.relative_to(tmp).as_posix()}" for p in sorted(tmp.rglob("*")) if p.is_file()]
     (tmp / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 
     replace_dir(tmp, folder)

@@ -41,13 +41,19 @@ def make_tiny_llama(out_dir: Path, layers: int = 4, tie: bool = True, seed: int 
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       rms_norm_eps=1e-5, tie_word_embeddings=tie, attention_bias=bias, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    # random init is near-uniform; scale weights up so logits have real structure to compare
+    return _save_scaled(LlamaForCausalLM(cfg), out_dir, 8.0, fill_biases=bias)
+
+
+def _save_scaled(model, out_dir: Path, scale: float, fill_biases: bool) -> Path:
+    """Random init is near-uniform: matrices are scaled up so logits have real structure to compare, and biases
+    (which start at zero) get values so that they are checked too."""
+    import torch
+
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim > 1:
-                p.mul_(8.0)
-            elif bias and p.abs().sum() == 0:  # biases start at zero; give them values to check
+                p.mul_(scale)
+            elif fill_biases and p.abs().sum() == 0:
                 p.normal_(0.0, 0.5)
     model.save_pretrained(out_dir)
     return out_dir
@@ -98,18 +104,10 @@ def make_tiny_qwen2(out_dir: Path, layers: int = 2, tie: bool = True, seed: int 
                       rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
                       tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
-    model = Qwen2ForCausalLM(cfg)
     # x2, not make_tiny_llama's x8: at width 256 that would make a chaotic model, where llama.cpp's rounding of
     # weights and activations moves logits out of proportion; at x2 attention still matters (a wrong Q/K
-    # layout moves logits by >0.3). Biases start at zero: give them values to check.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim > 1:
-                p.mul_(2.0)
-            elif p.abs().sum() == 0:
-                p.normal_(0.0, 0.5)
-    model.save_pretrained(out_dir)
-    return out_dir
+    # layout moves logits by >0.3)
+    return _save_scaled(Qwen2ForCausalLM(cfg), out_dir, 2.0, fill_biases=True)
 
 
 @pytest.fixture(scope="session")

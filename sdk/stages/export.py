@@ -54,10 +54,11 @@ def run(ctx: Context) -> dict[str, Any]:
     # threshold (package)
     meta = task_metadata(ctx.template, run_dir.task())
     listed: dict[str, list[dict[str, Any]]] = {}
+    configured = exporters(ctx)
     for folder in students(run_dir):
         src = run_dir.path(folder)
         listed[folder] = []
-        for i, exporter in enumerate(exporters(ctx)):
+        for i, exporter in enumerate(configured):
             twin = folder != "student"
             if twin and i > 0:
                 continue  # the twin is compared in one type: the first format's most compressed
