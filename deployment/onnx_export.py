@@ -107,9 +107,10 @@ def export_generation(model: torch.nn.Module, path: str | Path) -> Path:
 
 
 def export_folder(student_dir: str | Path, out_dir: str | Path, generation: bool = True) -> Path:
-    """A folder onnxruntime can run on its own: decision.onnx, generation.onnx (when `generation`), the
-    student's config.json, generation_config.json and tokenizer files. Written to a temporary folder first
-    and moved into place, so a failed export leaves nothing half-written."""
+    """A folder onnxruntime can run on its own: generation.onnx when `generation` (it also scores: one step
+    with an empty past is a decision pass, so the weights are stored once), decision.onnx otherwise, plus
+    the student's config.json, generation_config.json and tokenizer files. Written to a temporary folder
+    first and moved into place, so a failed export leaves nothing half-written."""
     import os
     import shutil
 
@@ -121,9 +122,10 @@ def export_folder(student_dir: str | Path, out_dir: str | Path, generation: bool
     tmp.mkdir(parents=True)
     model, tok = load_causal_lm(str(student_dir))
     model = model.float().eval()
-    export_decision(model, tmp / "decision.onnx")
     if generation:
         export_generation(model, tmp / "generation.onnx")
+    else:
+        export_decision(model, tmp / "decision.onnx")
     model.config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     tok.save_pretrained(tmp)

@@ -1,5 +1,5 @@
-"""onnxruntime over a folder written by deployment.onnx_export.export_folder: decision.onnx for scoring,
-generation.onnx (KV-cached steps) for generation. The execution providers are the ones asked for that the
+"""onnxruntime over a folder written by deployment.onnx_export.export_folder: decision.onnx (decision
+templates) or generation.onnx (KV-cached steps; it also scores, as one step with an empty past). The execution providers are the ones asked for that the
 installed onnxruntime has (CUDA with onnxruntime-gpu on a GPU machine), CPU otherwise; `providers` reports
 those the session actually runs."""
 
@@ -29,18 +29,19 @@ class OnnxRuntime:
         from deployment.onnx_export import kv_shape, past_names
 
         folder = Path(model)
-        if not (folder / "decision.onnx").is_file():
-            raise FileNotFoundError(f"{folder}: no decision.onnx (write the folder with deployment.onnx_export.export_folder)")
+        dec, gen = folder / "decision.onnx", folder / "generation.onnx"
+        if not dec.is_file() and not gen.is_file():
+            raise FileNotFoundError(f"{folder}: no decision.onnx or generation.onnx (write the folder with "
+                                    "deployment.onnx_export.export_folder)")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         self.threads = threads or os.cpu_count() or 1  # onnxruntime's default (0) uses every core
         available = set(ort.get_available_providers())
         chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        self.decision = ort.InferenceSession(str(folder / "decision.onnx"), opts, providers=chosen)
-        self.providers = self.decision.get_providers()
-        gen = folder / "generation.onnx"
+        self.decision = ort.InferenceSession(str(dec), opts, providers=chosen) if dec.is_file() else None
         self.generation = ort.InferenceSession(str(gen), opts, providers=chosen) if gen.is_file() else None
+        self.providers = (self.decision or self.generation).get_providers()
         self.config = AutoConfig.from_pretrained(folder)
         self.tok = AutoTokenizer.from_pretrained(folder)
         self.batch_size = batch_size
@@ -56,46 +57,82 @@ class OnnxRuntime:
         out = []
         for lo in range(0, len(seqs), self.batch_size):
             batch = left_pad(seqs[lo: lo + self.batch_size], self.tok.pad_token_id or 0)
-            logits = self.decision.run(None, {"input_ids": batch["input_ids"].numpy(),
-                                              "attention_mask": batch["attention_mask"].numpy()})[0]
+            ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy()
+            if self.decision is not None:
+                logits = self.decision.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            else:
+                logits = self.generation.run(None, self._prefill_feeds(ids, mask))[0]
             out.append(_softmax(logits[:, list(label_ids)].astype(np.float64)))
         return np.concatenate(out) if out else np.zeros((0, len(label_ids)))
 
     def score_one(self, seq: Sequence[int], label_ids: Sequence[int]) -> np.ndarray:
         return self.score([seq], label_ids)[0]
 
+    def _prefill_feeds(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Generation-graph inputs for left-padded prompts and an empty past: positions count real tokens
+        only (as transformers derives them from the mask), padding gets position 0."""
+        empty = np.zeros((ids.shape[0], self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int64)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
+                **{n: empty for n in self.past_names}}
+
     def generate(self, prompts: Sequence[Sequence[int]], params: GenerationParams,
                  progress: str | None = None) -> list[list[Generation]]:
-        return [[self.generate_one(p, params)] * params.n for p in prompts]
+        """Greedy completions, `batch_size` prompts per KV-cached batch (left-padded); a batch runs until
+        each row has ended or hit a stop string, or max_new_tokens. Greedy completions are the same for
+        every one of the n asked for."""
+        from tqdm.auto import tqdm
+
+        out: list[list[Generation]] = []
+        with tqdm(total=len(prompts), desc=progress or "generate", unit="prompt", disable=progress is None) as bar:
+            for lo in range(0, len(prompts), self.batch_size):
+                out += [[g] * params.n for g in self._generate_batch(prompts[lo: lo + self.batch_size], params)]
+                bar.update(min(self.batch_size, len(prompts) - lo))
+        return out
 
     def generate_one(self, prompt: Sequence[int], params: GenerationParams) -> Generation:
+        return self._generate_batch([prompt], params)[0]
+
+    def _generate_batch(self, prompts: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+        from sdk.distill.batching import left_pad
+
         if self.generation is None:
             raise ValueError("this ONNX folder has no generation.onnx (exported for decisions only)")
         if not params.greedy:
             raise ValueError("the ONNX runtime decodes greedily only (temperature 0) so far")
-        if not prompt:
-            raise ValueError("the prompt is empty: generation needs at least one prompt token")
-        past = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32) for n in self.past_names}
-        ids = np.array([list(prompt)], dtype=np.int64)
-        length, new, ended, ttft = 0, [], False, 0.0
+        if any(not p for p in prompts):
+            raise ValueError("a prompt is empty: generation needs at least one prompt token")
         start = time.perf_counter()
-        while len(new) < params.max_new_tokens:
-            feeds = {"input_ids": ids, "attention_mask": np.ones((1, length + ids.shape[1]), dtype=np.int64),
-                     "position_ids": np.arange(length, length + ids.shape[1], dtype=np.int64)[None, :], **past}
+        batch = left_pad(prompts, self.tok.pad_token_id or 0)
+        mask = batch["attention_mask"].numpy()
+        feeds = self._prefill_feeds(batch["input_ids"].numpy(), mask)
+        positions = feeds["position_ids"][:, -1:]
+        rows = len(prompts)
+        new: list[list[int]] = [[] for _ in range(rows)]
+        ended, done = [False] * rows, [False] * rows
+        ttft = 0.0
+        for _ in range(params.max_new_tokens):
             logits, *present = self.generation.run(None, feeds)
-            length += ids.shape[1]
-            past = dict(zip(self.past_names, present))
-            token = int(logits[0].argmax())
-            if not new and not ttft:
-                ttft = time.perf_counter() - start
-            if token in self.eos_ids:
-                ended = True
+            ttft = ttft or time.perf_counter() - start
+            tokens = logits.argmax(-1)
+            for r in range(rows):
+                if done[r]:
+                    continue
+                token = int(tokens[r])
+                if token in self.eos_ids:
+                    ended[r] = done[r] = True
+                    continue
+                new[r].append(token)
+                if params.stop and any(s in self._decode(new[r]) for s in params.stop):
+                    done[r] = True
+            if all(done):
                 break
-            new.append(token)
-            if params.stop and any(s in self._decode(new) for s in params.stop):
-                break
-            ids = np.array([[token]], dtype=np.int64)
-        return finish_generation(new, self._decode, params.stop, ended, ttft, time.perf_counter() - start)
+            positions = positions + 1
+            mask = np.concatenate([mask, np.ones((rows, 1), dtype=mask.dtype)], axis=1)
+            feeds = {"input_ids": tokens.astype(np.int64)[:, None], "attention_mask": mask,
+                     "position_ids": positions, **dict(zip(self.past_names, present))}
+        seconds = time.perf_counter() - start
+        return [finish_generation(new[r], self._decode, params.stop, ended[r], ttft, seconds) for r in range(rows)]
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)

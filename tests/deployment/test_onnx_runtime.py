@@ -1,5 +1,6 @@
-"""The onnxruntime runtime over an exported folder, against the torch runtime on the same tiny student:
-label probabilities within 1e-4, the same greedy completion, the providers that ran reported."""
+"""The onnxruntime runtime over exported folders (decision graph; generation graph, which also scores),
+against the torch runtime on the same tiny student: label probabilities within 1e-4, the same greedy
+completions one at a time and batched with left padding, the providers that ran reported."""
 
 from __future__ import annotations
 
@@ -17,24 +18,45 @@ def onnx_folder(tiny_llama, tmp_path_factory):
     return export_folder(tiny_llama, tmp_path_factory.mktemp("onnx") / "student-onnx")
 
 
-def test_scores_and_greedy_completion_match_the_torch_runtime(tiny_llama, onnx_folder):
+@pytest.fixture(scope="module")
+def decision_folder(tiny_llama, tmp_path_factory):
+    from deployment.onnx_export import export_folder
+
+    return export_folder(tiny_llama, tmp_path_factory.mktemp("onnx") / "student-onnx-decision", generation=False)
+
+
+def test_scores_and_greedy_completions_match_the_torch_runtime(tiny_llama, onnx_folder, decision_folder):
     from deployment.runtimes import RUNTIMES
     from deployment.runtimes.generation import GenerationParams
     from deployment.runtimes.torch_runtime import TorchRuntime
 
-    ort_rt = RUNTIMES["onnx"]({"model": str(onnx_folder), "threads": 2})
+    assert sorted(p.name for p in onnx_folder.glob("*.onnx")) == ["generation.onnx"]  # weights stored once
+    assert sorted(p.name for p in decision_folder.glob("*.onnx")) == ["decision.onnx"]
+    ort_rt = RUNTIMES["onnx"]({"model": str(onnx_folder), "threads": 2, "batch_size": 2})
+    dec_rt = RUNTIMES["onnx"]({"model": str(decision_folder), "threads": 2})
     torch_rt = TorchRuntime(str(tiny_llama), threads=2)
-    assert ort_rt.providers == ["CPUExecutionProvider"]
+    assert ort_rt.providers == ["CPUExecutionProvider"] == dec_rt.providers
     tok = torch_rt.tok
     seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no", "$3 gift_cards online 02h RU, "
                                           "account 4d, new device, 9 tx/h. Fraud?"]]
     labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
     got, ref = ort_rt.score(seqs, labels), torch_rt.score(seqs, labels)
     assert got.shape == (3, 2) and np.abs(got - ref).max() < 1e-4
+    assert np.abs(dec_rt.score(seqs, labels) - ref).max() < 1e-4
     assert np.abs(ort_rt.score_one(seqs[2], labels) - ref[2]).max() < 1e-4
     params = GenerationParams(max_new_tokens=20)
     a, b = ort_rt.generate_one(seqs[0], params), torch_rt.generate_one(seqs[0], params)
     assert a.token_ids == b.token_ids and a.text == b.text and a.finish == b.finish
+    # batched (2 + 1, left-padded prompts of different lengths), with a stop string cutting some rows early
+    assert len(b.text) > 9
+    stop_params = GenerationParams(max_new_tokens=20, stop=[b.text[6:9]])
+    for p in (params, stop_params):
+        batched = [g for [g] in ort_rt.generate(seqs, p)]
+        alone = [torch_rt.generate_one(s, p) for s in seqs]
+        assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+        assert [(g.text, g.finish) for g in batched] == [(g.text, g.finish) for g in alone]
+    with pytest.raises(ValueError, match="no generation.onnx"):
+        dec_rt.generate_one(seqs[0], params)
     with pytest.raises(ValueError, match="greedily"):
         ort_rt.generate_one(seqs[0], GenerationParams(max_new_tokens=4, temperature=0.7))
 
@@ -46,20 +68,20 @@ def test_a_folder_without_the_graph_is_refused_naming_it(tmp_path):
         OnnxRuntime(str(tmp_path))
 
 
-def test_int8_folder_keeps_the_head_float_and_stays_close(tiny_llama, onnx_folder, tmp_path):
+def test_int8_folder_keeps_the_head_float_and_stays_close(tiny_llama, decision_folder, tmp_path):
     import onnx
 
     from deployment.onnx_export import nodes_in_scope, quantize_int8
     from deployment.runtimes.onnx_runtime import OnnxRuntime
 
-    q = quantize_int8(onnx_folder, tmp_path / "int8")
+    q = quantize_int8(decision_folder, tmp_path / "int8")
     graph = onnx.load(str(q / "decision.onnx"))
     ops = [n.op_type for n in graph.graph.node]
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # the body is quantised
     head = nodes_in_scope(graph, "lm_head")
     assert head and all(n.op_type == "MatMul" for n in graph.graph.node if n.name in head)  # the head is not
-    assert (q / "decision.onnx").stat().st_size < (onnx_folder / "decision.onnx").stat().st_size
-    fp32, int8 = OnnxRuntime(str(onnx_folder)), OnnxRuntime(str(q))
+    assert (q / "decision.onnx").stat().st_size < (decision_folder / "decision.onnx").stat().st_size
+    fp32, int8 = OnnxRuntime(str(decision_folder)), OnnxRuntime(str(q))
     tok = fp32.tok
     seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no yes", "account device store"]]
     labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
@@ -75,7 +97,7 @@ def test_int4_folder_uses_matmulnbits_and_still_generates(tiny_llama, onnx_folde
     from deployment.runtimes.onnx_runtime import OnnxRuntime
 
     q = quantize_int4(onnx_folder, tmp_path / "int4")
-    for name in ("decision.onnx", "generation.onnx"):
+    for name in ("generation.onnx",):
         graph = onnx.load(str(q / name))
         assert "MatMulNBits" in [n.op_type for n in graph.graph.node]
         head = nodes_in_scope(graph, "lm_head")
