@@ -84,7 +84,7 @@ def time_steps(student, runs, n: int, steps: int, batch_size: int) -> list[dict[
         for r, (model, batch_loss) in enumerate(runs):
             model.train()
             t, c = time.perf_counter(), time.process_time()
-            loss = batch_loss(model, idx)
+            loss = batch_loss(model, idx)[0]
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -131,7 +131,7 @@ def main() -> None:
     view = top_view(student, a.frozen)
     with torch.no_grad():  # same weights, same batch: the two paths must agree
         first = list(range(a.batch_size))
-        loss_u, loss_c = uncached(student, first).item(), cached(view, first).item()
+        loss_u, loss_c = [(lambda s, n: s.item() / n)(*f(m, first)) for f, m in ((uncached, student), (cached, view))]
 
     load_before = os.getloadavg()[0]
     base_t, cand_t = time_steps(student, [(student, uncached), (view, cached)], len(prompts), a.steps, a.batch_size)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -223,10 +223,24 @@ class DistillConfig(_Model):
         "teacher: they are most of a small student's parameters, and training them adds a dense gradient and "
         "an optimizer update over all of them to every step.")
     lr: float = Field(3e-4, gt=0)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step (split into `grad_accum` micro-batches).")
     max_epochs: float = Field(4.0, gt=0)
     eval_every: int = Field(50, ge=1)
     patience: int = Field(3, ge=1)
+    # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
+    omit_if_default: ClassVar[tuple[str, ...]] = ("grad_accum", "checkpoint_every", "lr_schedule", "warmup_ratio",
+                                                  "device")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per step: gradients are summed and divided by the "
+                            "step's token (or example) count, so any split trains like the whole batch in less memory.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Steps between resumable checkpoints besides "
+                                         "every validation check (weights, optimizer, scheduler, RNG, data position).")
+    lr_schedule: Literal["linear", "cosine", "constant_with_warmup", "cosine_with_restarts", "polynomial"] = Field(
+        "linear", description="transformers' learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of the steps spent warming the learning "
+                                "rate up from 0.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), "
+                        "cpu or cuda[:N]; CUDA trains under bf16 autocast, CPU in fp32 (bf16 without AVX-512 BF16 "
+                        "is ~7x slower here).")
 
     @field_validator("loss")
     @classmethod
@@ -245,7 +259,10 @@ class DistillConfig(_Model):
         except ValidationError as err:  # one line per problem, with the loss's own keys as suggestions
             raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
                 _describe_error(e, loss_cls.Config) for e in err.errors())) from None
-        return {"kind": v["kind"], **params.model_dump()}
+        stored = params.model_dump(mode="json")
+        changed = params.model_dump(mode="json", exclude_defaults=True)
+        omit = getattr(loss_cls.Config, "omit_if_default", ())  # keys added later: absent at their defaults
+        return {"kind": v["kind"], **{k: x for k, x in stored.items() if k not in omit or k in changed}}
 
 
 class GateConfig(_Model):
@@ -355,7 +372,10 @@ def _sections(annotation: Any) -> list[type[BaseModel]]:
         return [annotation]
     if typing.get_origin(annotation) is Annotated:
         return _sections(typing.get_args(annotation)[0])
-    return [m for arg in typing.get_args(annotation) for m in _sections(arg)]
+    args = typing.get_args(annotation)
+    if any(a in (int, float, str, bool) for a in args):
+        return []  # a value that may also be given as a model (a number or a schedule) is one key
+    return [m for arg in args for m in _sections(arg)]
 
 
 def _fields_at(model: Any, loc: tuple) -> list[str]:

@@ -23,7 +23,9 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tens
 
 def last_token_logits(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """[B, vocab] next-token logits after each prompt (one forward pass; lm_head on the last position only)."""
-    return model(**left_pad(seqs, pad_id), logits_to_keep=1).logits[:, -1, :]
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in left_pad(seqs, pad_id).items()}
+    return model(**batch, logits_to_keep=1).logits[:, -1, :]
 
 
 def token_forward(seqs: Sequence[Sequence[int]], pad_id: int):
@@ -52,7 +54,7 @@ def label_probs_with(forward, model: torch.nn.Module, n: int, label_ids: Sequenc
     was_training = model.training
     model.eval()
     for b in tqdm(list(batches(n, batch_size, order)), desc=progress, disable=progress is None, leave=False):
-        out[b] = torch.softmax(forward(model, b)[:, list(label_ids)].float(), dim=-1)
+        out[b] = torch.softmax(forward(model, b)[:, list(label_ids)].float(), dim=-1).cpu()
     model.train(was_training)
     return out
 

@@ -65,8 +65,9 @@ def cache_hidden_states(model: torch.nn.Module, seqs: Sequence[Sequence[int]], s
     hidden = None
     for b in tqdm(list(batches(len(seqs), batch_size)), desc=desc, disable=desc is None, leave=False):
         width = int(full["attention_mask"][b].sum(-1).max())  # trim shared left padding of this batch
-        inputs = {k: v[b][:, -width:] for k, v in full.items()}
-        out = bottom(**inputs, use_cache=False).last_hidden_state
+        device = next(model.parameters()).device
+        inputs = {k: v[b][:, -width:].to(device) for k, v in full.items()}
+        out = bottom(**inputs, use_cache=False).last_hidden_state.to("cpu", torch.float32)
         if hidden is None:
             hidden = torch.zeros((len(seqs), full["input_ids"].shape[1], out.shape[-1]), dtype=out.dtype)
         hidden[b, -width:] = out
@@ -78,8 +79,10 @@ def cached_forward(cache: dict[str, torch.Tensor]) -> Callable[[torch.nn.Module,
 
     def forward(view: torch.nn.Module, idx: list[int]) -> torch.Tensor:
         width = int(cache["attention_mask"][idx].sum(-1).max())
-        out = view(inputs_embeds=cache["hidden"][idx][:, -width:], attention_mask=cache["attention_mask"][idx][:, -width:],
-                   position_ids=cache["position_ids"][idx][:, -width:], logits_to_keep=1, use_cache=False)
+        device = next(view.parameters()).device
+        part = {k: cache[k][idx][:, -width:].to(device) for k in ("hidden", "attention_mask", "position_ids")}
+        out = view(inputs_embeds=part["hidden"], attention_mask=part["attention_mask"],
+                   position_ids=part["position_ids"], logits_to_keep=1, use_cache=False)
         return out.logits[:, -1, :]
 
     return forward

@@ -4,20 +4,26 @@ Used for teacher adaptation (LoRA, task cross-entropy) and student distillation 
 task shapes. It sees `batch_loss(model, idx) -> scalar` over example indices (built by
 `decision_batch_loss` or `sdk.distill.sequence.make_response_loss`) and an evaluation callback; never a
 config or a template.
-Every `eval_every` steps it validates, keeps the best weights, writes a resumable checkpoint, and stops
-after `patience` checks without improvement.
+Every `eval_every` steps it validates, keeps the best weights, writes a resumable checkpoint (also every
+`checkpoint_every` steps), and stops after `patience` checks without improvement. Gradient accumulation,
+transformers' learning-rate schedules, bf16 autocast on CUDA (fp32 on CPU) and exact resume (RNG states
+and data position included) are here, so every workflow gets them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -77,19 +83,64 @@ def _length_grouped(lengths: Sequence[int], batch_size: int, gen: torch.Generato
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
-BatchLoss = Callable[[torch.nn.Module, list[int]], torch.Tensor]
+BatchLoss = Callable[[torch.nn.Module, list[int]], "torch.Tensor | tuple[torch.Tensor, int]"]
 
 
 def decision_batch_loss(forward: Callable[[torch.nn.Module, list[int]], torch.Tensor],
                         targets: dict[str, torch.Tensor], loss_fn: Loss) -> BatchLoss:
     """batch_loss for the decision shape: answer-position logits from forward(model, idx) (see
     batching.token_forward, frozen_prefix.cached_forward) and per-example targets (`target` = answer token
-    id, plus whatever the loss reads, e.g. teacher top-k)."""
+    id, plus whatever the loss reads, e.g. teacher top-k). Returns (summed loss, examples)."""
 
-    def batch_loss(model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
-        return loss_fn(forward(model, idx), {k: v[idx] for k, v in targets.items()})
+    def batch_loss(model: torch.nn.Module, idx: list[int]) -> tuple[torch.Tensor, int]:
+        logits = forward(model, idx)
+        mean = loss_fn(logits, {k: v[idx].to(logits.device) for k, v in targets.items()})
+        return mean * len(idx), len(idx)
 
     return batch_loss
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA when there is a GPU, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DistillError(f"distill.device is {name!r} but torch sees no CUDA GPU (use auto or cpu)")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; fp32 on CPU, where bf16 without AVX-512 BF16/AMX is ~7x slower, not faster."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _micro_batches(idx: list[int], n: int) -> list[list[int]]:
+    """idx cut into n nearly equal consecutive parts (none empty)."""
+    n = max(1, min(n, len(idx)))
+    size, extra = divmod(len(idx), n)
+    out, lo = [], 0
+    for i in range(n):
+        hi = lo + size + (i < extra)
+        out.append(idx[lo:hi])
+        lo = hi
+    return out
 
 
 def train(
@@ -107,23 +158,41 @@ def train(
     checkpoint_dir: Path,
     desc: str = "train",
     lengths: Sequence[int] | None = None,
+    grad_accum: int = 1,
+    checkpoint_every: int | None = None,
+    lr_schedule: str = "linear",
+    warmup_ratio: float = 0.05,
+    max_grad_norm: float = 1.0,
+    loss_fn: Any = None,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
-    batch_loss(model, idx) -> the loss of examples idx; evaluate(model) -> validation metric, higher is
-    better. lengths: the examples' token counts, to batch examples of similar length together (a batch is
-    padded to its longest example).
+    batch_loss(model, idx) -> (summed loss, normalisation units) of examples idx (tokens for responses,
+    examples for decisions), or the mean loss over those examples. A step of `batch_size` examples runs
+    as `grad_accum` micro-batches whose summed gradients are divided by the step's total units, so any
+    split gives the gradient of the whole batch. evaluate(model) -> validation metric, higher is better.
+    lengths: the examples' token counts, to batch examples of similar length together. The learning rate
+    follows transformers' `lr_schedule` (linear, cosine, constant_with_warmup, ...) after `warmup_ratio`
+    of the steps. A checkpoint (weights, optimizer, scheduler, RNG states, step: the data position) is
+    written at every check and every `checkpoint_every` steps; a run killed at any point resumes from the
+    last one and continues exactly as if uninterrupted. loss_fn: the loss object, for its schedules
+    (`set_progress`) and its logged terms (`last_terms`).
     """
+    from transformers import get_scheduler
+
     # --- setup
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_dir / "last.pt"
     params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(n_examples / batch_size)
     total_steps = max(1, int(max_epochs * steps_per_epoch))
-    warmup = max(1, total_steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+    warmup = max(1, round(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
+    try:
+        scheduler = get_scheduler(lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    except ValueError as err:
+        raise DistillError(f"learning-rate schedule {lr_schedule!r}: {err}") from None
     gen = torch.Generator().manual_seed(seed)
     if lengths is None:
         order = torch.cat([torch.randperm(n_examples, generator=gen) for _ in range(math.ceil(max_epochs) + 1)])
@@ -131,37 +200,60 @@ def train(
     else:
         grouped = [b for _ in range(math.ceil(max_epochs) + 1) for b in _length_grouped(lengths, batch_size, gen)]
         batch_at = lambda s: grouped[s].tolist()  # noqa: E731
-    step, best, best_step, bad_checks, history = 0, -math.inf, -1, 0, []
+    step, best, best_step, bad_checks, history, running = 0, -math.inf, -1, 0, [], None
     best_state = _trainable_state(model)
-    if ckpt_path.is_file():  # resume an interrupted run exactly where its last check left it
-        ck = torch.load(ckpt_path, weights_only=False)
+    if ckpt_path.is_file():  # resume an interrupted run exactly where its last checkpoint left it
+        ck = torch.load(ckpt_path, weights_only=False, map_location=device)
         model.load_state_dict(ck["model"], strict=False)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         step, best, best_step, bad_checks, history = ck["step"], ck["best"], ck["best_step"], ck["bad_checks"], ck["history"]
-        best_state = ck["best_state"]
+        best_state, running = ck["best_state"], ck.get("running")
+        if "rng" in ck:
+            _set_rng_state(ck["rng"])
     _truncate_log(checkpoint_dir / "log.jsonl", step)
     log = open(checkpoint_dir / "log.jsonl", "a")
     start = time.perf_counter()
 
+    def save() -> None:
+        _atomic_save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "step": step, "best": best, "best_step": best_step,
+                      "bad_checks": bad_checks, "history": history, "best_state": best_state, "running": running,
+                      "rng": _rng_state()}, ckpt_path)
+
     # --- loop
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step")
-    running = None
     stopped_early = bad_checks >= patience  # a resumed run that had already stopped
     while step < total_steps and not stopped_early:
-        idx = batch_at(step)
-        loss = batch_loss(model, idx)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if hasattr(loss_fn, "set_progress"):
+            loss_fn.set_progress(step / max(1, total_steps - 1))
+        loss_sum, units, terms = 0.0, 0, {}
+        for micro in _micro_batches(batch_at(step), grad_accum):
+            with _autocast(device):
+                out = batch_loss(model, micro)
+            summed, n = out if isinstance(out, tuple) else (out * len(micro), len(micro))
+            summed.backward()
+            loss_sum, units = loss_sum + summed.item(), units + n
+            for k, v in (getattr(loss_fn, "last_terms", None) or {}).items():
+                terms[k] = terms.get(k, 0.0) + v * n
+        for p in params:  # the gradient of the step's mean: summed micro-batch gradients over all units
+            if p.grad is not None:
+                p.grad.div_(max(units, 1))
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        step_lr = scheduler.get_last_lr()[0]  # the rate this step uses
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        loss = loss_sum / max(units, 1)
+        running = loss if running is None else 0.9 * running + 0.1 * loss
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}", best=f"{best:.4f}")
-        log.write(json.dumps({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}) + "\n")
+        record = {"step": step, "loss": loss, "lr": step_lr, "units": units}
+        record.update({k: v / max(units, 1) for k, v in terms.items()})
+        log.write(json.dumps(record) + "\n")
         if step % eval_every == 0 or step == total_steps:
             model.eval()
             metric = float(evaluate(model))
@@ -177,13 +269,13 @@ def train(
                 best_state = _trainable_state(model)
             else:
                 bad_checks += 1
-            _atomic_save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "step": step, "best": best,
-                          "best_step": best_step, "bad_checks": bad_checks, "history": history,
-                          "best_state": best_state}, ckpt_path)
+            save()
             if bad_checks >= patience:
                 stopped_early = True
                 break
+        elif checkpoint_every and step % checkpoint_every == 0:
+            log.flush()
+            save()
     bar.close()
     log.close()
 

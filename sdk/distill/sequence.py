@@ -132,9 +132,11 @@ def teacher_topk(model: torch.nn.Module, prompts: Sequence[Sequence[int]], respo
 
 def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                        loss: Callable[[torch.Tensor, torch.nn.Module, dict], torch.Tensor], pad_id: int,
-                       topk: TopKStore | None = None,
-                       cache: SequenceCache | None = None) -> Callable[[torch.nn.Module, list[int]], torch.Tensor]:
-    """batch_loss(model, idx) -> scalar: `loss(hidden, lm_head, targets)` on examples idx, where targets
+                       topk: TopKStore | None = None, cache: SequenceCache | None = None
+                       ) -> Callable[[torch.nn.Module, list[int]], tuple[torch.Tensor, int]]:
+    """batch_loss(model, idx) -> (summed loss, response tokens): `loss(hidden, lm_head, targets)` (a mean
+    over the tokens) on examples idx, times their token count, so micro-batches of a step add up to the
+    step's per-token mean whatever their sizes (sdk.distill.recipe.train divides by the total). Targets
     holds target_ids and, given a store, the teacher's top-k rows of those examples in the same order.
     Given a cache of the frozen layers' outputs for these sequences (row i = prompts[i] + responses[i]),
     batch_loss must be called with `top_view(model, cache.start)`."""
@@ -159,7 +161,8 @@ def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Seq
         if topk is not None:
             logprobs, ids = topk.rows(idx)
             targets["topk_logprobs"], targets["topk_ids"] = logprobs.to(hidden.device), ids.to(hidden.device)
-        return loss(hidden, _base(model).get_output_embeddings(), targets)
+        n = int(targets["target_ids"].numel())
+        return loss(hidden, _base(model).get_output_embeddings(), targets) * n, n
 
     return batch_loss
 

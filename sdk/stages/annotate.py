@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdk.distill.schedules import uses_teacher_distributions
 from sdk.rundir import RunDir
 from sdk.stages import Context
 
@@ -131,7 +132,7 @@ def _split(answer: dict[str, Any], keep_traces: bool) -> dict[str, Any]:
 
 
 def _needs_topk(loss: dict[str, Any]) -> bool:
-    return float(loss.get("alpha", 1.0)) < 1.0
+    return uses_teacher_distributions(loss)
 
 
 def with_reasoning(text: str, reasoning: str | None) -> str:

@@ -29,10 +29,21 @@ CACHE_MAX_BYTES = 8 << 30  # a larger frozen-layer cache would crowd RAM: train 
 
 
 def inputs(ctx: Context) -> Any:
+    from sdk.config import DistillConfig
     from sdk.models import fingerprint
 
     c = ctx.config.model_dump(mode="json")
-    return [c["student"], c["distill"], fingerprint(c["student"]["model"])]
+    distill = {k: v for k, v in c["distill"].items()
+               if k not in DistillConfig.omit_if_default or v != DistillConfig.model_fields[k].default}
+    return [c["student"], distill, fingerprint(c["student"]["model"])]
+
+
+def train_settings(ctx: Context) -> dict[str, Any]:
+    """The recipe's keyword arguments that come from `distill:` as they are."""
+    d = ctx.config.distill
+    return {"lr": d.lr, "batch_size": d.batch_size, "eval_every": d.eval_every, "seed": ctx.config.seed,
+            "grad_accum": d.grad_accum, "checkpoint_every": d.checkpoint_every, "lr_schedule": d.lr_schedule,
+            "warmup_ratio": d.warmup_ratio}
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -87,12 +98,16 @@ def run(ctx: Context) -> dict[str, Any]:
     from sdk.distill.frozen_prefix import same_prefix
     from sdk.students import count_params
 
+    from sdk.distill.recipe import pick_device
+
     c = ctx.config
     teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
     del teacher
     _freeze(ctx, student)
+    device = pick_device(c.distill.device)
+    student.to(device)
     meta = {"origin": origin, "gguf_pre_tokenizer": info.get("gguf_pre_tokenizer"), "task": ctx.run.task()}
     out: dict[str, Any] = {}
     if ctx.template.task == "decision":
@@ -106,6 +121,7 @@ def run(ctx: Context) -> dict[str, Any]:
             twin, _ = _student(ctx, _source(ctx)[0], tok)
             twin.load_state_dict(initial)
             _freeze(ctx, twin)
+            twin.to(device)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
             if cache is not None and not (_frozen_start(ctx, twin) == cache.start
                                           and same_prefix(student, twin, cache.start)):
@@ -157,9 +173,8 @@ def _distill_decision(ctx: Context, student, tok):
     evaluate = decision_metric(ctx.template, ctx.options, val_fwd, val["label"].to_numpy(), label_ids,
                                c.evaluation.batch_size)
     student.train()
-    return train(trained, decision_batch_loss(train_fwd, targets, loss_fn),
-                 len(prompts["train"]), evaluate, lr=d.lr, batch_size=d.batch_size, max_epochs=d.max_epochs,
-                 eval_every=d.eval_every, patience=d.patience, seed=c.seed,
+    return train(trained, decision_batch_loss(train_fwd, targets, loss_fn), len(prompts["train"]), evaluate,
+                 max_epochs=d.max_epochs, patience=d.patience, loss_fn=loss_fn, **train_settings(ctx),
                  checkpoint_dir=run_dir.checkpoint_dir("distill", ctx.key), desc="distill student",
                  lengths=[len(x) for x in seqs])
 
@@ -220,6 +235,7 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
     trainable top layers train on it through top_view."""
     from sdk.distill.frozen_prefix import top_view
     from sdk.distill.recipe import train
+    from sdk.distill.schedules import uses_teacher_distributions
     from sdk.distill.sequence import make_response_loss, response_ce
     from sdk.distill.topk_store import TopKStore
     from sdk.registry import LOSSES, load
@@ -227,9 +243,8 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
     c, run_dir = ctx.config, ctx.run
     d = c.distill
     train_idx, val_idx = data["train_idx"], data["val_idx"]
-    alpha = float(loss_cfg.get("alpha", 1.0))
     topk = None
-    if alpha < 1.0:
+    if uses_teacher_distributions(loss_cfg):
         store_path = run_dir.path("annotations", "topk.safetensors")
         if not store_path.is_file():
             raise DistillError("distill.loss.alpha < 1 needs the teacher's top-k log-probabilities; re-run annotate")
@@ -255,8 +270,8 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
     # the top view names its layers from 0: its checkpoints live apart from a full model's (no cross-resume)
     ckpt = run_dir.checkpoint_dir(f"{name}-top{cache.start}" if cache is not None else name, ctx.key)
     trained.train()
-    res = train(trained, batch_loss, len(t_resp), evaluate, lr=d.lr, batch_size=d.batch_size,
-                max_epochs=max_epochs, eval_every=d.eval_every, patience=d.patience if steps is None else 10**9,
-                seed=c.seed, checkpoint_dir=ckpt, desc=name)
+    res = train(trained, batch_loss, len(t_resp), evaluate, max_epochs=max_epochs,
+                patience=d.patience if steps is None else 10**9, loss_fn=loss_fn, **train_settings(ctx),
+                checkpoint_dir=ckpt, desc=name)
     student.eval()
     return res

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 
+from sdk.distill.schedules import uses_teacher_distributions
 from sdk.errors import DistillError
 
 
@@ -111,7 +112,7 @@ def with_openai_teacher(text: str, base_url: str, model: str, api_key_env: str |
     if not student.get("model"):
         lines = _set_in_block(lines, "student", "base", f"{json.dumps(local)}  # the student is cut from it")
     loss = (data.get("distill") or {}).get("loss") or {}
-    if float(loss.get("alpha", 1.0)) < 1.0 and loss.get("kind") == "response_kd":
+    if uses_teacher_distributions(loss) and loss.get("kind") == "response_kd":
         lines = [re.sub(r"^(\s+alpha:)\s*[0-9.]+.*$", r"\1 1.0  # an API teacher gives no distributions", ln)
                  for ln in lines]
         lines = [re.sub(r"^(\s+compare_sequence_kd:)\s*true.*$", r"\1 false  # alpha 1 is sequence-level KD already",

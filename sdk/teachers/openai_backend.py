@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sdk.distill.schedules import uses_teacher_distributions
 from sdk.errors import DistillError
 from sdk.models import cache_dir
 from sdk.teachers.cache import CACHE_FILE, ResponseCache
@@ -80,7 +81,7 @@ class OpenAIBackend:
 
 def check_distill_loss(teacher_kind: str, loss: dict[str, Any], task: str) -> None:
     """Token-level KD on responses needs the teacher's distributions over the run's vocabulary."""
-    if teacher_kind == "openai" and task == "generation" and float(loss.get("alpha", 1.0)) < 1.0:
+    if teacher_kind == "openai" and task == "generation" and uses_teacher_distributions(loss):
         raise DistillError("distill.loss.alpha: token-level KD needs the teacher's distributions over the student's "
                            "vocabulary, which an openai teacher does not give; set distill.loss.alpha: 1.0 "
                            "(sequence-level KD on its verified completions)")

@@ -13,6 +13,17 @@ from sdk.students import student_from_teacher
 PAD = 0
 
 
+def _mean_loss(*args, **kw):
+    """make_response_loss as a per-token mean (it returns the summed loss and the token count)."""
+    batch_loss = make_response_loss(*args, **kw)
+
+    def mean(model, idx):
+        summed, n = batch_loss(model, idx)
+        return summed / n
+
+    return mean
+
+
 @pytest.fixture(scope="module")
 def teacher(tiny_llama):
     model, _ = load_causal_lm(tiny_llama)
@@ -76,7 +87,7 @@ def test_response_hidden_through_a_peft_wrapper(teacher, data):
 def test_loss_reads_only_response_positions(teacher, data):
     prompts, responses = data
     student = student_from_teacher(teacher, [0, 3])
-    loss_fn = make_response_loss(prompts, responses, ResponseKD(alpha=1.0, chunk_tokens=5), PAD)
+    loss_fn = _mean_loss(prompts, responses, ResponseKD(alpha=1.0, chunk_tokens=5), PAD)
     batch = right_pad(prompts, responses, PAD)
     # equals HF's own shifted CE with prompt and padding labels ignored
     with torch.no_grad():
@@ -106,10 +117,10 @@ def test_padding_changes_nothing(teacher, data, tmp_path):
     kd = ResponseKD(temperature=2.0, alpha=0.5, chunk_tokens=4)
     with torch.no_grad():
         pads = (PAD, 17, teacher.config.vocab_size - 1)
-        by_pad = [make_response_loss(prompts, responses, kd, pad, store)(teacher, [2, 0, 1]) for pad in pads]
+        by_pad = [_mean_loss(prompts, responses, kd, pad, store)(teacher, [2, 0, 1]) for pad in pads]
         assert torch.allclose(by_pad[0], by_pad[1], atol=1e-6) and torch.allclose(by_pad[0], by_pad[2], atol=1e-6)
         # a token-weighted mean of single-row (unpadded) losses equals the padded batch's loss
-        loss_fn = make_response_loss(prompts, responses, kd, PAD, store)
+        loss_fn = _mean_loss(prompts, responses, kd, PAD, store)
         sizes = [len(responses[i]) for i in (2, 0, 1)]
         singles = sum(loss_fn(teacher, [i]) * n for i, n in zip((2, 0, 1), sizes)) / sum(sizes)
         assert torch.allclose(by_pad[0], singles, atol=1e-5)
@@ -149,7 +160,7 @@ def test_distilling_from_stored_topk_reduces_the_loss(teacher, data, tmp_path):
                     vocab_size=teacher.config.vocab_size)
     store = TopKStore.read(path)
     student = student_from_teacher(teacher, [0, 3]).train()
-    loss_fn = make_response_loss(prompts, responses, ResponseKD(temperature=2.0, alpha=0.5, chunk_tokens=16),
+    loss_fn = _mean_loss(prompts, responses, ResponseKD(temperature=2.0, alpha=0.5, chunk_tokens=16),
                                  PAD, store)
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
     ce_before = response_ce(student, prompts, responses, PAD)
@@ -171,10 +182,10 @@ def test_store_that_does_not_fit_the_responses_is_named(teacher, data, tmp_path)
     prompts, responses = data
     store = TopKStore.write(tmp_path / "t.safetensors", teacher_topk(teacher, prompts, responses, 4, PAD))
     with pytest.raises(DistillError, match="6 rows but there are 5"):
-        make_response_loss(prompts[:5], responses[:5], ResponseKD(), PAD, store)
+        _mean_loss(prompts[:5], responses[:5], ResponseKD(), PAD, store)
     shifted = [responses[0] + [1]] + responses[1:]
     with pytest.raises(DistillError, match="row 0 covers"):
-        make_response_loss(prompts, shifted, ResponseKD(), PAD, store)
+        _mean_loss(prompts, shifted, ResponseKD(), PAD, store)
 
 
 # --- training on cached frozen-layer outputs (top_view) instead of running the frozen bottom every step
@@ -221,8 +232,8 @@ def test_cached_loss_and_gradients_equal_uncached(weights, alpha, data, tmp_path
     # the cache is built in batches other than the training batch's, and with another padding id
     cache = _cache(student, prompts, responses, batch_size=4)
     student.train()
-    uncached = make_response_loss(prompts, responses, kd, PAD, store)
-    cached = make_response_loss(prompts, responses, kd, 17, store, cache=cache)
+    uncached = _mean_loss(prompts, responses, kd, PAD, store)
+    cached = _mean_loss(prompts, responses, kd, 17, store, cache=cache)
     for idx in ([2, 0, 1, 5], [4], list(range(6))):
         ref_loss, ref_grads = _loss_and_grads(student, student, uncached, idx)
         loss, grads = _loss_and_grads(student, top_view(student, START), cached, idx)
@@ -253,9 +264,9 @@ def test_a_cache_that_does_not_fit_is_named(teacher, data):
     cache = _cache(student, prompts, responses)
     kd = ResponseKD(alpha=1.0)
     with pytest.raises(DistillError, match="top_view"):  # the full model given cached inputs of layer 2
-        make_response_loss(prompts, responses, kd, PAD, cache=cache)(student, [0, 1])
+        _mean_loss(prompts, responses, kd, PAD, cache=cache)(student, [0, 1])
     with pytest.raises(DistillError, match="cache has 6 sequences but there are 5"):
-        make_response_loss(prompts[:5], responses[:5], kd, PAD, cache=cache)
+        _mean_loss(prompts[:5], responses[:5], kd, PAD, cache=cache)
     shifted = [responses[0] + [1]] + responses[1:]
     with pytest.raises(DistillError, match="cache row 0 covers"):
         response_ce(student, prompts, shifted, PAD, cache=cache)
@@ -279,7 +290,7 @@ def test_training_on_the_cache_follows_the_uncached_run_and_resumes(teacher, dat
         def val(m):
             return -response_ce(m, prompts, responses, PAD, batch_size=4, cache=cache)
 
-        res = train(model, make_response_loss(prompts, responses, kd, PAD, cache=cache), len(prompts),
+        res = train(model, _mean_loss(prompts, responses, kd, PAD, cache=cache), len(prompts),
                     evaluate or val, checkpoint_dir=ckpt, **kw)
         return res, {n: p.detach().clone() for n, p in student.named_parameters() if p.requires_grad}
 
@@ -306,7 +317,7 @@ def test_training_on_the_cache_follows_the_uncached_run_and_resumes(teacher, dat
         return -response_ce(m, prompts, responses, PAD, batch_size=4, cache=cache0)
 
     with pytest.raises(Interrupted):
-        train(top_view(student0, START), make_response_loss(prompts, responses, kd, PAD, cache=cache0),
+        train(top_view(student0, START), _mean_loss(prompts, responses, kd, PAD, cache=cache0),
               len(prompts), interrupted, checkpoint_dir=tmp_path / "resumed", **kw)
     resumed, resumed_w = run(True, tmp_path / "resumed")
     assert resumed.steps == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]

@@ -1,0 +1,170 @@
+"""The recipe's mechanics on a tiny random student distilled from stored teacher top-k: gradient
+accumulation (4 micro-batches of 2 == one batch of 8, per-token normalisation across responses of different
+lengths), exact resume after SIGKILL mid-epoch (dropout on: RNG states are part of the checkpoint),
+transformers' LR schedules, per-term logging, and two identical runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdk.distill.losses import ResponseKD
+from sdk.distill.recipe import _micro_batches, train
+from sdk.distill.sequence import make_response_loss, teacher_topk
+from sdk.distill.topk_store import TopKStore
+from sdk.models import load_causal_lm
+
+PAD = 0
+
+
+def _data(vocab: int, n: int = 16, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(3, vocab, (int(torch.randint(3, 9, (1,), generator=gen)),), generator=gen).tolist()
+               for _ in range(n)]
+    responses = [torch.randint(3, vocab, (int(torch.randint(1, 14, (1,), generator=gen)),), generator=gen).tolist()
+                 for _ in range(n)]
+    return prompts, responses
+
+
+def _setup(model_dir: str, store_path: Path, dropout: float = 0.0):
+    """A fresh 1-layer student of the tiny model and a response-KD batch loss over stored teacher top-k."""
+    from sdk.students import student_from_teacher
+
+    teacher, _ = load_causal_lm(model_dir)
+    prompts, responses = _data(teacher.config.vocab_size)
+    if not store_path.is_file():
+        TopKStore.write(store_path, teacher_topk(teacher, prompts, responses, 8, PAD))
+    torch.manual_seed(0)
+    student = student_from_teacher(teacher, [0])
+    student.config.attention_dropout = dropout
+    for layer in student.model.layers:
+        layer.self_attn.attention_dropout = dropout
+    kd = ResponseKD(temperature={"kind": "linear", "start": 3.0, "end": 1.0}, alpha=0.3, chunk_tokens=16)
+    return student, kd, make_response_loss(prompts, responses, kd, PAD, TopKStore.read(store_path)), len(prompts)
+
+
+def test_micro_batches_split_a_batch_without_losing_examples():
+    assert _micro_batches(list(range(8)), 4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert _micro_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert _micro_batches([5, 6], 4) == [[5], [6]]
+
+
+def test_accumulating_4_micro_batches_of_2_equals_a_batch_of_8(tiny_llama, tmp_path):
+    store = tmp_path / "topk.safetensors"
+    runs = {}
+    for accum in (1, 4):
+        student, kd, batch_loss, n = _setup(str(tiny_llama), store)
+        res = train(student, batch_loss, n, lambda m: 0.0, lr=3e-3, batch_size=8, max_epochs=2, eval_every=100,
+                    patience=5, seed=0, checkpoint_dir=tmp_path / f"a{accum}", grad_accum=accum, loss_fn=kd)
+        log = [json.loads(x) for x in (tmp_path / f"a{accum}" / "log.jsonl").read_text().splitlines()]
+        runs[accum] = (student.state_dict(), [r for r in log if "loss" in r], res)
+    (w1, log1, _), (w4, log4, _) = runs[1], runs[4]
+    assert len(log1) == len(log4) == 4
+    for a, b in zip(log1, log4):
+        assert a["units"] == b["units"] and abs(a["loss"] - b["loss"]) < 1e-5
+        assert abs(a["ce"] - b["ce"]) < 1e-5 and abs(a["kd"] - b["kd"]) < 1e-5
+    assert max((w1[k] - w4[k]).abs().max().item() for k in w1) < 1e-5
+    assert log1[0]["temperature"] == 3.0 and log1[-1]["temperature"] == 1.0  # the schedule reached the loss
+    assert all(abs(r["loss"] - (0.3 * r["ce"] + 0.7 * r["kd"])) < 1e-4 for r in log1)
+
+
+def test_transformers_lr_schedules_and_a_clear_error_for_an_unknown_one(tiny_llama, tmp_path):
+    store = tmp_path / "topk.safetensors"
+    for name in ("linear", "cosine"):
+        student, kd, batch_loss, n = _setup(str(tiny_llama), store)
+        train(student, batch_loss, n, lambda m: 0.0, lr=1e-3, batch_size=4, max_epochs=5, eval_every=100,
+              patience=5, seed=0, checkpoint_dir=tmp_path / name, lr_schedule=name, warmup_ratio=0.1)
+        lrs = [json.loads(x)["lr"] for x in (tmp_path / name / "log.jsonl").read_text().splitlines()
+               if "lr" in json.loads(x)]
+        # 2 warmup steps from 0, then down to 0 at step 20
+        assert len(lrs) == 20 and lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3]) and max(lrs) == pytest.approx(1e-3)
+        linear_mid = 1e-3 * (20 - 10) / 18
+        assert lrs[10] == pytest.approx(linear_mid) if name == "linear" else lrs[10] > linear_mid
+    from sdk.errors import DistillError
+
+    student, kd, batch_loss, n = _setup(str(tiny_llama), store)
+    with pytest.raises(DistillError, match="schedule 'cosin'"):
+        train(student, batch_loss, n, lambda m: 0.0, lr=1e-3, batch_size=4, max_epochs=1, eval_every=100,
+              patience=5, seed=0, checkpoint_dir=tmp_path / "bad", lr_schedule="cosin")
+
+
+TRAIN_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+import torch
+torch.set_num_threads(1)
+from tests.sdk.distill.test_recipe_mechanics import _setup
+from sdk.distill.recipe import train
+model_dir, out, step_sleep = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+student, kd, batch_loss, n = _setup(model_dir, out.parent / "topk.safetensors", dropout=0.2)
+
+def slow(model, idx):
+    import time
+    time.sleep(step_sleep)
+    return batch_loss(model, idx)
+
+res = train(student, slow, n, lambda m: -float(sum(p.square().sum() for p in m.parameters() if p.requires_grad)),
+            lr=3e-3, batch_size=4, max_epochs=4, eval_every=6, patience=100, seed=0, checkpoint_dir=out,
+            checkpoint_every=2, grad_accum=2, lr_schedule="cosine", loss_fn=kd)
+last = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)][-1]
+print(json.dumps({"loss": last["loss"], "steps": res.steps,
+                  "weights": sum(float(p.double().sum()) for p in student.parameters())}))
+"""
+
+
+def _run(args, **kw):
+    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+
+
+def test_sigkill_mid_epoch_then_resume_ends_exactly_like_an_uninterrupted_run(tiny_llama, tmp_path):
+    root = Path(__file__).resolve().parents[3]
+    whole = tmp_path / "whole" / "ckpt"
+    whole.parent.mkdir()
+    out, err = _run([tiny_llama, whole, 0.0, root]).communicate(timeout=300)
+    assert out, err[-2000:]
+    ref = json.loads(out.strip().splitlines()[-1])
+    assert ref["steps"] == 16
+
+    killed = tmp_path / "killed" / "ckpt"
+    killed.parent.mkdir()
+    proc = _run([tiny_llama, killed, 0.4, root])
+    deadline = time.time() + 240
+    log = killed / "log.jsonl"
+    while time.time() < deadline:  # kill after step 9: mid-epoch (4 steps each), past the checkpoint of step 8
+        steps = [json.loads(x)["step"] for x in log.read_text().splitlines()] if log.is_file() else []
+        if steps and max(steps) >= 9:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.load(killed / "last.pt", weights_only=False)["step"] in (8, 10)
+    out, err = _run([tiny_llama, killed, 0.0, root]).communicate(timeout=300)
+    assert out, err[-2000:]
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert resumed["steps"] == 16
+    assert abs(resumed["loss"] - ref["loss"]) < 1e-4 and abs(resumed["weights"] - ref["weights"]) < 1e-3
+    steps = [json.loads(x)["step"] for x in log.read_text().splitlines() if "loss" in json.loads(x)]
+    assert steps == list(range(1, 17))  # every step logged once
+
+
+def test_two_runs_are_identical(tiny_llama, tmp_path):
+    store = tmp_path / "topk.safetensors"
+    weights = []
+    for i in range(2):
+        student, kd, batch_loss, n = _setup(str(tiny_llama), store, dropout=0.2)
+        torch.manual_seed(1)
+        train(student, batch_loss, n, lambda m: 0.0, lr=3e-3, batch_size=4, max_epochs=1, eval_every=100,
+              patience=5, seed=0, checkpoint_dir=tmp_path / f"r{i}", loss_fn=kd)
+        weights.append(student.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
