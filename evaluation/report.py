@@ -339,10 +339,13 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {'-' if sp is None else f'{sp:.2f}x'} | {'-' if size is None else f'{size:.1%}'} | "
                      f"{_ratio(s.get('headline_retention'), s.get('headline_retention_ci'))} | "
                      f"{_ratio(s[f'{pm}_retention'], s.get(f'{pm}_retention_ci'))} |")
-    variants = [a for a in r["artifacts"] if a.get("variant") == "sequence_kd"]
+    twins = {"sequence_kd": "sequence-level KD alone", "fine_tuned": "labels alone (plain fine-tuning)"}
+    variants = [a for a in r["artifacts"] if a.get("variant") in twins]
     if variants:
-        lines += ["", "## What the teacher's distributions add (same steps)", "",
-                  f"| quant | sequence-level KD alone: {pm} | + token-level KD: {pm} |", "|---|---|---|"]
+        kinds = sorted({a["variant"] for a in variants})
+        lines += ["", "## What the teacher's distributions add (same student, same data, same steps)", "",
+                  f"| quant | {' / '.join(twins[k] for k in kinds)}: {pm} | with the teacher's distributions: {pm} |",
+                  "|---|---|---|"]
         main = {a["quant"]: a for a in r["artifacts"] if a["role"] == "student" and not a.get("variant")}
         ivm = (iv or {}).get("metrics", {})
         for v in variants:

@@ -229,7 +229,11 @@ class DistillConfig(_Model):
     patience: int = Field(3, ge=1)
     # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
     omit_if_default: ClassVar[tuple[str, ...]] = ("grad_accum", "checkpoint_every", "lr_schedule", "warmup_ratio",
-                                                  "device")
+                                                  "device", "compare_fine_tuning")
+    compare_fine_tuning: bool = Field(
+        False, description="Also train the same student, from the same start for the same steps, without the "
+        "teacher's distributions (alpha=1: on the labels for decisions; on the teacher's verified completions for "
+        "generation, as compare_sequence_kd) and report both: is KD better than plain fine-tuning here?")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per step: gradients are summed and divided by the "
                             "step's token (or example) count, so any split trains like the whole batch in less memory.")
     checkpoint_every: int | None = Field(None, ge=1, description="Steps between resumable checkpoints besides "

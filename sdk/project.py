@@ -19,7 +19,7 @@ from typing import Any
 from sdk import config as cfgmod
 from sdk.config import ProjectConfig
 from sdk.errors import DistillError
-from sdk.rundir import RunDir, atomic_write_text, stable_hash, versions
+from sdk.rundir import RunDir, atomic_write_text, machine, stable_hash, versions
 
 
 @dataclass
@@ -98,6 +98,7 @@ class Project:
         c = self.config
         atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
         run.save(project=c.name, template=c.template, task=self.template.task, seed=c.seed, versions=versions(),
+                 machine=machine(),
                  config_hash=stable_hash(c.model_dump(mode="json")))
         upstream, ran, ran_now = "", False, []
         for name, stage in stage_list():

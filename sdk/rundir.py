@@ -61,6 +61,36 @@ def versions() -> dict[str, str]:
     return out
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict[str, Any]:
+    """What decides the numbers besides seeds and versions: the thread counts (float sums are reduced in
+    another order with other counts), the CPU's instruction set (torch picks other kernels with AVX-512 or
+    AMX) and the GPU. Runs on the same machine, threads and versions are bit-identical
+    (tests/sdk/distill/test_recipe_mechanics.py); across machines they are not (docs/distillation.md)."""
+    import torch
+
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": model, "cpu_flags": [f for f in ISA_FLAGS if f in flags],
+                           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+                           "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+        out["cuda"] = torch.version.cuda
+    return out
+
+
 class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)

@@ -23,7 +23,15 @@ def test_report_json_contract(run_dir):
     assert r["schema_version"] == "1.3" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
     assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M",
-                         "student-onnx-fp32", "baseline-gradient-boosting", "baseline-logistic-regression"}
+                         "student-onnx-fp32", "baseline-gradient-boosting", "baseline-logistic-regression",
+                         "student-finetuned-gguf-Q4_K_M"}
+    # KD vs plain fine-tuning: the same student trained the same steps on the labels alone, in the report
+    twin = arts.pop("student-finetuned-gguf-Q4_K_M")
+    assert twin["variant"] == "fine_tuned" and twin["quant"] == "Q4_K_M" and 0 <= twin["metrics"]["recall"] <= 1
+    assert "labels alone (plain fine-tuning)" in (run_dir / "report.md").read_text()
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]["distill"]
+    assert stages["fine_tuned"]["train"]["steps"] == stages["train"]["steps"]
+    assert stages["fine_tuned"]["loss"]["alpha"] == 1.0
     for name in ("baseline-gradient-boosting", "baseline-logistic-regression"):  # compared at the same point,
         assert arts.pop(name)["format"] == "sklearn"                           # not distilled
     for a in arts.values():
@@ -35,7 +43,8 @@ def test_report_json_contract(run_dir):
     assert arts["student-gguf-Q4_K_M"]["quant"] == "Q4_K_M" and arts["teacher-torch"]["quant"] is None
     assert arts["student-torch"]["params"] < arts["teacher-torch"]["params"]
     assert arts["student-gguf-Q4_K_M"]["size_bytes"] < arts["student-gguf-Q8_0"]["size_bytes"]
-    assert set(r["retention"]) == {"student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
+    assert set(r["retention"]) == {"student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32",
+                                   "student-finetuned-gguf-Q4_K_M"}
     # every export is gated against the unquantized student on validation; the reference itself is not
     assert set(r["gates"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
     # fp32 ONNX is the student itself: same validation metric, probabilities within float rounding
@@ -76,6 +85,8 @@ def test_run_folder_artifacts_and_manifest(run_dir):
 
     assert set(m["stages"]) == {name for name, _ in stage_list()}
     assert m["versions"]["torch"] and m["seed"] == 0
+    # what decides the numbers besides seed and versions is recorded (docs/distillation.md, reproducibility)
+    assert m["machine"]["torch_threads"] >= 1 and m["machine"]["torch_cpu_capability"] and "cpu_flags" in m["machine"]
     for f in ("config.yaml", "report.md", "report.html", "tradeoffs.png", "data/test.parquet", "teacher/adapter/adapter_config.json",
               "student/config.json", "artifacts/exports.json", "artifacts/student-Q4_K_M.gguf"):
         assert (run_dir / f).is_file(), f
@@ -113,3 +124,21 @@ def test_rerun_skips_finished_stages(run_dir):
     from sdk.stages import stage_list
 
     assert out.stdout.count("up to date, skipped") == len(stage_list())
+
+
+def test_a_second_run_of_the_tiny_preset_trains_the_identical_student(run_dir, tmp_path):
+    """Seeded training is bit-identical on one machine with the same threads and versions: a copy of the
+    run whose student is removed trains it again (distill stage only) to the same bytes."""
+    import hashlib
+    import shutil
+
+    from sdk.project import Project
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
+    shutil.rmtree(copy / "student")
+    Project.from_yaml(run_dir.parent / "project.yaml").run(out=copy, until="distill", preflight=False)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(copy / "student" / "model.safetensors") == digest(run_dir / "student" / "model.safetensors")
+    first, second = (json.loads((d / "manifest.json").read_text())["stages"]["distill"] for d in (run_dir, copy))
+    assert second["train"]["history"] == first["train"]["history"]

@@ -24,7 +24,9 @@ from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
 from sdk.stages.common import decision_forwards, decision_metric, decision_val_subset, describe, load_teacher
 
-SEQKD_DIR = "student-seqkd"
+SEQKD_DIR = "student-seqkd"  # generation: the twin trained on sequence-level KD alone
+FINETUNED_DIR = "student-finetuned"  # decisions: the twin trained on the labels alone
+TWINS = {SEQKD_DIR: "sequence_kd", FINETUNED_DIR: "fine_tuned"}  # folder -> report variant
 CACHE_MAX_BYTES = 8 << 30  # a larger frozen-layer cache would crowd RAM: train uncached instead
 
 
@@ -110,10 +112,20 @@ def run(ctx: Context) -> dict[str, Any]:
     student.to(device)
     meta = {"origin": origin, "gguf_pre_tokenizer": info.get("gguf_pre_tokenizer"), "task": ctx.run.task()}
     out: dict[str, Any] = {}
+    compare = c.distill.compare_fine_tuning or (c.distill.compare_sequence_kd and ctx.template.task == "generation")
+    initial = {k: v.clone() for k, v in student.state_dict().items()} if compare else None
     if ctx.template.task == "decision":
-        res = _distill_decision(ctx, student, tok)
+        res = _distill_decision(ctx, student, tok, c.distill.loss, "distill")
+        if initial is not None:
+            twin, _ = _student(ctx, _source(ctx)[0], tok)
+            twin.load_state_dict(initial)
+            _freeze(ctx, twin)
+            twin.to(device)
+            plain = {**c.distill.loss, "alpha": 1.0}
+            twin_res = _distill_decision(ctx, twin, tok, plain, "finetune", steps=res.steps)
+            _save(ctx, twin, tok, FINETUNED_DIR, {**meta, "loss": plain})
+            out["fine_tuned"] = {"train": twin_res.__dict__, "loss": plain}
     else:
-        initial = {k: v.clone() for k, v in student.state_dict().items()} if c.distill.compare_sequence_kd else None
         data = _generation_data(ctx)
         cache = _frozen_cache(ctx, student, tok, data)
         res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache)
@@ -133,6 +145,8 @@ def run(ctx: Context) -> dict[str, Any]:
     note = f"{origin}, {count_params(student):,} params; loss {c.distill.loss['kind']}: {describe(res)}"
     if "sequence_kd" in out:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
+    if "fine_tuned" in out:
+        note += f"; twin on the labels alone: {describe(_Res(**out['fine_tuned']['train']))}"
     return {"note": note, "train": res.__dict__, **out}
 
 
@@ -150,7 +164,9 @@ class _Res:
         self.__dict__.update(kw)
 
 
-def _distill_decision(ctx: Context, student, tok):
+def _distill_decision(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, steps: int | None = None):
+    """Train `student` at the answer position; `steps` fixes the number of steps (a twin matching the main
+    student's), with no early stopping."""
     import torch
 
     from sdk.distill.recipe import decision_batch_loss, train
@@ -158,8 +174,7 @@ def _distill_decision(ctx: Context, student, tok):
 
     c, run_dir = ctx.config, ctx.run
     d = c.distill
-    params = {k: v for k, v in d.loss.items() if k != "kind"}
-    loss_fn = load(LOSSES, d.loss["kind"])(**params)
+    loss_fn = load(LOSSES, loss_cfg["kind"])(**{k: v for k, v in loss_cfg.items() if k != "kind"})
     parts, prompts, label_ids = run_dir.splits(), run_dir.prompts(), run_dir.task()["label_ids"]
     ann = run_dir.read_torch("annotations/train_topk.pt")
     targets = {"target": torch.tensor([label_ids[int(y)] for y in parts["train"]["label"]]), **ann}
@@ -173,9 +188,11 @@ def _distill_decision(ctx: Context, student, tok):
     evaluate = decision_metric(ctx.template, ctx.options, val_fwd, val["label"].to_numpy(), label_ids,
                                c.evaluation.batch_size)
     student.train()
+    max_epochs = d.max_epochs if steps is None else (steps + 1e-6) / max(1, -(-len(seqs) // d.batch_size))
+    ckpt = run_dir.checkpoint_dir("distill" if name == "distill" else name, ctx.key)
     return train(trained, decision_batch_loss(train_fwd, targets, loss_fn), len(prompts["train"]), evaluate,
-                 max_epochs=d.max_epochs, patience=d.patience, loss_fn=loss_fn, **train_settings(ctx),
-                 checkpoint_dir=run_dir.checkpoint_dir("distill", ctx.key), desc="distill student",
+                 max_epochs=max_epochs, patience=d.patience if steps is None else 10**9, loss_fn=loss_fn,
+                 **train_settings(ctx), checkpoint_dir=ckpt, desc="distill student" if name == "distill" else name,
                  lengths=[len(x) for x in seqs])
 
 

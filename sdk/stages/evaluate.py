@@ -10,6 +10,7 @@ from typing import Any
 
 from sdk.rundir import RunDir
 from sdk.stages import Context
+from sdk.stages.distill import TWINS
 from sdk.stages.export import students
 
 
@@ -37,7 +38,7 @@ def artifacts(ctx: Context):
     for folder in students(run_dir):
         src = run_dir.path(folder)
         params = count_params_on_disk(src)
-        variant = None if folder == "student" else "sequence_kd"
+        variant = TWINS.get(folder)
         # torch runs of the twin would only repeat its exports' figures more slowly
         if folder == "student" and c.evaluation.student_torch:
             arts.append(reference(ctx))

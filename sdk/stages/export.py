@@ -3,7 +3,8 @@
 
 Writes artifacts/ (files and folders named <student>-<...>) and artifacts/exports.json:
 {student folder: [{"name", "format", "quant", "path" (relative to the run folder), "size_bytes", "spec",
-"exporter"}]}. The sequence-KD twin is exported in the first format's last (most compressed) type only.
+"exporter"}]}. A twin (sequence-KD alone, or labels alone) is exported in the first format's last (most
+compressed) type only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
-from sdk.stages.distill import SEQKD_DIR
+from sdk.stages.distill import TWINS
 
 
 def inputs(ctx: Context) -> Any:
@@ -26,7 +27,7 @@ def outputs(run: RunDir) -> list[Path]:
 
 def students(run: RunDir) -> list[str]:
     """Student folders of this run: the main one first."""
-    return [f for f in ("student", SEQKD_DIR) if run.path(f, "config.json").is_file()]
+    return [f for f in ("student", *TWINS) if run.path(f, "config.json").is_file()]
 
 
 def exporters(ctx: Context) -> list[Any]:
