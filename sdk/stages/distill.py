@@ -117,10 +117,7 @@ def run(ctx: Context) -> dict[str, Any]:
     if ctx.template.task == "decision":
         res = _distill_decision(ctx, student, tok, c.distill.loss, "distill")
         if initial is not None:
-            twin, _ = _student(ctx, _source(ctx)[0], tok)
-            twin.load_state_dict(initial)
-            _freeze(ctx, twin)
-            twin.to(device)
+            twin = _twin(ctx, tok, initial, device)
             plain = {**c.distill.loss, "alpha": 1.0}
             twin_res = _distill_decision(ctx, twin, tok, plain, "finetune", steps=res.steps)
             _save(ctx, twin, tok, FINETUNED_DIR, {**meta, "loss": plain})
@@ -130,10 +127,7 @@ def run(ctx: Context) -> dict[str, Any]:
         cache = _frozen_cache(ctx, student, tok, data)
         res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache)
         if initial is not None:
-            twin, _ = _student(ctx, _source(ctx)[0], tok)
-            twin.load_state_dict(initial)
-            _freeze(ctx, twin)
-            twin.to(device)
+            twin = _twin(ctx, tok, initial, device)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
             if cache is not None and not (_frozen_start(ctx, twin) == cache.start
                                           and same_prefix(student, twin, cache.start)):
@@ -148,6 +142,14 @@ def run(ctx: Context) -> dict[str, Any]:
     if "fine_tuned" in out:
         note += f"; twin on the labels alone: {describe(_Res(**out['fine_tuned']['train']))}"
     return {"note": note, "train": res.__dict__, **out}
+
+
+def _twin(ctx: Context, tok, initial: dict[str, Any], device):
+    """A second student from the main one's starting weights, frozen alike, on the same device."""
+    twin, _ = _student(ctx, _source(ctx)[0], tok)
+    twin.load_state_dict(initial)
+    _freeze(ctx, twin)
+    return twin.to(device)
 
 
 def _freeze(ctx: Context, student) -> None:
