@@ -238,7 +238,11 @@ def _with_overrides(text: str, pairs: list[str]) -> str:
 @app.command()
 def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<name>)."),
         keep_checkpoints: bool = typer.Option(False, help="Keep finished stages' training checkpoints "
-                                              "(removed by default; their size is printed).")) -> None:
+                                              "(removed by default; their size is printed)."),
+        nproc: int = typer.Option(1, min=1, help="Processes for the distill stage, under torchrun: one per GPU "
+                                  "(DDP-style, same global batch), or CPU processes with gloo."),
+        until: Optional[str] = typer.Option(None, help="Stop after this stage (data, adapt, annotate, distill, "
+                                            "export, evaluate, package, report).")) -> None:
     """Check, then run every stage of a project; finished stages are skipped."""
     from sdk.preflight import check_project, format_problems
     from sdk.project import Project
@@ -247,7 +251,15 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
         problems = check_project(project_yaml)  # seconds, before any stage; says how relative paths resolved
         if problems:
             raise DistillError(format_problems(problems, str(project_yaml)))
-        result = Project.from_yaml(project_yaml).run(out, preflight=False, keep_checkpoints=keep_checkpoints)
+        from sdk.stages import stage_list
+
+        if until is not None and until not in dict(stage_list()):
+            raise DistillError(f"--until {until!r}: not a stage (one of {', '.join(n for n, _ in stage_list())})")
+        result = Project.from_yaml(project_yaml).run(out, preflight=False, keep_checkpoints=keep_checkpoints,
+                                                     nproc=nproc, until=until)
+        if until is not None:
+            typer.echo(f"stopped after the {until} stage ({result.run_dir})")
+            return
     except DistillError as err:
         _fail(err)
     except KeyboardInterrupt:

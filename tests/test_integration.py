@@ -142,3 +142,29 @@ def test_a_second_run_of_the_tiny_preset_trains_the_identical_student(run_dir, t
     assert digest(copy / "student" / "model.safetensors") == digest(run_dir / "student" / "model.safetensors")
     first, second = (json.loads((d / "manifest.json").read_text())["stages"]["distill"] for d in (run_dir, copy))
     assert second["train"]["history"] == first["train"]["history"]
+
+
+def test_the_distill_stage_on_two_processes_trains_like_one(run_dir, tmp_path):
+    """`distill run --nproc 2`: the distill stage under torchrun (gloo on CPU), each rank on half of every
+    global batch, gives the one-process student (same global batch) within float rounding."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
+    for twin in ("student", "student-finetuned"):
+        shutil.rmtree(copy / twin)
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", run_dir.parent / "project.yaml", "--out", copy,
+                          "--nproc", "2", "--until", "distill"], capture_output=True, text=True, timeout=900)
+    assert "2 processes under torchrun" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.returncode == 0 and "stopped after the distill stage" in out.stdout, out.stderr[-3000:]
+    first, second = (json.loads((d / "manifest.json").read_text())["stages"]["distill"] for d in (run_dir, copy))
+    for key in ("train", "fine_tuned"):
+        a, b = first[key]["history"] if key == "train" else first[key]["train"]["history"], \
+            second[key]["history"] if key == "train" else second[key]["train"]["history"]
+        assert [h["step"] for h in a] == [h["step"] for h in b]
+        assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 1e-4, (a, b)
+        assert max(abs(x["val"] - y["val"]) for x, y in zip(a, b)) < 1e-3
+    w1, w2 = (load_file(d / "student" / "model.safetensors") for d in (run_dir, copy))
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4

@@ -103,7 +103,9 @@ def decision_batch_loss(forward: Callable[[torch.nn.Module, list[int]], torch.Te
 def pick_device(name: str = "auto") -> torch.device:
     """`auto`: CUDA when there is a GPU, else CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun: this rank's GPU
+        name = f"cuda:{os.environ['LOCAL_RANK']}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DistillError(f"distill.device is {name!r} but torch sees no CUDA GPU (use auto or cpu)")
     return torch.device(name)
@@ -131,8 +133,47 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def process_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun (torch.distributed initialised), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_step(params: list[torch.nn.Parameter], numbers: list[float]) -> list[float]:
+    """Sum every rank's gradients and step numbers (loss sum, units, terms) in one flat all-reduce.
+
+    Why not DistributedDataParallel: its reducer syncs gradients only for a forward through the wrapper,
+    and the losses here call the decoder and the output head separately (chunked, frozen-layer views).
+    Per-token normalisation needs the global token count anyway: ranks sum raw gradients and counts, and
+    the caller divides by the total, which gives the gradient of the whole global batch."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor(numbers, dtype=torch.float32,
+                                                                            device=params[0].device)])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset: offset + g.numel()].view_as(g).to(g.dtype)
+        offset += g.numel()
+    return flat[offset:].tolist()
+
+
+def _broadcast(value: float, device: torch.device) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 def _micro_batches(idx: list[int], n: int) -> list[list[int]]:
-    """idx cut into n nearly equal consecutive parts (none empty)."""
+    """idx cut into n nearly equal consecutive parts (none empty; none at all for an empty idx)."""
+    if not idx:
+        return []
     n = max(1, min(n, len(idx)))
     size, extra = divmod(len(idx), n)
     out, lo = [], 0
@@ -181,6 +222,7 @@ def train(
     from transformers import get_scheduler
 
     # --- setup
+    rank, world = process_world()  # under torchrun: each rank trains on its share of every batch, rank 0 writes
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_dir / "last.pt"
     params = [p for p in model.parameters() if p.requires_grad]
@@ -211,11 +253,14 @@ def train(
         best_state, running = ck["best_state"], ck.get("running")
         if "rng" in ck:
             _set_rng_state(ck["rng"])
-    _truncate_log(checkpoint_dir / "log.jsonl", step)
-    log = open(checkpoint_dir / "log.jsonl", "a")
+    if rank == 0:
+        _truncate_log(checkpoint_dir / "log.jsonl", step)
+    log = open(checkpoint_dir / "log.jsonl", "a") if rank == 0 else open(os.devnull, "w")
     start = time.perf_counter()
 
     def save() -> None:
+        if rank != 0:
+            return
         _atomic_save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "step": step, "best": best, "best_step": best_step,
                       "bad_checks": bad_checks, "history": history, "best_state": best_state, "running": running,
@@ -223,13 +268,13 @@ def train(
 
     # --- loop
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step")
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=rank != 0)
     stopped_early = bad_checks >= patience  # a resumed run that had already stopped
     while step < total_steps and not stopped_early:
         if hasattr(loss_fn, "set_progress"):
             loss_fn.set_progress(step / max(1, total_steps - 1))
         loss_sum, units, terms = 0.0, 0, {}
-        for micro in _micro_batches(batch_at(step), grad_accum):
+        for micro in _micro_batches(batch_at(step)[rank::world], grad_accum):  # this rank's share of the batch
             with _autocast(device):
                 out = batch_loss(model, micro)
             summed, n = out if isinstance(out, tuple) else (out * len(micro), len(micro))
@@ -237,6 +282,11 @@ def train(
             loss_sum, units = loss_sum + summed.item(), units + n
             for k, v in (getattr(loss_fn, "last_terms", None) or {}).items():
                 terms[k] = terms.get(k, 0.0) + v * n
+        if world > 1:
+            names = sorted(terms)
+            loss_sum, units, *summed = _all_reduce_step(params, [loss_sum, units, *(terms[k] for k in names)])
+            units = round(units)
+            terms = dict(zip(names, summed))
         for p in params:  # the gradient of the step's mean: summed micro-batch gradients over all units
             if p.grad is not None:
                 p.grad.div_(max(units, 1))
@@ -256,8 +306,10 @@ def train(
         log.write(json.dumps(record) + "\n")
         if step % eval_every == 0 or step == total_steps:
             model.eval()
-            metric = float(evaluate(model))
+            metric = float(evaluate(model)) if rank == 0 else 0.0
             model.train()
+            if world > 1:  # every rank takes the same keep/stop decisions
+                metric = _broadcast(metric, device)
             if not math.isfinite(metric):
                 raise DistillError(f"{desc}: validation metric is {metric} at step {step} "
                                    "(does the validation split hold both labels?)")

@@ -26,6 +26,7 @@ class Context:
     options: BaseModel  # the template's validated options
     run: RunDir
     key: str = ""  # this stage's input hash: keys its checkpoints
+    nproc: int = 1  # processes for the distill stage (torchrun); a way to run, not an input of the results
 
 
 class Stage(Protocol):

@@ -85,8 +85,11 @@ def _student(ctx: Context, teacher, tok):
 
 
 def _save(ctx: Context, student, tok, folder: str, meta: dict[str, Any]) -> None:
+    from sdk.distill.launch import rank_zero
     from sdk.models import META_FILE
 
+    if not rank_zero():  # under torchrun every rank holds the same weights; rank 0 writes them
+        return
     tmp = ctx.run.tmp_dir(folder)
     student.save_pretrained(tmp)
     tok.save_pretrained(tmp)
@@ -98,10 +101,12 @@ def run(ctx: Context) -> dict[str, Any]:
     import torch
 
     from sdk.distill.frozen_prefix import same_prefix
+    from sdk.distill.launch import launch
+    from sdk.distill.recipe import pick_device, process_world
     from sdk.students import count_params
 
-    from sdk.distill.recipe import pick_device
-
+    if ctx.nproc > 1 and process_world()[1] == 1:  # the parent: start the ranks, which run this function again
+        return launch(ctx, ctx.nproc)
     c = ctx.config
     teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)

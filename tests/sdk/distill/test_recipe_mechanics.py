@@ -55,6 +55,7 @@ def test_micro_batches_split_a_batch_without_losing_examples():
     assert _micro_batches(list(range(8)), 4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert _micro_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
     assert _micro_batches([5, 6], 4) == [[5], [6]]
+    assert _micro_batches([], 2) == []
 
 
 def test_accumulating_4_micro_batches_of_2_equals_a_batch_of_8(tiny_llama, tmp_path):
@@ -168,3 +169,52 @@ def test_two_runs_are_identical(tiny_llama, tmp_path):
               patience=5, seed=0, checkpoint_dir=tmp_path / f"r{i}", loss_fn=kd)
         weights.append(student.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+DDP_SCRIPT = r"""
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+import torch
+import torch.distributed as dist
+torch.set_num_threads(1)
+if "RANK" in os.environ:
+    dist.init_process_group("gloo")
+from tests.sdk.distill.test_recipe_mechanics import _setup
+from sdk.distill.recipe import train
+out = Path(sys.argv[2])
+student, kd, batch_loss, n = _setup(sys.argv[1], out.parent / "topk.safetensors")
+res = train(student, batch_loss, n, lambda m: -float(sum(p.square().sum() for p in m.parameters() if p.requires_grad)),
+            lr=3e-3, batch_size=8, max_epochs=3, eval_every=4, patience=100, seed=0, checkpoint_dir=out, loss_fn=kd)
+rank = dist.get_rank() if dist.is_initialized() else 0
+weights = sum(float(p.double().sum()) for p in student.parameters())
+if dist.is_initialized():  # every rank holds the same weights
+    w = torch.tensor([weights], dtype=torch.float64)
+    dist.all_reduce(w, op=dist.ReduceOp.MAX)
+    assert abs(w.item() - weights) < 1e-9, (w.item(), weights)
+    dist.destroy_process_group()
+if rank == 0:
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)]
+    print(json.dumps({"losses": [r["loss"] for r in log], "units": [r["units"] for r in log], "weights": weights,
+                      "best_step": res.best_step}))
+"""
+
+
+def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_llama, tmp_path):
+    root = Path(__file__).resolve().parents[3]
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    results = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}" / "ckpt"
+        out.parent.mkdir()
+        launch = [sys.executable, str(script)] if nproc == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
+        done = subprocess.run([*launch, str(tiny_llama), str(out), str(root)], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[nproc] = json.loads(done.stdout.strip().splitlines()[-1])
+    one, two = results[1], results[2]
+    assert one["units"] == two["units"] and len(one["losses"]) == 6  # each step saw the same global batch
+    assert max(abs(a - b) for a, b in zip(one["losses"], two["losses"])) < 1e-4
+    assert abs(one["weights"] - two["weights"]) < 1e-3 and one["best_step"] == two["best_step"]
