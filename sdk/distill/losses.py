@@ -129,8 +129,10 @@ class ResponseKD(_Scheduled):
     49k vocab x 4 B = 200 MB, several times over for softmax and grads), so they are built `chunk_tokens`
     rows at a time, each chunk under activation checkpointing so its logits are recomputed in backward
     instead of saved. targets: `target_ids` [N]; when alpha < 1 also the teacher's, either sparse: `topk_ids`
-    [N, k] and `topk_logprobs` [N, k] (T=1 log-probabilities), or full: `teacher_logits` [N, vocab] (a
-    teacher run alongside). alpha=1 is plain sequence-level KD (CE on the teacher's completions).
+    [N, k] and `topk_logprobs` [N, k] (T=1 log-probabilities), or full: `teacher_logits` [N, vocab], or
+    `teacher_hidden` [N, H_teacher] with the teacher's output head as `teacher_head` (a teacher run alongside:
+    its logits are then built chunk by chunk too, so neither model's [N x vocab] logits exist whole).
+    alpha=1 is plain sequence-level KD (CE on the teacher's completions).
     """
 
     class Config(_KDConfig):
@@ -156,15 +158,19 @@ class ResponseKD(_Scheduled):
         self._init_kd(temperature, alpha, divergence, beta, skew)
         self.chunk_tokens, self.tail = chunk_tokens, tail
 
-    def __call__(self, hidden: torch.Tensor, head: torch.nn.Module, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, hidden: torch.Tensor, head: torch.nn.Module, targets: dict[str, torch.Tensor],
+                 teacher_head: torch.nn.Module | None = None) -> torch.Tensor:
         n = hidden.shape[0]
         target_ids = targets["target_ids"]
         if target_ids.shape[0] != n:
             raise DistillError(f"ResponseKD: {n} hidden states but {target_ids.shape[0]} target ids")
         use_kd = self.alpha < 1.0
-        dense = "teacher_logits" in targets
+        online = "teacher_hidden" in targets
+        dense = online or "teacher_logits" in targets
+        if online and teacher_head is None:
+            raise DistillError("ResponseKD: teacher_hidden needs the teacher's output head (teacher_head=)")
         if use_kd:
-            keys = ("teacher_logits",) if dense else ("topk_ids", "topk_logprobs")
+            keys = ("teacher_hidden",) if online else ("teacher_logits",) if dense else ("topk_ids", "topk_logprobs")
             missing = [key for key in keys if key not in targets]
             if missing:
                 raise DistillError(f"ResponseKD with alpha={self.alpha} needs the teacher's top-k "
@@ -180,7 +186,10 @@ class ResponseKD(_Scheduled):
         for start in range(0, n, self.chunk_tokens):
             rows = slice(start, start + self.chunk_tokens)
             teacher = None
-            if use_kd:
+            if use_kd and online:
+                with torch.no_grad():  # the teacher's logits of this chunk only
+                    teacher = teacher_head(targets["teacher_hidden"][rows]).float()
+            elif use_kd:
                 teacher = targets["teacher_logits"][rows] if dense else targets["topk_logprobs"][rows]
             ids = targets["topk_ids"][rows] if use_kd and not dense else None
             parts = hidden.new_zeros(2, dtype=torch.float32)  # the chunk's (ce, kd) sums, detached

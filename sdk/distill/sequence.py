@@ -132,14 +132,17 @@ def teacher_topk(model: torch.nn.Module, prompts: Sequence[Sequence[int]], respo
 
 def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                        loss: Callable[[torch.Tensor, torch.nn.Module, dict], torch.Tensor], pad_id: int,
-                       topk: TopKStore | None = None, cache: SequenceCache | None = None
+                       topk: TopKStore | None = None, cache: SequenceCache | None = None,
+                       teacher: torch.nn.Module | None = None
                        ) -> Callable[[torch.nn.Module, list[int]], tuple[torch.Tensor, int]]:
     """batch_loss(model, idx) -> (summed loss, response tokens): `loss(hidden, lm_head, targets)` (a mean
     over the tokens) on examples idx, times their token count, so micro-batches of a step add up to the
     step's per-token mean whatever their sizes (sdk.distill.recipe.train divides by the total). Targets
     holds target_ids and, given a store, the teacher's top-k rows of those examples in the same order.
     Given a cache of the frozen layers' outputs for these sequences (row i = prompts[i] + responses[i]),
-    batch_loss must be called with `top_view(model, cache.start)`."""
+    batch_loss must be called with `top_view(model, cache.start)`. Given a `teacher` model instead of a
+    store (online KD), it runs on each batch without gradients and the loss reads its final hidden states
+    and output head (chunked full-vocabulary targets)."""
     if len(prompts) != len(responses):
         raise DistillError(f"{len(prompts)} prompts but {len(responses)} responses")
     if cache is not None:
@@ -154,6 +157,11 @@ def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Seq
 
     def batch_loss(model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
         batch = right_pad([prompts[i] for i in idx], [responses[i] for i in idx], pad_id)
+        extra = {}
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_hidden = response_hidden(teacher, batch)
+            extra["teacher_head"] = _base(teacher).get_output_embeddings()
         if cache is not None:
             batch = with_cache(batch, cache, idx)
         hidden = response_hidden(model, batch)
@@ -161,8 +169,10 @@ def make_response_loss(prompts: Sequence[Sequence[int]], responses: Sequence[Seq
         if topk is not None:
             logprobs, ids = topk.rows(idx)
             targets["topk_logprobs"], targets["topk_ids"] = logprobs.to(hidden.device), ids.to(hidden.device)
+        if teacher is not None:
+            targets["teacher_hidden"] = teacher_hidden.to(hidden.device)
         n = int(targets["target_ids"].numel())
-        return loss(hidden, _base(model).get_output_embeddings(), targets) * n, n
+        return loss(hidden, _base(model).get_output_embeddings(), targets, **extra) * n, n
 
     return batch_loss
 

@@ -166,3 +166,20 @@ def test_divergence_and_schedules_from_yaml_config():
         with pytest.raises(ValueError, match=field):
             DistillConfig.model_validate({"loss": {"kind": "soft_target_kd", **bad}})
     assert math.isclose(ResponseKD(temperature=2.0).temperature, 2.0)
+
+
+def test_an_online_teacher_chunked_through_its_head_equals_its_full_logits():
+    h, head, _, target_ids = _kd_problem(seed=6)
+    torch.manual_seed(7)
+    teacher_head = torch.nn.Linear(20, head.out_features)  # another width than the student's
+    teacher_hidden = torch.randn(h.shape[0], 20) * 2
+    loss = ResponseKD(temperature=1.5, alpha=0.2, chunk_tokens=6, divergence="jsd")
+    online = _value_and_grad(lambda a, b, t: loss(a, b, t, teacher_head=teacher_head), h, head,
+                             {"target_ids": target_ids, "teacher_hidden": teacher_hidden})
+    full = _value_and_grad(loss, h, head, {"target_ids": target_ids,
+                                           "teacher_logits": teacher_head(teacher_hidden).detach()})
+    for a, b in zip(online, full):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert teacher_head.weight.grad is None  # the teacher is not trained
+    with pytest.raises(DistillError, match="teacher_head"):
+        loss(h, head, {"target_ids": target_ids, "teacher_hidden": teacher_hidden})
