@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sdk.distill.features import FeatureConfig
 from sdk.errors import DistillError
 
 EMBEDDED_TEACHER = "embedded:smollm2-135m-instruct"
@@ -229,7 +230,11 @@ class DistillConfig(_Model):
     patience: int = Field(3, ge=1)
     # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
     omit_if_default: ClassVar[tuple[str, ...]] = ("grad_accum", "checkpoint_every", "lr_schedule", "warmup_ratio",
-                                                  "device", "compare_fine_tuning")
+                                                  "device", "compare_fine_tuning", "features")
+    features: FeatureConfig | None = Field(
+        None, description="Feature distillation beside the loss: hidden states of mapped layers (MSE or cosine, "
+        "a learned projection when widths differ) and optionally attention maps (docs/distillation.md). The "
+        "teacher then stays in memory during training.")
     compare_fine_tuning: bool = Field(
         False, description="Also train the same student, from the same start for the same steps, without the "
         "teacher's distributions (alpha=1: on the labels for decisions; on the teacher's verified completions for "
@@ -405,12 +410,13 @@ def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] 
     another section with a close name (a key put in the wrong section is a common slip)."""
     key = str(loc[-1])
     here = difflib.get_close_matches(key, _fields_at(model, loc), n=1, cutoff=0.6)
-    if here:
-        return f"; did you mean `{prefix}{'.'.join(map(str, (*loc[:-1], here[0])))}`?"
     by_leaf: dict[str, list[str]] = {}
     for path in elsewhere or []:
         by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
     close = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
+    ratio = lambda a: difflib.SequenceMatcher(None, key, a).ratio()  # noqa: E731
+    if here and not (close and ratio(close[0]) > ratio(here[0])):  # a closer key elsewhere wins
+        return f"; did you mean `{prefix}{'.'.join(map(str, (*loc[:-1], here[0])))}`?"
     if not close:
         return ""
     section = f"{prefix}{loc[0]}." if len(loc) > 1 else prefix

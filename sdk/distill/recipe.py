@@ -205,6 +205,7 @@ def train(
     warmup_ratio: float = 0.05,
     max_grad_norm: float = 1.0,
     loss_fn: Any = None,
+    extra_modules: Sequence[torch.nn.Module] = (),
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
@@ -216,8 +217,9 @@ def train(
     follows transformers' `lr_schedule` (linear, cosine, constant_with_warmup, ...) after `warmup_ratio`
     of the steps. A checkpoint (weights, optimizer, scheduler, RNG states, step: the data position) is
     written at every check and every `checkpoint_every` steps; a run killed at any point resumes from the
-    last one and continues exactly as if uninterrupted. loss_fn: the loss object, for its schedules
-    (`set_progress`) and its logged terms (`last_terms`).
+    last one and continues exactly as if uninterrupted. loss_fn: the loss object (or a list of them), for
+    their schedules (`set_progress`) and logged terms (`last_terms`). extra_modules: modules outside `model`
+    that train with it (feature projections), optimised and checkpointed alongside.
     """
     from transformers import get_scheduler
 
@@ -225,8 +227,9 @@ def train(
     rank, world = process_world()  # under torchrun: each rank trains on its share of every batch, rank 0 writes
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_dir / "last.pt"
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
     device = next(model.parameters()).device
+    losses = [f for f in (loss_fn if isinstance(loss_fn, (list, tuple)) else [loss_fn]) if f is not None]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(n_examples / batch_size)
     total_steps = max(1, int(max_epochs * steps_per_epoch))
@@ -251,6 +254,8 @@ def train(
         scheduler.load_state_dict(ck["scheduler"])
         step, best, best_step, bad_checks, history = ck["step"], ck["best"], ck["best_step"], ck["bad_checks"], ck["history"]
         best_state, running = ck["best_state"], ck.get("running")
+        for m, state in zip(extra_modules, ck.get("extra", [])):
+            m.load_state_dict(state)
         if "rng" in ck:
             _set_rng_state(ck["rng"])
     if rank == 0:
@@ -264,15 +269,16 @@ def train(
         _atomic_save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "step": step, "best": best, "best_step": best_step,
                       "bad_checks": bad_checks, "history": history, "best_state": best_state, "running": running,
-                      "rng": _rng_state()}, ckpt_path)
+                      "rng": _rng_state(), "extra": [m.state_dict() for m in extra_modules]}, ckpt_path)
 
     # --- loop
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=rank != 0)
     stopped_early = bad_checks >= patience  # a resumed run that had already stopped
     while step < total_steps and not stopped_early:
-        if hasattr(loss_fn, "set_progress"):
-            loss_fn.set_progress(step / max(1, total_steps - 1))
+        for f in losses:
+            if hasattr(f, "set_progress"):
+                f.set_progress(step / max(1, total_steps - 1))
         loss_sum, units, terms = 0.0, 0, {}
         for micro in _micro_batches(batch_at(step)[rank::world], grad_accum):  # this rank's share of the batch
             with _autocast(device):
@@ -280,8 +286,9 @@ def train(
             summed, n = out if isinstance(out, tuple) else (out * len(micro), len(micro))
             summed.backward()
             loss_sum, units = loss_sum + summed.item(), units + n
-            for k, v in (getattr(loss_fn, "last_terms", None) or {}).items():
-                terms[k] = terms.get(k, 0.0) + v * n
+            for f in losses:
+                for k, v in (getattr(f, "last_terms", None) or {}).items():
+                    terms[k] = terms.get(k, 0.0) + v * n
         if world > 1:
             names = sorted(terms)
             loss_sum, units, *summed = _all_reduce_step(params, [loss_sum, units, *(terms[k] for k in names)])

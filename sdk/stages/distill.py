@@ -111,6 +111,7 @@ def run(ctx: Context) -> dict[str, Any]:
     teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
+    features = _features(ctx, teacher, student)  # (FeatureKD, teacher on the device) or None
     del teacher
     _freeze(ctx, student)
     device = pick_device(c.distill.device)
@@ -120,7 +121,7 @@ def run(ctx: Context) -> dict[str, Any]:
     compare = c.distill.compare_fine_tuning or (c.distill.compare_sequence_kd and ctx.template.task == "generation")
     initial = {k: v.clone() for k, v in student.state_dict().items()} if compare else None
     if ctx.template.task == "decision":
-        res = _distill_decision(ctx, student, tok, c.distill.loss, "distill")
+        res = _distill_decision(ctx, student, tok, c.distill.loss, "distill", features=features)
         if initial is not None:
             twin = _twin(ctx, tok, initial, device)
             plain = {**c.distill.loss, "alpha": 1.0}
@@ -129,8 +130,8 @@ def run(ctx: Context) -> dict[str, Any]:
             out["fine_tuned"] = {"train": twin_res.__dict__, "loss": plain}
     else:
         data = _generation_data(ctx)
-        cache = _frozen_cache(ctx, student, tok, data)
-        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache)
+        cache = _frozen_cache(ctx, student, tok, data) if features is None else None  # features need every layer
+        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache, features=features)
         if initial is not None:
             twin = _twin(ctx, tok, initial, device)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
@@ -171,9 +172,40 @@ class _Res:
         self.__dict__.update(kw)
 
 
-def _distill_decision(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, steps: int | None = None):
+def _features(ctx: Context, teacher, student):
+    """(FeatureKD, the teacher on the student's device) when `distill.features` is set, else None."""
+    from sdk.distill.features import FeatureKD, use_eager_attention
+    from sdk.students import bottom_and_spread_layers
+
+    f = ctx.config.distill.features
+    if f is None:
+        return None
+    layer_map = f.layers
+    if layer_map is None:
+        if ctx.config.student.model:
+            raise DistillError("distill.features.layers: give the layer map (student layer: teacher layer) for a "
+                               "student that is not cut from the teacher")
+        keep = bottom_and_spread_layers(teacher.config.num_hidden_layers, ctx.config.student.layers,
+                                        ctx.config.student.frozen_bottom)
+        layer_map = dict(enumerate(keep))
+    n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+    bad = [f"{j}: {t}" for j, t in layer_map.items() if not (0 <= j < n_s and 0 <= t < n_t)]
+    if bad:
+        raise DistillError(f"distill.features.layers: {', '.join(bad)} out of range (student layers 0-{n_s - 1}, "
+                           f"teacher layers 0-{n_t - 1})")
+    device = next(student.parameters()).device
+    fkd = FeatureKD(layer_map, student.config.hidden_size, teacher.config.hidden_size, f.loss, f.weight,
+                    f.attention_weight).to(device)
+    teacher = teacher.to(device).eval()
+    if fkd.attention:
+        use_eager_attention(student, teacher)
+    return fkd, teacher
+
+
+def _distill_decision(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, steps: int | None = None,
+                      features=None):
     """Train `student` at the answer position; `steps` fixes the number of steps (a twin matching the main
-    student's), with no early stopping."""
+    student's), with no early stopping. features: (FeatureKD, teacher) to add feature distillation."""
     import torch
 
     from sdk.distill.recipe import decision_batch_loss, train
@@ -188,6 +220,8 @@ def _distill_decision(ctx: Context, student, tok, loss_cfg: dict[str, Any], name
     val = decision_val_subset(parts["val"], c.seed)
     seqs, val_seqs = prompts["train"], [prompts["val"][i] for i in val.index]
     start = _frozen_start(ctx, student)  # frozen bottom layers: run once, the layers above train on their output
+    if features is not None:
+        start = 0  # feature distillation reads every mapped layer's output: no cached bottom
     if start and not _cache_fits(start, (len(seqs) + len(val_seqs)) * max(map(len, seqs + val_seqs)), student):
         start = 0
     train_fwd, val_fwd, trained = decision_forwards(student, seqs, val_seqs, start, tok.pad_token_id,
@@ -197,10 +231,19 @@ def _distill_decision(ctx: Context, student, tok, loss_cfg: dict[str, Any], name
     student.train()
     max_epochs = d.max_epochs if steps is None else (steps + 1e-6) / max(1, -(-len(seqs) // d.batch_size))
     ckpt = run_dir.checkpoint_dir("distill" if name == "distill" else name, ctx.key)
-    return train(trained, decision_batch_loss(train_fwd, targets, loss_fn), len(prompts["train"]), evaluate,
-                 max_epochs=max_epochs, patience=d.patience if steps is None else 10**9, loss_fn=loss_fn,
-                 **train_settings(ctx), checkpoint_dir=ckpt, desc="distill student" if name == "distill" else name,
-                 lengths=[len(x) for x in seqs])
+    batch_loss, losses, extra = decision_batch_loss(train_fwd, targets, loss_fn), [loss_fn], []
+    if features is not None:
+        from sdk.distill.batching import left_pad, token_forward
+        from sdk.distill.features import with_features
+
+        fkd, teacher = features
+        batch_loss = with_features(batch_loss, fkd, teacher, token_forward(seqs, tok.pad_token_id),
+                                   lambda idx: left_pad([seqs[i] for i in idx], tok.pad_token_id)["attention_mask"])
+        losses, extra = [loss_fn, fkd], [fkd]
+    return train(trained, batch_loss, len(prompts["train"]), evaluate,
+                 max_epochs=max_epochs, patience=d.patience if steps is None else 10**9, loss_fn=losses,
+                 extra_modules=extra, **train_settings(ctx), checkpoint_dir=ckpt,
+                 desc="distill student" if name == "distill" else name, lengths=[len(x) for x in seqs])
 
 
 def _generation_data(ctx: Context) -> dict[str, Any]:
@@ -254,7 +297,7 @@ def _frozen_cache(ctx: Context, student, tok, data: dict[str, Any]):
 
 
 def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, data: dict[str, Any],
-                        steps: int | None = None, cache=None):
+                        steps: int | None = None, cache=None, features=None):
     """Train `student` on the responses; given a frozen-layer cache (of every response in data), the
     trainable top layers train on it through top_view."""
     from sdk.distill.frozen_prefix import top_view
@@ -290,12 +333,22 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
         return -response_ce(model, v_prompts, v_resp, tok.pad_token_id, batch_size=d.batch_size, cache=v_cache)
 
     batch_loss = make_response_loss(t_prompts, t_resp, loss_fn, tok.pad_token_id, topk=topk, cache=t_cache)
+    losses, extra = [loss_fn], []
+    if features is not None:
+        from sdk.distill.features import with_features
+        from sdk.distill.sequence import response_hidden, right_pad
+
+        fkd, teacher = features
+        pad = lambda idx: right_pad([t_prompts[i] for i in idx], [t_resp[i] for i in idx], tok.pad_token_id)  # noqa: E731
+        batch_loss = with_features(batch_loss, fkd, teacher, lambda t, idx: response_hidden(t, pad(idx)),
+                                   lambda idx: pad(idx)["attention_mask"])
+        losses, extra = [loss_fn, fkd], [fkd]
     max_epochs = d.max_epochs if steps is None else (steps + 1e-6) / max(1, -(-len(t_resp) // d.batch_size))
     # the top view names its layers from 0: its checkpoints live apart from a full model's (no cross-resume)
     ckpt = run_dir.checkpoint_dir(f"{name}-top{cache.start}" if cache is not None else name, ctx.key)
     trained.train()
     res = train(trained, batch_loss, len(t_resp), evaluate, max_epochs=max_epochs,
-                patience=d.patience if steps is None else 10**9, loss_fn=loss_fn, **train_settings(ctx),
-                checkpoint_dir=ckpt, desc=name)
+                patience=d.patience if steps is None else 10**9, loss_fn=losses, extra_modules=extra,
+                **train_settings(ctx), checkpoint_dir=ckpt, desc=name)
     student.eval()
     return res
