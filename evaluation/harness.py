@@ -37,8 +37,24 @@ class Artifact:
 
 
 def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]:
+    """Run `job` in its own process (evaluation.worker); its result. A result left by an identical job on
+    unchanged model files (an evaluate stage interrupted after some artifacts) is reused, never another's:
+    the key covers the whole job and the model files' names, sizes and modification times."""
+    from sdk.models import fingerprint
+    from sdk.rundir import atomic_write_text, stable_hash
+
     work_dir.mkdir(parents=True, exist_ok=True)
     job_path, out_path = work_dir / f"{name}.job.json", work_dir / f"{name}.result.json"
+    model = (job.get("spec") or {}).get("model")
+    key = stable_hash([job, fingerprint(model) if isinstance(model, str) else None])
+    if out_path.is_file():
+        try:
+            done = json.loads(out_path.read_text())
+        except json.JSONDecodeError:
+            done = {}
+        if done.get("job_key") == key:
+            print(f"[distill] {name}: reusing the result of an identical job on unchanged files", flush=True)
+            return done
     job_path.write_text(json.dumps(job))
     # The worker runs alone (this process only waits for it), so llama.cpp keeps OpenMP's default wait policy:
     # PASSIVE made its 2 threads sleep between the many small ops of each decoded token, 3x slower here
@@ -48,6 +64,8 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
     if proc.returncode != 0 or not out_path.is_file():
         raise RuntimeError(f"running {name} failed (exit {proc.returncode}); job: {job_path}")
     result = json.loads(out_path.read_text())
+    result["job_key"] = key
+    atomic_write_text(out_path, json.dumps(result))
     job_path.unlink(missing_ok=True)  # prompts can be large; the result is what is kept
     return result
 

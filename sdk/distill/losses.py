@@ -37,7 +37,7 @@ class _KDConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # keys added after run folders existed: left out of the stored loss config while at their defaults, so
     # those runs' stage hashes (and their cached annotations and students) stay valid
-    omit_if_default: ClassVar[tuple[str, ...]] = ("divergence", "beta", "skew", "tail")
+    omit_if_default: ClassVar[tuple[str, ...]] = ("divergence", "beta", "skew", "tail", "recompute")
     temperature: Scheduled = Field(2.0, description="Softmax temperature of the distillation term, which is "
                                    "scaled by T^2 (a number, or a schedule: {kind: linear, start: 5, end: 1}).")
     alpha: Scheduled = Field(0.5, description="Weight of the task cross-entropy; 1-alpha weights the "
@@ -127,8 +127,8 @@ class ResponseKD(_Scheduled):
     Called as loss(hidden [N, H], head, targets) with the final hidden states at the response positions
     and the lm_head, not logits: [N x vocab] logits for a whole batch of completions are large (1k tokens x
     49k vocab x 4 B = 200 MB, several times over for softmax and grads), so they are built `chunk_tokens`
-    rows at a time, each chunk under activation checkpointing so its logits are recomputed in backward
-    instead of saved. targets: `target_ids` [N]; when alpha < 1 also the teacher's, either sparse: `topk_ids`
+    rows at a time; with `recompute` (auto: when they would pass 1 GiB) each chunk runs under activation
+    checkpointing, so its logits are recomputed in backward instead of saved. targets: `target_ids` [N]; when alpha < 1 also the teacher's, either sparse: `topk_ids`
     [N, k] and `topk_logprobs` [N, k] (T=1 log-probabilities), or full: `teacher_logits` [N, vocab], or
     `teacher_hidden` [N, H_teacher] with the teacher's output head as `teacher_head` (a teacher run alongside:
     its logits are then built chunk by chunk too, so neither model's [N x vocab] logits exist whole).
@@ -146,17 +146,26 @@ class ResponseKD(_Scheduled):
         tail: Literal[TAILS] = Field(  # type: ignore[valid-type]
             "renormalize", description="The teacher's probability mass outside its top k: renormalize (its k "
             "probabilities renormalised to 1) or bucket (kept as one extra bin the student must match).")
-        chunk_tokens: int = Field(256, ge=1, description="Response positions per chunk of the loss: only one "
-                                  "chunk's [tokens x vocab] logits exist at a time, in forward and backward.")
+        chunk_tokens: int = Field(256, ge=1, description="Response positions per chunk of the loss: logits are "
+                                  "built this many rows at a time.")
+        recompute: Literal["auto", "always", "never"] = Field(
+            "auto", description="Recompute each chunk's logits in backward instead of keeping them (activation "
+            "checkpointing): always, never, or auto = when a batch's logits would exceed 1 GiB (25% slower on "
+            "small batches, bounded memory at large vocabularies and batches).")
+
+    RECOMPUTE_ABOVE = 1 << 30  # bytes of fp32 logits for the whole call, for recompute "auto"
 
     def __init__(self, temperature: Any = 1.0, alpha: Any = 0.5, chunk_tokens: int = 256, *,
-                 divergence: str = "forward_kl", beta: float = 0.5, skew: float = 0.1, tail: str = "renormalize"):
+                 divergence: str = "forward_kl", beta: float = 0.5, skew: float = 0.1, tail: str = "renormalize",
+                 recompute: str = "auto"):
         if chunk_tokens < 1:
             raise DistillError(f"ResponseKD chunk_tokens must be >= 1, got {chunk_tokens}")
         if tail not in TAILS:
             raise DistillError(f"ResponseKD tail must be one of {', '.join(TAILS)}, got {tail!r}")
         self._init_kd(temperature, alpha, divergence, beta, skew)
-        self.chunk_tokens, self.tail = chunk_tokens, tail
+        if recompute not in ("auto", "always", "never"):
+            raise DistillError(f"ResponseKD recompute must be auto, always or never, got {recompute!r}")
+        self.chunk_tokens, self.tail, self.recompute = chunk_tokens, tail, recompute
 
     def __call__(self, hidden: torch.Tensor, head: torch.nn.Module, targets: dict[str, torch.Tensor],
                  teacher_head: torch.nn.Module | None = None) -> torch.Tensor:
@@ -183,6 +192,9 @@ class ResponseKD(_Scheduled):
             return hidden.sum() * 0.0
         total = hidden.new_zeros((), dtype=torch.float32)
         terms = hidden.new_zeros(2, dtype=torch.float32)
+        vocab = head.weight.shape[0]
+        recompute = torch.is_grad_enabled() and (self.recompute == "always" or (
+            self.recompute == "auto" and n * vocab * 4 * (2 if use_kd else 1) > self.RECOMPUTE_ABOVE))
         for start in range(0, n, self.chunk_tokens):
             rows = slice(start, start + self.chunk_tokens)
             teacher = None
@@ -196,7 +208,7 @@ class ResponseKD(_Scheduled):
             args = (head, hidden[rows], target_ids[rows], teacher, ids)
             # parts reaches the chunk through a closure: checkpoint saves tensor arguments and forbids their change
             chunk = lambda *a, parts=parts: self._chunk_sum(*a, parts=parts)  # noqa: E731
-            if torch.is_grad_enabled():
+            if recompute:
                 total = total + checkpoint(chunk, *args, use_reentrant=False)
             else:
                 total = total + chunk(*args)

@@ -35,12 +35,13 @@ def _value_and_grads(fn, h, head, targets):
     return loss.detach(), h.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()
 
 
+@pytest.mark.parametrize("recompute", ["always", "never"])
 @pytest.mark.parametrize("chunk", [1, 7, 16, 53, 1000])
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
-def test_chunked_value_and_gradients_equal_unchunked(chunk, alpha):
+def test_chunked_value_and_gradients_equal_unchunked(chunk, alpha, recompute):
     h, head, targets = _problem()
     temperature = 2.0
-    got = _value_and_grads(ResponseKD(temperature, alpha, chunk_tokens=chunk), h, head, targets)
+    got = _value_and_grads(ResponseKD(temperature, alpha, chunk_tokens=chunk, recompute=recompute), h, head, targets)
     ref = _value_and_grads(lambda a, b, c: _reference(a, b, c, temperature, alpha), h, head, targets)
     for g, r in zip(got, ref):
         assert torch.allclose(g, r, atol=1e-5, rtol=1e-5), (g - r).abs().max()
@@ -120,7 +121,7 @@ def test_chunking_bounds_memory_in_forward_and_backward():
         return lambda: loss_fn(h, head, targets).backward()
 
     unchunked = step(lambda a, b, c: _reference(a, b, c, 2.0, 0.5))
-    chunked = step(ResponseKD(2.0, 0.5, chunk_tokens=50))
+    chunked = step(ResponseKD(2.0, 0.5, chunk_tokens=50, recompute="always"))  # "auto" would not at 20 MB
     # kept between forward and backward: full-vocab logits and softmaxes, vs only the loss inputs
     # (hidden float32, top-k ids int64 and logprobs float16, target ids int64): nothing vocab-sized
     assert _saved_bytes(unchunked) >= 3 * logits_bytes
@@ -129,3 +130,8 @@ def test_chunking_bounds_memory_in_forward_and_backward():
     peak_unchunked, peak_chunked = _peak_cpu_bytes(unchunked), _peak_cpu_bytes(chunked)
     assert peak_unchunked >= 3 * logits_bytes
     assert peak_chunked < 0.1 * peak_unchunked, (peak_chunked, peak_unchunked)
+    # "auto" recomputes once the logits would pass its budget, and keeps them below it (faster)
+    auto = ResponseKD(2.0, 0.5, chunk_tokens=50)
+    assert _saved_bytes(step(auto)) >= logits_bytes
+    auto.RECOMPUTE_ABOVE = logits_bytes // 4
+    assert _saved_bytes(step(auto)) <= 1.1 * n * (hidden * 4 + k * (8 + 2) + 8)
