@@ -1,7 +1,8 @@
 """Benchmark: this engine's response KD against TRL's GKDTrainer on the same student, teacher, data and steps.
 
     python benchmarks/bench_distill.py --quick          # a few minutes on 2 CPU threads
-    python benchmarks/bench_distill.py --device cuda --student-layers 24 ...   # see gpu_check_issue9.py
+    python benchmarks/bench_distill.py --arch qwen2-0.5b-1.5b --device cuda --batch-size 8 \
+        --prompt-len 256 --response-len 768            # the H200 check (benchmarks/gpu_check_issue9.sh)
 
 Teacher: the embedded SmolLM2-135M-Instruct (30 layers, vocabulary 49,152); student: 6 of its layers (the
 fraud demo's cut), both fp32 on CPU. Data: random token sequences, prompt + response (the cost does not
@@ -52,6 +53,40 @@ def _data(n: int, prompt_len: int, response_len: int, vocab: int, seed: int = 0)
     return prompts, responses
 
 
+# random-init Qwen2 pairs for GPU checks (no weights can be downloaded there): (student, teacher) configs
+ARCHS = {
+    "qwen2-tiny": (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        intermediate_size=128, vocab_size=4096),
+                   dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                        intermediate_size=256, vocab_size=4096)),
+    # the DeepSeek-R1-Distill / Qwen2.5 0.5B and 1.5B shapes
+    "qwen2-0.5b-1.5b": (dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                             intermediate_size=4864, vocab_size=151936),
+                        dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                             intermediate_size=8960, vocab_size=151936)),
+}
+
+
+def _random_pair(arch: str, work: Path, device: str):
+    """A random-init student and teacher of `arch` saved under work/ (the teacher in bf16 on GPUs)."""
+    import torch
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    student_cfg, teacher_cfg = ARCHS[arch]
+    vocab = student_cfg["vocab_size"]
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)},
+                                                                              unk_token="t0")),
+                                  pad_token="t0", eos_token="t1")
+    for name, cfg, seed in (("student", student_cfg, 0), ("teacher", teacher_cfg, 1)):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = Qwen2ForCausalLM(Qwen2Config(**cfg, tie_word_embeddings=True, max_position_embeddings=4096,
+                                                 attn_implementation="sdpa", pad_token_id=0, eos_token_id=1))
+        model.save_pretrained(work / name)
+        tok.save_pretrained(work / name)
+
+
 def prepare(args) -> dict:
     """The student (6 of the teacher's layers) saved once, and the teacher's top-k store written once: what
     the annotate and distill stages hand over; the cached variant then never loads the teacher."""
@@ -64,12 +99,17 @@ def prepare(args) -> dict:
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    teacher, tok = load_causal_lm(resolve_model(args.teacher))
-    teacher = teacher.float().eval().to(args.device)
-    keep = bottom_and_spread_layers(teacher.config.num_hidden_layers, args.student_layers, 0)
-    torch.manual_seed(0)
-    student_from_teacher(teacher, keep).float().save_pretrained(work / "student")
-    tok.save_pretrained(work / "student")
+    if args.arch != "embedded":
+        _random_pair(args.arch, work, args.device)
+        teacher, tok = load_causal_lm(work / "teacher")
+        teacher = teacher.to(args.device).eval()
+    else:
+        teacher, tok = load_causal_lm(resolve_model(args.teacher))
+        teacher = teacher.float().eval().to(args.device)
+        keep = bottom_and_spread_layers(teacher.config.num_hidden_layers, args.student_layers, 0)
+        torch.manual_seed(0)
+        student_from_teacher(teacher, keep).float().save_pretrained(work / "student")
+        tok.save_pretrained(work / "student")
     prompts, responses = _data(args.batch_size * (args.steps + WARMUP), args.prompt_len, args.response_len,
                                teacher.config.vocab_size)
     t0 = time.perf_counter()
@@ -92,7 +132,9 @@ def run_variant(args) -> dict:
     student = student.float()
     teacher = None
     if args.variant != "cached":  # the cached variant never loads the teacher
-        teacher = load_causal_lm(resolve_model(args.teacher))[0].float().eval().to(device)
+        source = work / "teacher" if args.arch != "embedded" else resolve_model(args.teacher)
+        teacher = load_causal_lm(source)[0].eval().to(device)
+        teacher = teacher.to(torch.bfloat16) if device.type == "cuda" else teacher.float()  # no grads: bf16 on GPUs
     n = args.batch_size * (args.steps + WARMUP)
     prompts, responses = _data(n, args.prompt_len, args.response_len, student.config.vocab_size)
     tokens_per_step = args.batch_size * (args.prompt_len + args.response_len)
@@ -115,6 +157,8 @@ def run_variant(args) -> dict:
             last_terms: dict = {}
 
             def set_progress(self, fraction: float) -> None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 stamps.append(time.perf_counter())
 
         ckpt = work / f"ckpt-{args.variant}"
@@ -138,6 +182,8 @@ def run_variant(args) -> dict:
 
         class Clock(TrainerCallback):
             def on_step_begin(self, *a, **kw):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 stamps.append(time.perf_counter())
 
         data = Dataset.from_dict({"input_ids": [p + r for p, r in zip(prompts, responses)]})
@@ -150,6 +196,8 @@ def run_variant(args) -> dict:
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=cfg, train_dataset=data,
                              processing_class=tok, data_collator=collate, callbacks=[Clock()])
         trainer.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         stamps.append(time.perf_counter())  # after the last step (no checkpoint is written)
         stamps = stamps[WARMUP:]
     timed = len(stamps) - 1
@@ -166,6 +214,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 timed steps of 2 x (64 + 192) tokens")
     ap.add_argument("--teacher", default="embedded:smollm2-135m-instruct")
+    ap.add_argument("--arch", default="embedded", choices=["embedded", *ARCHS],
+                    help="embedded: the SmolLM2 teacher and a 6-layer cut of it; else a random-init Qwen2 pair")
     ap.add_argument("--student-layers", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--prompt-len", type=int, default=64)
@@ -201,13 +251,20 @@ def main() -> None:
                   "teacher's pass), outside the timed runs", flush=True)
             continue
         print(f"{variant:7s} {rows[variant]['tokens_per_s']:8.1f} tokens/s over {rows[variant]['timed_steps']} steps, "
-              f"peak RSS {rows[variant]['peak_rss_mb']:.0f} MB", flush=True)
+              f"peak RSS {rows[variant]['peak_rss_mb']:.0f} MB"
+              + (f", max GPU memory allocated {rows[variant]['max_memory_allocated_gib']:.1f} GiB"
+                 if "max_memory_allocated_gib" in rows[variant] else ""), flush=True)
     trl, online, cached = rows["trl"], rows["online"], rows["cached"]
-    print(f"\nteacher {args.teacher}, student {args.student_layers} layers, batch {args.batch_size} x "
+    who = f"teacher {args.teacher}, student {args.student_layers} layers" if args.arch == "embedded" else \
+        f"random-init {args.arch} (student, teacher)"
+    print(f"\n{who}, batch {args.batch_size} x "
           f"({args.prompt_len} + {args.response_len}) tokens, {args.threads} threads, {args.device}")
     print(f"cached_vs_trl_tokens_per_s={cached['tokens_per_s'] / trl['tokens_per_s']:.2f} "
           f"online_vs_trl_tokens_per_s={online['tokens_per_s'] / trl['tokens_per_s']:.2f} "
-          f"rss_vs_trl={cached['peak_rss_mb'] / trl['peak_rss_mb']:.2f}")
+          f"rss_vs_trl={cached['peak_rss_mb'] / trl['peak_rss_mb']:.2f}"
+          + (f" gpu_memory_vs_trl={online['max_memory_allocated_gib'] / trl['max_memory_allocated_gib']:.2f} (online),"
+             f" {cached['max_memory_allocated_gib'] / trl['max_memory_allocated_gib']:.2f} (cached)"
+             if "max_memory_allocated_gib" in trl else ""))
 
 
 if __name__ == "__main__":
