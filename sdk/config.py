@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sdk.distill.features import FeatureConfig
+from sdk.distill.on_policy import OnPolicyConfig
 from sdk.errors import DistillError
 
 EMBEDDED_TEACHER = "embedded:smollm2-135m-instruct"
@@ -230,7 +231,10 @@ class DistillConfig(_Model):
     patience: int = Field(3, ge=1)
     # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
     omit_if_default: ClassVar[tuple[str, ...]] = ("grad_accum", "checkpoint_every", "lr_schedule", "warmup_ratio",
-                                                  "device", "compare_fine_tuning", "features")
+                                                  "device", "compare_fine_tuning", "features", "on_policy")
+    on_policy: OnPolicyConfig | None = Field(
+        None, description="Generation: a share of the steps on the student's own samples scored by the teacher "
+        "(GKD's lambda), the teacher run alongside; needs the teacher's weights (docs/distillation.md).")
     features: FeatureConfig | None = Field(
         None, description="Feature distillation beside the loss: hidden states of mapped layers (MSE or cosine, "
         "a learned projection when widths differ) and optionally attention maps (docs/distillation.md). The "

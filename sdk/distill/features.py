@@ -35,8 +35,9 @@ class FeatureConfig(BaseModel):
     layers: dict[int, int] | None = Field(None, description="Student layer -> teacher layer (0-based, each "
                                           "layer's output); default: every student layer and the teacher layer "
                                           "it was cut from.")
-    loss: Literal["mse", "cosine"] = Field("mse", description="Distance between hidden states: mse, or cosine "
-                                           "(1 - cosine similarity, scale-free).")
+    loss: Literal["mse", "cosine"] = Field("cosine", description="Distance between hidden states: cosine (1 - "
+                                           "cosine similarity, scale-free: the default) or mse (in the hidden "
+                                           "states' own scale, which can be 1000x the KD term's: see the log).")
     weight: Scheduled = Field(1.0, description="Weight of the hidden-state term (a number or a schedule).")
     attention_weight: Scheduled = Field(0.0, description="Weight of the attention-map KL (0: off; > 0 switches "
                                         "both models to eager attention).")
@@ -80,7 +81,7 @@ def capture(model: torch.nn.Module, layers: Sequence[int], attention: bool) -> I
 class FeatureKD(torch.nn.Module):
     """The feature terms for a layer map; holds the projections (its parameters train with the student)."""
 
-    def __init__(self, layer_map: dict[int, int], student_width: int, teacher_width: int, loss: str = "mse",
+    def __init__(self, layer_map: dict[int, int], student_width: int, teacher_width: int, loss: str = "cosine",
                  weight: Any = 1.0, attention_weight: Any = 0.0):
         super().__init__()
         if not layer_map:

@@ -281,6 +281,9 @@ def train(
                 f.set_progress(step / max(1, total_steps - 1))
         loss_sum, units, terms = 0.0, 0, {}
         for micro in _micro_batches(batch_at(step)[rank::world], grad_accum):  # this rank's share of the batch
+            for f in losses:  # a loss not called in this micro-batch (e.g. on-policy's) logs nothing
+                if hasattr(f, "last_terms"):
+                    f.last_terms = {}
             with _autocast(device):
                 out = batch_loss(model, micro)
             summed, n = out if isinstance(out, tuple) else (out * len(micro), len(micro))

@@ -111,7 +111,8 @@ def run(ctx: Context) -> dict[str, Any]:
     teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
-    features = _features(ctx, teacher, student)  # (FeatureKD, teacher on the device) or None
+    live = _live_teacher(ctx, teacher, student, info)  # kept for features / on-policy steps, else None
+    features = _features(ctx, live, student) if live is not None and c.distill.features else None
     del teacher
     _freeze(ctx, student)
     device = pick_device(c.distill.device)
@@ -130,8 +131,10 @@ def run(ctx: Context) -> dict[str, Any]:
             out["fine_tuned"] = {"train": twin_res.__dict__, "loss": plain}
     else:
         data = _generation_data(ctx)
-        cache = _frozen_cache(ctx, student, tok, data) if features is None else None  # features need every layer
-        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache, features=features)
+        # features read every layer and on-policy steps generate with the whole student: no frozen-layer cache
+        cache = _frozen_cache(ctx, student, tok, data) if live is None else None
+        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache, features=features,
+                                  live_teacher=live)
         if initial is not None:
             twin = _twin(ctx, tok, initial, device)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
@@ -172,14 +175,27 @@ class _Res:
         self.__dict__.update(kw)
 
 
+def _live_teacher(ctx: Context, teacher, student, info: dict[str, Any]):
+    """The teacher on the student's device, in eval mode, when training runs it alongside (feature
+    distillation, on-policy steps); else None."""
+    d = ctx.config.distill
+    wanted = [k for k in ("features", "on_policy") if getattr(d, k) is not None]
+    if not wanted:
+        return None
+    if d.on_policy is not None and ctx.template.task != "generation":
+        raise DistillError("distill.on_policy: decision templates have no sequences to sample (generation only)")
+    if info.get("cut_from"):
+        raise DistillError(f"distill.{wanted[0]}: needs the teacher's weights at training time; a "
+                           f"{info.get('kind', 'remote')} teacher has none (remove it, or use a local teacher)")
+    return teacher.to(next(student.parameters()).device).eval()
+
+
 def _features(ctx: Context, teacher, student):
-    """(FeatureKD, the teacher on the student's device) when `distill.features` is set, else None."""
+    """(FeatureKD, the teacher) for `distill.features`."""
     from sdk.distill.features import FeatureKD, use_eager_attention
     from sdk.students import bottom_and_spread_layers
 
     f = ctx.config.distill.features
-    if f is None:
-        return None
     layer_map = f.layers
     if layer_map is None:
         if ctx.config.student.model:
@@ -193,10 +209,8 @@ def _features(ctx: Context, teacher, student):
     if bad:
         raise DistillError(f"distill.features.layers: {', '.join(bad)} out of range (student layers 0-{n_s - 1}, "
                            f"teacher layers 0-{n_t - 1})")
-    device = next(student.parameters()).device
     fkd = FeatureKD(layer_map, student.config.hidden_size, teacher.config.hidden_size, f.loss, f.weight,
-                    f.attention_weight).to(device)
-    teacher = teacher.to(device).eval()
+                    f.attention_weight).to(next(student.parameters()).device)
     if fkd.attention:
         use_eager_attention(student, teacher)
     return fkd, teacher
@@ -297,7 +311,7 @@ def _frozen_cache(ctx: Context, student, tok, data: dict[str, Any]):
 
 
 def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], name: str, data: dict[str, Any],
-                        steps: int | None = None, cache=None, features=None):
+                        steps: int | None = None, cache=None, features=None, live_teacher=None):
     """Train `student` on the responses; given a frozen-layer cache (of every response in data), the
     trainable top layers train on it through top_view."""
     from sdk.distill.frozen_prefix import top_view
@@ -343,6 +357,15 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
         batch_loss = with_features(batch_loss, fkd, teacher, lambda t, idx: response_hidden(t, pad(idx)),
                                    lambda idx: pad(idx)["attention_mask"])
         losses, extra = [loss_fn, fkd], [fkd]
+    if d.on_policy is not None and live_teacher is not None:
+        from sdk.distill.on_policy import with_on_policy
+
+        kd_only = load(LOSSES, loss_cfg["kind"])(**{k: v for k, v in loss_cfg.items() if k != "kind"} | {"alpha": 0.0})
+        eos = student.generation_config.eos_token_id
+        eos_ids = sorted({i for i in [tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])] if i is not None})
+        batch_loss = with_on_policy(batch_loss, t_prompts, kd_only, live_teacher, d.on_policy, c.seed,
+                                    tok.pad_token_id, eos_ids)
+        losses.append(kd_only)
     max_epochs = d.max_epochs if steps is None else (steps + 1e-6) / max(1, -(-len(t_resp) // d.batch_size))
     # the top view names its layers from 0: its checkpoints live apart from a full model's (no cross-resume)
     ckpt = run_dir.checkpoint_dir(f"{name}-top{cache.start}" if cache is not None else name, ctx.key)
