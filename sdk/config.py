@@ -231,7 +231,12 @@ class DistillConfig(_Model):
     patience: int = Field(3, ge=1)
     # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
     omit_if_default: ClassVar[tuple[str, ...]] = ("grad_accum", "checkpoint_every", "lr_schedule", "warmup_ratio",
-                                                  "device", "compare_fine_tuning", "features", "on_policy")
+                                                  "device", "compare_fine_tuning", "features", "on_policy",
+                                                  "stages")
+    stages: list[TrainingStage] | None = Field(
+        None, description="Training in stages, in order, each from where the previous ended with its own loss, "
+        "learning rate, epochs and stopping rule (e.g. KD alone, then KD + task); keys a stage omits come from "
+        "`distill:`. Each stage checkpoints on its own.")
     on_policy: OnPolicyConfig | None = Field(
         None, description="Generation: a share of the steps on the student's own samples scored by the teacher "
         "(GKD's lambda), the teacher run alongside; needs the teacher's weights (docs/distillation.md).")
@@ -258,24 +263,55 @@ class DistillConfig(_Model):
     @field_validator("loss")
     @classmethod
     def _loss_config(cls, v: dict[str, Any]) -> dict[str, Any]:
-        """The loss owns its parameters: validate them with its own pydantic model, chosen by `kind`."""
-        from sdk.registry import LOSSES, load
+        return validate_loss(v)
 
-        if "kind" not in v:
-            raise ValueError("needs a `kind` (a registered loss name)")
-        try:
-            loss_cls = load(LOSSES, v["kind"])
-        except DistillError as err:
-            raise ValueError(str(err)) from None
-        try:
-            params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
-        except ValidationError as err:  # one line per problem, with the loss's own keys as suggestions
-            raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
-                _describe_error(e, loss_cls.Config) for e in err.errors())) from None
-        stored = params.model_dump(mode="json")
-        changed = params.model_dump(mode="json", exclude_defaults=True)
-        omit = getattr(loss_cls.Config, "omit_if_default", ())  # keys added later: absent at their defaults
-        return {"kind": v["kind"], **{k: x for k, x in stored.items() if k not in omit or k in changed}}
+
+def validate_loss(v: dict[str, Any]) -> dict[str, Any]:
+    """The loss owns its parameters: validate them with its own pydantic model, chosen by `kind`."""
+    from sdk.registry import LOSSES, load
+
+    if "kind" not in v:
+        raise ValueError("needs a `kind` (a registered loss name)")
+    try:
+        loss_cls = load(LOSSES, v["kind"])
+    except DistillError as err:
+        raise ValueError(str(err)) from None
+    try:
+        params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
+    except ValidationError as err:  # one line per problem, with the loss's own keys as suggestions
+        raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
+            _describe_error(e, loss_cls.Config) for e in err.errors())) from None
+    stored = params.model_dump(mode="json")
+    changed = params.model_dump(mode="json", exclude_defaults=True)
+    omit = getattr(loss_cls.Config, "omit_if_default", ())  # keys added later: absent at their defaults
+    return {"kind": v["kind"], **{k: x for k, x in stored.items() if k not in omit or k in changed}}
+
+
+class TrainingStage(_Model):
+    """One entry of `distill.stages`: trains from where the previous stage ended; keys not given are taken
+    from `distill:`."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$", description="Names the stage in the log, checkpoints and report.")
+    loss: dict[str, Any] | None = Field(None, description="This stage's loss (`kind` and its parameters).")
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    max_epochs: float | None = Field(None, gt=0)
+    eval_every: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, description="Checks without improvement before this stage stops.")
+    grad_accum: int | None = Field(None, ge=1)
+    lr_schedule: Literal["linear", "cosine", "constant_with_warmup", "cosine_with_restarts", "polynomial"] | None = None
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else validate_loss(v)
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
+
+
+DistillConfig.model_rebuild()  # its `stages` refer to TrainingStage, defined after it
 
 
 class GateConfig(_Model):

@@ -168,3 +168,33 @@ def test_the_distill_stage_on_two_processes_trains_like_one(run_dir, tmp_path):
         assert max(abs(x["val"] - y["val"]) for x, y in zip(a, b)) < 1e-3
     w1, w2 = (load_file(d / "student" / "model.safetensors") for d in (run_dir, copy))
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
+
+
+def test_training_in_stages_continues_each_from_the_last(run_dir, tmp_path):
+    """distill.stages: KD alone with a falling temperature, then KD + task at a lower learning rate; each stage
+    trains its own steps from where the previous ended, is recorded, and the twin trains as many steps."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "p"
+    root.mkdir()
+    project = yaml.safe_load((run_dir.parent / "project.yaml").read_text())
+    project["distill"]["stages"] = [
+        {"name": "kd", "loss": {"kind": "soft_target_kd", "alpha": 0.0,
+                                "temperature": {"kind": "linear", "start": 4.0, "end": 1.0}}},
+        {"name": "task", "loss": {"kind": "soft_target_kd", "alpha": 0.7}, "lr": 1e-4, "max_epochs": 0.5}]
+    (root / "project.yaml").write_text(yaml.safe_dump(project))
+    copy = root / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", root / "project.yaml", "--out", copy, "--until",
+                          "distill"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    d = json.loads((copy / "manifest.json").read_text())["stages"]["distill"]
+    (kd, task) = d["stages"]
+    assert (kd["name"], task["name"]) == ("kd", "task") and task["lr"] == 1e-4 and kd["loss"]["alpha"] == 0.0
+    assert kd["train"]["steps"] == 2 * task["train"]["steps"]  # 1 epoch, then half of one
+    assert d["fine_tuned"]["train"]["steps"] == kd["train"]["steps"] + task["train"]["steps"]
+    assert "stage kd" in d["note"] and "stage task" in d["note"]
+    meta = json.loads((copy / "student" / "distill_meta.json").read_text())
+    assert [s["name"] for s in meta["stages"]] == ["kd", "task"]

@@ -122,35 +122,66 @@ def run(ctx: Context) -> dict[str, Any]:
     compare = c.distill.compare_fine_tuning or (c.distill.compare_sequence_kd and ctx.template.task == "generation")
     initial = {k: v.clone() for k, v in student.state_dict().items()} if compare else None
     if ctx.template.task == "decision":
-        res = _distill_decision(ctx, student, tok, c.distill.loss, "distill", features=features)
+        res, done = _in_stages(ctx, lambda cx, name: _distill_decision(cx, student, tok, cx.config.distill.loss, name,
+                                                                        features=features))
         if initial is not None:
             twin = _twin(ctx, tok, initial, device)
             plain = {**c.distill.loss, "alpha": 1.0}
-            twin_res = _distill_decision(ctx, twin, tok, plain, "finetune", steps=res.steps)
+            twin_res = _distill_decision(ctx, twin, tok, plain, "finetune", steps=_steps(done))
             _save(ctx, twin, tok, FINETUNED_DIR, {**meta, "loss": plain})
             out["fine_tuned"] = {"train": twin_res.__dict__, "loss": plain}
     else:
         data = _generation_data(ctx)
         # features read every layer and on-policy steps generate with the whole student: no frozen-layer cache
         cache = _frozen_cache(ctx, student, tok, data) if live is None else None
-        res = _distill_generation(ctx, student, tok, c.distill.loss, "distill", data, cache=cache, features=features,
-                                  live_teacher=live)
+        res, done = _in_stages(ctx, lambda cx, name: _distill_generation(
+            cx, student, tok, cx.config.distill.loss, name, data, cache=cache, features=features, live_teacher=live))
         if initial is not None:
             twin = _twin(ctx, tok, initial, device)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
             if cache is not None and not (_frozen_start(ctx, twin) == cache.start
                                           and same_prefix(student, twin, cache.start)):
                 cache = None  # not expected (same teacher, same kept layers, frozen): never feed a stale cache
-            twin_res = _distill_generation(ctx, twin, tok, seq_loss, "seqkd", data, steps=res.steps, cache=cache)
+            twin_res = _distill_generation(ctx, twin, tok, seq_loss, "seqkd", data, steps=_steps(done), cache=cache)
             _save(ctx, twin, tok, SEQKD_DIR, {**meta, "loss": seq_loss})
             out["sequence_kd"] = {"train": twin_res.__dict__, "loss": seq_loss}
-    _save(ctx, student, tok, "student", {**meta, "loss": c.distill.loss})
+    if c.distill.stages:
+        out["stages"] = done
+    _save(ctx, student, tok, "student", {**meta, "loss": c.distill.loss, **({"stages": done} if c.distill.stages else {})})
     note = f"{origin}, {count_params(student):,} params; loss {c.distill.loss['kind']}: {describe(res)}"
+    if c.distill.stages:
+        note = f"{origin}, {count_params(student):,} params; " + "; ".join(
+            f"stage {d['name']} ({d['loss']['kind']}, alpha {d['loss'].get('alpha')}): {describe(_Res(**d['train']))}"
+            for d in done)
     if "sequence_kd" in out:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
     if "fine_tuned" in out:
         note += f"; twin on the labels alone: {describe(_Res(**out['fine_tuned']['train']))}"
     return {"note": note, "train": res.__dict__, **out}
+
+
+def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
+    """Run train_one(context, checkpoint name) once per stage of `distill.stages` (each with its keys laid over
+    `distill:`, from where the previous stage ended), or once as `distill`; (the last result, every stage's)."""
+    import dataclasses
+
+    d = ctx.config.distill
+    plan = [("distill", d)] if not d.stages else [
+        (f"stage-{s.name}", d.model_copy(update=s.overrides())) for s in d.stages]
+    done, res = [], None
+    for name, stage_cfg in plan:
+        if d.stages:
+            print(f"[distill] training stage {name[6:]} (loss {stage_cfg.loss['kind']}, lr {stage_cfg.lr})", flush=True)
+        cx = dataclasses.replace(ctx, config=ctx.config.model_copy(update={"distill": stage_cfg}))
+        res = train_one(cx, name)
+        done.append({"name": name[6:] if d.stages else name, "loss": stage_cfg.loss, "lr": stage_cfg.lr,
+                     "train": res.__dict__})
+    return res, done
+
+
+def _steps(done: list[dict[str, Any]]) -> int:
+    """Steps over every stage (a comparison twin trains as many)."""
+    return sum(d["train"]["steps"] for d in done)
 
 
 def _twin(ctx: Context, tok, initial: dict[str, Any], device):

@@ -68,7 +68,7 @@ def test_docs_config_reference_is_current():
     ({"temlpate": "fraud"}, "temlpate: unknown key; did you mean `template`?"),
     # a key of another section: the same section's namesake is suggested first
     ({"template": "fraud", "distill": {"temprature": 2.0}},
-     "distill.temprature: unknown key; did you mean `distill.loss.temperature` or `annotate.temperature`?"),
+     "distill.temprature: unknown key; did you mean `distill.loss.temperature` or `distill.on_policy.temperature`?"),
     ({"template": "fraud", "distill": {"loss": {"kind": "soft_target_kd", "alpah": 0.5}}},
      "distill.loss: loss 'soft_target_kd': alpah: unknown key; did you mean `alpha`?"),
     ({"template": "fraud", "template_options": {"fraud_rat": 0.1}},
