@@ -108,3 +108,32 @@ def test_serve_answers_chat_completions_like_the_evaluation(run_dir):
         server.should_exit = True
         thread.join(30)
         served.close()
+
+
+def test_a_dpo_stage_aligns_on_verified_pairs(run_dir, tmp_path):
+    """distill.stages ending in DPO: the student samples, the sandbox verifies, each prompt with an accepted
+    teacher completion and a failed student one is a pair; the stage trains on them from the reference."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "p"
+    root.mkdir()
+    project = yaml.safe_load((run_dir.parent / "project.yaml").read_text())
+    project["distill"]["compare_sequence_kd"] = False
+    project["distill"]["stages"] = [
+        {"name": "kd"},
+        {"name": "align", "loss": {"kind": "dpo", "beta": 0.1, "samples": 1, "max_new_tokens": 24}, "max_epochs": 1}]
+    (root / "project.yaml").write_text(yaml.safe_dump(project))
+    copy = root / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", root / "project.yaml", "--out", copy, "--until",
+                          "distill", "--keep-checkpoints"], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "preference pairs from" in out.stdout
+    kd, align = json.loads((copy / "manifest.json").read_text())["stages"]["distill"]["stages"]
+    assert align["loss"]["kind"] == "dpo" and align["train"]["steps"] >= 1
+    log = [json.loads(x) for x in next((copy / "checkpoints").glob("stage-align-*")).joinpath("log.jsonl")
+           .read_text().splitlines() if "loss" in json.loads(x)]
+    assert abs(log[0]["dpo"] - 0.6931) < 1e-3  # the first step starts at the reference
+    assert {"reward_margin", "reward_accuracy"} <= set(log[0])

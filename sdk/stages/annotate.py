@@ -97,7 +97,7 @@ def _annotate_generation(ctx: Context) -> dict[str, Any]:
         raise DistillError(f"annotate: the teacher passed none of its {sum(map(len, completions))} completions on "
                            f"{len(prompts)} training prompts; nothing to distil (a stronger teacher, more samples or "
                            "a higher annotate.max_new_tokens may help)")
-    responses = _response_ids(ctx, kept_text)
+    responses = response_ids(ctx, kept_text)
     n_samples = sum(map(len, completions))
     accepted = sum(per_prompt)
     info: dict[str, Any] = {
@@ -140,7 +140,7 @@ def with_reasoning(text: str, reasoning: str | None) -> str:
     return f"<think>\n{reasoning.strip()}\n</think>\n\n{text}" if reasoning else text
 
 
-def _response_ids(ctx: Context, texts: list[str]) -> list[list[int]]:
+def response_ids(ctx: Context, texts: list[str]) -> list[list[int]]:
     """Response token ids as the student will be trained on them: the text, then end-of-turn."""
     from transformers import AutoTokenizer
 

@@ -108,6 +108,10 @@ def run(ctx: Context) -> dict[str, Any]:
     if ctx.nproc > 1 and process_world()[1] == 1:  # the parent: start the ranks, which run this function again
         return launch(ctx, ctx.nproc)
     c = ctx.config
+    if c.distill.loss["kind"] == "dpo":
+        raise DistillError("distill.loss: dpo aligns a trained student; use it in a later entry of distill.stages")
+    if any(s.loss and s.loss["kind"] == "dpo" for s in c.distill.stages or []) and ctx.template.task != "generation":
+        raise DistillError("distill.stages: a dpo stage needs verified completions (generation templates)")
     teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
@@ -133,9 +137,16 @@ def run(ctx: Context) -> dict[str, Any]:
     else:
         data = _generation_data(ctx)
         # features read every layer and on-policy steps generate with the whole student: no frozen-layer cache
-        cache = _frozen_cache(ctx, student, tok, data) if live is None else None
-        res, done = _in_stages(ctx, lambda cx, name: _distill_generation(
-            cx, student, tok, cx.config.distill.loss, name, data, cache=cache, features=features, live_teacher=live))
+        dpo = any(s.loss and s.loss["kind"] == "dpo" for s in c.distill.stages or [])  # samples from the whole student
+        cache = _frozen_cache(ctx, student, tok, data) if live is None and not dpo else None
+
+        def train_one(cx: Context, name: str):
+            if cx.config.distill.loss["kind"] == "dpo":
+                return _align_dpo(cx, student, tok, data, name)
+            return _distill_generation(cx, student, tok, cx.config.distill.loss, name, data, cache=cache,
+                                       features=features, live_teacher=live)
+
+        res, done = _in_stages(ctx, train_one)
         if initial is not None:
             twin = _twin(ctx, tok, initial, device)
             seq_loss = {**c.distill.loss, "alpha": 1.0}
@@ -151,7 +162,8 @@ def run(ctx: Context) -> dict[str, Any]:
     note = f"{origin}, {count_params(student):,} params; loss {c.distill.loss['kind']}: {describe(res)}"
     if c.distill.stages:
         note = f"{origin}, {count_params(student):,} params; " + "; ".join(
-            f"stage {d['name']} ({d['loss']['kind']}, alpha {d['loss'].get('alpha')}): {describe(_Res(**d['train']))}"
+            f"stage {d['name']} ({d['loss']['kind']}"
+            + (f", alpha {d['loss']['alpha']}" if "alpha" in d["loss"] else "") + f"): {describe(_Res(**d['train']))}"
             for d in done)
     if "sequence_kd" in out:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
@@ -177,6 +189,68 @@ def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
         done.append({"name": name[6:] if d.stages else name, "loss": stage_cfg.loss, "lr": stage_cfg.lr,
                      "train": res.__dict__})
     return res, done
+
+
+def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
+    """A DPO stage: the student samples completions of the training prompts, the template's verifier judges
+    them, and each prompt with an accepted teacher completion and a failed student one becomes a pair
+    (chosen = the teacher's, rejected = the student's); the reference is the student as it enters."""
+    from deployment.runtimes.generation import truncate_at_stop
+    from sdk.distill.batching import batches
+    from sdk.distill.on_policy import sample_responses
+    from sdk.distill.preference import DPOLoss, make_dpo_loss, reference_logprobs
+    from sdk.distill.recipe import train
+    from sdk.distill.sequence import response_ce
+    from sdk.stages.annotate import response_ids
+
+    c, d = ctx.config, ctx.config.distill
+    if ctx.template.task != "generation" or not hasattr(ctx.template, "verify"):
+        raise DistillError("distill.stages: a dpo stage needs a generation template with a verifier")
+    loss = DPOLoss(**{k: v for k, v in d.loss.items() if k != "kind"})
+    resp = ctx.run.read_json("annotations/responses.json")
+    first: dict[int, int] = {}  # training prompt -> its first accepted teacher response
+    for i in data["train_idx"]:
+        first.setdefault(resp["prompt_index"][i], i)
+    order = sorted(first)
+    rows_all = ctx.run.splits()["train"].to_dict("records")
+    rows, prompts = [rows_all[p] for p in order], [data["prompts"][first[p]] for p in order]
+    eos = student.generation_config.eos_token_id
+    eos_ids = sorted({i for i in [tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])] if i is not None})
+    texts: list[list[str]] = [[] for _ in prompts]
+    for b in batches(len(prompts), d.batch_size):
+        for _ in range(loss.samples):
+            for i, ids in zip(b, sample_responses(student, [prompts[i] for i in b], loss.max_new_tokens,
+                                                  loss.temperature, tok.pad_token_id, eos_ids)):
+                texts[i].append(truncate_at_stop(tok.decode(ids, skip_special_tokens=True), c.annotate.stop)[0])
+    verdicts = ctx.template.verify(rows, texts, ctx.options, progress=f"{name}: verify student completions")
+    pair_prompts, chosen, rejected_text = [], [], []
+    for i, (outs, vs) in enumerate(zip(texts, verdicts)):
+        failed = next((t for t, v in zip(outs, vs) if not v["passed"]), None)
+        if failed is not None:
+            pair_prompts.append(prompts[i])
+            chosen.append(data["responses"][first[order[i]]])
+            rejected_text.append(failed)
+    print(f"[distill] {name}: {len(chosen)} preference pairs from {len(prompts)} prompts "
+          f"({sum(v['passed'] for vs in verdicts for v in vs)}/{sum(map(len, verdicts))} student samples passed)")
+    if not chosen:
+        raise DistillError(f"distill.stages {name}: the student passed every sampled completion; no pair to align on")
+    rejected = response_ids(ctx, rejected_text)
+    ref_c = reference_logprobs(student, pair_prompts, chosen, tok.pad_token_id, d.batch_size)
+    ref_r = reference_logprobs(student, pair_prompts, rejected, tok.pad_token_id, d.batch_size)
+    v_prompts = [data["prompts"][i] for i in data["val_idx"]]
+    v_resp = [data["responses"][i] for i in data["val_idx"]]
+
+    def evaluate(model) -> float:  # the same held-out response CE as the other stages: no drift from the targets
+        if not v_resp:
+            return 0.0
+        return -response_ce(model, v_prompts, v_resp, tok.pad_token_id, batch_size=d.batch_size)
+
+    student.train()
+    res = train(student, make_dpo_loss(pair_prompts, chosen, rejected, ref_c, ref_r, loss, tok.pad_token_id),
+                len(chosen), evaluate, max_epochs=d.max_epochs, patience=d.patience, loss_fn=loss,
+                **train_settings(ctx), checkpoint_dir=ctx.run.checkpoint_dir(name, ctx.key), desc=name)
+    student.eval()
+    return res
 
 
 def _steps(done: list[dict[str, Any]]) -> int:
