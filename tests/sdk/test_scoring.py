@@ -259,7 +259,7 @@ def test_packaged_gguf_carries_the_evaluation(tiny_run):
     from deployment.gguf import read_metadata
 
     package = json.loads((tiny_run / "artifacts" / "package.json").read_text())
-    assert set(package) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M"}
+    assert set(package) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-finetuned-gguf-Q4_K_M"}  # twin too
     for name, info in package.items():
         meta = read_metadata(tiny_run / "artifacts" / info["file"])
         _, entry = _evaluated(tiny_run, name)

@@ -82,6 +82,7 @@ def table_run(tmp_path_factory, tiny_llama):
     cfg = yaml.safe_load(p.read_text())
     cfg["teacher"]["model"] = str(tiny_llama)
     cfg["export"] = {"formats": {"gguf": {"quants": ["Q8_0"]}}}
+    cfg["distill"]["compare_fine_tuning"] = False  # the twin has its own test (tests/test_integration.py)
     p.write_text(yaml.safe_dump(cfg))
     out = runner.invoke(app, ["run", str(p), "--out", str(root / "run")])
     assert out.exit_code == 0, out.output
