@@ -115,12 +115,12 @@ def run(ctx: Context) -> dict[str, Any]:
     teacher, tok, info = _source(ctx)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
+    _freeze(ctx, student)
+    device = pick_device(c.distill.device)
+    student.to(device)  # before the live teacher and feature projections, which follow the student's device
     live = _live_teacher(ctx, teacher, student, info)  # kept for features / on-policy steps, else None
     features = _features(ctx, live, student) if live is not None and c.distill.features else None
     del teacher
-    _freeze(ctx, student)
-    device = pick_device(c.distill.device)
-    student.to(device)
     meta = {"origin": origin, "gguf_pre_tokenizer": info.get("gguf_pre_tokenizer"), "task": ctx.run.task()}
     out: dict[str, Any] = {}
     compare = c.distill.compare_fine_tuning or (c.distill.compare_sequence_kd and ctx.template.task == "generation")
@@ -214,8 +214,7 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
     order = sorted(first)
     rows_all = ctx.run.splits()["train"].to_dict("records")
     rows, prompts = [rows_all[p] for p in order], [data["prompts"][first[p]] for p in order]
-    eos = student.generation_config.eos_token_id
-    eos_ids = sorted({i for i in [tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])] if i is not None})
+    eos_ids = _eos_ids(student, tok)
     texts: list[list[str]] = [[] for _ in prompts]
     for b in batches(len(prompts), d.batch_size):
         for _ in range(loss.samples):
@@ -251,6 +250,12 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
                 **train_settings(ctx), checkpoint_dir=ctx.run.checkpoint_dir(name, ctx.key), desc=name)
     student.eval()
     return res
+
+
+def _eos_ids(student, tok) -> list[int]:
+    """Every id that ends the student's sampled completions (tokenizer and generation config)."""
+    eos = student.generation_config.eos_token_id
+    return sorted({i for i in [tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])] if i is not None})
 
 
 def _steps(done: list[dict[str, Any]]) -> int:
@@ -466,8 +471,7 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
         from sdk.distill.on_policy import with_on_policy
 
         kd_only = load(LOSSES, loss_cfg["kind"])(**{k: v for k, v in loss_cfg.items() if k != "kind"} | {"alpha": 0.0})
-        eos = student.generation_config.eos_token_id
-        eos_ids = sorted({i for i in [tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])] if i is not None})
+        eos_ids = _eos_ids(student, tok)
         batch_loss = with_on_policy(batch_loss, t_prompts, kd_only, live_teacher, d.on_policy, c.seed,
                                     tok.pad_token_id, eos_ids)
         losses.append(kd_only)
