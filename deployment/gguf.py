@@ -272,6 +272,44 @@ def quantize(src: Path, dst: Path, qtype: str, threads: int | None = None) -> Pa
     return dst
 
 
+def tensor_names(model_dir: Path) -> dict[str, str]:
+    """HF weight name -> the GGUF tensor that write_gguf makes of it (a tied lm_head maps to token_embd, which
+    llama.cpp reuses as the output)."""
+    import gguf
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    if cfg.get("model_type") not in SUPPORTED:
+        raise DistillError(f"GGUF export supports model types {sorted(SUPPORTED)}, not {cfg.get('model_type')!r}")
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, SUPPORTED[cfg["model_type"]]),
+                                     cfg["num_hidden_layers"])
+    out = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(f, framework="numpy") as st:
+            for key in st.keys():
+                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if key == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+                    name = names.get_name("model.embed_tokens.weight", try_suffixes=(".weight",))
+                if name is not None:
+                    out[key] = name
+    return out
+
+
+def quantized_tensor_types(model_dir: Path, qtype: str, threads: int | None = None) -> dict[str, str]:
+    """HF weight name -> the ggml type (e.g. "Q4_K", "Q6_K", "Q5_0", "F32") llama.cpp's quantizer gives it
+    when this model is quantized to `qtype`. Asked of llama.cpp itself (an F16 file quantized in a
+    temporary folder) rather than re-derived: its per-tensor choices (the _M mixes' higher-bit layers, the
+    types for rows that are not a multiple of 256) change between versions."""
+    import tempfile
+
+    import gguf
+
+    with tempfile.TemporaryDirectory(prefix="distill-gguf-types-") as tmp:
+        f16 = write_gguf(Path(model_dir), Path(tmp) / "model-F16.gguf", "F16", chat_template=False)
+        types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(
+            quantize(f16, Path(tmp) / f"model-{qtype}.gguf", qtype, threads)).tensors}
+    return {key: types[name] for key, name in tensor_names(model_dir).items() if name in types}
+
+
 def _quantize_main(src: str, dst: str, qtype: str, threads: str) -> int:
     import ctypes
 

@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, gate_rows, headline_rows
+from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, gate_rows, headline_rows, qad_rows
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
@@ -124,6 +124,11 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     header, rows = breakdown_rows(r.get("breakdown"))
     if rows:
         out.append("<h2>Accuracy per group</h2>" + _table(header, rows))
+    header, rows = qad_rows(r)
+    if rows:
+        out.append("<h2>Quantization-aware distillation</h2><div class='sub'>same student, same total steps: the "
+                   "control trains as long without fake quantization; both exported by llama.cpp's quantizer."
+                   "</div>" + _table(header, rows))
     ret_ci = (iv or {}).get("retention", {})
     compared = [k for k in names if any(k in ret for ret in r["retention"].values())]
     out.append("<h2>Student vs teacher</h2><div class='sub'>student/teacher (teacher/student where lower is "

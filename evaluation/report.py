@@ -214,6 +214,38 @@ def gate_rows(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def qad_rows(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Quantization-aware distillation side by side, per GGUF type: the control student (trained as many
+    steps without fake quantization) in torch and in that GGUF type, the QAD student in it, and the share of
+    the control's quantization loss that QAD won back ((QAD - GGUF) / (torch - GGUF); '-' when quantization
+    lost nothing)."""
+    pm = r["primary_metric"]
+    lower = _matches(pm, r.get("lower_is_better", []))
+    arts = r["artifacts"]
+    qad = [a for a in arts if a.get("variant") == "qad"]
+    control = {a["quant"]: a for a in arts if a.get("variant") == "qad_control"}
+    main = {a["quant"]: a for a in arts if a["role"] == "student" and not a.get("variant")}
+    if not qad:
+        return [], []
+    ref = control.get(None)
+    header = ["GGUF type", f"{pm}: control torch", "control GGUF (no QAD)", "QAD GGUF", "loss recovered",
+              "main student GGUF"]
+    rows = []
+    for a in qad:
+        base, q = control.get(a["quant"]), a["metrics"].get(pm)
+        recovered = None
+        if ref is not None and base is not None and q is not None:
+            lost = ref["metrics"][pm] - base["metrics"][pm]
+            gained = q - base["metrics"][pm]
+            if lower:
+                lost, gained = -lost, -gained
+            recovered = gained / lost if lost > 0 else None
+        m = main.get(a["quant"])
+        rows.append([a["quant"], _fmt(ref["metrics"][pm]) if ref else "-", _fmt(base["metrics"][pm]) if base else "-",
+                     _fmt(q), "-" if recovered is None else f"{recovered:.0%}", _fmt(m["metrics"][pm]) if m else "-"])
+    return header, rows
+
+
 def breakdown_rows(b: dict[str, dict[str, float]] | None) -> tuple[list[str], list[list[str]]]:
     """The template's per-group accuracy ({artifact: {group: accuracy}}) as a header and rows."""
     if not b:
@@ -352,6 +384,13 @@ def to_markdown(r: dict[str, Any]) -> str:
             m = main.get(v["quant"])
             lines.append(f"| {v['quant'] or 'torch'} | {_fmt(v['metrics'][pm])}{_ci(ivm.get(v['name'], {}).get(pm))} | "
                          + (f"{_fmt(m['metrics'][pm])}{_ci(ivm.get(m['name'], {}).get(pm))} |" if m else "- |"))
+    header, rows = qad_rows(r)
+    if rows:
+        lines += ["", "## Quantization-aware distillation (same student, same total steps)", "",
+                  "The control continues training as many steps as the QAD student, without fake quantization; "
+                  "both are exported by llama.cpp's quantizer.", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Stages", "", "| stage | seconds | note |", "|---|---|---|"]
     for name, st in r["stages"].items():
         lines.append(f"| {name} | {st.get('seconds', 0):.0f} | {st.get('note', '')} |")

@@ -242,7 +242,7 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
         nproc: int = typer.Option(1, min=1, help="Processes for the distill stage, under torchrun: one per GPU "
                                   "(DDP-style, same global batch), or CPU processes with gloo."),
         until: Optional[str] = typer.Option(None, help="Stop after this stage (data, adapt, annotate, distill, "
-                                            "export, evaluate, package, report).")) -> None:
+                                            "qad, export, evaluate, package, report).")) -> None:
     """Check, then run every stage of a project; finished stages are skipped."""
     from sdk.preflight import check_project, format_problems
     from sdk.project import Project
@@ -340,6 +340,20 @@ def _add_core_commands() -> None:
 
 
 _add_core_commands()
+
+# Command groups (`distill <group> <command>`), likewise in their own modules.
+CORE_GROUPS = {"signals": "sdk.distill.signals_cli:app"}
+
+
+def _add_core_groups() -> None:
+    import importlib
+
+    for name, target in CORE_GROUPS.items():
+        module, attr = target.split(":")
+        app.add_typer(getattr(importlib.import_module(module), attr), name=name)
+
+
+_add_core_groups()
 
 
 def _add_plugin_commands() -> None:

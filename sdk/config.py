@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sdk.distill.features import FeatureConfig
 from sdk.distill.on_policy import OnPolicyConfig
+from sdk.distill.qad import QADConfig
 from sdk.errors import DistillError
 
 EMBEDDED_TEACHER = "embedded:smollm2-135m-instruct"
@@ -205,6 +206,10 @@ class AnnotateConfig(_Model):
         "auto", description="Generation: where the teacher samples. auto times both on a few prompts and uses "
         "the faster (torch batched vs llama.cpp on an F16 GGUF of the teacher); the choice is recorded.")
     batch_size: int = Field(16, ge=1, description="Prompts per batch for the torch teacher.")
+    signals: str | None = Field(
+        None, description="Folder of the teacher-signal stores (token-level KD targets, shared by every run and "
+        "student with the same teacher and top_k; docs/distillation.md). Default: signals/ in the user cache "
+        "(DISTILL_CACHE).")
     sampling_gguf: Literal["F16", "Q8_0"] = Field(
         "F16", description="Generation: the GGUF type llama.cpp samples the teacher's completions from. Q8_0 "
         "(llama.cpp's quantizer) sampled 1.3x faster on 2 CPU cores (49 vs 37 tokens/s) and is near-lossless; the verifier checks every "
@@ -244,6 +249,10 @@ class DistillConfig(_Model):
         None, description="Feature distillation beside the loss: hidden states of mapped layers (MSE or cosine, "
         "a learned projection when widths differ) and optionally attention maps (docs/distillation.md). The "
         "teacher then stays in memory during training.")
+    qad: QADConfig | None = Field(
+        None, description="Quantization-aware distillation for GGUF: twins that continue training through fake "
+        "quantization reproducing llama.cpp's block formats and per-tensor types for each target type, beside a "
+        "control twin trained as long without it; both exported and compared in the report (docs/distillation.md).")
     compare_fine_tuning: bool = Field(
         False, description="Also train the same student, from the same start for the same steps, without the "
         "teacher's distributions (alpha=1: on the labels for decisions; on the teacher's verified completions for "

@@ -106,7 +106,13 @@ class Project:
         upstream, ran, ran_now = "", False, []
         for name, stage in stage_list():
             ctx = Context(c, self.template, self.options, run, nproc=nproc)
-            ctx.key = stable_hash([name, upstream, stage.inputs(ctx)])
+            given = stage.inputs(ctx)
+            if given is None:  # an optional stage this project does not configure: not in the hash chain
+                print(f"[distill] {name}: not configured, skipped")
+                if name == until:
+                    return RunResult(run.root, {}, {}, ran_now)
+                continue
+            ctx.key = stable_hash([name, upstream, given])
             # a stage that ran (e.g. its outputs were missing) may have written new outputs under the same
             # input hash: every stage below it runs again, so the report never shows stale figures
             if not ran and run.is_done(name, ctx.key, stage.outputs(run)):

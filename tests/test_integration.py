@@ -22,9 +22,19 @@ def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
     assert r["schema_version"] == "1.3" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
+    qad_arts = {"student-cont-torch", "student-cont-gguf-Q4_K_M", "student-cont-gguf-Q2_K",
+                "student-qad-Q4_K_M-gguf-Q4_K_M", "student-qad-Q2_K-gguf-Q2_K"}
     assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M",
                          "student-onnx-fp32", "baseline-gradient-boosting", "baseline-logistic-regression",
-                         "student-finetuned-gguf-Q4_K_M"}
+                         "student-finetuned-gguf-Q4_K_M", *qad_arts}
+    # quantization-aware twins and their control (sdk/stages/qad.py): each QAD twin in its own type, the
+    # control in torch and every QAD type, side by side in the report; none of them is gated or bundled
+    assert {arts[n]["variant"] for n in qad_arts} == {"qad", "qad_control"}
+    assert "Quantization-aware distillation" in (run_dir / "report.md").read_text()
+    qad = json.loads((run_dir / "qad.json").read_text())
+    assert {q["steps"] for q in qad.values()} == {3} and qad["student-qad-Q4_K_M"]["tensor_types"]["Q4_K"] >= 1
+    for n in qad_arts:
+        arts.pop(n)
     # KD vs plain fine-tuning: the same student trained the same steps on the labels alone, in the report
     twin = arts.pop("student-finetuned-gguf-Q4_K_M")
     assert twin["variant"] == "fine_tuned" and twin["quant"] == "Q4_K_M" and 0 <= twin["metrics"]["recall"] <= 1
@@ -44,7 +54,7 @@ def test_report_json_contract(run_dir):
     assert arts["student-torch"]["params"] < arts["teacher-torch"]["params"]
     assert arts["student-gguf-Q4_K_M"]["size_bytes"] < arts["student-gguf-Q8_0"]["size_bytes"]
     assert set(r["retention"]) == {"student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32",
-                                   "student-finetuned-gguf-Q4_K_M"}
+                                   "student-finetuned-gguf-Q4_K_M", *qad_arts}
     # every export is gated against the unquantized student on validation; the reference itself is not
     assert set(r["gates"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
     # fp32 ONNX is the student itself: same validation metric, probabilities within float rounding

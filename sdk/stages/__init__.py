@@ -3,7 +3,8 @@ stage: config sections and fingerprints of the files it reads), `outputs(run)` (
 means done), `run(ctx) -> info` (the work; info goes to the manifest).
 
 `sdk.project` knows their order and skips a stage whose input hash and outputs are in place; nothing
-else. Stages read and write the run folder only through `sdk.rundir.RunDir`.
+else. An optional stage returns None from `inputs` when the project does not configure it: it is skipped and
+left out of the hash chain, so adding it changes no existing run. Stages read and write the run folder only through `sdk.rundir.RunDir`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Stage(Protocol):
 
 
 def stage_list() -> list[tuple[str, ModuleType]]:
-    from sdk.stages import adapt, annotate, data, distill, evaluate, export, package, report
+    from sdk.stages import adapt, annotate, data, distill, evaluate, export, package, qad, report
 
-    return [("data", data), ("adapt", adapt), ("annotate", annotate), ("distill", distill),
+    return [("data", data), ("adapt", adapt), ("annotate", annotate), ("distill", distill), ("qad", qad),
             ("export", export), ("evaluate", evaluate), ("package", package), ("report", report)]

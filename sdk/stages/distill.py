@@ -27,6 +27,7 @@ from sdk.stages.common import decision_forwards, decision_metric, decision_val_s
 SEQKD_DIR = "student-seqkd"  # generation: the twin trained on sequence-level KD alone
 FINETUNED_DIR = "student-finetuned"  # decisions: the twin trained on the labels alone
 TWINS = {SEQKD_DIR: "sequence_kd", FINETUNED_DIR: "fine_tuned"}  # folder -> report variant
+OTHER_STAGES_KEYS = ("qad",)  # distill: keys read by later stages (sdk/stages/qad.py), not by this one
 CACHE_MAX_BYTES = 8 << 30  # a larger frozen-layer cache would crowd RAM: train uncached instead
 
 
@@ -35,8 +36,8 @@ def inputs(ctx: Context) -> Any:
     from sdk.models import fingerprint
 
     c = ctx.config.model_dump(mode="json")
-    distill = {k: v for k, v in c["distill"].items()
-               if k not in DistillConfig.omit_if_default or v != DistillConfig.model_fields[k].default}
+    distill = {k: v for k, v in c["distill"].items() if k not in OTHER_STAGES_KEYS
+               and (k not in DistillConfig.omit_if_default or v != DistillConfig.model_fields[k].default)}
     return [c["student"], distill, fingerprint(c["student"]["model"])]
 
 

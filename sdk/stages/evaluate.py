@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdk.distill.qad import CONTROL_DIR, QAD_PREFIX
 from sdk.rundir import RunDir
 from sdk.stages import Context
 from sdk.stages.distill import TWINS
@@ -35,13 +36,17 @@ def artifacts(ctx: Context):
     arts = [open_teacher(ctx).artifact()]
     exports = run_dir.read_json("artifacts/exports.json")
     n_ctx = _context_length(ctx)
-    for folder in students(run_dir):
+    for folder in students(ctx):
         src = run_dir.path(folder)
         params = count_params_on_disk(src)
-        variant = TWINS.get(folder)
-        # torch runs of the twin would only repeat its exports' figures more slowly
+        variant = TWINS.get(folder) or ("qad_control" if folder == CONTROL_DIR
+                                        else "qad" if folder.startswith(QAD_PREFIX) else None)
+        # torch runs of the twin would only repeat its exports' figures more slowly; the QAD control's torch
+        # figure is the "before quantization" of the QAD comparison
         if folder == "student" and c.evaluation.student_torch:
             arts.append(reference(ctx))
+        if folder == CONTROL_DIR:
+            arts.append(reference(ctx, CONTROL_DIR, variant))
         for e in _listed(exports.get(folder, []), folder):
             path = run_dir.root / e["path"]
             size = e["size_bytes"] if e["size_bytes"] is not None else path.stat().st_size
@@ -60,17 +65,18 @@ def _listed(exported: list | dict, folder: str) -> list[dict[str, Any]]:
              "exporter": "gguf", "size_bytes": None} for q, f in exported.items() if q != "F16"]
 
 
-def reference(ctx: Context):
-    """The unquantized student in torch: what the release gates compare every export with."""
+def reference(ctx: Context, folder: str = "student", variant: str | None = None):
+    """The unquantized student in torch: what the release gates compare every export with (or a twin's, the
+    QAD control's: what its GGUFs lose to quantization)."""
     from deployment.exporters import folder_bytes
     from evaluation.harness import Artifact
     from sdk.students import count_params_on_disk
 
-    src = ctx.run.path("student")
+    src = ctx.run.path(folder)
     e = ctx.config.evaluation
-    return Artifact("student-torch", "student", "torch", None, str(src), count_params_on_disk(src),
+    return Artifact(f"{folder}-torch", "student", "torch", None, str(src), count_params_on_disk(src),
                     folder_bytes(src, ("*.safetensors",)),
-                    {"model": str(src), "threads": e.threads, "batch_size": e.batch_size}, 32.0)
+                    {"model": str(src), "threads": e.threads, "batch_size": e.batch_size}, 32.0, variant)
 
 
 def _context_length(ctx: Context) -> int:

@@ -4,7 +4,7 @@
 Writes artifacts/ (files and folders named <student>-<...>) and artifacts/exports.json:
 {student folder: [{"name", "format", "quant", "path" (relative to the run folder), "size_bytes", "spec",
 "exporter"}]}. A twin (sequence-KD alone, or labels alone) is exported in the first format's last (most
-compressed) type only.
+compressed) type only; a QAD twin in its GGUF type, the QAD control in every QAD type.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
+from sdk.distill.qad import CONTROL_DIR, QAD_PREFIX
 from sdk.stages.distill import TWINS
 
 
@@ -25,9 +26,28 @@ def outputs(run: RunDir) -> list[Path]:
     return [run.path("artifacts", "exports.json")]
 
 
-def students(run: RunDir) -> list[str]:
-    """Student folders of this run: the main one first."""
-    return [f for f in ("student", *TWINS) if run.path(f, "config.json").is_file()]
+def students(ctx: Context) -> list[str]:
+    """Student folders of this run: the main one first, then the comparison twins, then the QAD control and
+    twins of the configured `distill.qad` (sdk/stages/qad.py)."""
+    from sdk.stages.qad import folders
+
+    return [f for f in ("student", *TWINS, *folders(ctx)) if ctx.run.path(f, "config.json").is_file()]
+
+
+def _qad_exporter(ctx: Context, folder: str):
+    """The GGUF exporter for a QAD twin (its own type) or the QAD control (every QAD type); None for the
+    other students."""
+    from sdk.registry import EXPORTERS, load
+
+    q = ctx.config.distill.qad
+    if folder == CONTROL_DIR:
+        quants = list(q.types) if q is not None else []
+    elif folder.startswith(QAD_PREFIX):
+        quants = [folder.removeprefix(QAD_PREFIX)]
+    else:
+        return None
+    cls = load(EXPORTERS, "gguf")
+    return cls(cls.Config(quants=quants))
 
 
 def exporters(ctx: Context) -> list[Any]:
@@ -56,11 +76,12 @@ def run(ctx: Context) -> dict[str, Any]:
     meta = task_metadata(ctx.template, run_dir.task())
     listed: dict[str, list[dict[str, Any]]] = {}
     configured = exporters(ctx)
-    for folder in students(run_dir):
+    for folder in students(ctx):
         src = run_dir.path(folder)
         listed[folder] = []
-        for i, exporter in enumerate(configured):
-            twin = folder != "student"
+        qad = _qad_exporter(ctx, folder)
+        for i, exporter in enumerate(configured if qad is None else [qad]):
+            twin = folder != "student" and qad is None
             if twin and i > 0:
                 continue  # the twin is compared in one type: the first format's most compressed
             print(f"[distill] exporting {folder} to {exporter.kind}")
