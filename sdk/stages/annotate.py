@@ -25,6 +25,8 @@ def inputs(ctx: Context) -> Any:
     c = ctx.config.model_dump(mode="json")
     if c["annotate"]["sampling_gguf"] == "F16":  # the default: runs made before the setting keep their stage
         del c["annotate"]["sampling_gguf"]
+    if c["annotate"]["signals"] is None:  # likewise; where the store lives does not change what it holds
+        del c["annotate"]["signals"]
     return [c["annotate"], c["template_options"], c["distill"]["loss"], c["evaluation"]["threads"]]
 
 
@@ -108,7 +110,7 @@ def _annotate_generation(ctx: Context) -> dict[str, Any]:
         "per_prompt_accepted": per_prompt, "training_examples": len(kept_text),
     }
     if _needs_topk(c.distill.loss):
-        info.update(_store_topk(ctx, teacher, [prompts[i] for i in kept_prompt], responses))
+        info.update(_store_topk(ctx, teacher, [prompts[i] for i in kept_prompt], responses, kept_text))
     run_dir.write_json("annotations/responses.json", {"prompt_index": kept_prompt, "text": kept_text,
                                                       "response_ids": responses})
     run_dir.write_json("annotations/annotations.json", info)
@@ -153,14 +155,65 @@ def response_ids(ctx: Context, texts: list[str]) -> list[list[int]]:
     return [list(ids) + eos for ids in tok(texts, add_special_tokens=False)["input_ids"]]
 
 
-def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list[list[int]]) -> dict:
+def response_spans(ctx: Context, texts: list[str]) -> list[list[tuple[int, int]]]:
+    """Each response token's character span in its text (the end-of-turn token: an empty span at the end),
+    aligned with response_ids: what cross-tokenizer distillation aligns tokenizations on."""
+    from transformers import AutoTokenizer
+
+    from sdk.models import resolve_model
+    from sdk.teachers import base_model_spec, trust_remote_code
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(base_model_spec(ctx.config)),
+                                        trust_remote_code=trust_remote_code(ctx.config))
+    eos = ctx.run.task()["eos_ids"][:1]
+    got = tok(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [[tuple(span) for span in spans] + [(len(text), len(text))] * len(eos) for text, spans in zip(texts, got)]
+
+
+def signals_root(ctx: Context) -> Path:
+    from sdk.models import cache_dir
+
+    return Path(ctx.config.annotate.signals) if ctx.config.annotate.signals else cache_dir() / "signals"
+
+
+def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list[list[int]],
+                texts: list[str]) -> dict:
+    """The teacher's top-k at every response token, through the teacher-signal store (sdk.distill.signals):
+    rows another run already paid for are read from it, only the others are asked of the teacher and added
+    as a new shard; the run's annotations/topk.safetensors is written from the store."""
+    from sdk.distill.signals import SignalStore, row_key, store_dir
     from sdk.distill.topk_store import TopKStore
     from sdk.errors import DistillError
 
-    got = teacher.response_topk(prompts, responses, ctx.config.annotate.top_k)
-    if got is None:
-        raise DistillError(f"distill.loss.alpha: token-level KD needs the teacher's distributions over the student's "
-                           f"vocabulary, which a {teacher.kind} teacher does not give; set distill.loss.alpha: 1.0")
-    rows, vocab = got
-    store = TopKStore.write(ctx.run.path("annotations", "topk.safetensors"), rows, vocab_size=vocab)
-    return {"topk_bytes_per_token": store.bytes_per_token, "topk_tokens": sum(len(r) for r in responses)}
+    k = ctx.config.annotate.top_k
+    keys = [row_key(p, r) for p, r in zip(prompts, responses)]
+    root = store_dir(signals_root(ctx), teacher.identity(), k)
+    store = SignalStore.read(root) if (root / "store.json").is_file() else None
+    seen: set[bytes] = set()
+    missing = []  # rows the store lacks, each once
+    for i, key in enumerate(keys):
+        if (store is None or key not in store) and key not in seen:
+            seen.add(key)
+            missing.append(i)
+    if missing:
+        got = teacher.response_topk([prompts[i] for i in missing], [responses[i] for i in missing], k)
+        if got is None:
+            raise DistillError(f"distill.loss.alpha: token-level KD needs the teacher's distributions over the "
+                               f"student's vocabulary, which a {teacher.kind} teacher does not give; set "
+                               "distill.loss.alpha: 1.0")
+        rows, vocab = got
+        if store is None:
+            store = SignalStore.open(root, teacher=teacher.identity(), k=k, vocab_size=vocab)
+        spans = response_spans(ctx, [texts[i] for i in missing])
+        store.add([keys[i] for i in missing], rows, spans)
+    stored = store.get(keys)
+    import torch
+
+    topk = TopKStore.write(ctx.run.path("annotations", "topk.safetensors"),
+                           [(torch.from_numpy(lp), torch.from_numpy(ix)) for lp, ix, _ in stored],
+                           vocab_size=store.meta["vocab_size"])
+    s = store.summary()
+    return {"topk_bytes_per_token": topk.bytes_per_token, "topk_tokens": sum(len(r) for r in responses),
+            "signals": {"path": str(root), "rows_from_store": len(keys) - len(missing),
+                        "rows_scored_by_teacher": len(missing), "store_rows": s["rows"],
+                        "store_bytes_per_token": s["bytes_per_token"], "coverage_mean": s["coverage_mean"]}}

@@ -111,8 +111,11 @@ class HFTeacher:
         timings: dict[str, float] = {}
         # which runtime samples faster: timed on the same few prompts, one completion each
         fmt = {"llama_cpp": "gguf"}.get(a.runtime, a.runtime)
-        gguf = self._gguf(model_dir) if a.runtime in ("auto", "llama_cpp") else None
-        if a.runtime == "auto":
+        cached = self._cached_runtime(prompts, params) if a.runtime == "auto" else None
+        if cached is not None:  # every answer is on disk already: no probe, the teacher runs not at all
+            fmt = cached
+        gguf = self._gguf(model_dir) if fmt in ("auto", "gguf") else None
+        if fmt == "auto":
             probe = prompts[:PROBE_PROMPTS]
             for candidate in ("torch", "gguf"):
                 out = self._generate(self._job(candidate, model_dir, gguf, n_ctx), probe, {**params, "n": 1},
@@ -128,6 +131,16 @@ class HFTeacher:
         return completions, {"teacher_runtime": "llama_cpp" if fmt == "gguf" else "torch",
                              "sampling_gguf": qtype if fmt == "gguf" else None,
                              "runtime_probe_tokens_per_s": timings, **info}
+
+    def _cached_runtime(self, prompts: list[list[int]], params: dict) -> str | None:
+        """The runtime ("torch" or "gguf") under whose identity every prompt's completions are cached, if any."""
+        from sdk.teachers.cache import CompletionCache
+
+        for fmt, qtype in (("torch", "F16"), ("gguf", self.ctx.config.annotate.sampling_gguf)):
+            cache = CompletionCache(cache_dir(), self.identity() + ("" if qtype == "F16" else f"+{qtype}"), params)
+            if all(cache.get(p) is not None for p in prompts):
+                return fmt
+        return None
 
     def response_topk(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], k: int):
         import torch
