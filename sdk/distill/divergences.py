@@ -102,6 +102,17 @@ def student_bins(logits: torch.Tensor, ids: torch.Tensor | None, temperature: fl
     return torch.cat([logp.gather(-1, ids), rest.clamp_min(NEG)], dim=-1)
 
 
+def sorted_student_bins(logits: torch.Tensor, k: int, temperature: float, tail: str = "renormalize") -> torch.Tensor:
+    """ULD's view of the student: its k largest tempered log-probabilities in decreasing order plus the rest
+    (as teacher_bins: renormalized over the k, or the remaining mass as a bin), [N, k + 1]; no token ids."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    top = logp.topk(min(k, logp.shape[-1]), dim=-1).values
+    if tail == "bucket":
+        rest = torch.log1p(-top.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-7))
+        return torch.cat([top, rest.clamp_min(NEG)], dim=-1)
+    return torch.cat([F.log_softmax(top, dim=-1), torch.full_like(top[..., :1], NEG)], dim=-1)
+
+
 def teacher_bins(values: torch.Tensor, temperature: float, tail: str = "renormalize",
                  sparse: bool = True) -> torch.Tensor:
     """The teacher's tempered log-probabilities: [N, k + 1] from top-k values (log-probabilities at T=1, or

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.checkpoint import checkpoint
 
-from sdk.distill.divergences import DIVERGENCES, TAILS, divergence, student_bins, teacher_bins
+from sdk.distill.divergences import (DIVERGENCES, NEG, TAILS, divergence, sorted_student_bins, student_bins,
+                                     teacher_bins)
 from sdk.distill.schedules import Schedule, Scheduled, check_range, value_at  # noqa: F401
 from sdk.errors import DistillError
 
@@ -138,6 +139,8 @@ class ResponseKD(_Scheduled):
     class Config(_KDConfig):
         """`distill.loss` parameters of `kind: response_kd`."""
 
+        omit_if_default: ClassVar[tuple[str, ...]] = (*_KDConfig.omit_if_default, "alignment")
+
         temperature: Scheduled = Field(1.0, description="Softmax temperature of the token-level term, scaled "
                                        "by T^2 (a number, or a schedule: {kind: linear, start: 5, end: 1}).")
         alpha: Scheduled = Field(0.5, description="Weight of sequence-level KD (cross-entropy on the teacher's "
@@ -152,12 +155,18 @@ class ResponseKD(_Scheduled):
             "auto", description="Recompute each chunk's logits in backward instead of keeping them (activation "
             "checkpointing): always, never, or auto = when a batch's logits would exceed 1 GiB (25% slower on "
             "small batches, bounded memory at large vocabularies and batches).")
+        alignment: Literal["vocabulary", "uld"] = Field(
+            "vocabulary", description="vocabulary: teacher and student share token ids (the divergence at the "
+            "teacher's top-k ids). uld: a teacher with another tokenizer; at positions where both tokenizations "
+            "start a token at the same character, the divergence compares probabilities sorted in decreasing "
+            "order (ULD, vocabulary-free); other positions train on the cross-entropy alone "
+            "(sdk/distill/cross_tokenizer.py). total_variation there is ULD's L1 distance.")
 
     RECOMPUTE_ABOVE = 1 << 30  # bytes of fp32 logits for the whole call, for recompute "auto"
 
     def __init__(self, temperature: Any = 1.0, alpha: Any = 0.5, chunk_tokens: int = 256, *,
                  divergence: str = "forward_kl", beta: float = 0.5, skew: float = 0.1, tail: str = "renormalize",
-                 recompute: str = "auto"):
+                 recompute: str = "auto", alignment: str = "vocabulary"):
         if chunk_tokens < 1:
             raise DistillError(f"ResponseKD chunk_tokens must be >= 1, got {chunk_tokens}")
         if tail not in TAILS:
@@ -165,7 +174,9 @@ class ResponseKD(_Scheduled):
         self._init_kd(temperature, alpha, divergence, beta, skew)
         if recompute not in ("auto", "always", "never"):
             raise DistillError(f"ResponseKD recompute must be auto, always or never, got {recompute!r}")
-        self.chunk_tokens, self.tail, self.recompute = chunk_tokens, tail, recompute
+        if alignment not in ("vocabulary", "uld"):
+            raise DistillError(f"ResponseKD alignment must be vocabulary or uld, got {alignment!r}")
+        self.chunk_tokens, self.tail, self.recompute, self.alignment = chunk_tokens, tail, recompute, alignment
 
     def __call__(self, hidden: torch.Tensor, head: torch.nn.Module, targets: dict[str, torch.Tensor],
                  teacher_head: torch.nn.Module | None = None) -> torch.Tensor:
@@ -230,8 +241,14 @@ class ResponseKD(_Scheduled):
         if teacher is not None:
             t = self.temperature
             sparse = topk_ids is not None
-            kd = self._divergence(teacher_bins(teacher, t, self.tail, sparse=sparse),
-                                  student_bins(logits, topk_ids, t)).sum() * t * t
+            if self.alignment == "uld":  # sorted probabilities; rows without an aligned teacher position are NEG
+                ranked = teacher.float().sort(dim=-1, descending=True).values
+                aligned = (ranked[:, 0] > NEG / 2).float()
+                kd = (self._divergence(teacher_bins(ranked, t, self.tail, sparse=True),
+                                       sorted_student_bins(logits, ranked.shape[-1], t, self.tail)) * aligned).sum() * t * t
+            else:
+                kd = self._divergence(teacher_bins(teacher, t, self.tail, sparse=sparse),
+                                      student_bins(logits, topk_ids, t)).sum() * t * t
             loss = loss + (1 - self.alpha) * kd
             parts[1].copy_(kd.detach())
         return loss
