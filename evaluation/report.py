@@ -320,8 +320,19 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"training prompts; the verifier accepted {ann['accepted_samples']} ({ann['yield']:.1%}); "
                   f"{ann['prompts_with_accepted']} prompts ({ann['prompt_yield']:.1%}) have at least one; "
                   f"{ann['training_examples']} distinct accepted completions became training targets."
-                  + (f" Teacher top-k targets take {ann['topk_bytes_per_token']:.0f} bytes per response token."
-                     if ann.get("topk_bytes_per_token") else ""), ""]
+                  + (f" Teacher top-k targets take {ann['topk_bytes_per_token']:.0f} bytes per response token in "
+                     "training" if ann.get("topk_bytes_per_token") else "")
+                  + (f", {ann['signals']['store_bytes_per_token']:.1f} in the teacher-signal store (compressed; "
+                     f"DistillKit publishes ~300); {ann['signals']['rows_from_store']} of "
+                     f"{ann['signals']['rows_from_store'] + ann['signals']['rows_scored_by_teacher']} rows came from "
+                     "the store" if (ann.get("signals") or {}).get("store_bytes_per_token") else "")
+                  + ("." if ann.get("topk_bytes_per_token") else ""), ""]
+    al = (ann or {}).get("alignment")
+    if al:
+        lines += [f"**The teacher's tokenizer is not the student's** (teacher vocabulary {al['teacher_vocab']:,}): its "
+                  f"targets are aligned by {al['method']}"
+                  + (f" ({al['aligned_positions']:,} of {al['student_positions']:,} response positions, "
+                     f"{al['aligned_share']:.0%})" if "aligned_share" in al else "") + ".", ""]
     lines += ["## Quality" + (" at the operating point" if op else ""), "",
               "| artifact | role | format | quant | " + " | ".join(metric_names) + " |",
               "|" + "---|" * (4 + len(metric_names))]

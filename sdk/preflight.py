@@ -422,10 +422,17 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
     elif student is not None and student.tokenizer is not None and teacher.tokenizer is not None:
         mine, theirs = student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
         if mine != theirs:
-            only = sorted(set(mine) ^ set(theirs))[:3]
-            f.problems.append(f"student.model {s.model!r} uses another tokenizer than the teacher ({len(mine)} vs "
-                              f"{len(theirs)} tokens" + (f", e.g. {only} in one only" if only else "")
-                              + "); token-level distillation needs the same vocabulary")
+            loss = cfg.distill.loss
+            token_level = template.task == "generation" and float(loss.get("alpha", 0.5)) < 1.0
+            if token_level and loss.get("alignment", "vocabulary") != "uld":
+                f.problems.append(f"student.model {s.model!r} uses another tokenizer than the teacher ({len(mine)} vs "
+                                  f"{len(theirs)} tokens): token-level KD then needs distill.loss.alignment: uld "
+                                  "(or alpha: 1.0, sequence-level KD alone)")
+            else:
+                f.facts.append(f"student: {student.spec} ({_layers(student)}), another tokenizer than the teacher's "
+                               f"({len(mine)} vs {len(theirs)} tokens): "
+                               + ("label-word probabilities" if template.task == "decision" else
+                                  "ULD at character-aligned positions" if token_level else "sequence-level KD"))
         else:
             f.facts.append(f"student: {student.spec} ({_layers(student)}, same vocabulary as the teacher)")
     if template.task == "decision" and teacher.tokenizer is not None:

@@ -9,7 +9,7 @@ from typing import Any
 from sdk.errors import DistillError
 from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
-from sdk.stages.common import decision_forwards, decision_metric, decision_val_subset, describe
+from sdk.stages.common import decision_forwards, decision_metric, decision_val_subset, describe, teacher_tokens
 
 
 def inputs(ctx: Context) -> Any:
@@ -63,7 +63,7 @@ def run(ctx: Context) -> dict[str, Any]:
         peft_model = get_peft_model(model, LoraConfig(
             r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules=decoder_linear_names(model),
             layers_to_transform=list(range(start, n_layers))))
-        res = _adapt_decision(ctx, peft_model, tok, start)
+        res = _adapt_decision(ctx, peft_model, tok, start, teacher_tokens(ctx, tok))
         peft_model.save_pretrained(tmp / "adapter")
         info.update(adapter=True, train=res.__dict__)
         note = f"LoRA r={a.lora_r} on the top {n_layers - start} layers: {describe(res)}"
@@ -72,8 +72,9 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"note": note}
 
 
-def _adapt_decision(ctx: Context, peft_model, tok, start: int):
-    """Cross-entropy on the answer word; the frozen bottom layers run once (frozen-prefix cache)."""
+def _adapt_decision(ctx: Context, peft_model, tok, start: int, own=None):
+    """Cross-entropy on the answer word; the frozen bottom layers run once (frozen-prefix cache). own: the
+    teacher's own tokens (sdk.stages.common.teacher_tokens) when its tokenizer is not the run's."""
     import torch
 
     from sdk.distill.losses import TaskCrossEntropy
@@ -86,6 +87,8 @@ def _adapt_decision(ctx: Context, peft_model, tok, start: int):
     seqs = prompts["train"]
     val = decision_val_subset(parts["val"], c.seed)
     val_seqs = [prompts["val"][i] for i in val.index]
+    if own is not None:
+        seqs, val_seqs, label_ids = own[0](seqs), own[0](val_seqs), own[1]
     # frozen bottom layers: run once, the adapted top trains on their cached output
     train_fwd, val_fwd, trained = decision_forwards(peft_model, seqs, val_seqs, start, tok.pad_token_id,
                                                     a.batch_size)

@@ -144,30 +144,18 @@ def with_reasoning(text: str, reasoning: str | None) -> str:
 
 def response_ids(ctx: Context, texts: list[str]) -> list[list[int]]:
     """Response token ids as the student will be trained on them: the text, then end-of-turn."""
+    eos = ctx.run.task()["eos_ids"][:1]
+    return [list(ids) + eos for ids in _run_tokenizer(ctx)(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _run_tokenizer(ctx: Context):
     from transformers import AutoTokenizer
 
     from sdk.models import resolve_model
     from sdk.teachers import base_model_spec, trust_remote_code
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(base_model_spec(ctx.config)),
-                                        trust_remote_code=trust_remote_code(ctx.config))
-    eos = ctx.run.task()["eos_ids"][:1]
-    return [list(ids) + eos for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-
-
-def response_spans(ctx: Context, texts: list[str]) -> list[list[tuple[int, int]]]:
-    """Each response token's character span in its text (the end-of-turn token: an empty span at the end),
-    aligned with response_ids: what cross-tokenizer distillation aligns tokenizations on."""
-    from transformers import AutoTokenizer
-
-    from sdk.models import resolve_model
-    from sdk.teachers import base_model_spec, trust_remote_code
-
-    tok = AutoTokenizer.from_pretrained(resolve_model(base_model_spec(ctx.config)),
-                                        trust_remote_code=trust_remote_code(ctx.config))
-    eos = ctx.run.task()["eos_ids"][:1]
-    got = tok(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return [[tuple(span) for span in spans] + [(len(text), len(text))] * len(eos) for text, spans in zip(texts, got)]
+    return AutoTokenizer.from_pretrained(resolve_model(base_model_spec(ctx.config)),
+                                         trust_remote_code=trust_remote_code(ctx.config))
 
 
 def signals_root(ctx: Context) -> Path:
@@ -180,13 +168,32 @@ def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list
                 texts: list[str]) -> dict:
     """The teacher's top-k at every response token, through the teacher-signal store (sdk.distill.signals):
     rows another run already paid for are read from it, only the others are asked of the teacher and added
-    as a new shard; the run's annotations/topk.safetensors is written from the store."""
+    as a new shard; the run's annotations/topk.safetensors is written from the store.
+
+    A teacher with another tokenizer (sdk.distill.cross_tokenizer) scores the texts in its own tokens; its
+    rows are moved to the student's positions that start at the same character (the others carry no target),
+    for `distill.loss.alignment: uld`."""
+    import torch
+
+    from sdk.distill.cross_tokenizer import student_rows, token_char_spans
     from sdk.distill.signals import SignalStore, row_key, store_dir
     from sdk.distill.topk_store import TopKStore
     from sdk.errors import DistillError
 
     k = ctx.config.annotate.top_k
-    keys = [row_key(p, r) for p, r in zip(prompts, responses)]
+    run_tok = _run_tokenizer(ctx)
+    teacher_tok = teacher.tokenizer() if hasattr(teacher, "tokenizer") else None
+    cross = teacher_tok is not None and teacher_tok.get_vocab() != run_tok.get_vocab()
+    if cross and ctx.config.distill.loss.get("alignment", "vocabulary") != "uld":
+        raise DistillError("distill.loss.alignment: the teacher's tokenizer differs from the student's; token-level "
+                           "KD then needs alignment: uld (or alpha: 1.0, sequence-level KD alone)")
+    if cross:  # the teacher reads the same texts in its own tokens
+        eos = [teacher_tok.eos_token_id] if teacher_tok.eos_token_id is not None else []
+        t_prompts = [teacher_tok(run_tok.decode(p), add_special_tokens=True)["input_ids"] for p in prompts]
+        t_resps = [teacher_tok(text, add_special_tokens=False)["input_ids"] + eos for text in texts]
+    else:
+        teacher_tok, t_prompts, t_resps = run_tok, prompts, responses
+    keys = [row_key(p, r) for p, r in zip(t_prompts, t_resps)]
     root = store_dir(signals_root(ctx), teacher.identity(), k)
     store = SignalStore.read(root) if (root / "store.json").is_file() else None
     seen: set[bytes] = set()
@@ -196,7 +203,7 @@ def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list
             seen.add(key)
             missing.append(i)
     if missing:
-        got = teacher.response_topk([prompts[i] for i in missing], [responses[i] for i in missing], k)
+        got = teacher.response_topk([t_prompts[i] for i in missing], [t_resps[i] for i in missing], k)
         if got is None:
             raise DistillError(f"distill.loss.alpha: token-level KD needs the teacher's distributions over the "
                                f"student's vocabulary, which a {teacher.kind} teacher does not give; set "
@@ -204,16 +211,27 @@ def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list
         rows, vocab = got
         if store is None:
             store = SignalStore.open(root, teacher=teacher.identity(), k=k, vocab_size=vocab)
-        spans = response_spans(ctx, [texts[i] for i in missing])
+        spans = [token_char_spans(teacher_tok, t_resps[i], texts[i]) or [(-1, -1)] * len(t_resps[i]) for i in missing]
         store.add([keys[i] for i in missing], rows, spans)
     stored = store.get(keys)
-    import torch
-
-    topk = TopKStore.write(ctx.run.path("annotations", "topk.safetensors"),
-                           [(torch.from_numpy(lp), torch.from_numpy(ix)) for lp, ix, _ in stored],
-                           vocab_size=store.meta["vocab_size"])
+    info: dict[str, Any] = {}
+    if cross:
+        moved, aligned = [], 0
+        for (lp, _, spans), resp, text in zip(stored, responses, texts):
+            lp_s, ids_s, n = student_rows(lp, [tuple(x) for x in spans], token_char_spans(run_tok, resp, text))
+            moved.append((torch.from_numpy(lp_s), torch.from_numpy(ids_s)))
+            aligned += n
+        total = sum(map(len, responses))
+        info["alignment"] = {"method": "uld at character-aligned positions", "aligned_positions": aligned,
+                             "student_positions": total, "aligned_share": aligned / max(total, 1),
+                             "teacher_vocab": store.meta["vocab_size"], "student_vocab": len(run_tok)}
+        topk = TopKStore.write(ctx.run.path("annotations", "topk.safetensors"), moved, vocab_size=len(run_tok))
+    else:
+        topk = TopKStore.write(ctx.run.path("annotations", "topk.safetensors"),
+                               [(torch.from_numpy(lp), torch.from_numpy(ix)) for lp, ix, _ in stored],
+                               vocab_size=store.meta["vocab_size"])
     s = store.summary()
-    return {"topk_bytes_per_token": topk.bytes_per_token, "topk_tokens": sum(len(r) for r in responses),
+    return {"topk_bytes_per_token": topk.bytes_per_token, "topk_tokens": sum(len(r) for r in responses), **info,
             "signals": {"path": str(root), "rows_from_store": len(keys) - len(missing),
                         "rows_scored_by_teacher": len(missing), "store_rows": s["rows"],
                         "store_bytes_per_token": s["bytes_per_token"], "coverage_mean": s["coverage_mean"]}}

@@ -68,3 +68,19 @@ def decision_forwards(model, seqs: list[list[int]], val_seqs: list[list[int]], s
 def describe(res: Any) -> str:
     return (f"best val {res.best_metric:.4f} at step {res.best_step}/{res.steps}"
             f"{' (early stop)' if res.stopped_early else ''}")
+
+
+def teacher_tokens(ctx, tok):
+    """None when the teacher reads the run's token ids; else (run ids -> the teacher's ids of the same text,
+    the teacher's ids of the label words, decision templates only): a teacher with another tokenizer than the
+    student's (sdk/distill/cross_tokenizer.py)."""
+    from sdk.data import label_token_ids
+    from sdk.stages.annotate import _run_tokenizer
+
+    run_tok = _run_tokenizer(ctx)
+    if tok.get_vocab() == run_tok.get_vocab():
+        return None
+    t = ctx.template
+    labels = (label_token_ids(tok, t.label_words, f"{t.name} (teacher {ctx.config.teacher.model})")
+              if t.task == "decision" else None)
+    return (lambda seqs: [tok(run_tok.decode(list(s)), add_special_tokens=True)["input_ids"] for s in seqs], labels)

@@ -73,10 +73,9 @@ def _student(ctx: Context, teacher, tok):
 
     c = ctx.config
     if c.student.model:
-        student, student_tok = load_causal_lm(resolve_model(c.student.model), trust_remote_code(c))
-        if student_tok.get_vocab() != tok.get_vocab():
-            raise DistillError(f"student.model {c.student.model!r} uses another tokenizer than the teacher; "
-                               "token-level distillation needs the same vocabulary")
+        # its tokenizer is the run's; a teacher with another one was aligned to it at annotation
+        # (label words for decisions, character offsets for responses: sdk/distill/cross_tokenizer.py)
+        student, _ = load_causal_lm(resolve_model(c.student.model), trust_remote_code(c))
         return student, c.student.model
     try:
         keep = bottom_and_spread_layers(teacher.config.num_hidden_layers, c.student.layers, c.student.frozen_bottom)
@@ -113,7 +112,7 @@ def run(ctx: Context) -> dict[str, Any]:
         raise DistillError("distill.loss: dpo aligns a trained student; use it in a later entry of distill.stages")
     if any(s.loss and s.loss["kind"] == "dpo" for s in c.distill.stages or []) and ctx.template.task != "generation":
         raise DistillError("distill.stages: a dpo stage needs verified completions (generation templates)")
-    teacher, tok, info = _source(ctx)
+    teacher, tok, info = _source(ctx)  # with student.base/model: that model and its tokenizer (the run's)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
     _freeze(ctx, student)

@@ -79,6 +79,14 @@ def reference(ctx: Context, folder: str = "student", variant: str | None = None)
                     {"model": str(src), "threads": e.threads, "batch_size": e.batch_size}, 32.0, variant)
 
 
+def _teacher_tokens(ctx: Context):
+    """sdk.stages.common.teacher_tokens for a local teacher whose tokenizer is not the run's, else None."""
+    from sdk.teachers import open_teacher
+
+    teacher = open_teacher(ctx)
+    return teacher.own_tokens() if hasattr(teacher, "own_tokens") else None
+
+
 def _context_length(ctx: Context) -> int:
     prompts = ctx.run.prompts()
     longest = max(len(p) for split in prompts.values() for p in split)
@@ -101,10 +109,15 @@ def run(ctx: Context) -> dict[str, Any]:
     for art in artifacts(ctx):
         print(f"[distill] evaluating {art.name}")
         prompts = texts if art.format in TEXT_FORMATS else ids
+        label_ids = run_dir.task()["label_ids"]
+        own = _teacher_tokens(ctx) if art.role == "teacher" and art.format not in TEXT_FORMATS else None
+        if own is not None:  # a teacher with another tokenizer reads the same texts in its own tokens
+            prompts = {split: own[0](prompts[split]) for split in ("val", "test")}
+            label_ids = own[1] or label_ids
         if t.task == "decision":
             entry, details[art.name] = evaluate_decision(
                 art, t, ctx.options, parts["val"]["label"].to_numpy(), parts["test"]["label"].to_numpy(),
-                prompts["val"], prompts["test"], run_dir.task()["label_ids"],
+                prompts["val"], prompts["test"], label_ids,
                 latency_samples=e.latency_samples, work_dir=work)
             np.savez(work / f"{art.name}.details.npz", **details[art.name])
             if hasattr(t, "operating_point"):  # scoring and the packaged GGUF carry the point with the threshold

@@ -57,6 +57,20 @@ class HFTeacher:
     def usage(self) -> None:
         return None
 
+    # ---- tokens
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        if not hasattr(self, "_tok"):
+            self._tok = AutoTokenizer.from_pretrained(self.files()[0], trust_remote_code=self.trust)
+        return self._tok
+
+    def own_tokens(self):
+        """sdk.stages.common.teacher_tokens for this teacher: None, or its own tokens of the run's prompts."""
+        from sdk.stages.common import teacher_tokens
+
+        return teacher_tokens(self.ctx, self.tokenizer())
+
     # ---- decisions
     def decision_targets(self, prompts, texts, label_ids, label_words, top_k):
         import torch
@@ -66,6 +80,18 @@ class HFTeacher:
         from sdk.stages.common import load_teacher
 
         model, tok, _ = load_teacher(self.ctx.run, self.trust)
+        own = self.own_tokens()
+        if own is not None:  # another tokenizer: the label words' probabilities, which do not depend on it
+            seqs, t_ids = own[0](prompts), own[1]
+            values = torch.empty((len(prompts), len(label_ids)))
+            with torch.inference_mode():
+                for b in tqdm(list(batches(len(seqs), self.ctx.config.evaluation.batch_size)),
+                              desc="teacher label-word log-probabilities"):
+                    logp = torch.log_softmax(last_token_logits(model, [seqs[i] for i in b], tok.pad_token_id).float(), -1)
+                    values[b] = logp[:, t_ids]
+            ids = torch.tensor(label_ids).expand(len(prompts), -1).clone()
+            return values, ids, {"source": "label_words", "alignment": {
+                "method": "label-word probabilities (they do not depend on the tokenizer)", "teacher_vocab": len(tok)}}
         values = torch.empty((len(prompts), top_k))
         ids = torch.empty((len(prompts), top_k), dtype=torch.long)
         with torch.inference_mode():

@@ -117,7 +117,7 @@ def test_relative_model_folder_resolves_against_the_yaml_folder(tmp_path, tiny_l
     assert str((tmp_path / "other").resolve()) in out.output
 
 
-def test_student_with_another_vocabulary_exits_2(tmp_path, tiny_llama):
+def test_student_with_another_vocabulary_is_distilled_through_label_words(tmp_path, tiny_llama):
     from transformers import AutoTokenizer
 
     other = tmp_path / "student"
@@ -126,7 +126,9 @@ def test_student_with_another_vocabulary_exits_2(tmp_path, tiny_llama):
     tok.add_tokens(["<extra_token>"])
     tok.save_pretrained(other)
     out = check(write_project(tmp_path, tiny_llama, student__model=str(other)))
-    assert out.exit_code == 2 and "uses another tokenizer than the teacher" in out.output
+    # a decision template compares label-word probabilities, which do not depend on the tokenizer
+    assert out.exit_code == 0 and "another tokenizer than the teacher's" in out.output
+    assert "label-word probabilities" in out.output
 
 
 def test_label_words_that_are_several_tokens_exit_2(tmp_path, tiny_llama):
