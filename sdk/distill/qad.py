@@ -67,22 +67,22 @@ class _StraightThrough(torch.autograd.Function):
 
 class GgufFakeQuant(nn.Module):
     """weight -> the dequantized values llama.cpp stores for it in `ggml_type` (after F16 rounding), with an
-    identity gradient. A frozen weight's result is kept until the weight changes."""
+    identity gradient. The quantized values are kept until the weight changes (its version counter moves at
+    every optimizer step): validation batches and gradient-accumulation micro-batches reuse them, and a
+    frozen weight is quantized once."""
 
     def __init__(self, ggml_type: str):
         super().__init__()
         self.ggml_type = ggml_type
-        self._frozen: tuple[int, int, torch.Tensor] | None = None
+        self._kept: tuple[int, int, torch.Tensor] | None = None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         from sdk.distill.ggml_quant import quantize_dequantize
 
-        if not w.requires_grad:
-            key = (w.data_ptr(), w._version)
-            if self._frozen is None or self._frozen[:2] != key:
-                self._frozen = (*key, self._target(w, quantize_dequantize))
-            return self._frozen[2]
-        return _StraightThrough.apply(w, self._target(w, quantize_dequantize))
+        key = (w.data_ptr(), w._version)
+        if self._kept is None or self._kept[:2] != key:
+            self._kept = (*key, self._target(w, quantize_dequantize))
+        return _StraightThrough.apply(w, self._kept[2]) if w.requires_grad else self._kept[2]
 
     def _target(self, w: torch.Tensor, quantize_dequantize) -> torch.Tensor:
         # the exporter writes 2-D weights as F16 first; llama.cpp quantizes those values

@@ -100,3 +100,25 @@ def test_qad_config_refuses_unknown_types():
         QADConfig(types=["Q4_K_M", "Q9_K"])
     with pytest.raises(ValidationError, match="twice"):
         QADConfig(types=["Q2_K", "Q2_K"])
+
+
+def test_a_trained_weight_is_requantized_after_each_optimizer_step_only(tiny_qwen2):
+    """The quantized values are kept while the weight is unchanged (validation, accumulation micro-batches)
+    and recomputed once the optimizer has stepped."""
+    from sdk.distill import qad
+    from sdk.distill.ggml_quant import quantize_dequantize
+
+    model = _load(tiny_qwen2)
+    proj = model.model.layers[0].mlp.down_proj
+    qad.attach(model, {"model.layers.0.mlp.down_proj.weight": "Q4_K"})
+    fq = proj.parametrizations.weight[0]
+    first = proj.weight
+    kept = fq._kept[2]
+    proj.weight
+    assert fq._kept[2] is kept  # the second access quantized nothing
+    opt = torch.optim.SGD([proj.parametrizations.weight.original], lr=0.5)
+    (proj(torch.randn(2, 512)) ** 2).sum().backward()
+    opt.step()
+    latent = proj.parametrizations.weight.original.detach()
+    assert torch.equal(proj.weight.detach(), quantize_dequantize(latent.half().float(), "Q4_K"))
+    assert not torch.equal(proj.weight.detach(), first.detach()) and fq._kept[2] is not kept
