@@ -17,7 +17,7 @@ def tiny_student(tmp_path_factory):
 def _project(teacher, student):
     return sdk.Project.from_template("fraud", preset="tiny", teacher={"model": str(teacher)},
                                      student={"model": str(student)}, export={"formats": {"gguf": {"quants": ["Q8_0"]}}},
-                                     distill={"compare_fine_tuning": False, "qad": None})  # twins: own tests
+                                     distill={"compare_fine_tuning": False})  # the twin has its own test
 
 
 def test_pipeline_with_folder_teacher_and_student(tiny_llama, tiny_student, tmp_path):
