@@ -109,7 +109,7 @@ def run(ctx: Context) -> dict[str, Any]:
     for art in artifacts(ctx):
         print(f"[distill] evaluating {art.name}")
         prompts = texts if art.format in TEXT_FORMATS else ids
-        label_ids = run_dir.task()["label_ids"]
+        label_ids = run_dir.task().get("label_ids")  # decision templates
         own = _teacher_tokens(ctx) if art.role == "teacher" and art.format not in TEXT_FORMATS else None
         if own is not None:  # a teacher with another tokenizer reads the same texts in its own tokens
             prompts = {split: own[0](prompts[split]) for split in ("val", "test")}
