@@ -144,18 +144,10 @@ def with_reasoning(text: str, reasoning: str | None) -> str:
 
 def response_ids(ctx: Context, texts: list[str]) -> list[list[int]]:
     """Response token ids as the student will be trained on them: the text, then end-of-turn."""
+    from sdk.stages.common import run_tokenizer
+
     eos = ctx.run.task()["eos_ids"][:1]
-    return [list(ids) + eos for ids in _run_tokenizer(ctx)(texts, add_special_tokens=False)["input_ids"]]
-
-
-def _run_tokenizer(ctx: Context):
-    from transformers import AutoTokenizer
-
-    from sdk.models import resolve_model
-    from sdk.teachers import base_model_spec, trust_remote_code
-
-    return AutoTokenizer.from_pretrained(resolve_model(base_model_spec(ctx.config)),
-                                         trust_remote_code=trust_remote_code(ctx.config))
+    return [list(ids) + eos for ids in run_tokenizer(ctx)(texts, add_special_tokens=False)["input_ids"]]
 
 
 def signals_root(ctx: Context) -> Path:
@@ -180,16 +172,19 @@ def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list
     from sdk.distill.topk_store import TopKStore
     from sdk.errors import DistillError
 
+    from sdk.stages.common import run_tokenizer
+
     k = ctx.config.annotate.top_k
-    run_tok = _run_tokenizer(ctx)
-    teacher_tok = teacher.tokenizer() if hasattr(teacher, "tokenizer") else None
-    cross = teacher_tok is not None and teacher_tok.get_vocab() != run_tok.get_vocab()
+    run_tok = run_tokenizer(ctx)
+    own = teacher.own_tokens() if hasattr(teacher, "own_tokens") else None
+    cross = own is not None
     if cross and ctx.config.distill.loss.get("alignment", "vocabulary") != "uld":
         raise DistillError("distill.loss.alignment: the teacher's tokenizer differs from the student's; token-level "
                            "KD then needs alignment: uld (or alpha: 1.0, sequence-level KD alone)")
     if cross:  # the teacher reads the same texts in its own tokens
+        teacher_tok = teacher.tokenizer()
         eos = [teacher_tok.eos_token_id] if teacher_tok.eos_token_id is not None else []
-        t_prompts = [teacher_tok(run_tok.decode(p), add_special_tokens=True)["input_ids"] for p in prompts]
+        t_prompts = own[0](prompts)
         t_resps = [teacher_tok(text, add_special_tokens=False)["input_ids"] + eos for text in texts]
     else:
         teacher_tok, t_prompts, t_resps = run_tok, prompts, responses

@@ -70,14 +70,24 @@ def describe(res: Any) -> str:
             f"{' (early stop)' if res.stopped_early else ''}")
 
 
+def run_tokenizer(ctx):
+    """The run's tokenizer: the student's (student.model or student.base), else the teacher's."""
+    from transformers import AutoTokenizer
+
+    from sdk.models import resolve_model
+    from sdk.teachers import base_model_spec, trust_remote_code
+
+    return AutoTokenizer.from_pretrained(resolve_model(base_model_spec(ctx.config)),
+                                         trust_remote_code=trust_remote_code(ctx.config))
+
+
 def teacher_tokens(ctx, tok):
     """None when the teacher reads the run's token ids; else (run ids -> the teacher's ids of the same text,
     the teacher's ids of the label words, decision templates only): a teacher with another tokenizer than the
     student's (sdk/distill/cross_tokenizer.py)."""
     from sdk.data import label_token_ids
-    from sdk.stages.annotate import _run_tokenizer
 
-    run_tok = _run_tokenizer(ctx)
+    run_tok = run_tokenizer(ctx)
     if tok.get_vocab() == run_tok.get_vocab():
         return None
     t = ctx.template

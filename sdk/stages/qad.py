@@ -38,6 +38,8 @@ def outputs(run: RunDir) -> list[Path]:
 def run(ctx: Context) -> dict[str, Any]:
     import json
 
+    from transformers import AutoTokenizer
+
     from deployment.gguf import quantized_tensor_types
     from sdk.distill import qad as qad_mod
     from sdk.distill.recipe import pick_device
@@ -49,12 +51,16 @@ def run(ctx: Context) -> dict[str, Any]:
     c, q = ctx.config, ctx.config.distill.qad
     cx = dataclasses.replace(ctx, config=c.model_copy(update={"distill": c.distill.model_copy(
         update={"lr": q.lr or c.distill.lr})}))
-    student, tok = load_causal_lm(ctx.run.path("student"), trust_remote_code(c))
-    trained = {k: v.detach().clone() for k, v in student.state_dict().items()}
     meta = {k: v for k, v in read_meta(ctx.run.path("student")).items() if k not in ("stages",)}
     device = pick_device(c.distill.device)
-    del student
     data = d._generation_data(ctx) if ctx.template.task == "generation" else None
+
+    def fresh():  # each twin starts from the trained student as saved (the teacher is not loaded again)
+        model, _ = load_causal_lm(ctx.run.path("student"), trust_remote_code(c))
+        d._freeze(ctx, model)
+        return model.to(device)
+
+    tok = AutoTokenizer.from_pretrained(ctx.run.path("student"), trust_remote_code=trust_remote_code(c))
 
     def train_twin(twin, name: str):
         if data is None:
@@ -65,14 +71,14 @@ def run(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if q.control:
         print(f"[distill] QAD control: {q.steps} more steps without fake quantization", flush=True)
-        twin = d._twin(ctx, tok, trained, device)
+        twin = fresh()
         res = train_twin(twin, "qad-control")
         info = {"type": None, "steps": q.steps, "lr": cx.config.distill.lr}
         d._save(ctx, twin, tok, CONTROL_DIR, {**meta, "loss": cx.config.distill.loss, "continued": info})
         out[CONTROL_DIR] = {"train": res.__dict__, **info}
     for qtype in q.types:
         types = quantized_tensor_types(ctx.run.path("student"), qtype, c.evaluation.threads)
-        twin = d._twin(ctx, tok, trained, device)
+        twin = fresh()
         counts = qad_mod.attach(twin, types)
         print(f"[distill] QAD to {qtype}: {q.steps} steps through llama.cpp's per-tensor types "
               f"({', '.join(f'{n} {t}' for t, n in sorted(counts.items()))})", flush=True)
