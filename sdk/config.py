@@ -265,6 +265,10 @@ class DistillConfig(_Model):
         "linear", description="transformers' learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of the steps spent warming the learning "
                                 "rate up from 0.")
+    tensorboard: bool = Field(False, description="Also write each training's loss terms, learning rate and "
+                              "validation metric as TensorBoard events under <run>/tensorboard/<training> (the JSONL "
+                              "logs stay); needs the tensorboard package (extra `tensorboard`). Logging only: changing "
+                              "it retrains nothing.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), "
                         "cpu or cuda[:N]; CUDA trains under bf16 autocast, CPU in fp32 (bf16 without AVX-512 BF16 "
                         "is ~7x slower here).")

@@ -17,6 +17,8 @@ import json
 import math
 import os
 import random
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +62,23 @@ def _truncate_log(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(x + "\n" for x in kept))
     os.replace(tmp, path)
+
+
+def _tensorboard(root: Path | None, desc: str, step: int):
+    """A TensorBoard writer for one training (root/desc), or None. A resumed training purges the events
+    after its checkpoint's step (they are trained again); a fresh one starts an empty folder, so an earlier
+    training's curves never mix in."""
+    if root is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DistillError("distill.tensorboard: true needs the tensorboard package "
+                           "(pip install 'distill-sdk[tensorboard]')") from None
+    logdir = root / (re.sub(r"[^\w.-]+", "-", desc).strip("-") or "train")
+    if step == 0:
+        shutil.rmtree(logdir, ignore_errors=True)
+    return SummaryWriter(str(logdir), purge_step=step + 1 if step else None)  # events after the checkpoint
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -206,6 +225,7 @@ def train(
     max_grad_norm: float = 1.0,
     loss_fn: Any = None,
     extra_modules: Sequence[torch.nn.Module] = (),
+    tensorboard_dir: Path | None = None,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
@@ -219,7 +239,8 @@ def train(
     written at every check and every `checkpoint_every` steps; a run killed at any point resumes from the
     last one and continues exactly as if uninterrupted. loss_fn: the loss object (or a list of them), for
     their schedules (`set_progress`) and logged terms (`last_terms`). extra_modules: modules outside `model`
-    that train with it (feature projections), optimised and checkpointed alongside.
+    that train with it (feature projections), optimised and checkpointed alongside. tensorboard_dir: also
+    write the logged scalars as TensorBoard events under tensorboard_dir/desc (the JSONL log stays).
     """
     from transformers import get_scheduler
 
@@ -261,6 +282,7 @@ def train(
     if rank == 0:
         _truncate_log(checkpoint_dir / "log.jsonl", step)
     log = open(checkpoint_dir / "log.jsonl", "a") if rank == 0 else open(os.devnull, "w")
+    board = _tensorboard(tensorboard_dir, desc, step) if rank == 0 else None
     start = time.perf_counter()
 
     def save() -> None:
@@ -314,6 +336,10 @@ def train(
         record = {"step": step, "loss": loss, "lr": step_lr, "units": units}
         record.update({k: v / max(units, 1) for k, v in terms.items()})
         log.write(json.dumps(record) + "\n")
+        if board is not None:
+            for k, v in record.items():
+                if k != "step":
+                    board.add_scalar(f"train/{k}", v, step)
         if step % eval_every == 0 or step == total_steps:
             model.eval()
             metric = float(evaluate(model)) if rank == 0 else 0.0
@@ -326,6 +352,9 @@ def train(
             history.append({"step": step, "loss": running, "val": metric})
             log.write(json.dumps({"step": step, "val": metric}) + "\n")
             log.flush()
+            if board is not None:
+                board.add_scalar("val/metric", metric, step)
+                board.flush()
             if metric > best:
                 best, best_step, bad_checks = metric, step, 0
                 best_state = _trainable_state(model)
@@ -340,6 +369,8 @@ def train(
             save()
     bar.close()
     log.close()
+    if board is not None:
+        board.close()
 
     # --- save: the caller persists the model; here the best weights are put back
     model.load_state_dict(best_state, strict=False)

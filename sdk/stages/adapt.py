@@ -98,4 +98,5 @@ def _adapt_decision(ctx: Context, peft_model, tok, start: int, own=None):
     return train(trained, decision_batch_loss(train_fwd, {"target": target}, TaskCrossEntropy()), len(seqs),
                  evaluate, lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs, eval_every=a.eval_every,
                  patience=a.patience, seed=c.seed, checkpoint_dir=run_dir.checkpoint_dir("adapt", ctx.key),
-                 desc="adapt teacher (LoRA)", lengths=[len(x) for x in seqs])
+                 desc="adapt teacher (LoRA)", lengths=[len(x) for x in seqs],
+                 tensorboard_dir=run_dir.path("tensorboard") if c.distill.tensorboard else None)

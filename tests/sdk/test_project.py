@@ -67,3 +67,15 @@ def test_early_stopping_subset_keeps_both_labels_when_positives_abound():
     rare = pd.DataFrame({"label": [1] * 5 + [0] * 995, "x": range(1000)})
     sub = decision_val_subset(rare, seed=0)
     assert sub["label"].sum() == 5 and len(sub) == 240
+
+
+def test_tensorboard_logging_keeps_the_distill_stage_hash(tmp_path):
+    from sdk.rundir import RunDir
+    from sdk.stages import Context, distill
+
+    def distill_inputs(**distill_keys):
+        p = sdk.Project.from_template("fraud", preset="tiny", distill=distill_keys)
+        return distill.inputs(Context(p.config, p.template, p.options, RunDir(tmp_path)))
+
+    assert distill_inputs(tensorboard=True) == distill_inputs()
+    assert distill_inputs(lr=1e-4) != distill_inputs()  # what is trained still changes it

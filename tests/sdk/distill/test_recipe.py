@@ -20,6 +20,22 @@ def _setup(tiny_llama):
     return tok, model, seqs, label_ids, target
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def _dies_at_call(loss, n):
+    calls = []
+
+    def interrupted(m, idx):
+        calls.append(1)
+        if len(calls) == n:
+            raise _Interrupt
+        return loss(m, idx)
+
+    return interrupted
+
+
 def _accuracy(model, fwd, label_ids):
     probs = label_probs_with(fwd, model, len(LABELS), label_ids)
     return float(((probs[:, 1] > 0.5).long() == torch.tensor(LABELS)).float().mean())
@@ -73,19 +89,11 @@ def test_resumed_training_logs_each_step_once(tiny_llama, tmp_path):
     loss = decision_batch_loss(fwd, {"target": target}, TaskCrossEntropy())
     state = {n: p.detach().clone() for n, p in model.state_dict().items()}
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupted(m, idx, calls=[]):  # dies during step 7, after the checkpoint of step 4
-        calls.append(1)
-        if len(calls) == 7:
-            raise Interrupt
-        return loss(m, idx)
-
+    interrupted = _dies_at_call(loss, 7)  # during step 7, after the checkpoint of step 4
     kw = dict(lr=1e-3, batch_size=4, max_epochs=2, eval_every=4, patience=50, seed=0, checkpoint_dir=tmp_path)
     try:
         train(model, interrupted, len(seqs), lambda m: 0.5, **kw)
-    except Interrupt:
+    except _Interrupt:
         pass
     model.load_state_dict(state)
     train(model, loss, len(seqs), lambda m: 0.5, **kw)
@@ -116,3 +124,38 @@ def test_training_with_lengths_learns_the_labels(tiny_llama, tmp_path):
                 lambda m: _accuracy(m, fwd, label_ids), lr=3e-3, batch_size=4, max_epochs=6, eval_every=4,
                 patience=50, seed=0, checkpoint_dir=tmp_path, lengths=[len(s) for s in seqs])
     assert res.best_metric == 1.0 and res.steps == 24
+
+
+def _board_scalars(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir)).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_events_match_the_jsonl_log_across_a_resume(tiny_llama, tmp_path):
+    tok, model, seqs, label_ids, target = _setup(tiny_llama)
+    fwd = token_forward(seqs, tok.pad_token_id)
+    loss = decision_batch_loss(fwd, {"target": target}, TaskCrossEntropy())
+    board = tmp_path / "tensorboard"
+
+    interrupted = _dies_at_call(loss, 7)  # during step 7, after the checkpoint of step 4
+    kw = dict(lr=1e-3, batch_size=4, max_epochs=2, eval_every=4, patience=50, seed=0,
+              checkpoint_dir=tmp_path / "ckpt", tensorboard_dir=board, desc="distill student (KD)")
+    try:
+        train(model, interrupted, len(seqs), lambda m: 0.5, **kw)
+    except _Interrupt:
+        pass
+    train(model, loss, len(seqs), lambda m: 0.5, **kw)
+    log = [json.loads(x) for x in (tmp_path / "ckpt" / "log.jsonl").read_text().splitlines()]
+    scalars = _board_scalars(board / "distill-student-KD")
+    # steps 5-6 ran twice: the resumed writer purged the first attempt's events, as the JSONL log does
+    assert [s for s, _ in scalars["train/loss"]] == list(range(1, 9))
+    assert [v for _, v in scalars["train/loss"]] == [float(torch.tensor(r["loss"], dtype=torch.float32))
+                                                     for r in log if "loss" in r]
+    assert [s for s, _ in scalars["train/lr"]] == list(range(1, 9))
+    assert scalars["val/metric"] == [(4, 0.5), (8, 0.5)]
+    # a fresh training under the same name starts from an empty folder
+    (tmp_path / "ckpt" / "last.pt").unlink()
+    train(model, loss, len(seqs), lambda m: 0.25, **{**kw, "max_epochs": 1})
+    assert _board_scalars(board / "distill-student-KD")["val/metric"] == [(4, 0.25)]
