@@ -44,7 +44,8 @@ class TrainResult:
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The trained parameters as detached views (no copy: they are written to disk before the next step)."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -62,6 +63,11 @@ def _truncate_log(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(x + "\n" for x in kept))
     os.replace(tmp, path)
+
+
+def _fusable(params: list[torch.nn.Parameter]) -> bool:
+    """torch's fused AdamW takes floating-point parameters on CPU or CUDA."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def _tensorboard(root: Path | None, desc: str, step: int):
@@ -251,7 +257,9 @@ def train(
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
     device = next(model.parameters()).device
     losses = [f for f in (loss_fn if isinstance(loss_fn, (list, tuple)) else [loss_fn]) if f is not None]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # fused: one kernel per parameter, without the foreach implementation's temporaries the size of all
+    # trained parameters (peak memory), and faster on CPU and CUDA alike
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=_fusable(params))
     steps_per_epoch = math.ceil(n_examples / batch_size)
     total_steps = max(1, int(max_epochs * steps_per_epoch))
     warmup = max(1, round(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
@@ -267,14 +275,18 @@ def train(
         grouped = [b for _ in range(math.ceil(max_epochs) + 1) for b in _length_grouped(lengths, batch_size, gen)]
         batch_at = lambda s: grouped[s].tolist()  # noqa: E731
     step, best, best_step, bad_checks, history, running = 0, -math.inf, -1, 0, [], None
-    best_state = _trainable_state(model)
+    # the best weights live in best.pt, not in memory (a copy of every trained parameter for the whole run);
+    # best_state is only for checkpoints written before best.pt existed
+    best_path, best_state = checkpoint_dir / "best.pt", None
+    if rank == 0 and not ckpt_path.is_file():
+        best_path.unlink(missing_ok=True)  # a fresh training: an earlier one's best is not this one's
     if ckpt_path.is_file():  # resume an interrupted run exactly where its last checkpoint left it
         ck = torch.load(ckpt_path, weights_only=False, map_location=device)
         model.load_state_dict(ck["model"], strict=False)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         step, best, best_step, bad_checks, history = ck["step"], ck["best"], ck["best_step"], ck["bad_checks"], ck["history"]
-        best_state, running = ck["best_state"], ck.get("running")
+        best_state, running = ck.get("best_state"), ck.get("running")
         for m, state in zip(extra_modules, ck.get("extra", [])):
             m.load_state_dict(state)
         if "rng" in ck:
@@ -357,7 +369,9 @@ def train(
                 board.flush()
             if metric > best:
                 best, best_step, bad_checks = metric, step, 0
-                best_state = _trainable_state(model)
+                best_state = None
+                if rank == 0:
+                    _atomic_save(_trainable_state(model), best_path)
             else:
                 bad_checks += 1
             save()
@@ -373,6 +387,13 @@ def train(
         board.close()
 
     # --- save: the caller persists the model; here the best weights are put back
-    model.load_state_dict(best_state, strict=False)
+    if world > 1:  # rank 0 wrote best.pt; every rank continues from it
+        import torch.distributed as dist
+
+        dist.barrier()
+    if best_state is None and best_path.is_file():
+        best_state = torch.load(best_path, map_location=device)
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
     model.eval()
     return TrainResult(best, best_step, step, time.perf_counter() - start, stopped_early, history)
