@@ -265,6 +265,11 @@ class DistillConfig(_Model):
         "linear", description="transformers' learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of the steps spent warming the learning "
                                 "rate up from 0.")
+    fsdp: bool = Field(False, description="With `distill run --nproc N`: shard the student's trained parameters, "
+                       "gradients and AdamW state across the N processes (PyTorch FSDP2: each trained decoder layer "
+                       "one unit), for students whose training state does not fit one device; trains like one "
+                       "process within 1e-4. A way to run, not an input of the results (out of the stage hash). "
+                       "Not with features, on_policy or a dpo stage.")
     tensorboard: bool = Field(False, description="Also write each training's loss terms, learning rate and "
                               "validation metric as TensorBoard events under <run>/tensorboard/<training> (the JSONL "
                               "logs stay); needs the tensorboard package (extra `tensorboard`). Logging only: changing "
@@ -277,6 +282,16 @@ class DistillConfig(_Model):
     @classmethod
     def _loss_config(cls, v: dict[str, Any]) -> dict[str, Any]:
         return validate_loss(v)
+
+    @model_validator(mode="after")
+    def _fsdp_supported(self) -> "DistillConfig":
+        # these run the student (or the teacher beside it) outside the sharded copy that FSDP trains
+        unsupported = [k for k in ("features", "on_policy") if getattr(self, k) is not None]
+        unsupported += ["a dpo stage"] if any(st.loss and st.loss["kind"] == "dpo" for st in self.stages or []) else []
+        if self.fsdp and unsupported:
+            raise ValueError(f"fsdp: not yet with {', '.join(unsupported)} (train those without fsdp; --nproc "
+                             "alone still shares every batch across the processes)")
+        return self
 
 
 def validate_loss(v: dict[str, Any]) -> dict[str, Any]:

@@ -155,17 +155,22 @@ def test_a_second_run_of_the_tiny_preset_trains_the_identical_student(run_dir, t
 
 
 def test_the_distill_stage_on_two_processes_trains_like_one(run_dir, tmp_path):
-    """`distill run --nproc 2`: the distill stage under torchrun (gloo on CPU), each rank on half of every
-    global batch, gives the one-process student (same global batch) within float rounding."""
+    """`distill run --nproc 2` with `distill.fsdp: true`: the distill stage under torchrun (gloo on CPU), each
+    rank on half of every global batch with the trained layers sharded (FSDP2), gives the one-process student
+    (same global batch) within float rounding. (Without fsdp: tests/sdk/distill/test_recipe_mechanics.py.)"""
     import shutil
 
+    import yaml
     from safetensors.torch import load_file
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
     for twin in ("student", "student-finetuned"):
         shutil.rmtree(copy / twin)
-    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", run_dir.parent / "project.yaml", "--out", copy,
+    project = yaml.safe_load((run_dir.parent / "project.yaml").read_text())
+    project["distill"]["fsdp"] = True  # a way to run: the stages' keys stay those of the one-process run
+    (tmp_path / "project.yaml").write_text(yaml.safe_dump(project))
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", tmp_path / "project.yaml", "--out", copy,
                           "--nproc", "2", "--until", "distill"], capture_output=True, text=True, timeout=900)
     assert "2 processes under torchrun" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
     assert out.returncode == 0 and "stopped after the distill stage" in out.stdout, out.stderr[-3000:]

@@ -167,7 +167,7 @@ def process_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _all_reduce_step(params: list[torch.nn.Parameter], numbers: list[float]) -> list[float]:
+def _all_reduce_step(params: list[torch.nn.Parameter], numbers: list[float], device: torch.device) -> list[float]:
     """Sum every rank's gradients and step numbers (loss sum, units, terms) in one flat all-reduce.
 
     Why not DistributedDataParallel: its reducer syncs gradients only for a forward through the wrapper,
@@ -178,7 +178,7 @@ def _all_reduce_step(params: list[torch.nn.Parameter], numbers: list[float]) -> 
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor(numbers, dtype=torch.float32,
-                                                                            device=params[0].device)])
+                                                                            device=device)])
     dist.all_reduce(flat)
     offset = 0
     for p, g in zip(params, grads):
@@ -232,6 +232,7 @@ def train(
     loss_fn: Any = None,
     extra_modules: Sequence[torch.nn.Module] = (),
     tensorboard_dir: Path | None = None,
+    shard: bool = False,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; on return the model holds the best weights.
 
@@ -247,6 +248,8 @@ def train(
     their schedules (`set_progress`) and logged terms (`last_terms`). extra_modules: modules outside `model`
     that train with it (feature projections), optimised and checkpointed alongside. tensorboard_dir: also
     write the logged scalars as TensorBoard events under tensorboard_dir/desc (the JSONL log stays).
+    shard: under torchrun, shard the trained parameters, gradients and optimizer state across the ranks
+    (FSDP2, sdk.distill.sharding); the best weights come back into `model` whole.
     """
     from transformers import get_scheduler
 
@@ -254,6 +257,13 @@ def train(
     rank, world = process_world()  # under torchrun: each rank trains on its share of every batch, rank 0 writes
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_dir / "last.pt"
+    fsdp, caller, caller_extras = shard and world > 1, model, tuple(extra_modules)
+    if fsdp:  # train a sharded copy; `caller` gets the best weights back at the end
+        from sdk.distill import sharding
+
+        model, extra_modules = sharding.shard_copy(model, caller_extras)
+    # what a checkpoint holds of the trained weights: views here, whole tensors gathered from the shards
+    snapshot = sharding.full_state if fsdp else _trainable_state
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
     device = next(model.parameters()).device
     losses = [f for f in (loss_fn if isinstance(loss_fn, (list, tuple)) else [loss_fn]) if f is not None]
@@ -282,13 +292,17 @@ def train(
         best_path.unlink(missing_ok=True)  # a fresh training: an earlier one's best is not this one's
     if ckpt_path.is_file():  # resume an interrupted run exactly where its last checkpoint left it
         ck = torch.load(ckpt_path, weights_only=False, map_location=device)
-        model.load_state_dict(ck["model"], strict=False)
-        optimizer.load_state_dict(ck["optimizer"])
+        if fsdp:
+            sharding.load_full_state(model, ck["model"])
+            sharding.load_full_optimizer_state(optimizer, ck["optimizer"])
+        else:
+            model.load_state_dict(ck["model"], strict=False)
+            optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         step, best, best_step, bad_checks, history = ck["step"], ck["best"], ck["best_step"], ck["bad_checks"], ck["history"]
         best_state, running = ck.get("best_state"), ck.get("running")
         for m, state in zip(extra_modules, ck.get("extra", [])):
-            m.load_state_dict(state)
+            sharding.load_full_state(m, state) if fsdp else m.load_state_dict(state)
         if "rng" in ck:
             _set_rng_state(ck["rng"])
     if rank == 0:
@@ -298,12 +312,16 @@ def train(
     start = time.perf_counter()
 
     def save() -> None:
-        if rank != 0:
+        if rank != 0 and not fsdp:
             return
-        _atomic_save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "step": step, "best": best, "best_step": best_step,
-                      "bad_checks": bad_checks, "history": history, "best_state": best_state, "running": running,
-                      "rng": _rng_state(), "extra": [m.state_dict() for m in extra_modules]}, ckpt_path)
+        weights = snapshot(model)  # with FSDP every rank takes part in gathering the shards
+        opt = sharding.full_optimizer_state(optimizer) if fsdp else optimizer.state_dict()
+        extra = [sharding.full_state(m) if fsdp else m.state_dict() for m in extra_modules]
+        if rank == 0:
+            _atomic_save({"model": weights, "optimizer": opt, "scheduler": scheduler.state_dict(), "step": step,
+                          "best": best, "best_step": best_step, "bad_checks": bad_checks, "history": history,
+                          "best_state": best_state, "running": running, "rng": _rng_state(), "extra": extra},
+                         ckpt_path)
 
     # --- loop
     model.train()
@@ -328,13 +346,20 @@ def train(
                     terms[k] = terms.get(k, 0.0) + v * n
         if world > 1:
             names = sorted(terms)
-            loss_sum, units, *summed = _all_reduce_step(params, [loss_sum, units, *(terms[k] for k in names)])
+            # FSDP has reduce-scattered its shards' gradients; the rest (all, without FSDP) are summed here
+            whole = [p for p in params if not fsdp or not sharding.is_sharded(p)]
+            loss_sum, units, *summed = _all_reduce_step(whole, [loss_sum, units, *(terms[k] for k in names)],
+                                                        device)
             units = round(units)
             terms = dict(zip(names, summed))
-        for p in params:  # the gradient of the step's mean: summed micro-batch gradients over all units
+        # the gradient of the step's mean: summed micro-batch gradients over all units (FSDP's reduce-scatter
+        # averaged the ranks' sums: world fewer units)
+        for p in params:
             if p.grad is not None:
-                p.grad.div_(max(units, 1))
-        if max_grad_norm:
+                p.grad.div_(max(units, 1) / (world if fsdp and sharding.is_sharded(p) else 1))
+        if max_grad_norm and fsdp:
+            sharding.clip_grad_norm(params, max_grad_norm)
+        elif max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         step_lr = scheduler.get_last_lr()[0]  # the rate this step uses
         optimizer.step()
@@ -354,7 +379,8 @@ def train(
                     board.add_scalar(f"train/{k}", v, step)
         if step % eval_every == 0 or step == total_steps:
             model.eval()
-            metric = float(evaluate(model)) if rank == 0 else 0.0
+            # sharded weights are gathered by every rank's forward: all evaluate then (same metric)
+            metric = float(evaluate(model)) if rank == 0 or fsdp else 0.0
             model.train()
             if world > 1:  # every rank takes the same keep/stop decisions
                 metric = _broadcast(metric, device)
@@ -370,8 +396,10 @@ def train(
             if metric > best:
                 best, best_step, bad_checks = metric, step, 0
                 best_state = None
-                if rank == 0:
-                    _atomic_save(_trainable_state(model), best_path)
+                if rank == 0 or fsdp:
+                    weights = snapshot(model)
+                    if rank == 0:
+                        _atomic_save(weights, best_path)
             else:
                 bad_checks += 1
             save()
@@ -393,6 +421,12 @@ def train(
         dist.barrier()
     if best_state is None and best_path.is_file():
         best_state = torch.load(best_path, map_location=device)
+    if fsdp:  # the caller's (whole) modules take the trained weights; the sharded copy is dropped
+        for mine, theirs in zip(extra_modules, caller_extras):
+            theirs.load_state_dict(sharding.full_state(mine), strict=False)
+        if best_state is None:
+            best_state = sharding.full_state(model)
+        model = caller
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()

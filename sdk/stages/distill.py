@@ -28,7 +28,7 @@ SEQKD_DIR = "student-seqkd"  # generation: the twin trained on sequence-level KD
 FINETUNED_DIR = "student-finetuned"  # decisions: the twin trained on the labels alone
 TWINS = {SEQKD_DIR: "sequence_kd", FINETUNED_DIR: "fine_tuned"}  # folder -> report variant
 OTHER_STAGES_KEYS = ("qad",)  # distill: keys read by later stages (sdk/stages/qad.py), not by this one
-LOGGING_KEYS = ("tensorboard",)  # distill: keys that change what is logged, not what is trained
+HOW_TO_RUN_KEYS = ("tensorboard", "fsdp")  # distill: keys that change how training runs or logs, not its result
 CACHE_MAX_BYTES = 8 << 30  # a larger frozen-layer cache would crowd RAM: train uncached instead
 
 
@@ -37,7 +37,7 @@ def inputs(ctx: Context) -> Any:
     from sdk.models import fingerprint
 
     c = ctx.config.model_dump(mode="json")
-    distill = {k: v for k, v in c["distill"].items() if k not in OTHER_STAGES_KEYS + LOGGING_KEYS
+    distill = {k: v for k, v in c["distill"].items() if k not in OTHER_STAGES_KEYS + HOW_TO_RUN_KEYS
                and (k not in DistillConfig.omit_if_default or v != DistillConfig.model_fields[k].default)}
     return [c["student"], distill, fingerprint(c["student"]["model"])]
 
@@ -48,7 +48,7 @@ def train_settings(ctx: Context) -> dict[str, Any]:
     return {"lr": d.lr, "batch_size": d.batch_size, "eval_every": d.eval_every, "seed": ctx.config.seed,
             "grad_accum": d.grad_accum, "checkpoint_every": d.checkpoint_every, "lr_schedule": d.lr_schedule,
             "warmup_ratio": d.warmup_ratio,
-            "tensorboard_dir": ctx.run.path("tensorboard") if d.tensorboard else None}
+            "tensorboard_dir": ctx.run.path("tensorboard") if d.tensorboard else None, "shard": d.fsdp}
 
 
 def outputs(run: RunDir) -> list[Path]:

@@ -182,10 +182,21 @@ if "RANK" in os.environ:
     dist.init_process_group("gloo")
 from tests.sdk.distill.test_recipe_mechanics import _setup
 from sdk.distill.recipe import train
-out = Path(sys.argv[2])
+from sdk.distill.sharding import full
+out, shard, die_at = Path(sys.argv[2]), sys.argv[4] == "fsdp", int(sys.argv[5])
 student, kd, batch_loss, n = _setup(sys.argv[1], out.parent / "topk.safetensors")
-res = train(student, batch_loss, n, lambda m: -float(sum(p.square().sum() for p in m.parameters() if p.requires_grad)),
-            lr=3e-3, batch_size=8, max_epochs=3, eval_every=4, patience=100, seed=0, checkpoint_dir=out, loss_fn=kd)
+student.get_input_embeddings().weight.requires_grad_(False)  # as distill.freeze_embeddings (tied: FSDP needs it)
+calls = []
+
+def dying(m, idx):  # every rank stops in the same step, as a killed job would
+    calls.append(1)
+    if len(calls) == die_at:
+        raise SystemExit(3)
+    return batch_loss(m, idx)
+
+res = train(student, dying, n, lambda m: -float(sum(full(p).square().sum() for p in m.parameters() if p.requires_grad)),
+            lr=3e-3, batch_size=8, max_epochs=3, eval_every=4, patience=100, seed=0, checkpoint_dir=out, loss_fn=kd,
+            shard=shard)
 rank = dist.get_rank() if dist.is_initialized() else 0
 weights = sum(float(p.double().sum()) for p in student.parameters())
 if dist.is_initialized():  # every rank holds the same weights
@@ -205,16 +216,23 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_llama
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     results = {}
-    for nproc in (1, 2):
-        out = tmp_path / f"p{nproc}" / "ckpt"
-        out.parent.mkdir()
-        launch = [sys.executable, str(script)] if nproc == 1 else [
+
+    def launch(name, nproc, mode="plain", die_at=0):
+        out = tmp_path / name / "ckpt"
+        out.parent.mkdir(exist_ok=True)
+        cmd = [sys.executable, str(script)] if nproc == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
-        done = subprocess.run([*launch, str(tiny_llama), str(out), str(root)], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.run([*cmd, str(tiny_llama), str(out), str(root), mode, str(die_at)], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    for name, nproc, mode in (("one", 1, "plain"), ("two", 2, "plain"), ("fsdp", 2, "fsdp")):
+        if mode == "fsdp":  # sharded: killed in step 6 (after the step-4 checkpoint of whole tensors), then resumed
+            assert launch(name, nproc, mode, die_at=6).returncode != 0
+        done = launch(name, nproc, mode)
         assert done.returncode == 0, done.stderr[-3000:]
-        results[nproc] = json.loads(done.stdout.strip().splitlines()[-1])
-    one, two = results[1], results[2]
-    assert one["units"] == two["units"] and len(one["losses"]) == 6  # each step saw the same global batch
-    assert max(abs(a - b) for a, b in zip(one["losses"], two["losses"])) < 1e-4
-    assert abs(one["weights"] - two["weights"]) < 1e-3 and one["best_step"] == two["best_step"]
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    one = results["one"]
+    for two in (results["two"], results["fsdp"]):
+        assert one["units"] == two["units"] and len(one["losses"]) == 6  # each step saw the same global batch
+        assert max(abs(a - b) for a, b in zip(one["losses"], two["losses"])) < 1e-4
+        assert abs(one["weights"] - two["weights"]) < 1e-3 and one["best_step"] == two["best_step"]
