@@ -241,6 +241,10 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
                                               "(removed by default; their size is printed)."),
         nproc: int = typer.Option(1, min=1, help="Processes for the distill stage, under torchrun: one per GPU "
                                   "(DDP-style, same global batch), or CPU processes with gloo."),
+        nnodes: int = typer.Option(1, min=1, help="Machines for the distill stage (--nproc on each); the others "
+                                   "run `distill join <run folder>`, which must be on a shared file system."),
+        rdzv_endpoint: Optional[str] = typer.Option(None, help="host:port of this machine where the distill "
+                                                    "stage's processes meet (torchrun's c10d rendezvous), with --nnodes."),
         until: Optional[str] = typer.Option(None, help="Stop after this stage (data, adapt, annotate, distill, "
                                             "qad, export, evaluate, package, report).")) -> None:
     """Check, then run every stage of a project; finished stages are skipped."""
@@ -256,7 +260,8 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
         if until is not None and until not in dict(stage_list()):
             raise DistillError(f"--until {until!r}: not a stage (one of {', '.join(n for n, _ in stage_list())})")
         result = Project.from_yaml(project_yaml).run(out, preflight=False, keep_checkpoints=keep_checkpoints,
-                                                     nproc=nproc, until=until)
+                                                     nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
+                                                     until=until)
         if until is not None:
             typer.echo(f"stopped after the {until} stage ({result.run_dir})")
             return
@@ -280,6 +285,25 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
     for kind in ("html", "md", "json"):
         if kind in result.report_paths:
             typer.echo(f"report: {result.report_paths[kind]}")
+
+
+@app.command()
+def join(run_dir: Path, nproc: Optional[int] = typer.Option(None, min=1, help="Processes on this machine "
+                                                            "(default: as many as the head machine runs)."),
+         wait: float = typer.Option(3600.0, min=0, help="Seconds to wait for the head machine's distill stage.")) -> None:
+    """This machine's share of a multi-machine distill stage started with `distill run ... --nnodes`."""
+    from sdk.distill.launch import join as join_stage
+
+    if not (run_dir / "manifest.json").is_file():
+        _fail(DistillError(f"{run_dir}: no run folder here (manifest.json missing); give the head machine's "
+                           "run folder, on a shared file system"))
+    try:
+        join_stage(run_dir, nproc, wait)
+    except DistillError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    typer.echo("distill stage finished; the head machine continues with the next stages")
 
 
 def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

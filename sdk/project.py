@@ -70,14 +70,15 @@ class Project:
 
     # ---- running
     def run(self, out: str | Path | None = None, preflight: bool = True, keep_checkpoints: bool = False,
-            until: str | None = None, nproc: int = 1) -> RunResult:
+            until: str | None = None, nproc: int = 1, nnodes: int = 1, rdzv_endpoint: str | None = None) -> RunResult:
         """Run every stage; finished stages are skipped. `preflight` first checks the config, data and
         models in seconds (`sdk.preflight`), so a bad setting fails here and not minutes into a stage.
         A failed or interrupted run leaves only the stages it finished: no run folder when none did. A finished
         stage's training checkpoints are removed (their size is printed) unless `keep_checkpoints`. `until`: stop
         after that stage (e.g. "annotate"); the result then has no report. `nproc` > 1 runs the distill stage on
         that many processes under torchrun (one per GPU; gloo on CPU), training like one process with the
-        same global batch."""
+        same global batch. `nnodes` > 1: that many machines, `nproc` processes each, meet at `rdzv_endpoint`
+        (host:port of this machine); the others run `distill join <run folder>` (docs/distillation.md)."""
         c = self.config
         if preflight:
             from sdk.preflight import require_ready
@@ -88,14 +89,14 @@ class Project:
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)
         try:
-            return self._run_stages(run, keep_checkpoints, until, nproc)
+            return self._run_stages(run, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint)
         except BaseException:  # KeyboardInterrupt too: Ctrl-C must not leave an empty run behind
             if fresh and not run.manifest["stages"]:
                 _remove_unfinished(run, created)
             raise
 
     def _run_stages(self, run: RunDir, keep_checkpoints: bool = False, until: str | None = None,
-                    nproc: int = 1) -> RunResult:
+                    nproc: int = 1, nnodes: int = 1, rdzv_endpoint: str | None = None) -> RunResult:
         from sdk.stages import Context, stage_list
 
         c = self.config
@@ -105,7 +106,7 @@ class Project:
                  config_hash=stable_hash(c.model_dump(mode="json")))
         upstream, ran, ran_now = "", False, []
         for name, stage in stage_list():
-            ctx = Context(c, self.template, self.options, run, nproc=nproc)
+            ctx = Context(c, self.template, self.options, run, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)
             given = stage.inputs(ctx)
             if given is None:  # an optional stage this project does not configure: not in the hash chain
                 print(f"[distill] {name}: not configured, skipped")

@@ -154,11 +154,13 @@ def test_a_second_run_of_the_tiny_preset_trains_the_identical_student(run_dir, t
     assert second["train"]["history"] == first["train"]["history"]
 
 
-def test_the_distill_stage_on_two_processes_trains_like_one(run_dir, tmp_path):
-    """`distill run --nproc 2` with `distill.fsdp: true`: the distill stage under torchrun (gloo on CPU), each
-    rank on half of every global batch with the trained layers sharded (FSDP2), gives the one-process student
-    (same global batch) within float rounding. (Without fsdp: tests/sdk/distill/test_recipe_mechanics.py.)"""
+def test_the_distill_stage_on_two_machines_trains_like_one(run_dir, tmp_path):
+    """`distill run --nproc 1 --nnodes 2 --rdzv-endpoint` + `distill join` on a second "machine" (both here,
+    meeting at 127.0.0.1, gloo) with `distill.fsdp: true`: each rank on half of every global batch with the
+    trained layers sharded (FSDP2) gives the one-process student (same global batch) within float rounding.
+    (One machine, N processes and without fsdp: tests/sdk/distill/test_recipe_mechanics.py.)"""
     import shutil
+    import socket
 
     import yaml
     from safetensors.torch import load_file
@@ -170,10 +172,19 @@ def test_the_distill_stage_on_two_processes_trains_like_one(run_dir, tmp_path):
     project = yaml.safe_load((run_dir.parent / "project.yaml").read_text())
     project["distill"]["fsdp"] = True  # a way to run: the stages' keys stay those of the one-process run
     (tmp_path / "project.yaml").write_text(yaml.safe_dump(project))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    other = subprocess.Popen([sys.executable, "-m", "sdk.cli", "join", copy, "--wait", "600"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", tmp_path / "project.yaml", "--out", copy,
-                          "--nproc", "2", "--until", "distill"], capture_output=True, text=True, timeout=900)
-    assert "2 processes under torchrun" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+                          "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                          "--until", "distill"], capture_output=True, text=True, timeout=900)
+    joined = other.communicate(timeout=120)
+    assert "on each of 2 machines" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
     assert out.returncode == 0 and "stopped after the distill stage" in out.stdout, out.stderr[-3000:]
+    assert other.returncode == 0 and "distill stage finished" in joined[0], joined[1][-3000:]
+    assert not (copy / "distributed.json").exists()
     first, second = (json.loads((d / "manifest.json").read_text())["stages"]["distill"] for d in (run_dir, copy))
     for key in ("train", "fine_tuned"):
         a, b = first[key]["history"] if key == "train" else first[key]["train"]["history"], \

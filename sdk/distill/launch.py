@@ -6,7 +6,13 @@ Each rank trains on its share of every global batch and the recipe sums gradient
 across ranks (sdk.distill.recipe), so N processes train like one with the same `batch_size`; rank 0
 validates, checkpoints and saves the students, and writes the stage's result for the parent to record.
 
-    python -m sdk.distill.launch <run_dir> <stage key> <config.json>    (started by the stage, per rank)
+Several machines (`--nnodes M --rdzv-endpoint host:port`): the machine that runs `distill run` does every
+other stage, then writes `<run>/distributed.json` (what to train, where to meet) and starts its torchrun;
+each other machine runs `distill join <run>` (sdk.distill.launch.join), which waits for that file and starts
+its own torchrun with the same rendezvous (torchrun's c10d backend). The run folder must be on a file system
+every machine sees (the ranks read the run's data and rank 0 writes checkpoints and students there).
+
+    python -m sdk.distill.launch <run_dir> <stage key> <config.json>    (started by torchrun, per rank)
 """
 
 from __future__ import annotations
@@ -21,10 +27,35 @@ from typing import Any
 from sdk.errors import DistillError
 
 RESULT = "distributed-result.json"
+MEETING = "distributed.json"  # in the run folder while a multi-machine distill stage runs: read by `distill join`
 
 
-def launch(ctx: Any, nproc: int) -> dict[str, Any]:
-    """Run the distill stage of `ctx` on `nproc` processes; its result (written by rank 0)."""
+def torchrun_command(nproc: int, nnodes: int, rdzv_endpoint: str | None, rdzv_id: str, run_dir: str, key: str,
+                     config: str) -> list[str]:
+    """The torchrun command line of one machine: standalone on one machine, else a c10d rendezvous."""
+    if nnodes > 1:
+        if not rdzv_endpoint:
+            raise DistillError("--nnodes > 1 needs --rdzv-endpoint host:port (this machine's address, reachable "
+                               "from the others)")
+        where = ["--nnodes", str(nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint,
+                 "--rdzv_id", rdzv_id]
+    else:
+        where = ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, "--nproc_per_node", str(nproc),
+            "-m", "sdk.distill.launch", run_dir, key, config]
+
+
+def _torchrun(cmd: list[str], result: Path) -> dict[str, Any]:
+    done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if done.returncode != 0 or not result.is_file():
+        raise DistillError(f"distributed distill stage failed (torchrun exit code {done.returncode}); its ranks' "
+                           "output is above")
+    return json.loads(result.read_text())
+
+
+def launch(ctx: Any, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None) -> dict[str, Any]:
+    """Run the distill stage of `ctx` on `nproc` processes (on each of `nnodes` machines); its result
+    (written by rank 0)."""
     from sdk.rundir import atomic_write_text
 
     ckpt = ctx.run.checkpoint_dir("distill", ctx.key)
@@ -32,14 +63,43 @@ def launch(ctx: Any, nproc: int) -> dict[str, Any]:
     config = ckpt / "config.json"
     atomic_write_text(config, json.dumps(ctx.config.model_dump(mode="json")))
     (ckpt / RESULT).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "sdk.distill.launch", str(ctx.run.root), ctx.key, str(config)]
-    print(f"[distill] distill: {nproc} processes under torchrun ({' '.join(cmd[2:6])})", flush=True)
-    done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if done.returncode != 0 or not (ckpt / RESULT).is_file():
-        raise DistillError(f"distributed distill stage failed (torchrun exit code {done.returncode}); its ranks' "
-                           "output is above")
-    return json.loads((ckpt / RESULT).read_text())
+    cmd = torchrun_command(nproc, nnodes, rdzv_endpoint, ctx.key[:16], str(ctx.run.root.resolve()), ctx.key,
+                           str(config.resolve()))
+    meeting = ctx.run.path(MEETING)
+    print(f"[distill] distill: {nproc} process{'es' if nproc > 1 else ''}" + (f" on each of {nnodes} machines, meeting at {rdzv_endpoint} "
+          f"(on the others: distill join {ctx.run.root})" if nnodes > 1 else "") + " under torchrun", flush=True)
+    if nnodes > 1:
+        atomic_write_text(meeting, json.dumps({"key": ctx.key, "config": str(config.resolve()), "nnodes": nnodes,
+                                               "nproc": nproc, "rdzv_endpoint": rdzv_endpoint}))
+    try:
+        return _torchrun(cmd, ckpt / RESULT)
+    finally:
+        meeting.unlink(missing_ok=True)
+
+
+def join(run_dir: Path, nproc: int | None = None, wait_s: float = 3600.0) -> dict[str, Any]:
+    """Another machine's share of a multi-machine distill stage: wait for the head's `distributed.json` in
+    the (shared) run folder, then start this machine's torchrun at the same rendezvous."""
+    import time
+
+    meeting = run_dir / MEETING
+    print(f"[distill] waiting for {meeting} (written when the head machine's distill stage starts)", flush=True)
+    deadline = time.monotonic() + wait_s
+    while not meeting.is_file():
+        if time.monotonic() > deadline:
+            raise DistillError(f"{meeting}: not written within {wait_s:.0f} s (is `distill run ... --nnodes` "
+                               "running on the head machine, with this run folder on a shared file system?)")
+        time.sleep(1.0)
+    try:
+        m = json.loads(meeting.read_text())
+        key, config, nnodes, endpoint = m["key"], m["config"], int(m["nnodes"]), m["rdzv_endpoint"]
+    except (ValueError, KeyError) as err:
+        raise DistillError(f"{meeting}: not a distributed-stage file ({err})") from None
+    nproc = nproc or int(m["nproc"])
+    print(f"[distill] joining the distill stage {key[:12]}: {nproc} processes, {nnodes} machines at {endpoint}",
+          flush=True)
+    return _torchrun(torchrun_command(nproc, nnodes, endpoint, key[:16], str(run_dir.resolve()), key, config),
+                     Path(config).with_name(RESULT))
 
 
 def rank_zero() -> bool:

@@ -28,6 +28,8 @@ class Context:
     run: RunDir
     key: str = ""  # this stage's input hash: keys its checkpoints
     nproc: int = 1  # processes for the distill stage (torchrun); a way to run, not an input of the results
+    nnodes: int = 1  # machines for the distill stage, meeting at rdzv_endpoint (host:port); the same
+    rdzv_endpoint: str | None = None
 
 
 class Stage(Protocol):

@@ -107,8 +107,8 @@ def run(ctx: Context) -> dict[str, Any]:
     from sdk.distill.recipe import pick_device, process_world
     from sdk.students import count_params
 
-    if ctx.nproc > 1 and process_world()[1] == 1:  # the parent: start the ranks, which run this function again
-        return launch(ctx, ctx.nproc)
+    if ctx.nproc * ctx.nnodes > 1 and process_world()[1] == 1:  # the parent: start the ranks, which run this again
+        return launch(ctx, ctx.nproc, ctx.nnodes, ctx.rdzv_endpoint)
     c = ctx.config
     if c.distill.loss["kind"] == "dpo":
         raise DistillError("distill.loss: dpo aligns a trained student; use it in a later entry of distill.stages")
