@@ -80,6 +80,10 @@ class Project:
         same global batch. `nnodes` > 1: that many machines, `nproc` processes each, meet at `rdzv_endpoint`
         (host:port of this machine); the others run `distill join <run folder>` (docs/distillation.md)."""
         c = self.config
+        if nnodes > 1:  # checked before any stage, not when the distill stage starts minutes later
+            from sdk.distill.launch import check_rendezvous
+
+            check_rendezvous(rdzv_endpoint)
         if preflight:
             from sdk.preflight import require_ready
 

@@ -30,13 +30,19 @@ RESULT = "distributed-result.json"
 MEETING = "distributed.json"  # in the run folder while a multi-machine distill stage runs: read by `distill join`
 
 
+def check_rendezvous(endpoint: str | None) -> None:
+    """--rdzv-endpoint for several machines: host:port."""
+    host, sep, port = (endpoint or "").rpartition(":")
+    if not endpoint or not sep or not host or not port.isdigit():
+        raise DistillError(f"--rdzv-endpoint {endpoint!r}: --nnodes > 1 needs host:port (this machine's address, "
+                           "reachable from the others, and a free port), e.g. node-a:29500")
+
+
 def torchrun_command(nproc: int, nnodes: int, rdzv_endpoint: str | None, rdzv_id: str, run_dir: str, key: str,
                      config: str) -> list[str]:
     """The torchrun command line of one machine: standalone on one machine, else a c10d rendezvous."""
     if nnodes > 1:
-        if not rdzv_endpoint:
-            raise DistillError("--nnodes > 1 needs --rdzv-endpoint host:port (this machine's address, reachable "
-                               "from the others)")
+        check_rendezvous(rdzv_endpoint)
         where = ["--nnodes", str(nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint,
                  "--rdzv_id", rdzv_id]
     else:
@@ -45,12 +51,13 @@ def torchrun_command(nproc: int, nnodes: int, rdzv_endpoint: str | None, rdzv_id
             "-m", "sdk.distill.launch", run_dir, key, config]
 
 
-def _torchrun(cmd: list[str], result: Path) -> dict[str, Any]:
+def _torchrun(cmd: list[str], result: Path | None) -> dict[str, Any]:
+    """Run torchrun; the stage's result (rank 0's file) when `result` is given."""
     done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if done.returncode != 0 or not result.is_file():
+    if done.returncode != 0 or (result is not None and not result.is_file()):
         raise DistillError(f"distributed distill stage failed (torchrun exit code {done.returncode}); its ranks' "
                            "output is above")
-    return json.loads(result.read_text())
+    return json.loads(result.read_text()) if result is not None else {}
 
 
 def launch(ctx: Any, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None) -> dict[str, Any]:
@@ -77,7 +84,7 @@ def launch(ctx: Any, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = No
         meeting.unlink(missing_ok=True)
 
 
-def join(run_dir: Path, nproc: int | None = None, wait_s: float = 3600.0) -> dict[str, Any]:
+def join(run_dir: Path, nproc: int | None = None, wait_s: float = 3600.0) -> None:
     """Another machine's share of a multi-machine distill stage: wait for the head's `distributed.json` in
     the (shared) run folder, then start this machine's torchrun at the same rendezvous."""
     import time
@@ -98,8 +105,9 @@ def join(run_dir: Path, nproc: int | None = None, wait_s: float = 3600.0) -> dic
     nproc = nproc or int(m["nproc"])
     print(f"[distill] joining the distill stage {key[:12]}: {nproc} processes, {nnodes} machines at {endpoint}",
           flush=True)
-    return _torchrun(torchrun_command(nproc, nnodes, endpoint, key[:16], str(run_dir.resolve()), key, config),
-                     Path(config).with_name(RESULT))
+    # the result file is the head's to read: it may already have recorded the stage and removed its checkpoint
+    # folder by the time this machine's torchrun returns, so a clean exit is what counts here
+    _torchrun(torchrun_command(nproc, nnodes, endpoint, key[:16], str(run_dir.resolve()), key, config), None)
 
 
 def rank_zero() -> bool:

@@ -265,6 +265,9 @@ def train(
     # what a checkpoint holds of the trained weights: views here, whole tensors gathered from the shards
     snapshot = sharding.full_state if fsdp else _trainable_state
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
+    # FSDP reduce-scatters (and averages) its shards' gradients itself; the whole ones are summed here
+    sharded = [fsdp and sharding.is_sharded(p) for p in params]
+    whole = [p for p, s in zip(params, sharded) if not s]
     device = next(model.parameters()).device
     losses = [f for f in (loss_fn if isinstance(loss_fn, (list, tuple)) else [loss_fn]) if f is not None]
     # fused: one kernel per parameter, without the foreach implementation's temporaries the size of all
@@ -291,7 +294,7 @@ def train(
     if rank == 0 and not ckpt_path.is_file():
         best_path.unlink(missing_ok=True)  # a fresh training: an earlier one's best is not this one's
     if ckpt_path.is_file():  # resume an interrupted run exactly where its last checkpoint left it
-        ck = torch.load(ckpt_path, weights_only=False, map_location=device)
+        ck = torch.load(ckpt_path, weights_only=False, map_location="cpu" if fsdp else device)
         if fsdp:
             sharding.load_full_state(model, ck["model"])
             sharding.load_full_optimizer_state(optimizer, ck["optimizer"])
@@ -346,17 +349,15 @@ def train(
                     terms[k] = terms.get(k, 0.0) + v * n
         if world > 1:
             names = sorted(terms)
-            # FSDP has reduce-scattered its shards' gradients; the rest (all, without FSDP) are summed here
-            whole = [p for p in params if not fsdp or not sharding.is_sharded(p)]
             loss_sum, units, *summed = _all_reduce_step(whole, [loss_sum, units, *(terms[k] for k in names)],
                                                         device)
             units = round(units)
             terms = dict(zip(names, summed))
         # the gradient of the step's mean: summed micro-batch gradients over all units (FSDP's reduce-scatter
         # averaged the ranks' sums: world fewer units)
-        for p in params:
+        for p, s in zip(params, sharded):
             if p.grad is not None:
-                p.grad.div_(max(units, 1) / (world if fsdp and sharding.is_sharded(p) else 1))
+                p.grad.div_(max(units, 1) / (world if s else 1))
         if max_grad_norm and fsdp:
             sharding.clip_grad_norm(params, max_grad_norm)
         elif max_grad_norm:

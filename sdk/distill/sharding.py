@@ -98,7 +98,8 @@ def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
 
 def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: full(p.detach()) for n, p in model.named_parameters() if p.requires_grad}
+    """The trained parameters whole, on the CPU: gathered one at a time, so a device never holds them all."""
+    return {n: full(p.detach()).cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -108,7 +109,8 @@ def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     sd = optimizer.state_dict()
-    sd["state"] = {i: {k: full(v) if torch.is_tensor(v) else v for k, v in s.items()} for i, s in sd["state"].items()}
+    sd["state"] = {i: {k: full(v).cpu() if torch.is_tensor(v) else v for k, v in s.items()}
+                   for i, s in sd["state"].items()}
     return sd
 
 

@@ -151,6 +151,9 @@ def test_ctrl_c_exits_130_with_a_hint_and_keeps_only_finished_stages(tmp_path, t
             break
         except subprocess.TimeoutExpired:
             continue
+    else:
+        proc.kill()
+        raise AssertionError("the run did not exit after 20 Ctrl-C presses")
     assert proc.returncode == 130, err
     assert f"interrupted; re-run `distill run {p}` to resume from the last finished stage" in err
     assert "Traceback" not in err
@@ -288,3 +291,11 @@ def test_table_options_need_a_table(tmp_path):
     out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "proj"), "--time-column", "when"])
     assert out.exit_code == 2 and "--time-column describes your own table" in out.output
     assert not (tmp_path / "proj").exists()
+
+
+def test_several_machines_without_a_rendezvous_exit_2_before_any_stage(tmp_path):
+    p = _project(tmp_path)
+    for extra in ([], ["--rdzv-endpoint", "node-a"]):
+        out = distill("run", p, "--out", tmp_path / "run", "--nnodes", "2", *extra)
+        assert out.returncode == 2 and "--rdzv-endpoint" in out.stderr and "host:port" in out.stderr, out.stderr
+        assert not (tmp_path / "run").exists()  # no stage ran

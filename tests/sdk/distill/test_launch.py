@@ -18,6 +18,8 @@ def test_one_machine_is_standalone_and_several_meet_at_a_c10d_rendezvous():
     assert "--standalone" not in many
     with pytest.raises(DistillError, match="--rdzv-endpoint"):
         torchrun_command(8, 2, None, "abc", "/runs/r", "key", "/runs/r/c.json")
+    with pytest.raises(DistillError, match="needs host:port"):
+        torchrun_command(8, 2, "node-a", "abc", "/runs/r", "key", "/runs/r/c.json")
 
 
 def test_join_names_what_it_waited_for_and_a_bad_meeting_file(tmp_path):
