@@ -4,6 +4,12 @@ An artifact passes when its primary metric keeps at least `min_retention` of the
 lower-is-better metric, the reference's value is at least that fraction of the artifact's). A reference at
 zero (nothing to lose) lets anything at least as good pass. Parity figures (how far the outputs moved) are
 kept beside the verdict: they explain a failure and show drift that the metric does not yet.
+
+Three verdicts, because a validation split can be too small to tell: "pass" (the retention meets the floor),
+"fail" (below the floor, and the paired-bootstrap interval of the retention lies wholly below it too) and
+"inconclusive" (below the floor on these examples, but the interval reaches the floor: on 10 code problems one
+problem is 10% of pass@1, so a file that loses one problem is not shown to be worse). Only a pass is shipped
+by default; an inconclusive artifact can be bundled by name, its verdict recorded in the model card.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from evaluation.uncertainty import MetricsOn, paired_bootstrap
 
 
 def retention(value: float, reference: float, lower_is_better: bool) -> float | None:
@@ -22,15 +30,35 @@ def retention(value: float, reference: float, lower_is_better: bool) -> float | 
 
 
 def release_gate(val_metrics: dict[str, float], reference_metrics: dict[str, float], metric: str,
-                 lower_is_better: bool, min_retention: float) -> dict[str, Any]:
+                 lower_is_better: bool, min_retention: float,
+                 retention_ci: Sequence[float] | None = None) -> dict[str, Any]:
+    """The verdict of one artifact. retention_ci: the paired interval of its retention on the same validation
+    examples (gate_intervals); without one a retention under the floor is a plain fail."""
     value, ref = float(val_metrics[metric]), float(reference_metrics[metric])
     kept = retention(value, ref, lower_is_better)
     if kept is None:  # the reference is at the worst end (0 for higher-is-better), or the artifact is perfect
         passed = value <= ref if lower_is_better else value >= ref
     else:
         passed = kept >= min_retention
+    ci = None if retention_ci is None else [float(retention_ci[0]), float(retention_ci[1])]
+    if passed:
+        verdict = "pass"
+    elif ci is not None and kept is not None and ci[1] >= min_retention:
+        verdict = "inconclusive"
+    else:
+        verdict = "fail"
     return {"metric": metric, "split": "val", "value": value, "reference_value": ref, "retention": kept,
-            "min_retention": min_retention, "passed": bool(passed)}
+            "retention_ci": ci, "min_retention": min_retention, "verdict": verdict, "passed": verdict == "pass"}
+
+
+def gate_intervals(n: int, metrics_on: MetricsOn, reference: str, names: Sequence[str], metric: str,
+                   lower_is_better: bool, resamples: int = 1000, seed: int = 0) -> dict[str, list[float] | None]:
+    """{artifact: 95% interval of its retention of `metric`} from one paired bootstrap over the n validation
+    examples: metrics_on(indices) gives every artifact's metrics (the reference's too) on the same resample."""
+    iv = paired_bootstrap(n, metrics_on, teacher=reference, compared=[metric],
+                          lower_is_better=[metric] if lower_is_better else [], resamples=resamples, seed=seed,
+                          split="validation")
+    return {name: iv["retention"].get(name, {}).get(metric) for name in names}
 
 
 def decision_parity(probs: np.ndarray, reference: np.ndarray, threshold: float | None,

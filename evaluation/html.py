@@ -120,7 +120,8 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     header, rows = gate_rows(r)
     if rows:
         out.append("<h2>Release gates</h2><div class='sub'>every export against the unquantized student on the "
-                   "validation split; a failed one is kept out of bundles.</div>" + _table(header, rows))
+                   "validation split; a failed one is kept out of bundles, an inconclusive one (too few validation "
+                   "examples to tell) goes in only when named.</div>" + _table(header, rows))
     header, rows = breakdown_rows(r.get("breakdown"))
     if rows:
         out.append("<h2>Accuracy per group</h2>" + _table(header, rows))

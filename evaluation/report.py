@@ -12,7 +12,7 @@ from typing import Any
 
 from sdk.rundir import atomic_write_text
 
-SCHEMA_VERSION = "1.3"  # 1.3: release gates (artifacts[].gate, gates)
+SCHEMA_VERSION = "1.4"  # 1.3: release gates (artifacts[].gate, gates); 1.4: gate verdict, retention_ci, n
 SPEED_KEY = {"decision": "decisions_per_s", "generation": "tokens_per_s"}
 SPEED_LABEL = {"decision": "decisions/s (batch 1)", "generation": "tokens/s (batch 1)"}
 
@@ -101,12 +101,19 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
                          "teacher is not the ceiling on this data; distillation is worth it only where the LLM "
                          "adds what the baseline cannot (free-text fields, explanations, one model for many tasks).")
     gates = {a["name"]: a["gate"] for a in artifacts if a.get("gate")}
-    failed = [n for n, g in gates.items() if not g["passed"]]
+    failed = [n for n, g in gates.items() if gate_verdict(g) == "fail"]
+    unsure = [n for n, g in gates.items() if gate_verdict(g) == "inconclusive"]
     warnings = list(warnings or [])
     if failed:
         g0 = gates[failed[0]]
         warnings.append(f"release gate failed for {', '.join(failed)}: {g0['metric']} on validation below "
                         f"{g0['min_retention']:.0%} of the unquantized student's; kept out of bundles")
+    if unsure:
+        g0 = gates[unsure[0]]
+        warnings.append(f"release gate inconclusive for {', '.join(unsure)}: {g0['metric']} on validation is below "
+                        f"{g0['min_retention']:.0%} of the unquantized student's, but on {g0.get('n', '?')} examples "
+                        "the paired interval of the retention still reaches the floor; judge them by the test "
+                        "figures or gate on a larger validation split (data.n_val). Bundled only when named.")
     report = {
         "schema_version": SCHEMA_VERSION,
         "template": template,
@@ -199,6 +206,11 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def gate_verdict(g: dict[str, Any]) -> str:
+    """pass / fail / inconclusive (reports written before gates had three verdicts: pass / fail)."""
+    return g.get("verdict") or ("pass" if g["passed"] else "fail")
+
+
 def gate_rows(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The release gates as a table: every export against the unquantized student on validation."""
     gates = r.get("gates") or {}
@@ -207,9 +219,16 @@ def gate_rows(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     any_gate = next(iter(gates.values()))
     metric = any_gate["metric"]
     parity_keys = list(any_gate.get("parity", {}))
-    header = ["artifact", "gate", f"{metric} (val)", "student-torch", "retention", "floor", *parity_keys]
-    rows = [[name, "pass" if g["passed"] else "FAILED", _fmt(g["value"]), _fmt(g["reference_value"]),
-             "-" if g["retention"] is None else f"{g['retention']:.3f}", f"{g['min_retention']:.2f}",
+    header = ["artifact", "gate", f"{metric} (val)", "student-torch", "retention [95%]", "floor", "n",
+              *parity_keys]
+    shown = {"pass": "pass", "fail": "FAILED", "inconclusive": "inconclusive"}
+
+    def kept(g: dict[str, Any]) -> str:
+        ci = g.get("retention_ci")
+        return ("-" if g["retention"] is None else f"{g['retention']:.3f}") + (
+            f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    rows = [[name, shown[gate_verdict(g)], _fmt(g["value"]), _fmt(g["reference_value"]), kept(g),
+             f"{g['min_retention']:.2f}", str(g.get("n", "-")),
              *(_fmt(g.get("parity", {}).get(k)) for k in parity_keys)] for name, g in gates.items()]
     return header, rows
 

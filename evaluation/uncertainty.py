@@ -23,7 +23,7 @@ MetricsOn = Callable[[np.ndarray], dict[str, dict[str, float]]]
 
 def paired_bootstrap(n: int, metrics_on: MetricsOn, *, teacher: str, compared: Iterable[str],
                      lower_is_better: Iterable[str], resamples: int = 1000, level: float = 0.95,
-                     seed: int = 0, progress: str | None = None) -> dict:
+                     seed: int = 0, progress: str | None = None, split: str = "test") -> dict:
     """{"level", "resamples", "method", "metrics": {artifact: {metric: [lo, hi]}},
     "retention": {student: {metric: [lo, hi]}}}; a metric undefined in some resamples (e.g. ROC-AUC
     without a positive) gets its interval from the resamples where it is defined."""
@@ -50,7 +50,7 @@ def paired_bootstrap(n: int, metrics_on: MetricsOn, *, teacher: str, compared: I
             for k, v in retention(per[teacher], m, compared, lower).items():
                 r.setdefault(k, []).append(np.nan if v is None else float(v))
     tail = 100 * (1 - level) / 2
-    return {"level": level, "resamples": resamples, "method": "paired percentile bootstrap over test examples",
+    return {"level": level, "resamples": resamples, "method": f"paired percentile bootstrap over {split} examples",
             "metrics": {a: {k: _interval(v, tail) for k, v in d.items()} for a, d in draws.items()},
             "retention": {a: {k: _interval(v, tail) for k, v in d.items()} for a, d in ratios.items()}}
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import typer
 
+from evaluation.report import gate_verdict
 from sdk.errors import DistillError
 
 RUNTIME_PACKAGES = {"gguf": "llama_cpp_python", "onnx": "onnxruntime"}
@@ -54,14 +55,21 @@ def choose_artifacts(entries: list[dict[str, Any]], names: list[str] | None) -> 
         if gate is None:
             raise DistillError(f"artifact {e['name']!r} has no release gate result (a run evaluated before gates "
                                "existed): run `distill run` again to evaluate it")
-        if not gate["passed"] and names:
+        verdict = gate_verdict(gate)
+        if verdict == "fail" and names:
             raise DistillError(f"artifact {e['name']!r} failed its release gate: {gate['metric']} on validation "
                                f"{gate['value']:.4f} vs the student's {gate['reference_value']:.4f} "
                                f"(below {gate['min_retention']:.0%}); it is kept out of bundles")
-    chosen = [e for e in chosen if e["gate"]["passed"]]
+        if verdict == "inconclusive" and names:
+            print(f"[distill] warning: {e['name']}: release gate inconclusive ({gate['metric']} on validation "
+                  f"{gate['value']:.4f} vs the student's {gate['reference_value']:.4f} on {gate.get('n', '?')} "
+                  "examples); bundled because it was named, and the model card says so")
+    # named: passed and inconclusive ones; by default only those that passed
+    shippable = {"pass", "inconclusive"} if names else {"pass"}
+    chosen = [e for e in chosen if gate_verdict(e["gate"]) in shippable]
     if not chosen:
         raise DistillError("no artifact of this run passed its release gate: nothing to bundle (see the report's "
-                           "Release gates)")
+                           "Release gates; an inconclusive one can be named with --artifact)")
     return chosen
 
 
@@ -217,7 +225,7 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> st
         g = a["gate"]
         kept = "-" if g["retention"] is None else f"{g['retention']:.3f}"
         lines.append(f"| {name} | {cell(hm)} | {cell(pm)} | {a['size_bytes'] / 1e6:.1f} | {a['latency_ms']['p50']:.1f} "
-                     f"| {a['latency_ms']['p99']:.1f} | {a['threads']} | passed: {g['metric']} {g['value']:.3f} vs "
+                     f"| {a['latency_ms']['p99']:.1f} | {a['threads']} | {gate_verdict(g)}: {g['metric']} {g['value']:.3f} vs "
                      f"student {g['reference_value']:.3f} (x{kept}) |")
     teacher = next((a for a in report.get("artifacts", []) if a.get("role") == "teacher"), None)
     if teacher:

@@ -20,7 +20,7 @@ def run_dir(fraud_tiny_run):
 
 def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
-    assert r["schema_version"] == "1.3" and r["template"] == "fraud"
+    assert r["schema_version"] == "1.4" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
     qad_arts = {"student-cont-torch", "student-cont-gguf-Q4_K_M", "student-cont-gguf-Q2_K",
                 "student-qad-Q4_K_M-gguf-Q4_K_M", "student-qad-Q2_K-gguf-Q2_K"}
@@ -62,6 +62,8 @@ def test_report_json_contract(run_dir):
     assert onnx_gate["passed"] and onnx_gate["parity"]["max_abs_prob_diff"] < 1e-4
     for g in r["gates"].values():
         assert g["reference"] == "student-torch" and g["split"] == "val" and g["min_retention"] == 0.95
+        assert g["verdict"] in {"pass", "fail", "inconclusive"} and g["passed"] == (g["verdict"] == "pass")
+        assert g["n"] == r["data"]["n_val"] and (g["retention_ci"] is None or len(g["retention_ci"]) == 2)
         assert g["reference_value"] == arts["student-torch"]["val_metrics"]["roc_auc"]
         assert 0 <= g["parity"]["decision_agreement"] <= 1 and g["parity"]["max_abs_prob_diff"] >= 0
     t, s = arts["teacher-torch"]["metrics"]["roc_auc"], arts["student-gguf-Q8_0"]["metrics"]["roc_auc"]

@@ -35,6 +35,7 @@ def test_code_report_contract(run_dir):
     assert set(r["gates"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M"}
     for g in r["gates"].values():
         assert g["metric"] == "pass@1" and g["split"] == "val" and 0 <= g["parity"]["identical_completions"] <= 1
+        assert g["verdict"] in {"pass", "fail", "inconclusive"} and g["n"] == r["data"]["n_val"]
         assert g["reference_value"] == arts["student-torch"]["val_metrics"]["pass@1"]
     # the embedded teacher solves some easy problems: retention is defined
     assert arts["teacher-torch"]["metrics"]["pass@1"] > 0

@@ -160,7 +160,7 @@ def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: d
     """Each exported student artifact against the unquantized student on the validation split (evaluation.gates):
     entry["gate"] holds the verdict and the parity figures. The comparison twin (sequence KD) is not shipped
     and not gated."""
-    from evaluation.gates import decision_parity, generation_parity, release_gate
+    from evaluation.gates import decision_parity, gate_intervals, generation_parity, release_gate
     from evaluation.harness import evaluate_validation
 
     t, run_dir = ctx.template, ctx.run
@@ -179,9 +179,14 @@ def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: d
             label_ids=run_dir.task().get("label_ids"), val_rows=parts["val"].to_dict("records"), greedy=greedy)
     floor = ctx.config.export.gate.min_retention
     metric = t.primary_metric
+    lower = metric in t.lower_is_better
+    intervals = gate_intervals(*_validation_metrics_on(ctx, exported, ref_metrics, details, ref_details),
+                               reference="student-torch", names=[x["name"] for x in exported], metric=metric,
+                               lower_is_better=lower, seed=ctx.config.seed)
     for x in exported:
-        gate = release_gate(x["val_metrics"], ref_metrics, metric, metric in t.lower_is_better, floor)
+        gate = release_gate(x["val_metrics"], ref_metrics, metric, lower, floor, intervals[x["name"]])
         gate["reference"] = "student-torch"
+        gate["n"] = len(run_dir.prompts()["val"])
         d = details[x["name"]]
         if t.task == "decision":
             gate["parity"] = decision_parity(d["probs_val"], ref_details["probs_val"], x["val_metrics"].get("threshold"),
@@ -189,6 +194,35 @@ def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: d
         else:
             gate["parity"] = generation_parity([v["text"] for v in d["val"]], [v["text"] for v in ref_details["val"]])
         x["gate"] = gate
+
+
+def _validation_metrics_on(ctx: Context, exported: list[dict], ref_metrics: dict, details: dict[str, dict],
+                           ref_details: dict):
+    """(n, metrics_on) for the gates' paired bootstrap: every gated artifact's metrics and the reference's,
+    recomputed by the template on the same resample of the validation split (thresholds as chosen there)."""
+    import numpy as np
+
+    t, o = ctx.template, ctx.options
+    val = ctx.run.splits()["val"]
+    names = [x["name"] for x in exported]
+    if t.task == "decision":
+        y = val["label"].to_numpy()
+        probs = {"student-torch": np.asarray(ref_details["probs_val"]),
+                 **{n: np.asarray(details[n]["probs_val"]) for n in names}}
+        thr = {"student-torch": ref_metrics.get("threshold"),
+               **{x["name"]: x["val_metrics"].get("threshold") for x in exported}}
+
+        def metrics_on(idx):
+            return {n: t.metrics(y[idx], p[idx], thr[n], o) for n, p in probs.items()}
+    else:
+        rows = val.to_dict("records")
+        passed = {"student-torch": [bool(v["passed"]) for v in ref_details["val"]],
+                  **{n: [bool(v["passed"]) for v in details[n]["val"]] for n in names}}
+
+        def metrics_on(idx):
+            sub = [rows[i] for i in idx]
+            return {n: t.metrics(sub, [p[i] for i in idx], None, o) for n, p in passed.items()}
+    return len(val), metrics_on
 
 
 def load_details(run: RunDir, names: list[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from evaluation.gates import decision_parity, generation_parity, release_gate
+from evaluation.gates import decision_parity, gate_intervals, generation_parity, release_gate
 
 
 def test_gate_retention_both_directions_and_a_zero_reference():
@@ -39,6 +39,36 @@ def _flip_tensor(path, name: str) -> None:
     tensor = next(t for t in reader.tensors if t.name == name)
     tensor.data[...] = -tensor.data
     reader.data.flush()
+
+
+def _pass_at_1(passes: dict[str, np.ndarray]):
+    """metrics_on for gate_intervals: pass@1 of each artifact on the resampled problems."""
+    return lambda idx: {n: {"pass@1": float(p[idx].mean())} for n, p in passes.items()}
+
+
+def test_one_problem_in_ten_is_inconclusive_and_a_real_loss_on_many_fails():
+    ref = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+    lost_one = ref.copy()
+    lost_one[0] = False  # 0.5 vs 0.6: retention 0.83, but one problem of ten
+    iv = gate_intervals(10, _pass_at_1({"student-torch": ref, "q4": lost_one}), "student-torch", ["q4"],
+                        "pass@1", False)
+    lo, hi = iv["q4"]
+    assert lo < 0.83 < hi and hi >= 0.95
+    gate = release_gate({"pass@1": 0.5}, {"pass@1": 0.6}, "pass@1", False, 0.95, iv["q4"])
+    assert gate["verdict"] == "inconclusive" and not gate["passed"] and gate["retention_ci"] == [lo, hi]
+    # the same share lost on 200 problems (20 of 120): the interval lies below the floor
+    rng = np.random.default_rng(0)
+    ref = rng.random(200) < 0.6
+    worse = ref.copy()
+    worse[np.flatnonzero(ref)[:20]] = False
+    iv = gate_intervals(200, _pass_at_1({"student-torch": ref, "int4": worse}), "student-torch", ["int4"],
+                        "pass@1", False)
+    assert iv["int4"][1] < 0.95
+    gate = release_gate({"pass@1": worse.mean()}, {"pass@1": ref.mean()}, "pass@1", False, 0.95, iv["int4"])
+    assert gate["verdict"] == "fail"
+    # a pass needs no interval; without one, a retention under the floor is a plain fail
+    assert release_gate({"pass@1": 0.6}, {"pass@1": 0.6}, "pass@1", False, 0.95, [0.8, 1.2])["verdict"] == "pass"
+    assert release_gate({"pass@1": 0.5}, {"pass@1": 0.6}, "pass@1", False, 0.95)["verdict"] == "fail"
 
 
 def test_gate_catches_a_corrupted_tensor(fraud_tiny_run, tmp_path):

@@ -44,7 +44,7 @@ def test_report_summary_and_markdown(tmp_path):
     assert s["size_vs_teacher_f16"] == pytest.approx(300 / 2000)
     assert r["retention"]["student-gguf-Q4_K_M"]["recall"] == pytest.approx(0.95)
     paths = write_report(r, tmp_path)
-    assert json.loads(paths["json"].read_text())["schema_version"] == "1.3"
+    assert json.loads(paths["json"].read_text())["schema_version"] == "1.4"
     md = paths["md"].read_text()
     assert "| student-gguf-Q4_K_M | 6.00x | 15.0% | 94.4% | 94.4% |" in md
     assert to_markdown(r) == md

@@ -104,3 +104,8 @@ def test_failed_gates_stay_out():
         choose_artifacts(entries, ["student-onnx-int4"])
     with pytest.raises(DistillError, match="no artifact of this run passed"):
         choose_artifacts([entry("student-onnx-int4", False)], None)
+    # inconclusive (too few validation examples to tell): out by default, in when named
+    unsure = entry("student-gguf-Q4_K_M", False)
+    unsure["gate"]["verdict"] = "inconclusive"
+    assert [e["name"] for e in choose_artifacts([*entries, unsure], None)] == ["student-onnx-int8"]
+    assert [e["name"] for e in choose_artifacts([*entries, unsure], ["student-gguf-Q4_K_M"])] == ["student-gguf-Q4_K_M"]
