@@ -172,7 +172,8 @@ def quantize_int8(folder: str | Path, out_dir: str | Path, keep_float: Sequence[
     """A copy of an exported folder whose graphs have dynamic INT8 MatMuls (onnxruntime.quantization):
     weights per output channel with reduce_range (7-bit: without it, u8 x s8 products saturate on CPUs
     without VNNI and quality drops; docs/notes/issue8-onnx-quantization-research.md), activations quantised
-    per batch at run time; MatMuls of the `keep_float` modules stay fp32 (the output head)."""
+    per batch at run time (one scale per tensor: W8A8); MatMuls of the `keep_float` modules stay fp32 (the
+    output head)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def rewrite(src: Path, dst: Path, kept: list[str]) -> None:
@@ -183,20 +184,40 @@ def quantize_int8(folder: str | Path, out_dir: str | Path, keep_float: Sequence[
 
 
 def quantize_int4(folder: str | Path, out_dir: str | Path, block_size: int = 32,
-                  keep_float: Sequence[str] = ("lm_head",), accuracy_level: int | None = None) -> Path:
+                  keep_float: Sequence[str] = ("lm_head",), accuracy_level: int | None = None,
+                  eight_bit: Sequence[str] = ()) -> Path:
     """A copy of an exported folder with 4-bit weight-only MatMuls (W4A16: onnxruntime's MatMulNBits,
     asymmetric blocks of `block_size` along the input dimension); the `keep_float` modules stay fp32: a
-    4-bit head is a known cause of degraded output (onnxruntime#24384). accuracy_level None computes in
-    fp32; 4 (int8 activations) is faster on CPU but flips argmaxes on some models (onnxruntime#29849)."""
+    4-bit head is a known cause of degraded output (onnxruntime#24384). The `eight_bit` modules (e.g.
+    down_proj, v_proj: what llama.cpp's Q4_K_M keeps at 6 bits) get 8-bit blocks instead. accuracy_level
+    None computes in fp32; 4 (int8 activations) is faster on CPU but flips argmaxes on some models
+    (onnxruntime#29849)."""
+    return quantize_weight_only(folder, out_dir, bits=4, block_size=block_size, keep_float=keep_float,
+                                accuracy_level=accuracy_level, eight_bit=eight_bit)
+
+
+def quantize_weight_only(folder: str | Path, out_dir: str | Path, bits: int, block_size: int = 32,
+                         keep_float: Sequence[str] = ("lm_head",), accuracy_level: int | None = None,
+                         eight_bit: Sequence[str] = ()) -> Path:
+    """MatMulNBits graphs: `bits`-bit weights in blocks (asymmetric at 4 bits, symmetric at 8), activations in
+    float (W4A16 / W8A16); modules matching `eight_bit` at 8 bits whatever `bits` is."""
     import onnx
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     def rewrite(src: Path, dst: Path, kept: list[str]) -> None:
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=False,
-                                         accuracy_level=accuracy_level, nodes_to_exclude=kept,
-                                         quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",))
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+        model = onnx.load(str(src))
+        passes = [(bits, kept)]
+        wider = {n for scope in eight_bit for n in nodes_in_scope(model, scope)} if bits != 8 else set()
+        if wider:  # 8-bit blocks first; nodes_to_include adds to the op types, so the rest is excluded
+            rest = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in wider]
+            passes.insert(0, (8, [*kept, *rest]))
+        for b, excluded in passes:
+            quantizer = MatMulNBitsQuantizer(model, bits=b, block_size=block_size, is_symmetric=b == 8,
+                                             accuracy_level=accuracy_level, nodes_to_exclude=excluded,
+                                             quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            model = quantizer.model.model
+        onnx.save(model, str(dst))
 
     return _rewrite_graphs(folder, out_dir, keep_float, rewrite)

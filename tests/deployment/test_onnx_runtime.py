@@ -110,3 +110,31 @@ def test_int4_folder_uses_matmulnbits_and_still_generates(tiny_llama, onnx_folde
     assert 0 < diff < 0.3  # 4-bit weights of a random model: a worst case, still near
     gen = int4.generate_one(seqs[0], GenerationParams(max_new_tokens=8))
     assert 1 <= len(gen.token_ids) <= 8 or gen.finish == "stop"
+
+
+def test_weight_only_8_bit_and_mixed_4_bit_graphs(tiny_llama, onnx_folder, tmp_path):
+    import onnx
+
+    from deployment.onnx_export import nodes_in_scope, quantize_int4, quantize_weight_only
+    from deployment.runtimes.onnx_runtime import OnnxRuntime
+
+    def bits(folder):
+        graph = onnx.load(str(folder / "generation.onnx"))
+        return graph, {n.name: next(a.i for a in n.attribute if a.name == "bits")
+                       for n in graph.graph.node if n.op_type == "MatMulNBits"}
+
+    w8 = quantize_weight_only(onnx_folder, tmp_path / "w8", bits=8)
+    graph, by_node = bits(w8)
+    assert by_node and set(by_node.values()) == {8} and not set(nodes_in_scope(graph, "lm_head")) & set(by_node)
+    mixed = quantize_int4(onnx_folder, tmp_path / "w4-mixed", eight_bit=["down_proj"])
+    graph, by_node = bits(mixed)
+    # a quantized node keeps its fp32 name with a _Q<bits> suffix (the module path was in the fp32 node's metadata)
+    down = {n + "_Q8" for n in nodes_in_scope(onnx.load(str(onnx_folder / "generation.onnx")), "down_proj")}
+    assert down and all(by_node[n] == 8 for n in down)
+    assert all(b == 4 for n, b in by_node.items() if n not in down) and len(by_node) > len(down)
+    fp32, int8, int4 = OnnxRuntime(str(onnx_folder)), OnnxRuntime(str(w8)), OnnxRuntime(str(mixed))
+    seqs = [fp32.tok(t)["input_ids"] for t in ["def add(a, b):", "yes no yes", "account device store"]]
+    labels = [fp32.tok.encode(" no")[0], fp32.tok.encode(" yes")[0]]
+    ref = fp32.score(seqs, labels)
+    # 8-bit weights move this random model's probabilities less than mostly-4-bit ones (0.005 vs 0.017 here)
+    assert 0 < np.abs(int8.score(seqs, labels) - ref).max() < 0.5 * np.abs(int4.score(seqs, labels) - ref).max()
