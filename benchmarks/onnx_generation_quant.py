@@ -9,10 +9,11 @@ benchmarks/.onnx-quant/<run name>/<recipe>; each graph generates greedy completi
 Per recipe: folder MB, pass@1, problems passed only by fp32 / only by the recipe, completions identical to
 fp32's, decode tokens/s at batch 1 (3 prompts) and batched.
 
-Recipes: dynamic INT8 (W8A8: what the exporter wrote for int8 until now; tuned on the fraud student), the same
-with down_proj in fp32 (the layer with the largest activation outliers), weight-only 8-bit MatMulNBits (W8A16)
-with fp32 and with int8 compute (accuracy_level 4), 4-bit MatMulNBits (W4A16) and 4-bit with down_proj and
-v_proj at 8 bits (what llama.cpp's Q4_K_M does with 6 bits). The output head stays fp32 in all.
+Recipes: dynamic INT8 (the exporter's int8-dynamic: per-channel weights, one activation scale per tensor; tuned
+on the fraud student), the same with down_proj in fp32 (the layer with the largest activation outliers), 8-bit
+MatMulNBits (the exporter's int8: blocks of 32, int8 activations per block), 4-bit MatMulNBits (W4A16) with fp32
+or int8 compute (accuracy_level 4), 4-bit with down_proj and v_proj at 8 bits (the exporter's int4; what
+llama.cpp's Q4_K_M does with 6 bits), and onnxruntime's HQQ 4-bit. The output head stays fp32 in all.
 
 Last line: <recipe>_vs_fp32_pass1=<pass@1 ratio> for each recipe (the baseline: fp32 ONNX, same problems).
 """
@@ -37,11 +38,14 @@ def recipes():
     return {
         "int8-dynamic": lambda f, o: quantize_int8(f, o, keep_float=head),
         "int8-dynamic-fp32-down": lambda f, o: quantize_int8(f, o, keep_float=[*head, "down_proj"]),
-        "w8": lambda f, o: quantize_weight_only(f, o, bits=8, block_size=32, keep_float=head),
-        "w8-acc4": lambda f, o: quantize_weight_only(f, o, bits=8, block_size=32, keep_float=head, accuracy_level=4),
+        "int8-blocks": lambda f, o: quantize_weight_only(f, o, bits=8, block_size=32, keep_float=head),
         "w4": lambda f, o: quantize_int4(f, o, block_size=32, keep_float=head),
+        "w4-acc4": lambda f, o: quantize_int4(f, o, block_size=32, keep_float=head, accuracy_level=4),
         "w4-8bit-down-v": lambda f, o: quantize_int4(f, o, block_size=32, keep_float=head,
                                                      eight_bit=["down_proj", "v_proj"]),
+        "w4-8bit-down-v-acc4": lambda f, o: quantize_int4(f, o, block_size=32, keep_float=head, accuracy_level=4,
+                                                          eight_bit=["down_proj", "v_proj"]),
+        "w4-hqq": lambda f, o: quantize_weight_only(f, o, bits=4, block_size=32, keep_float=head, algorithm="hqq"),
     }
 
 
@@ -56,9 +60,16 @@ def main() -> None:
     from deployment.exporters import folder_bytes
     from deployment.onnx_export import export_folder
     from evaluation.harness import run_worker
-    from sdk.scoring import load_run
+    from sdk import config as cfgmod
+    from sdk.registry import get_template
+    from sdk.rundir import RunDir
 
-    run = load_run(args.run)
+    # the run only needs its student exported (the evaluate stage may still be running)
+    source = str(Path(args.run) / "config.yaml")
+    config = cfgmod.validate_config(cfgmod.load_yaml(source), source=source)
+    options = cfgmod.template_options(config, source)
+    run = argparse.Namespace(run=RunDir(Path(args.run)), config=config, options=options,
+                             template=get_template(config.template, options))
     if run.template.task != "generation":
         sys.exit(f"{args.run}: a {run.template.task} run; this benchmark is for generation students")
     out = ROOT / "benchmarks" / ".onnx-quant" / Path(args.run).resolve().name

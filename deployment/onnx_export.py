@@ -198,12 +198,16 @@ def quantize_int4(folder: str | Path, out_dir: str | Path, block_size: int = 32,
 
 def quantize_weight_only(folder: str | Path, out_dir: str | Path, bits: int, block_size: int = 32,
                          keep_float: Sequence[str] = ("lm_head",), accuracy_level: int | None = None,
-                         eight_bit: Sequence[str] = ()) -> Path:
-    """MatMulNBits graphs: `bits`-bit weights in blocks (asymmetric at 4 bits, symmetric at 8), activations in
-    float (W4A16 / W8A16); modules matching `eight_bit` at 8 bits whatever `bits` is."""
+                         eight_bit: Sequence[str] = (), algorithm: str = "rtn") -> Path:
+    """MatMulNBits graphs: `bits`-bit weights in blocks (asymmetric at 4 bits, symmetric at 8); modules matching
+    `eight_bit` at 8 bits whatever `bits` is. accuracy_level is the 4-bit nodes' compute type (None: fp32
+    activations, W4A16); 8-bit nodes always get 4 (int8 activations per block, llama.cpp's Q8_0 x Q8_0):
+    onnxruntime's CPU kernels for 8-bit weights with fp32 compute dequantize the weights at every call (code
+    student: 1.4 against 20.6 tokens/s). algorithm: "rtn" (round to nearest) or "hqq" (half-quadratic,
+    onnxruntime's HQQ; it generated nothing but broken programs on the code student: pass@1 0.000)."""
     import onnx
     from onnxruntime.quantization import QuantFormat
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     def rewrite(src: Path, dst: Path, kept: list[str]) -> None:
         model = onnx.load(str(src))
@@ -213,9 +217,12 @@ def quantize_weight_only(folder: str | Path, out_dir: str | Path, bits: int, blo
             rest = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in wider]
             passes.insert(0, (8, [*kept, *rest]))
         for b, excluded in passes:
+            algo = (HQQWeightOnlyQuantConfig(block_size=block_size, bits=b, op_types_to_quantize=("MatMul",))
+                    if algorithm == "hqq" and b == bits else None)
             quantizer = MatMulNBitsQuantizer(model, bits=b, block_size=block_size, is_symmetric=b == 8,
-                                             accuracy_level=accuracy_level, nodes_to_exclude=excluded,
-                                             quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",))
+                                             accuracy_level=4 if b == 8 else accuracy_level, nodes_to_exclude=excluded,
+                                             quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",),
+                                             algo_config=algo)
             quantizer.process()
             model = quantizer.model.model
         onnx.save(model, str(dst))
