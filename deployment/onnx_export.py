@@ -213,6 +213,10 @@ def quantize_weight_only(folder: str | Path, out_dir: str | Path, bits: int, blo
         model = onnx.load(str(src))
         passes = [(bits, kept)]
         wider = {n for scope in eight_bit for n in nodes_in_scope(model, scope)} if bits != 8 else set()
+        if eight_bit and bits != 8 and not wider:
+            import warnings
+
+            warnings.warn(f"{src.name}: no MatMul in the modules {list(eight_bit)} (int4_eight_bit); all at {bits} bits")
         if wider:  # 8-bit blocks first; nodes_to_include adds to the op types, so the rest is excluded
             rest = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in wider]
             passes.insert(0, (8, [*kept, *rest]))

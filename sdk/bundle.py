@@ -10,7 +10,7 @@
       MODEL_CARD.md   intended use, data, metrics with intervals, latency, hardware, gates: from the report
       requirements.txt, SHA256SUMS
 
-Only artifacts that passed their release gate go in; every claim the bundle makes is checked while it is
+Only artifacts that passed their release gate go in (an inconclusive one when named with --artifact); every claim the bundle makes is checked while it is
 written: prompt.py reproduces the SDK's prompts and the tokenizer the run's token ids on the test rows, and the
 bundle's decision rule the template's decisions on the evaluation's test probabilities.
 """

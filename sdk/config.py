@@ -346,7 +346,9 @@ class GateConfig(_Model):
     min_retention: float = Field(0.95, gt=0, description="Release gate: an exported artifact passes when its "
                                  "primary metric on the validation split is at least this fraction of the "
                                  "unquantized student's (the inverse ratio for a lower-is-better metric); one "
-                                 "that fails is marked in the report and kept out of bundles.")
+                                 "shown to keep less (its paired interval on validation wholly below the floor) "
+                                 "fails: marked in the report and kept out of bundles; one below the floor on too "
+                                 "few examples to tell is inconclusive (bundled only when named).")
 
 
 class ExportConfig(_Model):

@@ -72,10 +72,20 @@ class FinishedRun:
     @property
     def default_artifact(self) -> str:
         """The smallest evaluated GGUF of the main student that passed its release gate (the most compressed
-        quant): what one deploys."""
-        for pick in (lambda e: e["role"] == "student" and e["format"] == "gguf" and not e.get("variant")
-                     and (e.get("gate") or {}).get("passed", True),
-                     lambda e: e["role"] == "student"):
+        quant): what one deploys; else the smallest export that passed, else the unquantized student, else
+        the smallest student artifact whose gate did not fail."""
+        from evaluation.report import gate_verdict
+
+        def main_student(e: dict[str, Any]) -> bool:
+            return e["role"] == "student" and not e.get("variant")
+
+        def verdict(e: dict[str, Any]) -> str:
+            return gate_verdict(e["gate"]) if e.get("gate") else "pass"
+
+        for pick in (lambda e: main_student(e) and e["format"] == "gguf" and verdict(e) == "pass",
+                     lambda e: main_student(e) and e.get("gate") and verdict(e) == "pass",
+                     lambda e: e["name"] == "student-torch",
+                     lambda e: e["role"] == "student" and verdict(e) != "fail"):
             found = [e for e in self.entries if pick(e)]
             if found:
                 return min(found, key=lambda e: e["size_bytes"])["name"]

@@ -99,6 +99,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     from deployment.runtimes import TEXT_FORMATS
     from evaluation.harness import evaluate_decision, evaluate_generation
+    from evaluation.report import gate_verdict
 
     c, t, run_dir = ctx.config, ctx.template, ctx.run
     parts, ids, texts = run_dir.splits(), run_dir.prompts(), run_dir.prompt_texts()
@@ -151,9 +152,12 @@ def run(ctx: Context) -> dict[str, Any]:
             np.savez(work / f"{name}.details.npz", **base_details)
             entries.append(entry)
     run_dir.write_json("evaluation/artifacts.json", entries)
-    failed = [x["name"] for x in entries if x.get("gate") and not x["gate"]["passed"]]
+    verdicts = {x["name"]: gate_verdict(x["gate"]) for x in entries if x.get("gate")}
+    failed = [n for n, v in verdicts.items() if v == "fail"]
+    unsure = [n for n, v in verdicts.items() if v == "inconclusive"]
     return {"note": f"{len(entries)} artifacts on {len(ids['test'])} test prompts"
-                    + (f"; release gate FAILED: {', '.join(failed)}" if failed else "")}
+                    + (f"; release gate FAILED: {', '.join(failed)}" if failed else "")
+                    + (f"; release gate inconclusive: {', '.join(unsure)}" if unsure else "")}
 
 
 def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: dict[str, Any]) -> None:
@@ -180,13 +184,13 @@ def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: d
     floor = ctx.config.export.gate.min_retention
     metric = t.primary_metric
     lower = metric in t.lower_is_better
-    intervals = gate_intervals(*_validation_metrics_on(ctx, exported, ref_metrics, details, ref_details),
-                               reference="student-torch", names=[x["name"] for x in exported], metric=metric,
-                               lower_is_better=lower, seed=ctx.config.seed)
+    n_val, metrics_on = _validation_metrics_on(ctx, exported, ref_metrics, details, ref_details)
+    intervals = gate_intervals(n_val, metrics_on, reference="student-torch", names=[x["name"] for x in exported],
+                               metric=metric, lower_is_better=lower, seed=ctx.config.seed)
     for x in exported:
         gate = release_gate(x["val_metrics"], ref_metrics, metric, lower, floor, intervals[x["name"]])
         gate["reference"] = "student-torch"
-        gate["n"] = len(run_dir.prompts()["val"])
+        gate["n"] = n_val
         d = details[x["name"]]
         if t.task == "decision":
             gate["parity"] = decision_parity(d["probs_val"], ref_details["probs_val"], x["val_metrics"].get("threshold"),
