@@ -76,6 +76,8 @@ def test_report_json_contract(run_dir):
         lo, hi = r["intervals"]["metrics"][a["name"]]["recall"]
         assert lo <= a["metrics"]["recall"] <= hi
     assert any("positive examples in the test split" in w for w in r["warnings"])
+    for name, g in r["gates"].items():  # a gate that did not pass is named in the report's warnings
+        assert g["verdict"] == "pass" or any(name in w and "release gate" in w for w in r["warnings"]), name
 
 
 def test_report_html_shows_every_artifact_in_chromium(run_dir, tmp_path):

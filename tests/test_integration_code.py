@@ -49,6 +49,10 @@ def test_code_report_contract(run_dir):
     assert "Teacher completions (rejection sampling)" in md and "tokens/s (batch 1)" in md
     # 6 problems: the report says the figures are noise-level and gives intervals
     assert any("test problems" in w for w in r["warnings"])
+    # 4 validation problems cannot vouch for a file; a gate that did not pass is named in the warnings too
+    assert any("release gates decided on only 4 validation problems" in w for w in r["warnings"])
+    for name, g in r["gates"].items():
+        assert g["verdict"] == "pass" or any(name in w and "release gate" in w for w in r["warnings"]), name
     lo, hi = r["intervals"]["metrics"]["teacher-torch"]["pass@1"]
     assert lo <= arts["teacher-torch"]["metrics"]["pass@1"] <= hi and (run_dir / "report.html").is_file()
 

@@ -18,6 +18,7 @@ from sdk.stages import Context
 MIN_TEST_POSITIVES = 30
 MIN_VAL_POSITIVES = 15
 MIN_TEST_PROBLEMS = 100
+MIN_GATE_PROBLEMS = 30  # a generation gate on fewer validation problems passes files that lose a fifth on test
 WIDE_RETENTION_CI = 0.2  # a retention interval wider than this cannot tell the student from the teacher
 
 
@@ -60,7 +61,7 @@ def run(ctx: Context) -> dict[str, Any]:
     if t.task == "decision" and hasattr(t, "breakdown"):  # e.g. accuracy per answer type
         report["breakdown"] = t.breakdown(parts["test"], {n: np.asarray(d["probs_test"]) for n, d in details.items()},
                                           {e["name"]: e["metrics"].get("threshold") for e in entries})
-    report["warnings"] = _warnings(report)
+    report["warnings"] = report["warnings"] + _warnings(report)  # after build_report's own (the gates')
     for w in report["warnings"]:
         print(f"[distill] warning: {w}")
     t.plot(report, details, parts["test"], run_dir.path("report.png"))
@@ -118,6 +119,13 @@ def _warnings(r: dict[str, Any]) -> list[str]:
     elif d["n_test"] < MIN_TEST_PROBLEMS:
         out.append(f"only {d['n_test']} test problems (fewer than {MIN_TEST_PROBLEMS}): each one moves pass@1 by "
                    f"{1 / d['n_test']:.1%}; differences of a few points between artifacts are noise.")
+    gated = [g for g in (r.get("gates") or {}).values() if g.get("n") is not None]
+    if r["task"] == "generation" and gated and min(g["n"] for g in gated) < MIN_GATE_PROBLEMS:
+        n = min(g["n"] for g in gated)
+        out.append(f"the release gates decided on only {n} validation problems (fewer than {MIN_GATE_PROBLEMS}): "
+                   "a pass there does not show that a file keeps the student's quality (on the code student, "
+                   "dynamic INT8 passed on 10 problems and lost a fifth of pass@1 on 200); compare the test "
+                   "figures, or raise data.n_val.")
     hm = r["headline_metric"]
     for name, s in r["summary"].items():
         ci = s.get("headline_retention_ci")
