@@ -216,7 +216,8 @@ def quantize_weight_only(folder: str | Path, out_dir: str | Path, bits: int, blo
         if eight_bit and bits != 8 and not wider:
             import warnings
 
-            warnings.warn(f"{src.name}: no MatMul in the modules {list(eight_bit)} (int4_eight_bit); all at {bits} bits")
+            warnings.warn(f"{src.name}: no MatMul in the modules {list(eight_bit)} (int4_eight_bit); "
+                          f"all at {bits} bits")
         if wider:  # 8-bit blocks first; nodes_to_include adds to the op types, so the rest is excluded
             rest = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in wider]
             passes.insert(0, (8, [*kept, *rest]))
@@ -224,7 +225,8 @@ def quantize_weight_only(folder: str | Path, out_dir: str | Path, bits: int, blo
             algo = (HQQWeightOnlyQuantConfig(block_size=block_size, bits=b, op_types_to_quantize=("MatMul",))
                     if algorithm == "hqq" and b == bits else None)
             quantizer = MatMulNBitsQuantizer(model, bits=b, block_size=block_size, is_symmetric=b == 8,
-                                             accuracy_level=4 if b == 8 else accuracy_level, nodes_to_exclude=excluded,
+                                             accuracy_level=4 if b == 8 else accuracy_level,
+                                             nodes_to_exclude=excluded,
                                              quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",),
                                              algo_config=algo)
             quantizer.process()

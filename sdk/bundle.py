@@ -10,9 +10,10 @@
       MODEL_CARD.md   intended use, data, metrics with intervals, latency, hardware, gates: from the report
       requirements.txt, SHA256SUMS
 
-Only artifacts that passed their release gate go in (an inconclusive one when named with --artifact); every claim the bundle makes is checked while it is
-written: prompt.py reproduces the SDK's prompts and the tokenizer the run's token ids on the test rows, and the
-bundle's decision rule the template's decisions on the evaluation's test probabilities.
+Only artifacts that passed their release gate go in (an inconclusive one when named with --artifact); every
+claim the bundle makes is checked while it is written: prompt.py reproduces the SDK's prompts and the tokenizer
+the run's token ids on the test rows, and the bundle's decision rule the template's decisions on the
+evaluation's test probabilities.
 """
 
 from __future__ import annotations
@@ -225,8 +226,8 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> st
         g = a["gate"]
         kept = "-" if g["retention"] is None else f"{g['retention']:.3f}"
         lines.append(f"| {name} | {cell(hm)} | {cell(pm)} | {a['size_bytes'] / 1e6:.1f} | {a['latency_ms']['p50']:.1f} "
-                     f"| {a['latency_ms']['p99']:.1f} | {a['threads']} | {gate_verdict(g)}: {g['metric']} {g['value']:.3f} vs "
-                     f"student {g['reference_value']:.3f} (x{kept}) |")
+                     f"| {a['latency_ms']['p99']:.1f} | {a['threads']} | {gate_verdict(g)}: {g['metric']} "
+                     f"{g['value']:.3f} vs student {g['reference_value']:.3f} (x{kept}) |")
     teacher = next((a for a in report.get("artifacts", []) if a.get("role") == "teacher"), None)
     if teacher:
         lines += ["", f"Teacher ({teacher['name']}): {hm} {teacher['metrics'].get(hm, float('nan')):.3f}."]

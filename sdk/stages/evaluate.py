@@ -134,7 +134,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 val_seqs=prompts["val"] if gated else None)
             (work / f"{art.name}.details.json").write_text(json.dumps(details[art.name]))
         entries.append(entry)
-    _gate(ctx, entries, details, greedy)
+    _gate(ctx, entries, details, greedy, parts["val"])
     if t.task == "decision" and hasattr(t, "baselines"):
         from evaluation.harness import evaluate_baseline
         from sdk.stages.data import table_spec
@@ -160,7 +160,7 @@ def run(ctx: Context) -> dict[str, Any]:
                     + (f"; release gate inconclusive: {', '.join(unsure)}" if unsure else "")}
 
 
-def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: dict[str, Any]) -> None:
+def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: dict[str, Any], val) -> None:
     """Each exported student artifact against the unquantized student on the validation split (evaluation.gates):
     entry["gate"] holds the verdict and the parity figures. The comparison twin (sequence KD) is not shipped
     and not gated."""
@@ -176,15 +176,14 @@ def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: d
         ref_metrics, ref_details = ref["val_metrics"], details["student-torch"]
     else:  # not evaluated in full (evaluation.student_torch: false): on the validation split only
         print("[distill] evaluating student-torch on the validation split (release gates' reference)")
-        parts = run_dir.splits()
         ref_metrics, ref_details = evaluate_validation(
             reference(ctx), t, ctx.options, work_dir=run_dir.path("evaluation"), val_seqs=run_dir.prompts()["val"],
-            y_val=parts["val"]["label"].to_numpy() if t.task == "decision" else None,
-            label_ids=run_dir.task().get("label_ids"), val_rows=parts["val"].to_dict("records"), greedy=greedy)
+            y_val=val["label"].to_numpy() if t.task == "decision" else None,
+            label_ids=run_dir.task().get("label_ids"), val_rows=val.to_dict("records"), greedy=greedy)
     floor = ctx.config.export.gate.min_retention
     metric = t.primary_metric
     lower = metric in t.lower_is_better
-    n_val, metrics_on = _validation_metrics_on(ctx, exported, ref_metrics, details, ref_details)
+    n_val, metrics_on = _validation_metrics_on(ctx, val, exported, ref_metrics, details, ref_details)
     intervals = gate_intervals(n_val, metrics_on, reference="student-torch", names=[x["name"] for x in exported],
                                metric=metric, lower_is_better=lower, seed=ctx.config.seed)
     for x in exported:
@@ -200,14 +199,13 @@ def _gate(ctx: Context, entries: list[dict], details: dict[str, dict], greedy: d
         x["gate"] = gate
 
 
-def _validation_metrics_on(ctx: Context, exported: list[dict], ref_metrics: dict, details: dict[str, dict],
+def _validation_metrics_on(ctx: Context, val, exported: list[dict], ref_metrics: dict, details: dict[str, dict],
                            ref_details: dict):
     """(n, metrics_on) for the gates' paired bootstrap: every gated artifact's metrics and the reference's,
     recomputed by the template on the same resample of the validation split (thresholds as chosen there)."""
     import numpy as np
 
     t, o = ctx.template, ctx.options
-    val = ctx.run.splits()["val"]
     names = [x["name"] for x in exported]
     if t.task == "decision":
         y = val["label"].to_numpy()

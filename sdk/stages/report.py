@@ -119,9 +119,8 @@ def _warnings(r: dict[str, Any]) -> list[str]:
     elif d["n_test"] < MIN_TEST_PROBLEMS:
         out.append(f"only {d['n_test']} test problems (fewer than {MIN_TEST_PROBLEMS}): each one moves pass@1 by "
                    f"{1 / d['n_test']:.1%}; differences of a few points between artifacts are noise.")
-    gated = [g for g in (r.get("gates") or {}).values() if g.get("n") is not None]
-    if r["task"] == "generation" and gated and min(g["n"] for g in gated) < MIN_GATE_PROBLEMS:
-        n = min(g["n"] for g in gated)
+    n = min((g["n"] for g in (r.get("gates") or {}).values() if g.get("n") is not None), default=None)
+    if r["task"] == "generation" and n is not None and n < MIN_GATE_PROBLEMS:
         out.append(f"the release gates decided on only {n} validation problems (fewer than {MIN_GATE_PROBLEMS}): "
                    "a pass there does not show that a file keeps the student's quality (on the code student, "
                    "dynamic INT8 passed on 10 problems and lost a fifth of pass@1 on 200); compare the test "
