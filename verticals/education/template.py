@@ -13,8 +13,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
+from evaluation.metrics import confusion, macro_f1, quadratic_kappa
 from sdk.errors import DistillError
 from verticals.education.answers import (CORRECT_TYPES, ERROR_TYPES, RUBRIC_MAX, applicable, reference_text,
                                         student_answer, words)
@@ -162,15 +162,16 @@ class EducationTemplate:
         y = np.asarray(y_true).astype(int)
         n_labels = np.asarray(probs).shape[1]
         pred = self.decide(probs, threshold, options)
-        labels = list(range(n_labels))
         top = n_labels - 1  # full marks ("correct" for binary grading)
         full_pred, full_true = pred == top, y == top
+        # computed 1,000 times per artifact by the report's bootstrap: numpy, equal to scikit-learn's
+        cm = confusion(y, pred, n_labels)
         return {
-            "accuracy": float(accuracy_score(y, pred)) if len(y) else float("nan"),
-            "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+            "accuracy": float(np.mean(y == pred)) if len(y) else float("nan"),
+            "macro_f1": macro_f1(cm),
             # quadratic weights: a grade two points off costs four times one point off (equals Cohen's kappa
-            # for two labels)
-            "kappa": _kappa(y, pred, labels),
+            # for two labels); undefined when one grade is all there is
+            "kappa": quadratic_kappa(cm) if len(np.unique(np.concatenate([y, pred]))) > 1 else float("nan"),
             # the errors a school weighs differently: full marks for a wrong answer, or none for a right one
             "false_accept_rate": float(np.sum(full_pred & ~full_true) / max(np.sum(~full_true), 1)),
             "false_reject_rate": float(np.sum(~full_pred & full_true) / max(np.sum(full_true), 1)),
@@ -215,12 +216,6 @@ class EducationTemplate:
 
     def preset_path(self, preset: str) -> Path:
         return _HERE / f"{preset}.yaml"
-
-
-def _kappa(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> float:
-    if len(np.unique(np.concatenate([y, pred]))) < 2:
-        return float("nan")  # undefined when one grade is all there is
-    return float(cohen_kappa_score(y, pred, labels=labels, weights="quadratic"))
 
 
 def parse_label(value: Any, options: EducationOptions) -> int:
