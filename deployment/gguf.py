@@ -5,7 +5,7 @@ convert_hf_to_gguf.py for LlamaModel and Qwen2Model (the converter itself needs 
 is not a dependency). Files are written under a temporary name and renamed when complete.
 
 `rewrite_metadata` sets key-value metadata of a finished file (e.g. `distill.*` keys once the evaluation
-has chosen a threshold), copying its tensors unchanged, as gguf-py's gguf_new_metadata script does.
+has chosen a threshold), copying its tensors unchanged (deployment/gguf_header.py).
 """
 
 from __future__ import annotations
@@ -210,51 +210,20 @@ def _value_type(key: str, value: Any):
 
 def read_metadata(path: Path, prefix: str = "") -> dict[str, Any]:
     """Scalar and array key-values of a GGUF file whose key starts with `prefix` (arrays as lists)."""
-    import gguf
+    from deployment.gguf_header import read_metadata as read
 
-    reader = gguf.GGUFReader(path, "r")
-    return {name: field.contents() for name, field in reader.fields.items()
-            if name.startswith(prefix) and not name.startswith("GGUF.")}
+    return read(path, prefix)
 
 
 def rewrite_metadata(path: Path, set_keys: Mapping[str, Any], remove: Sequence[str] = ()) -> Path:
-    """Set (or replace) key-values of a GGUF file and drop the keys in `remove`, in place and atomically:
-    a copy with the new metadata and the same tensor bytes is written beside it, then renamed over it."""
-    import gguf
+    """Set (or replace) key-values of a GGUF file and drop the keys in `remove`, in place and atomically: a copy
+    with the new metadata and the same tensor bytes is written beside it, then renamed over it."""
+    from deployment.gguf_header import GgufFile, rewrite
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    reader = gguf.GGUFReader(path, "r")
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
-    if arch is None:
-        raise DistillError(f"{path}: not a model GGUF (no {gguf.Keys.General.ARCHITECTURE})")
-    try:
-        w = gguf.GGUFWriter(tmp, arch=arch.contents(), endianess=reader.endianess)
-        alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
-        if alignment is not None:
-            w.data_alignment = alignment.contents()
-        for field in reader.fields.values():
-            # virtual GGUF.* fields and the architecture are written by GGUFWriter itself
-            if (field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF.")
-                    or field.name in set_keys or field.name in remove):
-                continue
-            vtype = field.types[0]
-            sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            w.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
-        for key, value in set_keys.items():
-            w.add_key_value(key, value, _value_type(key, value))
-        for t in reader.tensors:
-            w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        for t in reader.tensors:
-            w.write_tensor_data(t.data, tensor_endianess=reader.endianess)
-        w.close()
-        os.replace(tmp, path)  # POSIX: the reader's memory map keeps the old file's data until it is dropped
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with GgufFile(path) as g:
+        if "general.architecture" not in g.header.kv:
+            raise DistillError(f"{path}: not a model GGUF (no general.architecture)")
+    return rewrite(path, set_keys, remove)
 
 
 def quantize(src: Path, dst: Path, qtype: str, threads: int | None = None) -> Path:

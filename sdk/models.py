@@ -61,10 +61,9 @@ def _embedded_gguf(spec: str) -> Path:
 
 
 def _gguf_pre_tokenizer(gguf_path: Path) -> str | None:
-    from gguf import GGUFReader
+    from deployment.gguf_header import read_metadata
 
-    field = GGUFReader(gguf_path).fields.get("tokenizer.ggml.pre")
-    return None if field is None else bytes(field.parts[field.data[0]]).decode()
+    return read_metadata(gguf_path, "tokenizer.ggml.pre").get("tokenizer.ggml.pre")
 
 
 def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:

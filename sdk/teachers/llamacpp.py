@@ -91,13 +91,14 @@ class LlamaCppTeacher:
         return rows, got["vocab"]
 
     def artifact(self):
-        from gguf import GGUFReader
+        import math
 
+        from deployment.gguf_header import GgufFile
         from evaluation.harness import Artifact
 
         c = self.ctx.config
-        reader = GGUFReader(self.path)
-        params = int(sum(int(t.n_elements) for t in reader.tensors))
+        with GgufFile(self.path) as g:
+            params = sum(math.prod(dims) for _, dims, _ in g.tensors)
         size = self.path.stat().st_size
         longest = max(len(p) for split in self.ctx.run.prompts().values() for p in split)
         extra = c.evaluation.max_new_tokens if self.ctx.template.task == "generation" else 0

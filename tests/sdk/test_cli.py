@@ -140,7 +140,10 @@ def test_ctrl_c_exits_130_with_a_hint_and_keeps_only_finished_stages(tmp_path, t
     p = _project(tmp_path, teacher__model=str(tiny_llama))
     proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "run", str(p), "--out", str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # a suite started in the background (nohup, `&`) ignores SIGINT, and a child inherits
+                            # that: Python then installs no KeyboardInterrupt handler and every press is lost
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:  # interrupt once the data stage has finished, while the teacher adapts
         if "[distill] adapt: running" in line:
             break
