@@ -50,7 +50,7 @@ def _embedded_gguf(spec: str) -> Path:
         package = importlib.import_module(module)
         out = cache_dir() / "gguf" / package.MODEL_NAME
         if not out.is_file():
-            tmp = out.with_name(out.name + ".tmp")
+            tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # concurrent runs assemble apart
             package.assemble(tmp, overwrite=True)
             os.replace(tmp, out)
         return out
@@ -80,7 +80,12 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
         tok.save_pretrained(tmp)
         meta = {"source_gguf": gguf_path.name, "gguf_pre_tokenizer": _gguf_pre_tokenizer(gguf_path)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not (out_dir / "config.json").is_file():
+                raise
+            # another process (a second run, a parallel test worker) converted the same file first: same bytes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

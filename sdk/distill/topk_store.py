@@ -63,7 +63,7 @@ class TopKStore:
         arrays = {"logprobs": logprobs, "ids": ids.astype(ids_dtype(vocab)), "offsets": offsets}
         meta = {"format": FORMAT, "k": str(k), "vocab_size": str(vocab), "rows": str(len(rows))}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two runs writing the same store write apart
         save_file(arrays, str(tmp), metadata=meta)
         os.replace(tmp, path)
         return cls(logprobs, arrays["ids"], offsets, vocab, path)
