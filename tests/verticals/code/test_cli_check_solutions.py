@@ -1,4 +1,5 @@
-"""`distill check-solutions` end to end, as a subprocess of the installed CLI."""
+"""`distill check-solutions` end to end: once as a subprocess of the installed CLI, the other cases through
+the same app in this process."""
 
 from __future__ import annotations
 
@@ -15,9 +16,23 @@ from verticals.code.problems import humaneval_path, read_problems
 REPO = Path(__file__).resolve().parents[3]
 
 
-def check_solutions(*args: str) -> subprocess.CompletedProcess:
+def check_solutions_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sdk.cli", "check-solutions", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def check_solutions(*args: str) -> subprocess.CompletedProcess:
+    """The command in this process (the programs still run in the sandbox's own processes): a fresh
+    interpreter costs ~4 s of imports here, which the canonical-solutions test alone pays."""
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    args = ["check-solutions", *map(str, args)]
+    out = CliRunner().invoke(app, args)
+    if out.exception is not None and not isinstance(out.exception, SystemExit):
+        raise out.exception
+    return subprocess.CompletedProcess(args, out.exit_code, out.stdout, out.stderr)
 
 
 def pass_at_1(stdout: str) -> str:
@@ -34,7 +49,7 @@ def write_completions(path: Path, pairs: list[tuple[str, str]]) -> Path:
 def test_canonical_solutions_pass_all_164(tmp_path):
     out = tmp_path / "results.jsonl"
     started = time.monotonic()
-    proc = check_solutions(humaneval_path(), "--out", out, "--workers", 2)
+    proc = check_solutions_process(humaneval_path(), "--out", out, "--workers", 2)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     assert pass_at_1(proc.stdout) == "pass@1 = 1.0000"
