@@ -59,15 +59,30 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
     # The worker runs alone (this process only waits for it), so llama.cpp keeps OpenMP's default wait policy:
     # PASSIVE made its 2 threads sleep between the many small ops of each decoded token, 3x slower here
     # (12-layer student, Q4_K_M: 60 vs 187 tokens/s). The policy in force is recorded with the figures.
-    env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "evaluation.worker", str(job_path), str(out_path)], env=env)
-    if proc.returncode != 0 or not out_path.is_file():
-        raise RuntimeError(f"running {name} failed (exit {proc.returncode}); job: {job_path}")
+    exit_code = _start_worker(job["format"], job_path.resolve(), out_path.resolve())
+    if exit_code != 0 or not out_path.is_file():
+        raise RuntimeError(f"running {name} failed (exit {exit_code}); job: {job_path}")
     result = json.loads(out_path.read_text())
     result["job_key"] = key
     atomic_write_text(out_path, json.dumps(result))
     job_path.unlink(missing_ok=True)  # prompts can be large; the result is what is kept
     return result
+
+
+# Formats whose worker imports torch and transformers: ~9 s of each such worker's time on 2 cores (transformers
+# 5 indexes all its model files at import). Their workers are forked from a zygote (evaluation.zygote) that
+# imported those once; see there why peak RSS and threads stay the artifact's own. Other runtimes keep a fresh
+# interpreter: a llama.cpp or onnxruntime process must not carry torch's pages in its RSS.
+FORKED_FORMATS = frozenset({"torch"})
+
+
+def _start_worker(fmt: str, job_path: Path, out_path: Path) -> int:
+    """Run evaluation.worker on the job in a process of its own; its exit code."""
+    if fmt in FORKED_FORMATS and hasattr(os, "fork"):
+        from evaluation.zygote import run_forked
+
+        return run_forked(job_path, out_path)
+    return subprocess.run([sys.executable, "-m", "evaluation.worker", str(job_path), str(out_path)]).returncode
 
 
 def _prompt(p):
