@@ -9,22 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.cli import run_cli
 from verticals.fraud import FraudTemplate
 
 
 def distill(*args) -> subprocess.CompletedProcess:
-    """The CLI app in this process (typer's runner: the same commands, exit codes and stderr), as a completed
-    process. A fresh interpreter costs ~5 s of imports here; the tests of the process itself (`--version`
-    as installed) uses `distill_process`, the Ctrl-C test its own process."""
-    from typer.testing import CliRunner
-
-    from sdk.cli import app
-
-    args = [str(a) for a in args]
-    out = CliRunner().invoke(app, args)
-    if out.exception is not None and not isinstance(out.exception, SystemExit):
-        raise out.exception  # a crash is a failure of the test, with its traceback, not an exit code
-    return subprocess.CompletedProcess(["distill", *args], out.exit_code, out.stdout, out.stderr)
+    return run_cli(*args)  # in this process; `--version` as installed uses distill_process, Ctrl-C its own
 
 
 def distill_process(*args) -> subprocess.CompletedProcess:

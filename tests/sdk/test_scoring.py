@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from sdk.errors import DistillError
+from tests.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docs" / "score_with_llama_cpp.py"
-CLI = [sys.executable, "-m", "sdk.cli"]
 
 
 # ---- fast: a run folder written by hand
@@ -218,8 +218,7 @@ def test_predict_reproduces_the_evaluation(tiny_run, artifact):
 def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
     test = pd.read_parquet(tiny_run / "data" / "test.parquet")
     test.to_csv(tmp_path / "new.csv", index=False)
-    out = subprocess.run([*CLI, "score", tiny_run, tmp_path / "new.csv", "--out", tmp_path / "scored.csv"],
-                         capture_output=True, text=True)
+    out = run_cli("score", tiny_run, tmp_path / "new.csv", "--out", tmp_path / "scored.csv")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "student-gguf-Q4_K_M" in out.stdout and "default" in out.stderr
     scored = pd.read_csv(tmp_path / "scored.csv")
@@ -234,8 +233,8 @@ def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(load_run(tiny_run).read(tmp_path / "new.csv.gz"), pd.read_csv(tmp_path / "new.csv"))
 
     test.to_json(tmp_path / "new.jsonl", orient="records", lines=True)
-    out = subprocess.run([*CLI, "score", tiny_run, tmp_path / "new.jsonl", "--artifact", "student-gguf-Q8_0",
-                          "--out", tmp_path / "scored.jsonl"], capture_output=True, text=True)
+    out = run_cli("score", tiny_run, tmp_path / "new.jsonl", "--artifact", "student-gguf-Q8_0",
+                  "--out", tmp_path / "scored.jsonl")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     probs, entry = _evaluated(tiny_run, "student-gguf-Q8_0")
@@ -247,8 +246,7 @@ def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
 def test_score_command_refuses_a_missing_column(tiny_run, tmp_path):
     test = pd.read_parquet(tiny_run / "data" / "test.parquet").drop(columns=["velocity_1h"])
     test.to_csv(tmp_path / "bad.csv", index=False)
-    out = subprocess.run([*CLI, "score", tiny_run, tmp_path / "bad.csv", "--out", tmp_path / "scored.csv"],
-                         capture_output=True, text=True)
+    out = run_cli("score", tiny_run, tmp_path / "bad.csv", "--out", tmp_path / "scored.csv")
     assert out.returncode == 2
     assert out.stderr.startswith("error:") and "velocity_1h" in out.stderr and "bad.csv" in out.stderr
     assert not (tmp_path / "scored.csv").exists()

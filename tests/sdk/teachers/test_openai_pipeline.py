@@ -12,6 +12,7 @@ import pytest
 from sdk import config as cfgmod
 from sdk.errors import DistillError
 from sdk.project import Project
+from tests.cli import run_cli
 from tests.sdk.teachers.fake_openai import FakeOpenAI
 
 SECRET = "sk-pipeline-secret-7f3a9c-NEVER-ON-DISK"
@@ -78,9 +79,8 @@ def test_an_api_teacher_without_a_local_model_is_a_clear_error():
         cfgmod.validate_config(raw)
 
 
-def _annotate(project_yaml, *extra, env=None):
-    return subprocess.run([sys.executable, "-m", "sdk.cli", "annotate", str(project_yaml), *extra],
-                          capture_output=True, text=True, env=env)
+def _annotate(project_yaml, *extra):
+    return run_cli("annotate", project_yaml, *extra)  # in this process (the fake server is a thread of it)
 
 
 def test_annotate_cli_killed_mid_run_resumes_without_paying_twice(tiny_llama, tmp_path, isolated_cache):
@@ -97,7 +97,7 @@ def test_annotate_cli_killed_mid_run_resumes_without_paying_twice(tiny_llama, tm
         project.write_text(yaml.safe_dump(openai_config(server.base_url, tiny_llama, concurrency=1,
                                                         prices={"input_per_million": 0.5,
                                                                 "output_per_million": 2.0})))
-        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"), env=env)
+        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"))
         assert dry.returncode == 0, dry.stderr
         assert "48 requests to send, 0 answers already cached" in dry.stdout and len(server.log) == 0
         proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "annotate", str(project), "--out",
@@ -107,7 +107,7 @@ def test_annotate_cli_killed_mid_run_resumes_without_paying_twice(tiny_llama, tm
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         before = len(server.log)
-        done = _annotate(project, "--out", str(tmp_path / "run"), env=env)
+        done = _annotate(project, "--out", str(tmp_path / "run"))
         assert done.returncode == 0, done.stderr
         # the resumed run asked only for what was missing: answers committed before the kill came from the cache
         ok_before = sum(1 for r in server.log[:before] if r["outcome"] == "ok")
@@ -115,9 +115,9 @@ def test_annotate_cli_killed_mid_run_resumes_without_paying_twice(tiny_llama, tm
         outcomes = server.outcomes()
         assert len(outcomes) == 48 and all(v.count("ok") == 1 for v in outcomes.values())
         assert sum(v.count("hang") for v in outcomes.values()) == 1
-        again = _annotate(project, "--out", str(tmp_path / "run"), env=env)
+        again = _annotate(project, "--out", str(tmp_path / "run"))
         assert "annotate: up to date; teacher calls: 0" in again.stdout and len(server.log) == len(server.log)
-        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"), env=env)
+        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"))
         assert "0 requests to send, 48 answers already cached" in dry.stdout
     for f in [*tmp_path.rglob("*")]:
         if f.is_file():

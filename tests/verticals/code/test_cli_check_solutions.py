@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from verticals.code.problems import humaneval_path, read_problems
 
 REPO = Path(__file__).resolve().parents[3]
@@ -22,17 +23,7 @@ def check_solutions_process(*args: str) -> subprocess.CompletedProcess:
 
 
 def check_solutions(*args: str) -> subprocess.CompletedProcess:
-    """The command in this process (the programs still run in the sandbox's own processes): a fresh
-    interpreter costs ~4 s of imports here, which the canonical-solutions test alone pays."""
-    from typer.testing import CliRunner
-
-    from sdk.cli import app
-
-    args = ["check-solutions", *map(str, args)]
-    out = CliRunner().invoke(app, args)
-    if out.exception is not None and not isinstance(out.exception, SystemExit):
-        raise out.exception
-    return subprocess.CompletedProcess(args, out.exit_code, out.stdout, out.stderr)
+    return run_cli("check-solutions", *args)  # in this process; the programs still run in the sandbox's
 
 
 def pass_at_1(stdout: str) -> str:

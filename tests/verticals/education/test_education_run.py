@@ -5,14 +5,11 @@ students, accuracy per answer type; a malformed records file is refused at init 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import yaml
 
+from tests.cli import run_cli
 from verticals.education.template import EducationOptions, EducationTemplate
-
-CLI = [sys.executable, "-m", "sdk.cli"]
 
 
 def _records(path, n: int, seed: int = 5):
@@ -28,16 +25,15 @@ def _records(path, n: int, seed: int = 5):
 
 def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     data = _records(tmp_path / "records.jsonl", 120)
-    out = subprocess.run([*CLI, "init", "education", tmp_path / "p", "--preset", "tiny", "--data", data,
-                          "--set", "evaluation.student_torch=false"], capture_output=True, text=True)
+    out = run_cli("init", "education", tmp_path / "p", "--preset", "tiny", "--data", data,
+                  "--set", "evaluation.student_torch=false")
     assert out.returncode == 0, out.stderr
     # the suite's time: the teacher unadapted (adaptation is covered by fraud's run)
     project = tmp_path / "p" / "project.yaml"
     cfg = yaml.safe_load(project.read_text())
     cfg["teacher"]["adapt"]["enabled"] = False
     project.write_text(yaml.safe_dump(cfg))
-    run = subprocess.run([*CLI, "run", tmp_path / "p" / "project.yaml", "--out", tmp_path / "run"],
-                         capture_output=True, text=True)
+    run = run_cli("run", tmp_path / "p" / "project.yaml", "--out", tmp_path / "run")
     assert run.returncode == 0, run.stderr[-3000:]
     # the student keeps the teacher's bottom layer frozen and trains the layers above on its cached output
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -63,8 +59,7 @@ def test_init_refuses_malformed_records_naming_line_and_field(tmp_path):
     lines[3] = json.dumps({"question": "q", "reference": "4", "answer": "4", "label": "full marks"})
     lines[7] = "{oops"
     data.write_text("\n".join(lines) + "\n")
-    out = subprocess.run([*CLI, "init", "education", tmp_path / "p", "--preset", "tiny", "--data", data],
-                         capture_output=True, text=True)
+    out = run_cli("init", "education", tmp_path / "p", "--preset", "tiny", "--data", data)
     assert out.returncode == 2
     assert "line 4: field 'label': 'full marks' is not a rubric score 0..2" in out.stderr
     assert "line 8: not valid JSON" in out.stderr
