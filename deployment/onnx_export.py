@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from deployment.onnx_graph_io import kv_shape, past_names  # noqa: F401 - the graphs' names, re-exported
+
 
 class DecisionGraph(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
@@ -46,17 +48,6 @@ class GenerationStep(torch.nn.Module):
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits[:, -1, :], *present)
-
-
-def kv_shape(config) -> tuple[int, int, int]:
-    """(layers, key/value heads, head dim) of a llama-family config."""
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or heads, head_dim
-
-
-def past_names(n_layers: int) -> list[str]:
-    return [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
 
 
 def _quiet_op_registry() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deployment.onnx_graph_io import left_pad
 from deployment.runtimes.generation import Generation, GenerationParams, finish_generation
 
 
@@ -23,10 +24,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class OnnxRuntime:
     def __init__(self, model: str, threads: int | None = None, batch_size: int = 32,
                  providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider")):
-        import onnxruntime as ort
-        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+        # onnxruntime, tokenizers and the folder's JSON only: no torch or transformers in this process, whose
+        # time and memory are measured as an onnxruntime deployment's (as bundle_predict.py runs it)
+        import json
+        from types import SimpleNamespace
 
-        from deployment.onnx_export import kv_shape, past_names
+        import onnxruntime as ort
+
+        from deployment.onnx_graph_io import kv_shape, past_names
 
         folder = Path(model)
         dec, gen = folder / "decision.onnx", folder / "generation.onnx"
@@ -42,22 +47,21 @@ class OnnxRuntime:
         self.decision = ort.InferenceSession(str(dec), opts, providers=chosen) if dec.is_file() else None
         self.generation = ort.InferenceSession(str(gen), opts, providers=chosen) if gen.is_file() else None
         self.providers = (self.decision or self.generation).get_providers()
-        self.config = AutoConfig.from_pretrained(folder)
-        self.tok = AutoTokenizer.from_pretrained(folder)
+        self.config = SimpleNamespace(**json.loads((folder / "config.json").read_text()))
+        self.tok, specials = _folder_tokenizer(folder)
+        self.pad_id = specials.get("pad_token")
         self.batch_size = batch_size
-        eos = GenerationConfig.from_pretrained(folder).eos_token_id
-        self.eos_ids = sorted({i for i in ([self.tok.eos_token_id] + (eos if isinstance(eos, list) else [eos]))
+        gen_cfg = folder / "generation_config.json"
+        eos = json.loads(gen_cfg.read_text()).get("eos_token_id") if gen_cfg.is_file() else None
+        self.eos_ids = sorted({i for i in ([specials.get("eos_token")] + (eos if isinstance(eos, list) else [eos]))
                                if i is not None})
         self.n_layers, self.kv_heads, self.head_dim = kv_shape(self.config)
         self.past_names = past_names(self.n_layers)
 
     def score(self, seqs: Sequence[Sequence[int]], label_ids: Sequence[int]) -> np.ndarray:
-        from sdk.distill.batching import left_pad
-
         out = []
         for lo in range(0, len(seqs), self.batch_size):
-            batch = left_pad(seqs[lo: lo + self.batch_size], self.tok.pad_token_id or 0)
-            ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy()
+            ids, mask = left_pad(seqs[lo: lo + self.batch_size], self.pad_id or 0)
             if self.decision is not None:
                 logits = self.decision.run(None, {"input_ids": ids, "attention_mask": mask})[0]
             else:
@@ -94,8 +98,6 @@ class OnnxRuntime:
         return self._generate_batch([prompt], params)[0]
 
     def _generate_batch(self, prompts: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
-        from sdk.distill.batching import left_pad
-
         if self.generation is None:
             raise ValueError("this ONNX folder has no generation.onnx (exported for decisions only)")
         if not params.greedy:
@@ -103,9 +105,8 @@ class OnnxRuntime:
         if any(not p for p in prompts):
             raise ValueError("a prompt is empty: generation needs at least one prompt token")
         start = time.perf_counter()
-        batch = left_pad(prompts, self.tok.pad_token_id or 0)
-        mask = batch["attention_mask"].numpy()
-        feeds = self._prefill_feeds(batch["input_ids"].numpy(), mask)
+        ids, mask = left_pad(prompts, self.pad_id or 0)
+        feeds = self._prefill_feeds(ids, mask)
         positions = feeds["position_ids"][:, -1:]
         rows = len(prompts)
         new: list[list[int]] = [[] for _ in range(rows)]
@@ -136,3 +137,22 @@ class OnnxRuntime:
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)
+
+
+def _folder_tokenizer(folder: Path):
+    """The folder's tokenizer.json (the `tokenizers` library, which transformers' fast tokenizers wrap) and the
+    ids of its special tokens named in tokenizer_config.json (a name, or an {"content": ...} entry)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    specials = {}
+    for key in ("pad_token", "eos_token", "bos_token"):
+        value = cfg.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str) and tok.token_to_id(value) is not None:
+            specials[key] = tok.token_to_id(value)
+    return tok, specials

@@ -39,5 +39,5 @@ def test_onnx_exporter_writes_each_int_type_with_its_kernels(tiny_llama, tmp_pat
     assert float_matmuls(graphs["int8"]) == float_matmuls(graphs["int4"]) == float_matmuls(graphs["int8-dynamic"])
     for a in out:
         rt = OnnxRuntime(str(a.path))
-        gen = rt.generate_one(rt.tok("def add(a, b):")["input_ids"], GenerationParams(max_new_tokens=4))
+        gen = rt.generate_one(rt.tok.encode("def add(a, b):").ids, GenerationParams(max_new_tokens=4))
         assert gen.n_tokens >= 1 and a.size_bytes > 0

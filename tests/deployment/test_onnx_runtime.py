@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -61,6 +62,18 @@ def test_scores_and_greedy_completions_match_the_torch_runtime(tiny_llama, onnx_
         ort_rt.generate_one(seqs[0], GenerationParams(max_new_tokens=4, temperature=0.7))
 
 
+def test_the_runtime_process_holds_neither_torch_nor_transformers(tiny_llama, onnx_folder):
+    """Its time and memory are an onnxruntime deployment's: onnxruntime, tokenizers and numpy only."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from deployment.runtimes.onnx_runtime import OnnxRuntime; rt = OnnxRuntime(sys.argv[1]); "
+            "ids = rt.tok.encode('yes no').ids; rt.score([ids], [ids[0]]); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(onnx_folder)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
 def test_a_folder_without_the_graph_is_refused_naming_it(tmp_path):
     from deployment.runtimes.onnx_runtime import OnnxRuntime
 
@@ -82,7 +95,7 @@ def test_int8_folder_keeps_the_head_float_and_stays_close(tiny_llama, decision_f
     assert head and all(n.op_type == "MatMul" for n in graph.graph.node if n.name in head)  # the head is not
     assert (q / "decision.onnx").stat().st_size < (decision_folder / "decision.onnx").stat().st_size
     fp32, int8 = OnnxRuntime(str(decision_folder)), OnnxRuntime(str(q))
-    tok = fp32.tok
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
     seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no yes", "account device store"]]
     labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
     diff = np.abs(int8.score(seqs, labels) - fp32.score(seqs, labels)).max()
@@ -103,7 +116,7 @@ def test_int4_folder_uses_matmulnbits_and_still_generates(tiny_llama, onnx_folde
         head = nodes_in_scope(graph, "lm_head")
         assert head and all(n.op_type == "MatMul" for n in graph.graph.node if n.name in head)
     fp32, int4 = OnnxRuntime(str(onnx_folder)), OnnxRuntime(str(q))
-    tok = fp32.tok
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
     seqs = [tok(t)["input_ids"] for t in ["$120 grocery store 14h US. Fraud?", "yes no yes", "account device store"]]
     labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
     diff = np.abs(int4.score(seqs, labels) - fp32.score(seqs, labels)).max()
@@ -133,8 +146,9 @@ def test_weight_only_8_bit_and_mixed_4_bit_graphs(tiny_llama, onnx_folder, tmp_p
     assert down and all(by_node[n] == 8 for n in down)
     assert all(b == 4 for n, b in by_node.items() if n not in down) and len(by_node) > len(down)
     fp32, int8, int4 = OnnxRuntime(str(onnx_folder)), OnnxRuntime(str(w8)), OnnxRuntime(str(mixed))
-    seqs = [fp32.tok(t)["input_ids"] for t in ["def add(a, b):", "yes no yes", "account device store"]]
-    labels = [fp32.tok.encode(" no")[0], fp32.tok.encode(" yes")[0]]
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    seqs = [tok(t)["input_ids"] for t in ["def add(a, b):", "yes no yes", "account device store"]]
+    labels = [tok.encode(" no")[0], tok.encode(" yes")[0]]
     ref = fp32.score(seqs, labels)
     # both stay near fp32 on this random model (0.005-0.016 for 8-bit, 0.017 for mostly-4-bit, by CPU: the int8
     # activation kernels differ with VNNI/AMX); which of the two is closer depends on that kernel, so no order
