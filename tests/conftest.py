@@ -63,19 +63,19 @@ def _save_scaled(model, out_dir: Path, scale: float, fill_biases: bool) -> Path:
 def fraud_tiny_run(tmp_path_factory) -> Path:
     """The fraud template's `tiny` preset run once through the CLI (embedded teacher, every stage, with QAD
     twins), shared by the tests that only read a finished run; its stdout is kept beside it in `run.stdout`."""
-    import subprocess
-    import sys
-
     import yaml
 
+    from tests.cli import run_cli
+
     root = tmp_path_factory.mktemp("fraud-tiny")
-    cli = [sys.executable, "-m", "sdk.cli"]
-    assert subprocess.run([*cli, "init", "fraud", root, "--preset", "tiny"]).returncode == 0
+    assert run_cli("init", "fraud", root, "--preset", "tiny").returncode == 0
     # this shared run also has quantization-aware twins (sdk/stages/qad.py); the other runs of the preset do not
     cfg = yaml.safe_load((root / "project.yaml").read_text())
     cfg["distill"]["qad"] = {"types": ["Q4_K_M", "Q2_K"], "steps": 3}
     (root / "project.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
+    # the run in this process (the CLI app; tests/cli.py says why): `distill run` as a process of its own is
+    # tested on the finished run by tests/test_integration.py::test_rerun_skips_finished_stages
+    out = run_cli("run", root / "project.yaml", "--out", root / "run")
     assert out.returncode == 0, out.stderr[-3000:]
     (root / "run.stdout").write_text(out.stdout)
     return root / "run"

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.cli import run_cli
+
 pytestmark = pytest.mark.integration
 
 
@@ -217,8 +219,7 @@ def test_training_in_stages_continues_each_from_the_last(run_dir, tmp_path):
     (root / "project.yaml").write_text(yaml.safe_dump(project))
     copy = root / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
-    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", root / "project.yaml", "--out", copy, "--until",
-                          "distill"], capture_output=True, text=True, timeout=900)
+    out = run_cli("run", root / "project.yaml", "--out", copy, "--until", "distill")
     assert out.returncode == 0, out.stderr[-3000:]
     d = json.loads((copy / "manifest.json").read_text())["stages"]["distill"]
     (kd, task) = d["stages"]

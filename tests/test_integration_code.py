@@ -8,15 +8,18 @@ import sys
 
 import pytest
 
+from tests.cli import run_cli
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("code-tiny")
-    cli = [sys.executable, "-m", "sdk.cli"]
-    assert subprocess.run([*cli, "init", "code", root, "--preset", "tiny"]).returncode == 0
-    out = subprocess.run([*cli, "run", root / "project.yaml", "--out", root / "run"], capture_output=True, text=True)
+    assert run_cli("init", "code", root, "--preset", "tiny").returncode == 0
+    # the run in this process (the CLI app, as tests/cli.py says why); `distill run` as a process of its own is
+    # tested on the finished run by test_rerun_generates_nothing_again
+    out = run_cli("run", root / "project.yaml", "--out", root / "run")
     assert out.returncode == 0, out.stderr[-3000:]
     return root / "run"
 
@@ -134,8 +137,7 @@ def test_a_dpo_stage_aligns_on_verified_pairs(run_dir, tmp_path):
     (root / "project.yaml").write_text(yaml.safe_dump(project))
     copy = root / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*"))
-    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", root / "project.yaml", "--out", copy, "--until",
-                          "distill", "--keep-checkpoints"], capture_output=True, text=True, timeout=1200)
+    out = run_cli("run", root / "project.yaml", "--out", copy, "--until", "distill", "--keep-checkpoints")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "preference pairs from" in out.stdout
     kd, align = json.loads((copy / "manifest.json").read_text())["stages"]["distill"]["stages"]
@@ -158,14 +160,12 @@ def test_a_second_student_is_trained_from_the_signal_store_without_the_teacher(r
     project["student"] = {"layers": 3, "frozen_bottom": 1}
     project["distill"]["compare_sequence_kd"] = False
     (tmp_path / "project.yaml").write_text(yaml.safe_dump(project))
-    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", tmp_path / "project.yaml", "--out", tmp_path / "run",
-                          "--until", "distill"], capture_output=True, text=True, timeout=1200)
+    out = run_cli("run", tmp_path / "project.yaml", "--out", tmp_path / "run", "--until", "distill")
     assert out.returncode == 0, out.stderr[-3000:]
     ann = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["annotate"]
     assert ann["generated_now"] == 0 and ann["runtime_probe_tokens_per_s"] == {}
     assert ann["signals"]["path"] == first["path"] and ann["signals"]["rows_scored_by_teacher"] == 0
     assert ann["signals"]["rows_from_store"] == ann["training_examples"] > 0
     assert (tmp_path / "run" / "student" / "config.json").is_file()
-    inspect = subprocess.run([sys.executable, "-m", "sdk.cli", "signals", "inspect", first["path"]],
-                             capture_output=True, text=True)
+    inspect = run_cli("signals", "inspect", first["path"])
     assert inspect.returncode == 0 and "bytes/token" in inspect.stdout, inspect.stderr
