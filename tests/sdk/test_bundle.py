@@ -12,6 +12,7 @@ import pytest
 
 from sdk.bundle import choose_artifacts, write_bundle
 from sdk.errors import DistillError
+from tests.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,7 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
     from sdk.scoring import load_run
 
     out = tmp_path / "fraud-bundle"
-    cli = subprocess.run([sys.executable, "-m", "sdk.cli", "bundle", str(fraud_tiny_run), "--out", str(out)],
-                         capture_output=True, text=True)
+    cli = run_cli("bundle", fraud_tiny_run, "--out", out)
     assert cli.returncode == 0, cli.stderr
     manifest = json.loads((out / "bundle.json").read_text())
     assert set(manifest["artifacts"]) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-onnx-fp32"}
@@ -76,15 +76,14 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
 
 def test_bundle_as_tar_gz_and_bad_requests(fraud_tiny_run, tmp_path):
     out = tmp_path / "b.tar.gz"
-    cli = [sys.executable, "-m", "sdk.cli", "bundle", str(fraud_tiny_run)]
-    res = subprocess.run([*cli, "--out", str(out), "--artifact", "student-gguf-Q4_K_M"], capture_output=True, text=True)
+    res = run_cli("bundle", fraud_tiny_run, "--out", out, "--artifact", "student-gguf-Q4_K_M")
     assert res.returncode == 0, res.stderr
     with tarfile.open(out) as tar:
         names = tar.getnames()
     assert "b/models/student-Q4_K_M.gguf" in names and "b/predict.py" in names and "b/SHA256SUMS" in names
     assert "b/models/student-Q8_0.gguf" not in names
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*partial"))
-    res = subprocess.run([*cli, "--out", str(tmp_path / "x"), "--artifact", "nope"], capture_output=True, text=True)
+    res = run_cli("bundle", fraud_tiny_run, "--out", tmp_path / "x", "--artifact", "nope")
     assert res.returncode == 2 and "not evaluated" in res.stderr, res.stderr
     for bad, says in (("student-torch", "bundles hold"), ("baseline-logistic-regression", "baseline")):
         with pytest.raises(DistillError, match=says):
