@@ -19,6 +19,7 @@ import atexit
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +33,9 @@ PRELOAD = ("evaluation.worker", "deployment.runtimes.torch_runtime", "sdk.models
 def serve(reply_fd: int) -> None:
     from evaluation.perf import note_forked_from
 
+    # Ctrl-C reaches the whole process group: the zygote outlives it quietly (it ends when the caller does, as
+    # its stdin closes), while a worker gets Python's KeyboardInterrupt, as a fresh interpreter would
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in PRELOAD:
         importlib.import_module(name)
     replies = os.fdopen(reply_fd, "w")
@@ -43,6 +47,7 @@ def serve(reply_fd: int) -> None:
         if pid == 0:  # the worker
             code = 1
             try:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 note_forked_from(os.getppid())
                 os.chdir(req["cwd"])
                 os.environ.clear()

@@ -5,10 +5,12 @@ those the session actually runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -26,9 +28,6 @@ class OnnxRuntime:
                  providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider")):
         # onnxruntime, tokenizers and the folder's JSON only: no torch or transformers in this process, whose
         # time and memory are measured as an onnxruntime deployment's (as bundle_predict.py runs it)
-        import json
-        from types import SimpleNamespace
-
         import onnxruntime as ort
 
         from deployment.onnx_graph_io import kv_shape, past_names
@@ -142,15 +141,13 @@ class OnnxRuntime:
 def _folder_tokenizer(folder: Path):
     """The folder's tokenizer.json (the `tokenizers` library, which transformers' fast tokenizers wrap) and the
     ids of its special tokens named in tokenizer_config.json (a name, or an {"content": ...} entry)."""
-    import json
-
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     specials = {}
-    for key in ("pad_token", "eos_token", "bos_token"):
+    for key in ("pad_token", "eos_token"):
         value = cfg.get(key)
         value = value.get("content") if isinstance(value, dict) else value
         if isinstance(value, str) and tok.token_to_id(value) is not None:
