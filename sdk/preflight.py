@@ -75,7 +75,22 @@ def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
                           f"template {template.name!r} is a generation template (set teacher.adapt.enabled: false)")
     _check_data(cfg, template, options, hints.get("data.path", ""), f)
     _check_models(cfg, template, hints, f)
+    _check_llama_cpp(f)
     return f
+
+
+def _check_llama_cpp(f: Findings) -> None:
+    """A llama.cpp build that would segfault on quantized models (every run exports or teaches through GGUF
+    by default), found before any stage rather than as a worker dying without a message."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    from deployment.runtimes.llama_cpp_runtime import amx_problem
+
+    problem = amx_problem(llama_cpp.llama_print_system_info().decode(errors="replace"))
+    if problem:
+        f.problems.append(problem)
 
 
 def require_ready(cfg, source: str = "config") -> None:

@@ -15,6 +15,35 @@ from deployment.runtimes.generation import Generation, GenerationParams, finish_
 from sdk.errors import DistillError
 
 
+# Set to 1 to run a llama.cpp built with its AMX kernels anyway (on a machine where they were seen to work).
+ALLOW_AMX_ENV = "DISTILL_ALLOW_LLAMA_AMX"
+
+
+def amx_problem(system_info: str) -> str | None:
+    """Why a llama.cpp whose system info reads `system_info` must not be used here; None if it may.
+
+    A build made with -march=native on a Xeon since Sapphire Rapids has llama.cpp's AMX kernels, which segfault
+    in ggml_backend_amx_mul_mat on quantized models (ggml-org/llama.cpp#20824; on this project's machines every
+    Q8_0, Q4_K_M and Q4_1 file, llama-cpp-python 0.3.36), killing the process with no Python error. The Makefile
+    builds the wheel without them; this names the fix for an installation made otherwise."""
+    if "AMX_INT8 = 1" not in system_info or os.environ.get(ALLOW_AMX_ENV) == "1":
+        return None
+    return ("this llama-cpp-python was built with llama.cpp's AMX kernels, which crash on quantized models "
+            "(ggml-org/llama.cpp#20824). Rebuild it without them: CMAKE_ARGS=\"-DCMAKE_C_FLAGS='-mno-amx-tile "
+            "-mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'\" "
+            "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python (or `make install` on a new "
+            f".venv), or set {ALLOW_AMX_ENV}=1 where they are known to work")
+
+
+def check_build() -> None:
+    """Refuse, with the fix, a llama.cpp that would segfault on quantized models (see amx_problem)."""
+    import llama_cpp
+
+    problem = amx_problem(llama_cpp.llama_print_system_info().decode(errors="replace"))
+    if problem:
+        raise DistillError(problem)
+
+
 class LlamaCppRuntime:
     def __init__(self, model: str, threads: int | None = None, n_ctx: int = 512, logits_all: bool = False,
                  kv_f32: bool = False):
@@ -22,6 +51,7 @@ class LlamaCppRuntime:
         kv_f32: keep the KV cache in F32 instead of llama.cpp's default F16 (exact parity checks)."""
         from llama_cpp import Llama
 
+        check_build()
         if not os.path.isfile(model):
             raise FileNotFoundError(f"GGUF file {model} does not exist")
         self.threads = threads or os.cpu_count() or 1

@@ -95,8 +95,11 @@ class LlamaCppEngine:
 
         import llama_cpp
 
+        from deployment.runtimes.llama_cpp_runtime import check_build
+
         if n_batch < 2 * _MIN_ROWS:
             raise ValueError(f"n_batch must be {2 * _MIN_ROWS} at least")
+        check_build()
         self._ll = llama_cpp
         # llama.cpp's log goes through llama-cpp-python's logger: errors only (as Llama(verbose=False))
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)

@@ -287,3 +287,23 @@ def test_rewrite_metadata_refuses_unsupported_values(tiny_llama, tmp_path):
     with pytest.raises(TypeError, match="distill.x"):
         rewrite_metadata(path, {"distill.x": [1, 2]})
     assert path.read_bytes() == before and not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_llama_cpp_built_with_amx_kernels_is_refused_naming_the_fix(monkeypatch):
+    """Such a build segfaults on quantized models (deployment/runtimes/llama_cpp_runtime.py says where)."""
+    from deployment.runtimes.llama_cpp_runtime import ALLOW_AMX_ENV, amx_problem
+
+    info = "CPU : SSE3 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 |"
+    monkeypatch.delenv(ALLOW_AMX_ENV, raising=False)
+    assert "-mno-amx-int8" in amx_problem(info) and ALLOW_AMX_ENV in amx_problem(info)
+    assert amx_problem(info.replace("AMX_INT8 = 1 | ", "")) is None
+    monkeypatch.setenv(ALLOW_AMX_ENV, "1")
+    assert amx_problem(info) is None
+
+
+def test_the_installed_llama_cpp_is_not_such_a_build():
+    import llama_cpp
+
+    from deployment.runtimes.llama_cpp_runtime import amx_problem
+
+    assert amx_problem(llama_cpp.llama_print_system_info().decode()) is None

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,18 @@ def fresh_venv(tmp_path_factory):
     path = tmp_path_factory.mktemp("venv") / "env"
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path / "bin" / "python"
+
+
+def _same_llama_cpp_build() -> list[str]:
+    """pip options offering the fresh environment the llama-cpp-python wheel the SDK's own was installed from
+    (the Makefile's build without AMX kernels, from its folder), so that the bundle runs on the same build and
+    pip neither compiles it again nor takes another build from its wheel cache, which ignores CMAKE_ARGS."""
+    from importlib.metadata import distribution
+    from urllib.parse import unquote, urlparse
+
+    direct = distribution("llama_cpp_python").read_text("direct_url.json")
+    url = json.loads(direct)["url"] if direct else ""
+    return ["--find-links", str(Path(unquote(urlparse(url).path)).parent)] if url.startswith("file:") else []
 
 
 def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fresh_venv, tmp_path):
@@ -40,8 +53,8 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
     assert "## Intended use" in card and "student-gguf-Q4_K_M" in card and "release gate" in card
     assert len((out / "SHA256SUMS").read_text().splitlines()) == len([p for p in out.rglob("*") if p.is_file()]) - 1
 
-    pip = subprocess.run([str(fresh_venv), "-m", "pip", "install", "-q", "-r", str(out / "requirements.txt")],
-                         capture_output=True, text=True)
+    pip = subprocess.run([str(fresh_venv), "-m", "pip", "install", "-q", "-r", str(out / "requirements.txt"),
+                          *_same_llama_cpp_build()], capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
     # only what requirements.txt names: the SDK and torch are not importable there
     probe = subprocess.run([str(fresh_venv), "-c", "import importlib.util as u; "
