@@ -171,6 +171,40 @@ def test_two_runs_are_identical(tiny_llama, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0) -> dict | None:
+    """The 1-layer student trained 3 epochs at a global batch of 8, in one process or as one rank of several
+    (the process group already initialised); rank 0 returns its losses, token counts and weights."""
+    import torch.distributed as dist
+
+    from sdk.distill.sharding import full
+
+    student, kd, batch_loss, n = _setup(model_dir, out.parent / "topk.safetensors")
+    student.get_input_embeddings().weight.requires_grad_(False)  # as distill.freeze_embeddings (tied: FSDP needs it)
+    calls = []
+
+    def dying(m, idx):  # every rank stops in the same step, as a killed job would
+        calls.append(1)
+        if len(calls) == die_at:
+            raise SystemExit(3)
+        return batch_loss(m, idx)
+
+    res = train(student, dying, n, lambda m: -float(sum(full(p).square().sum() for p in m.parameters()
+                                                       if p.requires_grad)),
+                lr=3e-3, batch_size=8, max_epochs=3, eval_every=4, patience=100, seed=0, checkpoint_dir=out,
+                loss_fn=kd, shard=shard)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    weights = sum(float(p.double().sum()) for p in student.parameters())
+    if dist.is_initialized():  # every rank holds the same weights
+        w = torch.tensor([weights], dtype=torch.float64)
+        dist.all_reduce(w, op=dist.ReduceOp.MAX)
+        assert abs(w.item() - weights) < 1e-9, (w.item(), weights)
+    if rank != 0:
+        return None
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)]
+    return {"losses": [r["loss"] for r in log], "units": [r["units"] for r in log], "weights": weights,
+            "best_step": res.best_step}
+
+
 DDP_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
@@ -178,36 +212,12 @@ sys.path.insert(0, sys.argv[3])
 import torch
 import torch.distributed as dist
 torch.set_num_threads(1)
-if "RANK" in os.environ:
-    dist.init_process_group("gloo")
-from tests.sdk.distill.test_recipe_mechanics import _setup
-from sdk.distill.recipe import train
-from sdk.distill.sharding import full
-out, shard, die_at = Path(sys.argv[2]), sys.argv[4] == "fsdp", int(sys.argv[5])
-student, kd, batch_loss, n = _setup(sys.argv[1], out.parent / "topk.safetensors")
-student.get_input_embeddings().weight.requires_grad_(False)  # as distill.freeze_embeddings (tied: FSDP needs it)
-calls = []
-
-def dying(m, idx):  # every rank stops in the same step, as a killed job would
-    calls.append(1)
-    if len(calls) == die_at:
-        raise SystemExit(3)
-    return batch_loss(m, idx)
-
-res = train(student, dying, n, lambda m: -float(sum(full(p).square().sum() for p in m.parameters() if p.requires_grad)),
-            lr=3e-3, batch_size=8, max_epochs=3, eval_every=4, patience=100, seed=0, checkpoint_dir=out, loss_fn=kd,
-            shard=shard)
-rank = dist.get_rank() if dist.is_initialized() else 0
-weights = sum(float(p.double().sum()) for p in student.parameters())
-if dist.is_initialized():  # every rank holds the same weights
-    w = torch.tensor([weights], dtype=torch.float64)
-    dist.all_reduce(w, op=dist.ReduceOp.MAX)
-    assert abs(w.item() - weights) < 1e-9, (w.item(), weights)
-    dist.destroy_process_group()
-if rank == 0:
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)]
-    print(json.dumps({"losses": [r["loss"] for r in log], "units": [r["units"] for r in log], "weights": weights,
-                      "best_step": res.best_step}))
+dist.init_process_group("gloo")
+from tests.sdk.distill.test_recipe_mechanics import ddp_train
+res = ddp_train(sys.argv[1], Path(sys.argv[2]), sys.argv[4] == "fsdp", int(sys.argv[5]))
+dist.destroy_process_group()
+if res:
+    print(json.dumps(res))
 """
 
 
@@ -217,18 +227,26 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_llama
     script.write_text(DDP_SCRIPT)
     results = {}
 
-    def launch(name, nproc, mode="plain", die_at=0):
+    def launch(name, mode="plain", die_at=0):
         out = tmp_path / name / "ckpt"
         out.parent.mkdir(exist_ok=True)
-        cmd = [sys.executable, str(script)] if nproc == 1 else [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
-        return subprocess.run([*cmd, str(tiny_llama), str(out), str(root), mode, str(die_at)], capture_output=True,
-                              text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(script), str(tiny_llama), str(out), str(root), mode, str(die_at)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
 
-    for name, nproc, mode in (("one", 1, "plain"), ("two", 2, "plain"), ("fsdp", 2, "fsdp")):
+    # the one-process reference in this process (one thread, as each rank), without a process group
+    (tmp_path / "one").mkdir()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results["one"] = ddp_train(str(tiny_llama), tmp_path / "one" / "ckpt", shard=False)
+    finally:
+        torch.set_num_threads(threads)
+    for name, mode in (("two", "plain"), ("fsdp", "fsdp")):
         if mode == "fsdp":  # sharded: killed in step 6 (after the step-4 checkpoint of whole tensors), then resumed
-            assert launch(name, nproc, mode, die_at=6).returncode != 0
-        done = launch(name, nproc, mode)
+            assert launch(name, mode, die_at=6).returncode != 0
+        done = launch(name, mode)
         assert done.returncode == 0, done.stderr[-3000:]
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     one = results["one"]
