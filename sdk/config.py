@@ -237,7 +237,7 @@ class DistillConfig(_Model):
     # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
     omit_if_default: ClassVar[tuple[str, ...]] = ("grad_accum", "checkpoint_every", "lr_schedule", "warmup_ratio",
                                                   "device", "compare_fine_tuning", "features", "on_policy",
-                                                  "stages")
+                                                  "stages", "precision")
     stages: list[TrainingStage] | None = Field(
         None, description="Training in stages, in order, each from where the previous ended with its own loss, "
         "learning rate, epochs and stopping rule (e.g. KD alone, then KD + task); keys a stage omits come from "
@@ -275,8 +275,12 @@ class DistillConfig(_Model):
                               "logs stay); needs the tensorboard package (extra `tensorboard`). Logging only: changing "
                               "it retrains nothing.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), "
-                        "cpu or cuda[:N]; CUDA trains under bf16 autocast, CPU in fp32 (bf16 without AVX-512 BF16 "
-                        "is ~7x slower here).")
+                        "cpu or cuda[:N]; the arithmetic is `precision`'s.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Training arithmetic (the teacher's adaptation too): bf16 autocast (weights and "
+        "optimizer stay fp32) or fp32. auto: bf16 on CUDA and on CPUs with AMX-BF16 (Xeons since Sapphire Rapids: "
+        "2.0x the steps/s of fp32 on 2 cores), fp32 on other CPUs, where bf16 is emulated and ~7x slower. The "
+        "precision used is in the manifest.")
 
     @field_validator("loss")
     @classmethod

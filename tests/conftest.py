@@ -72,6 +72,9 @@ def fraud_tiny_run(tmp_path_factory) -> Path:
     # this shared run also has quantization-aware twins (sdk/stages/qad.py); the other runs of the preset do not
     cfg = yaml.safe_load((root / "project.yaml").read_text())
     cfg["distill"]["qad"] = {"types": ["Q4_K_M", "Q2_K"], "steps": 3}
+    # fp32 on every CPU (auto is bf16 where the CPU has AMX-BF16): tests compare this run's training with other
+    # runs to float32 rounding (two machines against one, a second run)
+    cfg["distill"]["precision"] = "fp32"
     (root / "project.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # the run in this process (the CLI app; tests/cli.py says why): `distill run` as a process of its own is
     # tested on the finished run by tests/test_integration.py::test_rerun_skips_finished_stages

@@ -44,6 +44,8 @@ def test_report_json_contract(run_dir):
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]["distill"]
     assert stages["fine_tuned"]["train"]["steps"] == stages["train"]["steps"]
     assert stages["fine_tuned"]["loss"]["alpha"] == 1.0
+    assert stages["precision"] == "fp32"  # as the fixture sets it; auto's choice is recorded the same way
+    assert json.loads((run_dir / "teacher" / "teacher.json").read_text())["precision"] == "fp32"
     for name in ("baseline-gradient-boosting", "baseline-logistic-regression"):  # compared at the same point,
         assert arts.pop(name)["format"] == "sklearn"                           # not distilled
     for a in arts.values():

@@ -16,8 +16,9 @@ def inputs(ctx: Context) -> Any:
     from sdk.models import fingerprint
 
     c = ctx.config.model_dump(mode="json")
+    precision = c["distill"]["precision"]  # the adaptation trains in it too; absent at its default
     return [c["teacher"], fingerprint(c["teacher"]["model"]) if c["teacher"]["kind"] != "openai" else None,
-            c["student"]["base"], c["student"]["model"]]
+            c["student"]["base"], c["student"]["model"], *([precision] if precision != "auto" else [])]
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -29,6 +30,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     import torch
 
+    from sdk.distill.recipe import resolve_precision
     from sdk.models import load_causal_lm, read_meta, resolve_model
     from sdk.rundir import atomic_write_text
     from sdk.students import decoder_linear_names
@@ -65,8 +67,10 @@ def run(ctx: Context) -> dict[str, Any]:
             layers_to_transform=list(range(start, n_layers))))
         res = _adapt_decision(ctx, peft_model, tok, start, teacher_tokens(ctx, tok))
         peft_model.save_pretrained(tmp / "adapter")
-        info.update(adapter=True, train=res.__dict__)
-        note = f"LoRA r={a.lora_r} on the top {n_layers - start} layers: {describe(res)}"
+        precision = resolve_precision(c.distill.precision, torch.device("cpu"))
+        info.update(adapter=True, train=res.__dict__, precision=precision)
+        note = f"LoRA r={a.lora_r} on the top {n_layers - start} layers: {describe(res)}" + (
+            f"; {precision} autocast" if precision != "fp32" else "")
     atomic_write_text(tmp / "teacher.json", json.dumps(info, indent=2))
     replace_dir(tmp, run_dir.path("teacher"))
     return {"note": note}
@@ -78,7 +82,7 @@ def _adapt_decision(ctx: Context, peft_model, tok, start: int, own=None):
     import torch
 
     from sdk.distill.losses import TaskCrossEntropy
-    from sdk.distill.recipe import decision_batch_loss, train
+    from sdk.distill.recipe import decision_batch_loss, resolve_precision, train
 
     c, run_dir = ctx.config, ctx.run
     a = c.teacher.adapt
@@ -99,4 +103,5 @@ def _adapt_decision(ctx: Context, peft_model, tok, start: int, own=None):
                  evaluate, lr=a.lr, batch_size=a.batch_size, max_epochs=a.max_epochs, eval_every=a.eval_every,
                  patience=a.patience, seed=c.seed, checkpoint_dir=run_dir.checkpoint_dir("adapt", ctx.key),
                  desc="adapt teacher (LoRA)", lengths=[len(x) for x in seqs],
-                 tensorboard_dir=run_dir.path("tensorboard") if c.distill.tensorboard else None)
+                 tensorboard_dir=run_dir.path("tensorboard") if c.distill.tensorboard else None,
+                 precision=resolve_precision(c.distill.precision, torch.device("cpu")))  # it adapts on CPU

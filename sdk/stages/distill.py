@@ -43,12 +43,15 @@ def inputs(ctx: Context) -> Any:
 
 
 def train_settings(ctx: Context) -> dict[str, Any]:
-    """The recipe's keyword arguments that come from `distill:` as they are."""
+    """The recipe's keyword arguments that come from `distill:` (precision resolved for this machine)."""
+    from sdk.distill.recipe import pick_device, resolve_precision
+
     d = ctx.config.distill
     return {"lr": d.lr, "batch_size": d.batch_size, "eval_every": d.eval_every, "seed": ctx.config.seed,
             "grad_accum": d.grad_accum, "checkpoint_every": d.checkpoint_every, "lr_schedule": d.lr_schedule,
             "warmup_ratio": d.warmup_ratio,
-            "tensorboard_dir": ctx.run.path("tensorboard") if d.tensorboard else None, "shard": d.fsdp}
+            "tensorboard_dir": ctx.run.path("tensorboard") if d.tensorboard else None, "shard": d.fsdp,
+            "precision": resolve_precision(d.precision, pick_device(d.device))}
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -171,7 +174,10 @@ def run(ctx: Context) -> dict[str, Any]:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
     if "fine_tuned" in out:
         note += f"; twin on the labels alone: {describe(_Res(**out['fine_tuned']['train']))}"
-    return {"note": note, "train": res.__dict__, **out}
+    precision = train_settings(ctx)["precision"]
+    if precision != "fp32":
+        note += f"; {precision} autocast"
+    return {"note": note, "train": res.__dict__, "precision": precision, **out}
 
 
 def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
@@ -201,7 +207,7 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
     from sdk.distill.batching import batches
     from sdk.distill.on_policy import sample_responses
     from sdk.distill.preference import DPOLoss, make_dpo_loss, reference_logprobs
-    from sdk.distill.recipe import train
+    from sdk.distill.recipe import autocast, train
     from sdk.distill.sequence import response_ce
     from sdk.stages.annotate import response_ids
 
@@ -236,8 +242,12 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
     if not chosen:
         raise DistillError(f"distill.stages {name}: the student passed every sampled completion; no pair to align on")
     rejected = response_ids(ctx, rejected_text)
-    ref_c = reference_logprobs(student, pair_prompts, chosen, tok.pad_token_id, d.batch_size)
-    ref_r = reference_logprobs(student, pair_prompts, rejected, tok.pad_token_id, d.batch_size)
+    settings = train_settings(ctx)
+    # in the arithmetic the steps use: a bf16 sum of response log-probabilities differs from the fp32 one by
+    # nats, and the first step would not start at the reference (DPO loss ln 2)
+    with autocast(next(student.parameters()).device, settings["precision"]):
+        ref_c = reference_logprobs(student, pair_prompts, chosen, tok.pad_token_id, d.batch_size)
+        ref_r = reference_logprobs(student, pair_prompts, rejected, tok.pad_token_id, d.batch_size)
     v_prompts = [data["prompts"][i] for i in data["val_idx"]]
     v_resp = [data["responses"][i] for i in data["val_idx"]]
 
@@ -249,7 +259,7 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
     student.train()
     res = train(student, make_dpo_loss(pair_prompts, chosen, rejected, ref_c, ref_r, loss, tok.pad_token_id),
                 len(chosen), evaluate, max_epochs=d.max_epochs, patience=d.patience, loss_fn=loss,
-                **train_settings(ctx), checkpoint_dir=ctx.run.checkpoint_dir(name, ctx.key), desc=name)
+                **settings, checkpoint_dir=ctx.run.checkpoint_dir(name, ctx.key), desc=name)
     student.eval()
     return res
 

@@ -69,11 +69,12 @@ def run(ctx: Context) -> dict[str, Any]:
                                      cache=d._frozen_cache(cx, twin, tok, data))
 
     out: dict[str, Any] = {}
+    precision = d.train_settings(cx)["precision"]
     if q.control:
         print(f"[distill] QAD control: {q.steps} more steps without fake quantization", flush=True)
         twin = fresh()
         res = train_twin(twin, "qad-control")
-        info = {"type": None, "steps": q.steps, "lr": cx.config.distill.lr}
+        info = {"type": None, "steps": q.steps, "lr": cx.config.distill.lr, "precision": precision}
         d._save(ctx, twin, tok, CONTROL_DIR, {**meta, "loss": cx.config.distill.loss, "continued": info})
         out[CONTROL_DIR] = {"train": res.__dict__, **info}
     for qtype in q.types:
@@ -84,7 +85,8 @@ def run(ctx: Context) -> dict[str, Any]:
               f"({', '.join(f'{n} {t}' for t, n in sorted(counts.items()))})", flush=True)
         res = train_twin(twin, f"qad-{qtype}")
         qad_mod.detach(twin)
-        info = {"type": qtype, "steps": q.steps, "lr": cx.config.distill.lr, "tensor_types": counts}
+        info = {"type": qtype, "steps": q.steps, "lr": cx.config.distill.lr, "tensor_types": counts,
+                "precision": precision}
         d._save(ctx, twin, tok, f"{QAD_PREFIX}{qtype}", {**meta, "loss": cx.config.distill.loss, "qad": info})
         out[f"{QAD_PREFIX}{qtype}"] = {"train": res.__dict__, **info}
     atomic_write_text(ctx.run.path("qad.json"), json.dumps(out, indent=2))

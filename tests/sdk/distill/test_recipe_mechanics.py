@@ -97,6 +97,35 @@ def test_transformers_lr_schedules_and_a_clear_error_for_an_unknown_one(tiny_lla
               patience=5, seed=0, checkpoint_dir=tmp_path / "bad", lr_schedule="cosin")
 
 
+def test_bf16_precision_autocasts_the_step_on_cpu_and_keeps_fp32_weights(tiny_llama, tmp_path):
+    """distill.precision bf16 on CPU (auto's choice where the CPU has AMX-BF16): the forward runs in bf16, the
+    weights and their updates stay fp32, and training still lowers the loss as fp32 does."""
+    from sdk.distill.recipe import cpu_has_amx_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_amx_bf16() else "fp32")
+    store, losses = tmp_path / "topk.safetensors", {}
+    for precision in ("fp32", "bf16"):
+        student, kd, batch_loss, n = _setup(str(tiny_llama), store)
+        seen = []
+
+        def recording(m, idx, batch_loss=batch_loss, seen=seen):
+            seen.append(m.get_output_embeddings()(torch.ones(1, m.config.hidden_size)).dtype)
+            return batch_loss(m, idx)
+
+        train(student, recording, n, lambda m: 0.0, lr=3e-3, batch_size=4, max_epochs=3, eval_every=100,
+              patience=5, seed=0, checkpoint_dir=tmp_path / precision, precision=precision)
+        assert set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in student.parameters())
+        log = [json.loads(x) for x in (tmp_path / precision / "log.jsonl").read_text().splitlines()]
+        losses[precision] = [r["loss"] for r in log if "loss" in r]
+    for got in losses.values():
+        assert sum(got[-3:]) < sum(got[:3])  # it learns
+    assert losses["bf16"] != losses["fp32"] and abs(losses["bf16"][0] - losses["fp32"][0]) < 0.05 * losses["fp32"][0]
+
+
 TRAIN_SCRIPT = r"""
 import json, sys
 from pathlib import Path
