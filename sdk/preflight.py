@@ -76,7 +76,23 @@ def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
     _check_data(cfg, template, options, hints.get("data.path", ""), f)
     _check_models(cfg, template, hints, f)
     _check_llama_cpp(f)
+    _training_fact(cfg, f)
     return f
+
+
+def _training_fact(cfg, f: Findings) -> None:
+    """Where and in what arithmetic training will run on this machine (distill.device / precision: auto)."""
+    from sdk.distill.recipe import cpu_has_amx_bf16, pick_device, resolve_precision
+
+    try:
+        device = pick_device(cfg.distill.device)
+    except DistillError as err:
+        f.problems.append(str(err))
+        return
+    precision = resolve_precision(cfg.distill.precision, device)
+    why = ("" if cfg.distill.precision != "auto" else " (CUDA)" if device.type == "cuda" else
+           " (the CPU has AMX-BF16)" if cpu_has_amx_bf16() else " (no AMX-BF16 on this CPU)")
+    f.facts.append(f"training: on {device}, {'bf16 autocast' if precision == 'bf16' else 'fp32'}{why}")
 
 
 def _check_llama_cpp(f: Findings) -> None:

@@ -247,6 +247,14 @@ def test_shipped_default_preset_checks_in_seconds(template):
     t0 = time.perf_counter()
     found = inspect_project(ROOT / "verticals" / template / "default.yaml")
     assert found.problems == [] and time.perf_counter() - t0 < 10
+    import torch
+
+    from sdk.distill.recipe import cpu_has_amx_bf16
+
+    # where and how training will run here, as distill.device and precision: auto decide it
+    expected = ("training: on cuda" if torch.cuda.is_available() else
+                "training: on cpu, bf16 autocast" if cpu_has_amx_bf16() else "training: on cpu, fp32")
+    assert any(fact.startswith(expected) for fact in found.facts), found.facts
 
 
 # ---- what a failed run leaves behind (Project.run without its preflight: the stages' own errors)
