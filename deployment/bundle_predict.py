@@ -53,11 +53,13 @@ class GgufScorer:
 
         # a llama.cpp built with its AMX kernels (-march=native on newer Xeons) segfaults on quantized models
         # (ggml-org/llama.cpp#20824): say so and how to rebuild, rather than die without a message
-        if "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace"):
+        if ("AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace")
+                and os.environ.get("DISTILL_ALLOW_LLAMA_AMX") != "1"):
+            flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
             sys.exit("llama-cpp-python was built with llama.cpp's AMX kernels, which crash on quantized models; "
-                     "reinstall it without them: CMAKE_ARGS=\"-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8' "
-                     "-DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8'\" pip install --force-reinstall --no-deps "
-                     "--no-cache-dir llama-cpp-python")
+                     f"reinstall it without them: CMAKE_ARGS=\"-DCMAKE_C_FLAGS='{flags}' -DCMAKE_CXX_FLAGS='{flags}'\" "
+                     "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python (or set "
+                     "DISTILL_ALLOW_LLAMA_AMX=1 where they are known to work)")
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads or os.cpu_count(),
                          n_threads_batch=threads or os.cpu_count(), logits_all=False, verbose=False)
 

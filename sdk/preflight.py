@@ -86,8 +86,8 @@ def _training_fact(cfg, f: Findings) -> None:
 
     try:
         device = pick_device(cfg.distill.device)
-    except DistillError as err:
-        f.problems.append(str(err))
+    except DistillError as err:  # the distill stage refuses it; stages before it can still run here
+        f.facts.append(f"training: {err}")
         return
     precision = resolve_precision(cfg.distill.precision, device)
     why = ("" if cfg.distill.precision != "auto" else " (CUDA)" if device.type == "cuda" else
@@ -100,7 +100,7 @@ def _check_llama_cpp(f: Findings) -> None:
     by default), found before any stage rather than as a worker dying without a message."""
     try:
         import llama_cpp
-    except ImportError:
+    except Exception:  # not installed, or its library does not load: the stages that need it say so
         return
     from deployment.runtimes.llama_cpp_runtime import amx_problem
 

@@ -16,9 +16,11 @@ def inputs(ctx: Context) -> Any:
     from sdk.models import fingerprint
 
     c = ctx.config.model_dump(mode="json")
-    precision = c["distill"]["precision"]  # the adaptation trains in it too; absent at its default
-    return [c["teacher"], fingerprint(c["teacher"]["model"]) if c["teacher"]["kind"] != "openai" else None,
-            c["student"]["base"], c["student"]["model"], *([precision] if precision != "auto" else [])]
+    # the adaptation trains in distill.precision too: a key of this stage only where it trains (absent at auto)
+    t, precision = c["teacher"], c["distill"]["precision"]
+    trains = t["kind"] == "hf" and t.get("adapt", {}).get("enabled", False)
+    return [t, fingerprint(t["model"]) if t["kind"] != "openai" else None,
+            c["student"]["base"], c["student"]["model"], *([precision] if trains and precision != "auto" else [])]
 
 
 def outputs(run: RunDir) -> list[Path]:
