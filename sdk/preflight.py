@@ -98,15 +98,14 @@ def _training_fact(cfg, f: Findings) -> None:
 def _check_llama_cpp(f: Findings) -> None:
     """A llama.cpp build that would segfault on quantized models (every run exports or teaches through GGUF
     by default), found before any stage rather than as a worker dying without a message."""
-    try:
-        import llama_cpp
-    except Exception:  # not installed, or its library does not load: the stages that need it say so
-        return
-    from deployment.runtimes.llama_cpp_runtime import amx_problem
+    from deployment.runtimes.llama_cpp_runtime import check_build
 
-    problem = amx_problem(llama_cpp.llama_print_system_info().decode(errors="replace"))
-    if problem:
-        f.problems.append(problem)
+    try:
+        check_build()
+    except DistillError as err:
+        f.problems.append(str(err))
+    except Exception:  # llama_cpp not installed, or its library does not load: the stages that need it say so
+        pass
 
 
 def require_ready(cfg, source: str = "config") -> None:
