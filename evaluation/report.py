@@ -394,13 +394,13 @@ def to_markdown(r: dict[str, Any]) -> str:
                          f"{u['completion_tokens']:,} | {u.get('reasoning_tokens', 0):,} | {u['cost']:.4f} |")
     f16 = r.get("teacher_f16_bytes")
     lines += ["", "## Summary" + (f" (teacher F16 size {f16 / 1e6:.1f} MB)" if f16 else " (the teacher is an API)"), "",
-              f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {hm} vs teacher | "
-              f"{pm} vs teacher |", "|---|---|---|---|---|"]
+              f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {hm} vs teacher |"
+              + ("" if hm == pm else f" {pm} vs teacher |"), "|---|---|---|---|" + ("" if hm == pm else "---|")]
     for name, s in r["summary"].items():
         size, sp = s["size_vs_teacher_f16"], s["speedup_vs_teacher"]
         lines.append(f"| {name} | {'-' if sp is None else f'{sp:.2f}x'} | {'-' if size is None else f'{size:.1%}'} | "
-                     f"{_ratio(s.get('headline_retention'), s.get('headline_retention_ci'))} | "
-                     f"{_ratio(s[f'{pm}_retention'], s.get(f'{pm}_retention_ci'))} |")
+                     f"{_ratio(s.get('headline_retention'), s.get('headline_retention_ci'))} |"
+                     + ("" if hm == pm else f" {_ratio(s[f'{pm}_retention'], s.get(f'{pm}_retention_ci'))} |"))
     twins = {"sequence_kd": "sequence-level KD alone", "fine_tuned": "labels alone (plain fine-tuning)"}
     variants = [a for a in r["artifacts"] if a.get("variant") in twins]
     if variants:

@@ -46,7 +46,11 @@ def test_report_summary_and_markdown(tmp_path):
     paths = write_report(r, tmp_path)
     assert json.loads(paths["json"].read_text())["schema_version"] == "1.4"
     md = paths["md"].read_text()
-    assert "| student-gguf-Q4_K_M | 6.00x | 15.0% | 94.4% | 94.4% |" in md
+    assert "| student-gguf-Q4_K_M | 6.00x | 15.0% | 94.4% |" in md  # headline = primary metric: one column
+    lines = md.splitlines()
+    for header in (h for h, rule in zip(lines, lines[1:]) if rule.startswith("|---")):
+        cells = [c.strip() for c in header.strip("|").split("|")]
+        assert len(cells) == len(set(cells)), f"a column repeats: {header}"
     assert to_markdown(r) == md
     page = paths["html"].read_text()
     assert "student-gguf-Q4_K_M" in page and "keeps 94.4%" in page
