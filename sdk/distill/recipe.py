@@ -155,7 +155,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     CPUs, where bf16 is emulated (~7x slower than fp32 on 2 cores without AVX-512 BF16)."""
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cuda" or cpu_has_amx_bf16() else "fp32"
+    if device.type == "cuda":
+        return "bf16"
+    return agree_on_precision("bf16" if cpu_has_amx_bf16() else "fp32")
+
+
+def agree_on_precision(choice: str) -> str:
+    """Under torchrun, "bf16" only where every rank chose it: auto reads each machine's CPU flags, and ranks on
+    CPUs with and without AMX-BF16 must still step in one arithmetic (the gradients are summed across them).
+    A collective: every rank calls it at the same point (the stages resolve precision symmetrically)."""
+    import torch.distributed as dist
+
+    if process_world()[1] == 1:
+        return choice
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    every = torch.tensor([1 if choice == "bf16" else 0], device=on)
+    dist.all_reduce(every, op=dist.ReduceOp.MIN)
+    return "bf16" if every.item() else "fp32"
 
 
 def autocast(device: torch.device, precision: str | None):

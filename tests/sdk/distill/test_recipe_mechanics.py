@@ -224,6 +224,10 @@ def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0) -> dict |
     rank = dist.get_rank() if dist.is_initialized() else 0
     weights = sum(float(p.double().sum()) for p in student.parameters())
     if dist.is_initialized():  # every rank holds the same weights
+        from sdk.distill.recipe import agree_on_precision
+
+        # auto's choice follows each machine's CPU: bf16 only where every rank can take it
+        assert agree_on_precision("bf16") == "bf16" and agree_on_precision("bf16" if rank else "fp32") == "fp32"
         w = torch.tensor([weights], dtype=torch.float64)
         dist.all_reduce(w, op=dist.ReduceOp.MAX)
         assert abs(w.item() - weights) < 1e-9, (w.item(), weights)
