@@ -80,6 +80,15 @@ def test_report_json_contract(run_dir):
         lo, hi = r["intervals"]["metrics"][a["name"]]["recall"]
         assert lo <= a["metrics"]["recall"] <= hi
     assert any("positive examples in the test split" in w for w in r["warnings"])
+    # how the teacher's adaptation and the student's distillation ended is read from the run into the report
+    from sdk.stages.report import training_health
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    teacher = json.loads((run_dir / "teacher" / "teacher.json").read_text())
+    for who, knob, train in (("the teacher's adaptation", "teacher.adapt.max_epochs", teacher["train"]),
+                             ("the student's distillation", "distill.max_epochs", manifest["stages"]["distill"]["train"])):
+        warn, note = training_health(who, knob, train)
+        assert set(warn) <= set(r["warnings"]) and set(note) <= set(r["notes"])
     for name, g in r["gates"].items():  # a gate that did not pass is named in the report's warnings
         assert g["verdict"] == "pass" or any(name in w and "release gate" in w for w in r["warnings"]), name
 

@@ -62,6 +62,10 @@ def run(ctx: Context) -> dict[str, Any]:
         report["breakdown"] = t.breakdown(parts["test"], {n: np.asarray(d["probs_test"]) for n, d in details.items()},
                                           {e["name"]: e["metrics"].get("threshold") for e in entries})
     report["warnings"] = report["warnings"] + _warnings(report)  # after build_report's own (the gates')
+    for who, knob, train in _trainings(run_dir):
+        warn, note = training_health(who, knob, train)
+        report["warnings"] += warn
+        report["notes"] += note
     for w in report["warnings"]:
         print(f"[distill] warning: {w}")
     t.plot(report, details, parts["test"], run_dir.path("report.png"))
@@ -102,6 +106,39 @@ def paired_intervals(t, options, entries: list[dict], details: dict[str, Any], p
         for k in ("threshold", "n", "positives"):
             per.pop(k, None)
     return iv
+
+
+def _trainings(run_dir: RunDir) -> list[tuple[str, str, dict[str, Any]]]:
+    """(who, the config key that lengthens it, its training result) of the teacher's adaptation and the
+    student's distillation, where the run has them."""
+    out = []
+    teacher = run_dir.read_json("teacher/teacher.json") if run_dir.path("teacher", "teacher.json").is_file() else {}
+    if teacher.get("train"):
+        out.append(("the teacher's adaptation", "teacher.adapt.max_epochs", teacher["train"]))
+    distill = run_dir.manifest["stages"].get("distill", {})
+    if distill.get("train"):
+        out.append(("the student's distillation", "distill.max_epochs", distill["train"]))
+    return out
+
+
+def training_health(who: str, knob: str, train: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(warnings, notes) from a training's validation checks: a warning when it never beat its first check
+    (a decision model may be answering one label for everything: the education student sat at the majority
+    grade for 100-200 steps, and one run stopped there), a note when it was still improving at its end."""
+    hist = train.get("history") or []
+    if len(hist) < 3:  # too few checks to tell a trend
+        return [], []
+    first, last = hist[0], hist[-1]
+    if train["best_step"] == first["step"]:
+        return [f"{who[:1].upper()}{who[1:]} never beat its first validation check (step {first['step']}; {len(hist)} checks, "
+                f"{train['steps']} steps): it learned nothing the validation metric sees (a decision model may be "
+                f"answering one label for everything). Train longer ({knob}, and patience) or look at the data "
+                "before using it."], []
+    # (validation values are signed so that higher is better; only their order is used)
+    if not train.get("stopped_early") and train["best_step"] == last["step"] and last["val"] > hist[-2]["val"]:
+        return [], [f"{who[:1].upper()}{who[1:]} was still improving when it ended (its best validation check was its last, step "
+                    f"{last['step']}): more epochs ({knob}) may give a better model."]
+    return [], []
 
 
 def _warnings(r: dict[str, Any]) -> list[str]:

@@ -1,0 +1,30 @@
+from sdk.stages.report import training_health
+
+
+def _train(vals, stopped_early=False, every=25):
+    hist = [{"step": every * (i + 1), "loss": 1.0, "val": v} for i, v in enumerate(vals)]
+    best = max(range(len(vals)), key=lambda i: (vals[i], -i))  # the first of equal bests, as the recipe keeps
+    return {"best_metric": vals[best], "best_step": hist[best]["step"], "steps": hist[-1]["step"],
+            "stopped_early": stopped_early, "history": hist}
+
+
+def test_a_training_that_never_beat_its_first_check_is_a_warning():
+    # the education student of 2026-12-03 (fp32, 3 epochs, patience 4): at the majority grade until it stopped
+    warn, note = training_health("the student's distillation", "distill.max_epochs",
+                                 _train([0.521, 0.521, 0.517, 0.458, 0.521], stopped_early=True))
+    assert note == [] and len(warn) == 1
+    assert warn[0].startswith("The student's distillation never beat its first validation check (step 25; 5 checks")
+    assert "distill.max_epochs" in warn[0]
+
+
+def test_a_training_still_rising_at_its_end_is_a_note():
+    warn, note = training_health("the teacher's adaptation", "teacher.adapt.max_epochs",
+                                 _train([0.52, 0.52, 0.42, 0.55, 0.71, 0.7125]))
+    assert warn == [] and len(note) == 1 and "step 150" in note[0] and "teacher.adapt.max_epochs" in note[0]
+
+
+def test_a_training_that_peaked_or_stopped_early_or_has_few_checks_says_nothing():
+    assert training_health("s", "k", _train([0.5, 0.7, 0.8, 0.75])) == ([], [])  # peaked before the end
+    assert training_health("s", "k", _train([0.5, 0.7, 0.8, 0.75, 0.74], stopped_early=True)) == ([], [])
+    assert training_health("s", "k", _train([0.5, 0.5])) == ([], [])  # two checks: no trend to read
+    assert training_health("s", "k", {"history": []}) == ([], [])
