@@ -30,9 +30,12 @@ def sequence_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], 
     hidden = response_hidden(model, batch)
     head = _base(model).get_output_embeddings()
     targets = batch["target_ids"].to(hidden.device)
-    per_token = torch.cat([torch.log_softmax(head(hidden[s: s + chunk_tokens]).float(), -1)
-                           .gather(-1, targets[s: s + chunk_tokens, None]).squeeze(-1)
-                           for s in range(0, hidden.shape[0], chunk_tokens)])
+    # the head in fp32 even under bf16 autocast: a bf16 logit is off by ~0.1 at magnitude 20, and summed over a
+    # response that moves a sequence log-probability by nats between batchings (DPO's first step off ln 2)
+    with torch.autocast(hidden.device.type, enabled=False):
+        per_token = torch.cat([
+            torch.log_softmax(head(hidden[s: s + chunk_tokens].to(head.weight.dtype)).float(), -1)
+            .gather(-1, targets[s: s + chunk_tokens, None]).squeeze(-1) for s in range(0, hidden.shape[0], chunk_tokens)])
     lengths = [len(r) for r in responses]
     return torch.stack([part.sum() for part in per_token.split(lengths)])
 

@@ -60,3 +60,22 @@ def test_dpo_steps_prefer_the_chosen_response(tiny_llama):
     assert (margin > 0).all() and summed.item() / n < first
     with pytest.raises(Exception):
         make_dpo_loss(prompts, chosen, rejected[:2], ref_c, ref_r, loss, tok.pad_token_id)
+
+
+def test_under_bf16_autocast_the_first_dpo_step_is_at_the_reference_whatever_the_batching(tiny_llama):
+    """References taken one pair at a time, the step on all four padded together, all under bf16 autocast:
+    the output head runs in fp32 (with a bf16 head the first loss was 0.0013 off ln 2 here, 0.04 on the code
+    tiny run), so only the decoder's bf16 rounding of differently padded batches remains."""
+    from sdk.distill.recipe import autocast
+
+    teacher, tok = load_causal_lm(str(tiny_llama))
+    student = student_from_teacher(teacher, [0, 1]).train()
+    prompts = [tok(x)["input_ids"] for x in ("def add(a, b):", "def sub(a, b):", "def mul(a, b):", "x")]
+    chosen = [tok(x)["input_ids"] for x in (" return a + b", " return a - b", " return a * b + a * a - b * 3", " y")]
+    rejected = [tok(x)["input_ids"] for x in (" pass", " return None and a or b or a", " print(a)", " z z z z z z")]
+    with autocast(torch.device("cpu"), "bf16"):
+        ref_c = reference_logprobs(student, prompts, chosen, tok.pad_token_id, batch_size=1)
+        ref_r = reference_logprobs(student, prompts, rejected, tok.pad_token_id, batch_size=1)
+        summed, n = make_dpo_loss(prompts, chosen, rejected, ref_c, ref_r, DPOLoss(beta=0.5),
+                                  tok.pad_token_id)(student, [0, 1, 2, 3])
+    assert abs(summed.item() / n - 0.693147) < 6e-4
