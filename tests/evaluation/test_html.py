@@ -5,7 +5,6 @@ import shutil
 import subprocess
 
 import numpy as np
-import pytest
 
 from evaluation.plots import tradeoff_figure
 from evaluation.report import build_report, write_report

@@ -911,8 +911,8 @@ def _triangle_kind(r: random.Random) -> _Spec:
     r.shuffle(inputs)
     return _Spec(r.choice(["triangle_kind", "classify_triangle", "triangle_type", "which_triangle"]),
                  f"{a}: int, {b}: int, {c}: int",
-                 f"Given three side lengths, return 'invalid' if they cannot form a triangle (one side is at least "
-                 f"the sum of the other two), else 'equilateral', 'isosceles' or 'scalene'.", body, inputs)
+                 "Given three side lengths, return 'invalid' if they cannot form a triangle (one side is at least "
+                 "the sum of the other two), else 'equilateral', 'isosceles' or 'scalene'.", body, inputs)
 
 
 @_generator("logic", "hard")

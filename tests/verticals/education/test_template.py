@@ -11,7 +11,7 @@ from sklearn.metrics import cohen_kappa_score
 from sdk.errors import DistillError
 from verticals.base import check_template
 from verticals.education.answers import ERROR_TYPES
-from verticals.education.template import EducationOptions, EducationTemplate, read_records
+from verticals.education.template import EducationOptions, EducationTemplate
 
 
 @pytest.mark.parametrize("grading", ["binary", "rubric"])
