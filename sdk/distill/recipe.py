@@ -35,7 +35,7 @@ from sdk.errors import DistillError
 
 @dataclass
 class TrainResult:
-    best_metric: float
+    best_metric: float | None  # None: trained without validation (the last weights)
     best_step: int
     steps: int
     seconds: float
@@ -252,7 +252,7 @@ def train(
     model: torch.nn.Module,
     batch_loss: BatchLoss,
     n_examples: int,
-    evaluate: Callable[[torch.nn.Module], float],
+    evaluate: Callable[[torch.nn.Module], float] | None,
     *,
     lr: float,
     batch_size: int,
@@ -279,7 +279,8 @@ def train(
     batch_loss(model, idx) -> (summed loss, normalisation units) of examples idx (tokens for responses,
     examples for decisions), or the mean loss over those examples. A step of `batch_size` examples runs
     as `grad_accum` micro-batches whose summed gradients are divided by the step's total units, so any
-    split gives the gradient of the whole batch. evaluate(model) -> validation metric, higher is better.
+    split gives the gradient of the whole batch. evaluate(model) -> validation metric, higher is better;
+    None where there is no held-out data: nothing to select or stop on, the model keeps its last weights.
     lengths: the examples' token counts, to batch examples of similar length together. The learning rate
     follows transformers' `lr_schedule` (linear, cosine, constant_with_warmup, ...) after `warmup_ratio`
     of the steps. A checkpoint (weights, optimizer, scheduler, RNG states, step: the data position) is
@@ -419,7 +420,12 @@ def train(
             for k, v in record.items():
                 if k != "step":
                     board.add_scalar(f"train/{k}", v, step)
-        if step % eval_every == 0 or step == total_steps:
+        if (step % eval_every == 0 or step == total_steps) and evaluate is None:
+            history.append({"step": step, "loss": running, "val": None})
+            best_step = step
+            log.flush()
+            save()
+        elif step % eval_every == 0 or step == total_steps:
             model.eval()
             # sharded weights are gathered by every rank's forward: all evaluate then (same metric)
             metric = float(evaluate(model)) if rank == 0 or fsdp else 0.0
@@ -472,4 +478,5 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()
-    return TrainResult(best, best_step, step, time.perf_counter() - start, stopped_early, history)
+    return TrainResult(best if evaluate is not None else None, best_step, step, time.perf_counter() - start,
+                       stopped_early, history)

@@ -66,6 +66,8 @@ def decision_forwards(model, seqs: list[list[int]], val_seqs: list[list[int]], s
 
 
 def describe(res: Any) -> str:
+    if res.best_metric is None:
+        return f"no held-out prompts to validate on: {res.steps} steps, the last weights kept"
     return (f"best val {res.best_metric:.4f} at step {res.best_step}/{res.steps}"
             f"{' (early stop)' if res.stopped_early else ''}")
 

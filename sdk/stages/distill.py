@@ -252,14 +252,12 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
     v_resp = [data["responses"][i] for i in data["val_idx"]]
 
     def evaluate(model) -> float:  # the same held-out response CE as the other stages: no drift from the targets
-        if not v_resp:
-            return 0.0
         return -response_ce(model, v_prompts, v_resp, tok.pad_token_id, batch_size=d.batch_size)
 
     student.train()
     res = train(student, make_dpo_loss(pair_prompts, chosen, rejected, ref_c, ref_r, loss, tok.pad_token_id),
-                len(chosen), evaluate, max_epochs=d.max_epochs, patience=d.patience, loss_fn=loss,
-                **settings, checkpoint_dir=ctx.run.checkpoint_dir(name, ctx.key), desc=name)
+                len(chosen), evaluate if v_resp else None, max_epochs=d.max_epochs, patience=d.patience,
+                loss_fn=loss, **settings, checkpoint_dir=ctx.run.checkpoint_dir(name, ctx.key), desc=name)
     student.eval()
     return res
 
@@ -463,9 +461,7 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
         t_cache, v_cache = cache.subset(train_idx), cache.subset(val_idx)
         trained = top_view(student, cache.start)  # shares the student's modules: training it trains the student
 
-    def evaluate(model) -> float:
-        if not v_resp:
-            return 0.0  # no held-out prompts: the last weights are kept (every check ties)
+    def evaluate(model) -> float:  # (not called without held-out prompts: training keeps its last weights)
         return -response_ce(model, v_prompts, v_resp, tok.pad_token_id, batch_size=d.batch_size, cache=v_cache)
 
     batch_loss = make_response_loss(t_prompts, t_resp, loss_fn, tok.pad_token_id, topk=topk, cache=t_cache)
@@ -491,7 +487,7 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
     # the top view names its layers from 0: its checkpoints live apart from a full model's (no cross-resume)
     ckpt = run_dir.checkpoint_dir(f"{name}-top{cache.start}" if cache is not None else name, ctx.key)
     trained.train()
-    res = train(trained, batch_loss, len(t_resp), evaluate, max_epochs=max_epochs,
+    res = train(trained, batch_loss, len(t_resp), evaluate if v_resp else None, max_epochs=max_epochs,
                 patience=d.patience if steps is None else 10**9, loss_fn=losses, extra_modules=extra,
                 **train_settings(ctx), checkpoint_dir=ckpt, desc=name)
     student.eval()

@@ -97,6 +97,24 @@ def test_transformers_lr_schedules_and_a_clear_error_for_an_unknown_one(tiny_lla
               patience=5, seed=0, checkpoint_dir=tmp_path / "bad", lr_schedule="cosin")
 
 
+def test_without_validation_data_training_runs_its_epochs_and_keeps_the_last_weights(tiny_llama, tmp_path):
+    """evaluate=None (no held-out prompts): no early stop even at patience 1, and the weights returned are the
+    last step's, as with a metric that improves at every check (a metric tied at every check kept the first)."""
+    store, weights = tmp_path / "topk.safetensors", {}
+    for name in ("none", "rising"):
+        student, kd, batch_loss, n = _setup(str(tiny_llama), store)
+        checks = iter(range(1000))
+        res = train(student, batch_loss, n, None if name == "none" else (lambda m: float(next(checks))), lr=3e-3,
+                    batch_size=4, max_epochs=2, eval_every=2, patience=1, seed=0, checkpoint_dir=tmp_path / name,
+                    loss_fn=kd)
+        assert res.steps == 8 and not res.stopped_early and res.best_step == 8
+        weights[name] = student.state_dict()
+        if name == "none":
+            assert res.best_metric is None and all(h["val"] is None for h in res.history) and len(res.history) == 4
+            assert not (tmp_path / name / "best.pt").exists()
+    assert all(torch.equal(weights["none"][k], weights["rising"][k]) for k in weights["none"])
+
+
 def test_bf16_precision_autocasts_the_step_on_cpu_and_keeps_fp32_weights(tiny_llama, tmp_path):
     """distill.precision bf16 on CPU (auto's choice where the CPU has AMX-BF16): the forward runs in bf16, the
     weights and their updates stay fp32, and training still lowers the loss as fp32 does."""
