@@ -35,7 +35,8 @@ def sequence_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], 
     with torch.autocast(hidden.device.type, enabled=False):
         per_token = torch.cat([
             torch.log_softmax(head(hidden[s: s + chunk_tokens].to(head.weight.dtype)).float(), -1)
-            .gather(-1, targets[s: s + chunk_tokens, None]).squeeze(-1) for s in range(0, hidden.shape[0], chunk_tokens)])
+            .gather(-1, targets[s: s + chunk_tokens, None]).squeeze(-1)
+            for s in range(0, hidden.shape[0], chunk_tokens)])
     lengths = [len(r) for r in responses]
     return torch.stack([part.sum() for part in per_token.split(lengths)])
 

@@ -116,8 +116,10 @@ def _trainings(run_dir: RunDir) -> list[tuple[str, str, dict[str, Any]]]:
     if teacher.get("train"):
         out.append(("the teacher's adaptation", "teacher.adapt.max_epochs", teacher["train"]))
     distill = run_dir.manifest["stages"].get("distill", {})
-    if distill.get("train"):
-        out.append(("the student's distillation", "distill.max_epochs", distill["train"]))
+    if distill.get("train"):  # in stages: the last stage's training, whose length its own entry may set
+        knob = ("the last entry of distill.stages, or distill.max_epochs" if distill.get("stages")
+                else "distill.max_epochs")
+        out.append(("the student's distillation", knob, distill["train"]))
     return out
 
 
@@ -126,17 +128,17 @@ def training_health(who: str, knob: str, train: dict[str, Any]) -> tuple[list[st
     (a decision model may be answering one label for everything: the education student sat at the majority
     grade for 100-200 steps, and one run stopped there), a note when it was still improving at its end."""
     hist = train.get("history") or []
-    if len(hist) < 3:  # too few checks to tell a trend
+    if len(hist) < 3 or any(h["val"] is None for h in hist):  # too few checks to tell a trend, or none validated
         return [], []
-    first, last = hist[0], hist[-1]
+    first, last, who = hist[0], hist[-1], who[:1].upper() + who[1:]
     if train["best_step"] == first["step"]:
-        return [f"{who[:1].upper()}{who[1:]} never beat its first validation check (step {first['step']}; {len(hist)} checks, "
+        return [f"{who} never beat its first validation check (step {first['step']}; {len(hist)} checks, "
                 f"{train['steps']} steps): it learned nothing the validation metric sees (a decision model may be "
                 f"answering one label for everything). Train longer ({knob}, and patience) or look at the data "
                 "before using it."], []
     # (validation values are signed so that higher is better; only their order is used)
     if not train.get("stopped_early") and train["best_step"] == last["step"] and last["val"] > hist[-2]["val"]:
-        return [], [f"{who[:1].upper()}{who[1:]} was still improving when it ended (its best validation check was its last, step "
+        return [], [f"{who} was still improving when it ended (its best validation check was its last, step "
                     f"{last['step']}): more epochs ({knob}) may give a better model."]
     return [], []
 

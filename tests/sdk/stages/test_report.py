@@ -28,3 +28,6 @@ def test_a_training_that_peaked_or_stopped_early_or_has_few_checks_says_nothing(
     assert training_health("s", "k", _train([0.5, 0.7, 0.8, 0.75, 0.74], stopped_early=True)) == ([], [])
     assert training_health("s", "k", _train([0.5, 0.5])) == ([], [])  # two checks: no trend to read
     assert training_health("s", "k", {"history": []}) == ([], [])
+    unvalidated = _train([0.0, 0.0, 0.0])  # no held-out prompts: the recipe records no metric
+    unvalidated["history"] = [{**h, "val": None} for h in unvalidated["history"]]
+    assert training_health("s", "k", unvalidated) == ([], [])
