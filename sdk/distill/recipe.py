@@ -420,12 +420,13 @@ def train(
             for k, v in record.items():
                 if k != "step":
                     board.add_scalar(f"train/{k}", v, step)
-        if (step % eval_every == 0 or step == total_steps) and evaluate is None:
+        at_check = step % eval_every == 0 or step == total_steps
+        if at_check and evaluate is None:  # nothing to validate on: each check checkpoints, the last weights stay
             history.append({"step": step, "loss": running, "val": None})
             best_step = step
             log.flush()
             save()
-        elif step % eval_every == 0 or step == total_steps:
+        elif at_check:
             model.eval()
             # sharded weights are gathered by every rank's forward: all evaluate then (same metric)
             metric = float(evaluate(model)) if rank == 0 or fsdp else 0.0
