@@ -36,22 +36,30 @@ def _digest(text: str) -> str:
 class ResponseCache:
     """get(key) -> value or None; put(key, value) commits at once. Safe to share between threads."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, busy_timeout_s: float = 60.0):
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s  # how long to wait for another process's write
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dropped = 0  # corrupt entries found (and removed) since opening
         self._lock = threading.Lock()
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as err:  # not a database (truncated or overwritten file)
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            self.path.rename(aside)
-            warnings.warn(f"teacher cache {self.path} was unreadable ({err}); moved to {aside.name}, starting empty",
-                          stacklevel=2)
+        except sqlite3.DatabaseError as err:
+            # only a file that is not a database (truncated or overwritten) is moved aside; a locked, full or
+            # unreachable cache of paid answers is an error to report, not a reason to start empty
+            if getattr(err, "sqlite_errorcode", None) not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise RuntimeError(f"teacher cache {self.path}: {err}") from err
+            stamp = int(time.time())
+            for suffix in ("", "-wal", "-shm"):  # the WAL files belong to the old file, not to a new one
+                part = self.path.with_name(self.path.name + suffix)
+                if part.exists():
+                    part.rename(part.with_name(f"{self.path.name}.corrupt-{stamp}{suffix}"))
+            warnings.warn(f"teacher cache {self.path} was unreadable ({err}); moved to "
+                          f"{self.path.name}.corrupt-{stamp}, starting empty", stacklevel=2)
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across processes
         db.execute("PRAGMA synchronous=FULL")  # a committed answer survives a crash
         db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
@@ -104,13 +112,18 @@ class CompletionCache:
 
 
 def teacher_identity(model_dir: Path, adapter_dir: Path | None) -> str:
-    """Content identity of a teacher: hashes of its weight, config and tokenizer files (and adapter)."""
+    """Content identity of a teacher: every file of its folder (and adapter's) with its relative path, so
+    any change of weights (safetensors or .bin), config, tokenizer, chat template or remote code is a new
+    teacher. Hidden entries (a hub download's .cache/ metadata with timestamps) are left out."""
     h = hashlib.sha256()
-    for folder in [p for p in (model_dir, adapter_dir) if p is not None]:
-        for f in sorted(Path(folder).rglob("*")):
-            if f.is_file() and f.suffix in (".safetensors", ".json", ".gguf", ".txt", ".model"):
-                h.update(f.name.encode())
-                with open(f, "rb") as fh:
-                    while block := fh.read(1 << 22):
-                        h.update(block)
+    for role, folder in enumerate(p for p in (model_dir, adapter_dir) if p is not None):
+        folder = Path(folder)
+        for f in sorted(folder.rglob("*")):
+            rel = f.relative_to(folder)
+            if not f.is_file() or any(part.startswith(".") for part in rel.parts):
+                continue
+            h.update(f"{role}/{rel.as_posix()}\0{f.stat().st_size}\0".encode())
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
     return h.hexdigest()[:16]
