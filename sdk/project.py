@@ -109,6 +109,7 @@ class Project:
                  machine=machine(),
                  config_hash=stable_hash(c.model_dump(mode="json")))
         upstream, ran, ran_now = "", False, []
+        names = [name for name, _ in stage_list()]
         for name, stage in stage_list():
             ctx = Context(c, self.template, self.options, run, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)
             given = stage.inputs(ctx)
@@ -124,6 +125,7 @@ class Project:
                 print(f"[distill] {name}: up to date, skipped")
             else:
                 print(f"[distill] {name}: running", flush=True)
+                run.unrecord(names[names.index(name):])
                 t0 = time.perf_counter()
                 try:
                     info = stage.run(ctx) or {}

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import shutil
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -27,16 +28,35 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write(path: Path, write) -> Path:
-    """write(tmp_path) then rename into place: a crash never leaves a half-written file at `path`."""
+    """write(tmp_path) then rename into place: a crash never leaves a half-written file at `path`, and a
+    power loss never leaves the new name on unwritten data (the file, then its folder, are synced). The
+    temporary name is the writer's own, so two processes writing the same file never share one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a platform without directory handles (Windows): the rename is as durable as it gets
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -192,6 +212,14 @@ class RunDir:
         self.manifest["stages"][stage] = {"hash": inputs_hash, "seconds": round(seconds, 2),
                                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         self.save()
+
+    def unrecord(self, stages: list[str]) -> None:
+        """Forget that these stages finished (persisted at once): called before a stage runs, for it and every
+        stage below it, so a run killed before they finish again never finds them up to date with outputs
+        made from the stage's old outputs."""
+        dropped = [s for s in stages if self.manifest["stages"].pop(s, None) is not None]
+        if dropped:
+            self.save()
 
     def save(self, **top: Any) -> None:
         self.manifest.update(top)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from sdk.distill.losses import Loss
 from sdk.errors import DistillError
+from sdk.rundir import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -60,9 +61,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             break  # a line cut by the interruption ends the readable log
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(x + "\n" for x in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(x + "\n" for x in kept))
 
 
 def _fusable(params: list[torch.nn.Parameter]) -> bool:
@@ -88,9 +87,7 @@ def _tensorboard(root: Path | None, desc: str, step: int):
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _length_grouped(lengths: Sequence[int], batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:

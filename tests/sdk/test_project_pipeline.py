@@ -36,6 +36,12 @@ def test_pipeline_with_folder_teacher_and_student(tiny_llama, tiny_student, tmp_
     again = _project(tiny_llama, tiny_student).run(tmp_path / "run")
     assert again.report == r
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"] == json.loads(manifest)["stages"]
+    # a lost output makes its stage run again; a run stopped right after it (a kill before the next stage
+    # finished) must not leave the stages below looking up to date: they were made from the old output
+    (tmp_path / "run" / "annotations" / "annotations.json").unlink()
+    assert _project(tiny_llama, tiny_student).run(tmp_path / "run", until="annotate").ran == ["annotate"]
+    assert "distill" not in json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert _project(tiny_llama, tiny_student).run(tmp_path / "run").ran[0] == "distill"
 
 
 def test_a_student_with_another_tokenizer_learns_from_label_words(tiny_llama, tmp_path):
