@@ -7,10 +7,12 @@ Defaults live here and only here.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sdk.distill.features import FeatureConfig
@@ -140,6 +142,16 @@ class OpenAITeacherConfig(_Model):
     api_key_env: str | None = Field(
         "OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself "
         "never goes in a file); null for a server without keys.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str | None) -> str | None:
+        # the key pasted here by mistake would be echoed by every message naming the variable: refused
+        # without repeating it
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be the name of an environment variable (letters, digits and _, e.g. "
+                             "DEEPSEEK_API_KEY), not the key itself; the value given is not shown")
+        return value
     api: Literal["auto", "chat", "completions"] = Field(
         "auto", description="chat (/chat/completions) or completions (/completions, a raw prompt); auto: chat "
         "for templates with chat prompts, completions for raw-prompt templates.")

@@ -142,3 +142,15 @@ def test_export_formats_are_validated_by_their_exporter():
     # the spelling before exporters had their own keys still reads (older run folders load)
     old = validate_config({"template": "fraud", "export": {"quants": ["Q8_0"]}})
     assert old.export.formats == {"gguf": {"quants": ["Q8_0"]}}
+
+
+def test_an_api_key_pasted_as_its_variable_name_is_refused_without_echo():
+    data = {"name": "x", "template": "fraud",
+            "teacher": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m",
+                        "api_key_env": "sk-3f9a81c2d4e5b6a7"},
+            "student": {"base": "embedded:smollm2-135m-instruct"}}
+    with pytest.raises(DistillError, match="teacher.api_key_env: must be the name of an environment variable") as err:
+        validate_config(data)
+    assert "3f9a81c2" not in str(err.value)
+    data["teacher"]["api_key_env"] = "DEEPSEEK_API_KEY"
+    assert validate_config(data).teacher.api_key_env == "DEEPSEEK_API_KEY"
