@@ -7,10 +7,12 @@ A problem line: {"task_id", "prompt", "entry_point", "test", optional "canonical
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -128,12 +130,14 @@ def extract_code(completion: str) -> str:
     return match.group(1) if match else completion
 
 
-def build_program(problem: Mapping[str, Any], completion: str) -> str:
+def build_program(problem: Mapping[str, Any], completion: str, done_marker: str | None = None) -> str:
     """Program = the problem's prompt completed by `completion`, then its tests and the check call.
 
     A completion defining `def <entry_point>(` at top level (a chat answer) is appended after the prompt
     whose stub gets a `pass` body, so the prompt's imports and helpers stay and the new definition wins;
-    otherwise it continues the prompt's function body (HumanEval style)."""
+    otherwise it continues the prompt's function body (HumanEval style). `done_marker`: printed after the
+    check returns, so a run can tell a program whose tests ran from one that left with exit code 0 before
+    them (a `sys.exit()` in a script's main block)."""
     prompt, entry_point = str(problem["prompt"]), str(problem["entry_point"])
     if not prompt.endswith("\n"):
         prompt += "\n"
@@ -142,16 +146,28 @@ def build_program(problem: Mapping[str, Any], completion: str) -> str:
         body = prompt + "    pass\n\n" + code
     else:
         body = prompt + code
-    return f"{body}\n\n{problem['test']}\n\ncheck({entry_point})\n"
+    program = f"{body}\n\n{problem['test']}\n\ncheck({entry_point})\n"
+    return program + (f"print({done_marker!r})\n" if done_marker else "")
 
 
 def check_completions(problems_by_id: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str, str]], *,
                       timeout_s: float = 5.0, memory_mb: int = 512, workers: int = 2,
                       progress: Optional[bool] = None) -> list[SandboxResult]:
     """Run each (task_id, completion) against its problem's tests in the sandbox; results in input order."""
-    programs = []
+    programs, markers = [], []
     for i, (task_id, completion) in enumerate(pairs):
         if task_id not in problems_by_id:
             raise DistillError(f"completion {i}: unknown task_id {task_id!r}")
-        programs.append(build_program(problems_by_id[task_id], completion))
-    return run_programs(programs, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, progress=progress)
+        markers.append(f"distill-tests-done-{secrets.token_hex(8)}")  # unknown to the completion's author
+        programs.append(build_program(problems_by_id[task_id], completion, markers[-1]))
+    results = run_programs(programs, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, progress=progress)
+    return [_tests_ran(r, marker) for r, marker in zip(results, markers)]
+
+
+def _tests_ran(result: SandboxResult, marker: str) -> SandboxResult:
+    """A pass counts only when the check returned (its marker printed last); the marker is removed."""
+    stdout = result.stdout.replace(marker + "\n", "")
+    if result.status == "pass" and not result.stdout.rstrip().endswith(marker):
+        return dataclasses.replace(result, status="fail", stdout=stdout,
+                                   reason="exited with code 0 before its tests ran (an exit call in the code)")
+    return dataclasses.replace(result, stdout=stdout)

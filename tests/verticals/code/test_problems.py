@@ -132,5 +132,13 @@ def test_check_completions(humaneval):
     pairs = [(t, humaneval[t]["canonical_solution"]) for t in ids] + [(ids[0], "    return -1\n")]
     results = check_completions(humaneval, pairs, timeout_s=5, memory_mb=256, workers=2)
     assert [r.status for r in results] == ["pass", "pass", "fail"]
+    assert "distill-tests-done" not in results[0].stdout
+    # a wrong answer that leaves with exit code 0 before the tests run is not a pass
+    script = ("def truncate_number(number: float) -> float:\n    return -1.0\n\n"
+              "if __name__ == '__main__':\n    import sys\n    sys.exit(0)\n")
+    early = check_completions(humaneval, [(ids[0], script), (ids[0], "    import os\n    os._exit(0)\n"),
+                                          (ids[0], "    import os\n    return -1\nimport os\nos._exit(0)\n")])
+    assert [r.status for r in early] == ["fail"] * 3
+    assert "before its tests ran" in early[0].reason
     with pytest.raises(DistillError, match="unknown task_id 'nope'"):
         check_completions(humaneval, [("nope", "")])
