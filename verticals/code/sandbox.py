@@ -6,9 +6,13 @@ Layers, strongest first; each is used when the OS allows it and the ones in forc
   * `mountns` a new mount namespace: private size-limited tmpfs on /tmp, /var/tmp, /dev/shm and on the
     working directory; folders the dropped user cannot enter (e.g. /root holding the interpreter) are
     replaced by a tmpfs that shows only the interpreter's folders, read-only;
+  * `readonly` every other mount of that namespace made read-only: only the private tmpfs are writable;
   * `uid`    when started as root: the child runs as a per-slot unprivileged uid (RLIMIT_NPROC then
     counts only that sandbox's processes; root ignores the limit), no supplementary groups;
-  * `userns` when not root: a user namespace makes the two namespaces above possible;
+  * `userns` when not root: a user namespace makes the namespaces above possible; the program is then the
+    SDK's own user, so `noproc` covers /proc (the SDK's environment, API keys included, is there);
+  * `seccomp` a kernel filter: no new process (threads allowed), no exec, no socket, no io_uring, no
+    ptrace, no namespaces, no signal to another process; it holds whatever the Python code does;
   * `rlimits` CPU seconds, address space, processes, file size, open files, no core dumps
     (always, with wall-clock time enforced by the parent);
   * `audit`  a Python audit hook (PEP 578) installed before the program runs: it blocks sockets,
@@ -17,7 +21,10 @@ Layers, strongest first; each is used when the OS allows it and the ones in forc
 The child is a session leader; afterwards its whole process group and any process left with the
 sandbox uid (or session) is killed, and the working directory is removed.
 
-Linux only for the namespace and uid layers; elsewhere rlimits and the audit hook remain.
+Linux only for the namespace, uid and seccomp layers (seccomp on x86_64 and aarch64); elsewhere rlimits
+and the audit hook remain. Without root and without user namespaces (Ubuntu 24.04's AppArmor default,
+Docker's default seccomp profile) the program can read and write what the user can: a warning says so,
+and the SDK process makes itself non-dumpable so that its environment is not readable in /proc.
 """
 
 from __future__ import annotations
@@ -137,8 +144,49 @@ def outermost(paths):
             out.append(p)
     return out
 
+MS_NOEXEC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 8, 1024, 2048, 1 << 21, 1 << 24
+KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+              "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+
+def unescape(field):
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    out, i = "", 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out += chr(int(field[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out += field[i]
+            i += 1
+    return out
+
+def read_only_everywhere():
+    """Every mount of this namespace made read-only (a bind remount that keeps the flags an unprivileged
+    namespace may not change), so the program can write only where a tmpfs is mounted afterwards: with
+    no uid change (not root) the user's own files would otherwise be writable. Returns the mount points
+    that refused."""
+    refused = []
+    with open("/proc/self/mountinfo") as f:
+        rows = [line.split() for line in f]
+    for row in rows:
+        target, options = unescape(row[4]), row[5].split(",")
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        for name in options:
+            flags |= KEPT_FLAGS.get(name, 0)
+        try:
+            mount(None, target, None, flags, None)
+        except OSError:
+            if os.path.exists(target):  # a mount hidden under another one is not reachable anyway
+                refused.append(target)
+    return refused
+
 def private_mounts(needed, uid, gid, program):
     mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    refused = read_only_everywhere()
+    if refused:
+        report(warning="could not make read-only: %s" % ", ".join(refused[:5]))
+    else:
+        layers.append("readonly")
     shared = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d) and not os.path.islink(d)]
     for top in shared:
         if not any(under(top, n) for n in needed):
@@ -160,6 +208,10 @@ def private_mounts(needed, uid, gid, program):
     with open(os.path.join(wd, cfg["program_name"]), "w") as f:
         f.write(program)
     os.chmod(os.path.join(wd, cfg["program_name"]), 0o644)
+    if uid is None:
+        # same user as the SDK (no uid to drop to): /proc would show the SDK's environment, API keys included
+        mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=555")
+        layers.append("noproc")
 
 def main():
     os.umask(0o022)
@@ -225,6 +277,10 @@ def main():
     os.chdir(wd)
     if cfg["guard"]:
         layers.append("audit")
+    if "mountns" not in layers and "uid" not in layers:
+        report(warning="no namespaces and no uid to drop to (unprivileged user namespaces are refused here): "
+               "programs can read and write what this user can, except the SDK's own process; run as root "
+               "or allow user namespaces (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0)")
     report(layers=layers)
     os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", "-c", cfg["stage2"], sys.argv[1]])
 
@@ -243,6 +299,8 @@ def _boot():
     path = os.path.join(wd, cfg["program_name"])
     with open(path) as f:
         source = f.read()
+    if _seccomp():
+        os.write(cfg["report_fd"], (json.dumps({"layers": ["seccomp"]}) + "\n").encode())
     if cfg["guard"]:
         import _posixsubprocess
         def _no_fork_exec(*args, _audit=sys.audit, **kwargs):
@@ -251,6 +309,68 @@ def _boot():
         _install_hook(wd, cfg["report_fd"])
     sys.argv = [path]
     return source, path
+
+
+def _seccomp():
+    """A seccomp filter, enforced by the kernel, irreversible and inherited: no new process (threads stay
+    allowed), no exec, no socket of any family, no io_uring (it opens sockets without the socket call), no
+    namespaces, no ptrace, no signal to another process. The audit hook refuses the same in Python, where
+    a program can find a way around it (a fresh copy of a C module); here there is none. Built by hand:
+    libseccomp's Python binding is not on PyPI, and the filter is some forty BPF instructions."""
+    import ctypes, os, sys
+    machine = os.uname().machine
+    if machine == "x86_64":
+        arch = 0xC000003E
+        nr = dict(socket=41, socketpair=53, clone=56, fork=57, vfork=58, execve=59, kill=62, ptrace=101,
+                  tkill=200, tgkill=234, unshare=272, setns=308, process_vm_writev=311, execveat=322)
+    elif machine == "aarch64":
+        arch = 0xC00000B7
+        nr = dict(socket=198, socketpair=199, clone=220, execve=221, kill=129, ptrace=117, tkill=130,
+                  tgkill=131, unshare=97, setns=268, process_vm_writev=271, execveat=281)
+    else:
+        return False
+    nr.update(pidfd_send_signal=424, io_uring_setup=425, io_uring_enter=426, io_uring_register=427, clone3=435)
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    ALLOW, KILL, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+    EPERM, EAGAIN, EACCES, ENOSYS = 1, 11, 13, 38
+    NR, ARCH, ARG0 = 0, 4, 16  # offsets in struct seccomp_data (args[0]: its low 32 bits, little-endian)
+    CLONE_THREAD = 0x00010000
+    pid = os.getpid()
+    prog = [(LD, 0, 0, ARCH), (JEQ, 1, 0, arch), (RET, 0, 0, KILL), (LD, 0, 0, NR)]
+    if machine == "x86_64":
+        prog += [(JGE, 0, 1, 0x40000000), (RET, 0, 0, ERRNO | ENOSYS)]  # the x32 ABI's numbers
+    # clone: a thread (CLONE_THREAD) is allowed, a process is not
+    prog += [(JEQ, 0, 4, nr["clone"]), (LD, 0, 0, ARG0), (JSET, 0, 1, CLONE_THREAD), (RET, 0, 0, ALLOW),
+             (RET, 0, 0, ERRNO | EAGAIN)]
+    # signals: only to this process (its first argument is the target pid or thread group)
+    for name in ("kill", "tkill", "tgkill"):
+        prog += [(JEQ, 0, 4, nr[name]), (LD, 0, 0, ARG0), (JEQ, 0, 1, pid), (RET, 0, 0, ALLOW),
+                 (RET, 0, 0, ERRNO | EPERM)]
+    refused = {"socket": EACCES, "socketpair": EACCES, "fork": EAGAIN, "vfork": EAGAIN, "execve": EACCES,
+               "execveat": EACCES, "clone3": ENOSYS,  # glibc then falls back to clone, checked above
+               "io_uring_setup": ENOSYS, "io_uring_enter": ENOSYS, "io_uring_register": ENOSYS,
+               "ptrace": EPERM, "unshare": EPERM, "setns": EPERM, "process_vm_writev": EPERM,
+               "pidfd_send_signal": EPERM}
+    for name, err in refused.items():
+        if name in nr:
+            prog += [(JEQ, 0, 1, nr[name]), (RET, 0, 0, ERRNO | err)]
+    prog.append((RET, 0, 0, ALLOW))
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction))]
+
+    code = (Instruction * len(prog))(*[Instruction(*i) for i in prog])
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+    ok = libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                    ctypes.byref(Program(len(prog), code)), ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+    del code, libc, Instruction, Program
+    for name in [m for m in sys.modules if m in ("ctypes", "_ctypes") or m.startswith("ctypes.")]:
+        del sys.modules[name]  # the program imports ctypes afresh, which the audit hook refuses
+    return ok
 
 
 def _install_hook(wd, report_fd):
@@ -304,7 +424,7 @@ def _install_hook(wd, report_fd):
                   "_testmultiphase", "_testsinglephase", "_ctypes_test")),
               _guarded_attrs=frozenset(("__code__", "__defaults__", "__kwdefaults__")),
               # event -> (positions of path arguments, positions of dir_fd arguments)
-              _path_events=(("os.remove", (0,), (1,)), ("os.rmdir", (0,), (1,)), ("os.mkdir", (0,), (2,)),
+              _path_events=(("sqlite3.connect", (0,), ()), ("os.remove", (0,), (1,)), ("os.rmdir", (0,), (1,)), ("os.mkdir", (0,), (2,)),
                             ("os.rename", (0, 1), (2, 3)), ("os.chmod", (0,), (2,)), ("os.chown", (0,), (3,)),
                             ("os.truncate", (0,), ()), ("os.utime", (0,), (3,)), ("os.setxattr", (0,), ()),
                             ("os.removexattr", (0,), ()), ("os.chflags", (0,), ()), ("os.lchflags", (0,), ()))):
@@ -359,7 +479,7 @@ except BaseException as err:  # the sandbox's own set-up, not the program: repor
                   (_json.dumps({"setup_error": "%s: %s" % (type(err).__name__, err)}) + "\n").encode())
     finally:
         _os._exit(3)
-del _boot, _install_hook
+del _boot, _install_hook, _seccomp
 exec(compile(_source, __file__, "exec"))
 '''
 
@@ -540,6 +660,7 @@ def run_program(program: str, *, timeout_s: float = 5.0, memory_mb: int = 512, s
     `slot` picks the sandbox uid when several run at once; `python_guard=False` leaves out only the
     audit hook (to test the OS layers on their own)."""
     started = time.monotonic()
+    _hide_own_environment()
     with _UidLease(slot) as lease, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.TemporaryFile() as report:
         workdir = tempfile.mkdtemp(prefix=SANDBOX_MARKER)
@@ -572,6 +693,22 @@ def run_program(program: str, *, timeout_s: float = 5.0, memory_mb: int = 512, s
 
 
 _warned: set[str] = set()
+_hidden = False
+
+
+def _hide_own_environment() -> None:
+    """Not root: the program runs as this user, and where no user namespace hides /proc it could read this
+    process's environment (API keys) there. A non-dumpable process's /proc entries are closed to other
+    processes of its user (it also writes no core dump)."""
+    global _hidden
+    if _hidden or os.geteuid() == 0 or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), ctypes.c_ulong(0),
+                                            ctypes.c_ulong(0), ctypes.c_ulong(0))
+    _hidden = True
 
 
 def _warn_once(message: str) -> None:

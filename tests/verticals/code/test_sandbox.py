@@ -87,8 +87,10 @@ def test_syntax_error_is_an_error(no_leftovers):
 def test_layers_reported():
     got = set(layers())
     assert {"rlimits", "audit"} <= got
+    if os.uname().machine in ("x86_64", "aarch64"):
+        assert "seccomp" in got
     if os.geteuid() == 0 and "netns" in got:  # root with namespaces (dev machines, CI): the full set
-        assert {"netns", "mountns", "uid"} <= got
+        assert {"netns", "mountns", "readonly", "uid"} <= got
 
 
 def test_infinite_loop_times_out(no_leftovers):
@@ -182,6 +184,7 @@ WRITES = {
     "dot-dot": "import os\nopen('../' * 20 + {target!r}.lstrip('/'), 'w').write('x')\n",
     "rename": "open('inside.txt', 'w').write('x')\nimport os\nos.rename('inside.txt', {target!r})\n",
     "symlink": "import os\nos.symlink({target!r}, 'link')\nopen('link', 'w').write('x')\n",
+    "sqlite": "import sqlite3\nsqlite3.connect({target!r}).execute('create table t (x)')\n",
     "patched os.path": ("import os, posixpath, builtins\nposixpath.normpath = lambda p: 'inside'\n"
                         "os.path.realpath = lambda p: 'inside'\nbuiltins.isinstance = lambda *a: False\n"
                         "open({target!r}, 'w').write('x')\n"),
@@ -222,6 +225,27 @@ def test_hook_cannot_be_reached_or_bypassed(program, no_leftovers):
     assert res.status == "error" and "blocked" in res.reason, res
 
 
+# A fresh copy of the C module behind subprocess, made without any audit event: the audit hook never sees
+# what it does, so only the kernel's layers (seccomp, namespaces, uid) stand in its way.
+UNAUDITED_SPAWN = """
+import sys, _imp, os, importlib.machinery as machinery
+spec = sys.modules["_posixsubprocess"].__spec__
+if spec.origin == "built-in":
+    ps = _imp.create_builtin(machinery.ModuleSpec("_posixsubprocess", None, origin="built-in"))
+else:
+    ps = _imp.create_dynamic(machinery.ModuleSpec("x._posixsubprocess", spec.loader, origin=spec.origin))
+r, w = os.pipe()
+ps.fork_exec([b"/bin/sh"], [b"/bin/sh"], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w, True, True,
+             -1, None, None, -1, -1, None, True)
+"""
+
+
+def test_a_process_started_around_the_audit_hook_is_refused_by_the_kernel(no_leftovers):
+    needs("seccomp")
+    res = run_program(UNAUDITED_SPAWN)
+    assert res.status == "fail" and "Errno 11" in res.reason, res
+
+
 def test_output_capture_is_bounded(no_leftovers):
     res = run_program("for i in range(200000):\n    print(i)\n")
     assert res.status == "pass"
@@ -233,3 +257,68 @@ def test_run_programs_keeps_order(no_leftovers):
     results = run_programs(programs, timeout_s=1.0, memory_mb=256, workers=2)
     assert [r.status for r in results] == ["pass", "fail", "fail", "pass", "timeout"]
     assert results[2].reason == "ValueError: x"
+
+
+NOBODY = 65534
+AS_NOBODY = """
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sandbox)
+results = {}
+for name, code in json.loads(sys.argv[2]).items():
+    for guard in (True, False):
+        r = sandbox.run_program(code, timeout_s=3.0, python_guard=guard)
+        results[name + ("" if guard else ", OS layers only")] = [r.status, r.reason, r.layers]
+print(json.dumps(results))
+"""
+
+
+def _usable_by_others(path: str) -> bool:
+    parts = Path(path).resolve().parts
+    return all(os.stat(Path(*parts[:i])).st_mode & 0o001 for i in range(1, len(parts))) and \
+        bool(os.stat(path).st_mode & 0o005 == 0o005)
+
+
+def test_as_an_unprivileged_user_the_kernel_layers_hold(no_leftovers):
+    """The SDK run by an ordinary user (no uid to drop to): the program is that same user, so the user's
+    own files, the SDK's environment and process creation must be closed by namespaces and seccomp, not
+    only by the audit hook (the spawn goes around it)."""
+    python = next((p for p in (os.path.realpath(sys.executable), "/usr/bin/python3")
+                   if os.path.exists(p) and _usable_by_others(p)), None)
+    if os.geteuid() != 0 or not shutil.which("setpriv") or python is None:
+        pytest.skip("needs root (to become an unprivileged user), setpriv and a Python others can run")
+    owned = Path(tempfile.mkdtemp(prefix=".escape-target-", dir=Path(__file__).resolve().parents[3]))
+    try:
+        os.chmod(owned, 0o755)
+        if not _usable_by_others(str(owned)):
+            pytest.skip("the checkout is closed to other users")
+        shutil.copy(Path(__file__).resolve().parents[3] / "verticals" / "code" / "sandbox.py", owned / "sandbox.py")
+        users_file = owned / "cache.sqlite"
+        users_file.write_text("the user's own data")
+        for p in (owned, users_file):
+            os.chown(p, NOBODY, NOBODY)
+        programs = {
+            "write the user's file": f"open({str(users_file)!r}, 'w').write('poisoned')\n",
+            "write it through sqlite": (f"import sqlite3\nsqlite3.connect({str(owned / 'new.sqlite')!r})"
+                                        ".execute('create table t (x)')\n"),
+            "read the SDK's environment": "import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n",
+            "spawn around the hook": UNAUDITED_SPAWN,
+        }
+        out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python, "-I",
+                              "-c", AS_NOBODY, str(owned / "sandbox.py"), json.dumps(programs)],
+                             capture_output=True, text=True, timeout=120, cwd="/",
+                             env={"PATH": "/usr/bin:/bin", "SECRET_API_KEY": "sk-never-shown"})
+        assert out.returncode == 0, out.stderr
+        results = json.loads(out.stdout.strip().splitlines()[-1])
+        layers_seen = set(results["write the user's file"][2])
+        if "userns" not in layers_seen:
+            pytest.skip("unprivileged user namespaces are refused here")
+        assert {"userns", "netns", "mountns", "readonly", "noproc", "seccomp"} <= layers_seen
+        assert len(results) == 2 * len(programs)
+        for name, (status, reason, _) in results.items():
+            assert status != "pass", (name, reason)
+        assert "sk-never-shown" not in out.stdout
+        assert users_file.read_text() == "the user's own data" and not (owned / "new.sqlite").exists()
+    finally:
+        shutil.rmtree(owned, ignore_errors=True)
