@@ -92,16 +92,14 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     from sdk.stages.evaluate import load_details
     from sdk.tables import prompt_function
 
+    out, as_tar, folder = _bundle_destination(Path(out))
     run = load_run(run_dir)
     t = run.template
     if t.task != "decision":
         raise DistillError(f"template {t.name!r} generates text: bundles hold decision templates so far (serve a "
                            "generation student with `distill serve` or see docs/gpu-serving.md)")
     chosen = choose_artifacts(run.entries, artifacts)
-    out = Path(out)
-    as_tar = out.name.endswith(".tar.gz")
-    folder = out.with_name(out.name.removesuffix(".tar.gz")) if as_tar else out
-    tmp = folder.with_name(f".{folder.name}.partial")
+    tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
 
@@ -173,14 +171,50 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     sums = [f"{file_sha256(p)}  {p.relative_to(tmp).as_posix()}" for p in sorted(tmp.rglob("*")) if p.is_file()]
     (tmp / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 
-    replace_dir(tmp, folder)
-    if as_tar:
-        partial = out.with_name(f".{out.name}.partial")
+    if as_tar:  # packed straight from the partial folder: nothing beside `out` is touched
+        partial = out.with_name(f".{out.name}.partial.tar.gz")
         with tarfile.open(partial, "w:gz") as tar:
-            tar.add(folder, arcname=folder.name)
+            tar.add(tmp, arcname=folder)
         partial.replace(out)
-        shutil.rmtree(folder)
+        shutil.rmtree(tmp)
+    else:
+        replace_dir(tmp, out)
     return out
+
+
+TAR_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def _bundle_destination(out: Path) -> tuple[Path, bool, str]:
+    """(out, as a .tar.gz?, the bundle's folder name) after refusing a destination that holds anything but
+    an earlier bundle: `--out` replaces an earlier bundle, never the user's files."""
+    if out.name in ("", ".", ".."):
+        raise DistillError(f"--out {str(out)!r}: give a new folder or a .tar.gz file name, not {str(out)!r}")
+    as_tar = out.name.endswith(TAR_SUFFIXES)
+    if not as_tar and out.suffix in (".zip", ".tar", ".gz", ".bz2", ".xz", ".7z"):
+        raise DistillError(f"--out {out}: a bundle is a folder or a .tar.gz file")
+    folder = out.name.removesuffix(".tar.gz").removesuffix(".tgz") if as_tar else out.name
+    if out.is_symlink() or (out.exists() and not _earlier_bundle(out, as_tar, folder)):
+        what = "folder" if out.is_dir() else "file"
+        raise DistillError(f"--out {out}: this {what} exists and is not a bundle written by `distill bundle`; "
+                           "it is left as it is (choose another --out, or remove it)")
+    if not out.parent.is_dir():
+        raise DistillError(f"--out {out}: the folder {out.parent} does not exist")
+    return out, as_tar, folder
+
+
+def _earlier_bundle(out: Path, as_tar: bool, folder: str) -> bool:
+    if as_tar:
+        if not out.is_file():
+            return False
+        try:
+            with tarfile.open(out, "r:gz") as tar:
+                return f"{folder}/bundle.json" in tar.getnames()
+        except (tarfile.TarError, OSError, EOFError):
+            return False
+    if out.is_dir():
+        return not any(out.iterdir()) or ((out / "bundle.json").is_file() and (out / "SHA256SUMS").is_file())
+    return False
 
 
 def _check_tokenizer(path: Path, prompts: list[str], expected: list[list[int]], chat: bool) -> None:

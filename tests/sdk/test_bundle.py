@@ -96,6 +96,22 @@ def test_bundle_as_tar_gz_and_bad_requests(fraud_tiny_run, tmp_path):
     assert "b/models/student-Q4_K_M.gguf" in names and "b/predict.py" in names and "b/SHA256SUMS" in names
     assert "b/models/student-Q8_0.gguf" not in names
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*partial"))
+    # a bundle beside the user's folder of the same name leaves it alone; the user's own files are never
+    # replaced by a bundle (an earlier bundle is)
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("x")
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    res = run_cli("bundle", fraud_tiny_run, "--out", tmp_path / "mydata.tar.gz", "--artifact", "student-gguf-Q4_K_M")
+    assert res.returncode == 0, res.stderr
+    assert (mine / "precious.txt").read_text() == "x"
+    write_bundle(fraud_tiny_run, tmp_path / "mydata.tar.gz", ["student-gguf-Q4_K_M"])  # over itself
+    res = run_cli("bundle", fraud_tiny_run, "--out", mine, "--artifact", "student-gguf-Q4_K_M")
+    assert res.returncode == 2 and "is not a bundle" in res.stderr, res.stderr
+    for dest in (tmp_path / "notes.csv", tmp_path / ".", tmp_path / "x.zip"):
+        with pytest.raises(DistillError, match="--out"):
+            write_bundle(fraud_tiny_run, dest)
+    assert (mine / "precious.txt").read_text() == "x" and (tmp_path / "notes.csv").read_text() == "a,b\n"
     res = run_cli("bundle", fraud_tiny_run, "--out", tmp_path / "x", "--artifact", "nope")
     assert res.returncode == 2 and "not evaluated" in res.stderr, res.stderr
     for bad, says in (("student-torch", "bundles hold"), ("baseline-logistic-regression", "baseline")):
