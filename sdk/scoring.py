@@ -162,7 +162,8 @@ class FinishedRun:
         for col in self.template.columns:
             if col in optional:
                 continue
-            empty = df.index[df[col].isna()].tolist()
+            blank = df[col].isna() | df[col].map(lambda v: isinstance(v, str) and not v.strip())
+            empty = df.index[blank].tolist()
             if empty:
                 raise DistillError(f"{source}: column {col!r} is empty in {len(empty)} row(s), first row "
                                    f"{_row_number(df, empty[0])}")

@@ -87,8 +87,19 @@ def test_input_checks_name_the_column_and_row(fake_run, tmp_path):
         run.check(gap)
     bad = rows.astype({"amount": object})
     bad.loc[2, "amount"] = "lots"
-    with pytest.raises(DistillError, match="row 3: cannot build the prompt"):
+    with pytest.raises(DistillError, match="row 3: cannot build the prompt.*column 'amount': 'lots' is not a number"):
         run.prompts(run.check(bad))
+    # flags written as text (a CSV, a JSON request) mean what they say: "false" is not true
+    words = rows.astype({"device_change": object})
+    words["device_change"] = ["false", "yes", "0"]
+    assert run.prompts(run.check(words)) == run.prompts(run.check(rows.assign(device_change=[False, True, False])))
+    words.loc[1, "device_change"] = "maybe"
+    with pytest.raises(DistillError, match="row 2: .*column 'device_change': 'maybe' is not true or false"):
+        run.prompts(run.check(words))
+    blank = rows.astype({"merchant_category": object})
+    blank.loc[0, "merchant_category"] = "  "
+    with pytest.raises(DistillError, match="column 'merchant_category' is empty in 1 row.*first row 1"):
+        run.check(blank)
     # records work as well as a DataFrame; a file of another kind is refused by name
     assert len(run.check(rows.to_dict("records"))) == 3
     (tmp_path / "rows.xlsx").write_text("x")

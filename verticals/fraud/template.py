@@ -221,10 +221,27 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> floa
 
 
 def transaction_prompt(row: dict) -> str:
-    """The fraud prompt of one transaction (standard library only: it is shipped in bundles as it is)."""
-    device = "new device" if bool(row["device_change"]) else "same device"
+    """The fraud prompt of one transaction (standard library only: it is shipped in bundles as it is). Values
+    may come as text (CSV, JSON): a value that is not what its column holds is named, never guessed."""
+
+    def number(column):
+        try:
+            value = float(row[column])
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+            return value
+        except (TypeError, ValueError):
+            raise ValueError(f"column {column!r}: {row[column]!r} is not a number") from None
+
+    flag = row["device_change"]
+    if isinstance(flag, str):  # "false" is a true value to bool(): read the words instead
+        flag = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+            flag.strip().lower(), flag)
+    if flag is None or isinstance(flag, str) or not (flag == 0 or flag == 1):
+        raise ValueError(f"column 'device_change': {row['device_change']!r} is not true or false")
+    device = "new device" if flag else "same device"
     note = row.get("note")
     note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
-    return (f"${float(row['amount']):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
-            f"{int(row['hour']):02d}h {row['country']}, account {int(row['account_age_days'])}d, "
-            f"{device}, {int(row['velocity_1h'])} tx/h, {row['merchant']}.{note} Fraud?")
+    return (f"${number('amount'):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
+            f"{int(number('hour')):02d}h {row['country']}, account {int(number('account_age_days'))}d, "
+            f"{device}, {int(number('velocity_1h'))} tx/h, {row['merchant']}.{note} Fraud?")
