@@ -183,6 +183,7 @@ class OpenAITeacher:
                 try:
                     raw = self._call(body)
                     answer = parse(raw)
+                    answer["usage"] = _usage(raw)  # checked here: a reply with unreadable usage is retried
                     break
                 except openai.APIStatusError as err:
                     if err.status_code in (400, 422) and ("logprobs" in body or "top_logprobs" in body):
@@ -192,7 +193,8 @@ class OpenAITeacher:
                 except openai.APIConnectionError as err:
                     raise DistillError(f"teacher endpoint {self.base_url} unreachable for {record} after "
                                        f"{self.max_retries} retries: {type(err).__name__}") from None
-                except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, IndexError) as err:
+                except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, IndexError,
+                        AttributeError, OverflowError) as err:  # any reply not shaped as asked
                     with self._lock:
                         self.usage.malformed_retries += 1
                     if attempt == self.max_retries:
@@ -200,14 +202,9 @@ class OpenAITeacher:
                                            f"{self.max_retries + 1} attempts: {type(err).__name__}: "
                                            f"{_short(str(err))}") from None
                     time.sleep(min(0.5 * 2 ** attempt, 8.0) * (0.5 + random.random()))
-            usage = raw.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_tokens = int(usage.get("completion_tokens") or 0)
-            details = usage.get("completion_tokens_details") or {}
+            prompt_tokens, completion_tokens = answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]
             cost = self._cost(prompt_tokens, completion_tokens)
-            answer["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                               "reasoning_tokens": int(details.get("reasoning_tokens") or 0), "cost": cost,
-                               "latency_ms": 1000.0 * (time.perf_counter() - t0)}
+            answer["usage"].update(cost=cost, latency_ms=1000.0 * (time.perf_counter() - t0))
             if self.cache is not None:
                 self.cache.put(key, answer)
             with self._lock:
@@ -340,6 +337,37 @@ def _parse_text(raw: dict[str, Any], api: str) -> dict[str, Any]:
     return {"text": text, "reasoning": reasoning, "finish": c.get("finish_reason")}
 
 
+def _usage(raw: dict[str, Any]) -> dict[str, int]:
+    """Token counts of a reply (0 where the server gives none); counts that are not whole numbers >= 0 make
+    the reply malformed: the budget is kept on them."""
+    usage = raw.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise MalformedReply(f"usage is not an object: {_short(repr(usage))}")
+    details = usage.get("completion_tokens_details") or {}
+    if not isinstance(details, dict):
+        raise MalformedReply("usage.completion_tokens_details is not an object")
+    out = {}
+    for name, value in (("prompt_tokens", usage.get("prompt_tokens")), ("completion_tokens", usage.get("completion_tokens")),
+                        ("reasoning_tokens", details.get("reasoning_tokens"))):
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise MalformedReply(f"usage.{name} is not a token count: {_short(repr(value))}")
+        out[name] = value
+    return out
+
+
+def _logprob(value: Any) -> float:
+    """A log-probability from a reply: a number <= 0 (a little above 0 is rounding), else the reply is
+    malformed: never a NaN or overflowing target in the store."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedReply(f"logprob {_short(repr(value))} is not a number")
+    value = float(value)
+    if math.isnan(value) or value > 1e-3:
+        raise MalformedReply(f"logprob {value!r} is not a log-probability (a number <= 0)")
+    return min(max(value, -1e4), 0.0)  # -inf (probability 0) as a finite floor: a target, not a NaN later
+
+
 def _first_token_top(raw: dict[str, Any], api: str) -> dict[str, float] | None:
     """{token: logprob} at the first generated position, or None when the reply carries no log-probabilities."""
     lp = _choice(raw).get("logprobs")
@@ -349,9 +377,9 @@ def _first_token_top(raw: dict[str, Any], api: str) -> dict[str, float] | None:
         content = lp.get("content") or []
         if not content:
             return None
-        return {t["token"]: float(t["logprob"]) for t in content[0].get("top_logprobs") or []}
+        return {str(t["token"]): _logprob(t["logprob"]) for t in content[0].get("top_logprobs") or []}
     tops = lp.get("top_logprobs") or []
-    return {str(k): float(v) for k, v in (tops[0] or {}).items()} if tops else None
+    return {str(k): _logprob(v) for k, v in (tops[0] or {}).items()} if tops else None
 
 
 def _parse_decision_logprobs(raw: dict[str, Any], words: list[str], api: str) -> dict[str, Any]:

@@ -33,6 +33,20 @@ def p_yes(prompt: str) -> float:
     return 0.05 + 0.9 * (_h(prompt) % 1000) / 1000
 
 
+def _top(reply: dict) -> dict:
+    return reply["choices"][0]["logprobs"]["top_logprobs"][0]  # a completions reply's first position
+
+
+# replies that are valid JSON but not what was asked (a completions decision reply, changed in place)
+REPLY_FAULTS = {
+    "nan-logprob": lambda r: _top(r).update({" yes": float("nan")}),
+    "huge-logprob": lambda r: _top(r).update({" yes": 1000.0}),
+    "logprobs-text": lambda r: r["choices"][0].update(logprobs="oops"),
+    "usage-text": lambda r: r.update(usage="n/a"),
+    "usage-not-count": lambda r: r["usage"].update(prompt_tokens="many"),
+}
+
+
 class FakeOpenAI:
     def __init__(self, faults: dict[int, str] | None = None, key: str | None = None, logprobs: bool = True,
                  reasoning: str | None = None, slow_s: float = 3.0):
@@ -141,7 +155,10 @@ class FakeOpenAI:
                     return
                 if fault == "slow":
                     time.sleep(fake.slow_s)
-                reply = json.dumps(fake._reply(self.path, body)).encode()
+                answer = fake._reply(self.path, body)
+                if fault in REPLY_FAULTS:
+                    REPLY_FAULTS[fault](answer)
+                reply = json.dumps(answer).encode()  # NaN is written as NaN, which JSON parsers accept
                 if fault == "malformed":
                     return self._send(200, b"{\"choices\": [tru")
                 if fault == "cut":

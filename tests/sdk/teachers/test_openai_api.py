@@ -10,7 +10,7 @@ import pytest
 from sdk.errors import DistillError
 from sdk.teachers.cache import ResponseCache
 from sdk.teachers.openai_api import BudgetReached, OpenAITeacher
-from tests.sdk.teachers.fake_openai import FakeOpenAI, p_yes
+from tests.sdk.teachers.fake_openai import REPLY_FAULTS, FakeOpenAI, p_yes
 
 PROMPTS = [f"${10 * i} grocery store 1{i % 10}h US, account {i}d. Fraud?" for i in range(12)]
 SECRET = "sk-test-0123456789abcdef-DO-NOT-LEAK"
@@ -77,6 +77,20 @@ def test_a_reply_that_stays_malformed_names_the_record(tmp_path):
     with FakeOpenAI({n: "malformed" for n in range(1, 50)}) as server:
         with pytest.raises(DistillError, match=r"malformed reply for decision prompt 0 after 3 attempts"):
             client(server, concurrency=1, max_retries=2).decide(PROMPTS[:1], [" no", " yes"], [10], desc=None)
+
+
+@pytest.mark.parametrize("fault", sorted(REPLY_FAULTS))
+def test_a_reply_with_impossible_values_is_retried_never_stored(fault, tmp_path):
+    """NaN or positive log-probabilities, fields of the wrong kind, unreadable token counts: retried, and
+    named when they persist; what is stored is only a clean answer."""
+    with FakeOpenAI({1: fault}) as server:
+        got = client(server, tmp_path / "cache.sqlite", concurrency=1).decide(PROMPTS[:1], [" no", " yes"], [10],
+                                                                              desc=None)
+    assert all(math.isfinite(x) and x <= 0 for x in got[0]["label_logprobs"])
+    assert got[0]["label_logprobs"][1] == pytest.approx(math.log(p_yes(PROMPTS[0])), abs=0.02)
+    with FakeOpenAI({n: fault for n in range(1, 10)}) as server:
+        with pytest.raises(DistillError, match=r"malformed reply for decision prompt 0 after 2 attempts"):
+            client(server, concurrency=1, max_retries=1).decide(PROMPTS[:1], [" no", " yes"], [10], desc=None)
 
 
 def test_the_budget_stops_before_it_is_exceeded_and_a_rerun_resumes(tmp_path):
