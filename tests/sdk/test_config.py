@@ -154,3 +154,16 @@ def test_an_api_key_pasted_as_its_variable_name_is_refused_without_echo():
     assert "3f9a81c2" not in str(err.value)
     data["teacher"]["api_key_env"] = "DEEPSEEK_API_KEY"
     assert validate_config(data).teacher.api_key_env == "DEEPSEEK_API_KEY"
+
+
+def test_a_key_given_twice_and_a_file_not_in_utf8_are_named(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("name: x\ntemplate: fraud\ndata:\n  n_train: 48\ndata:\n  n_test: 5\n")
+    with pytest.raises(DistillError, match=r"key 'data' appears twice \(lines 3 and 5\)"):
+        load_config(p)
+    p.write_text("name: x\ntemplate: fraud\ndata: {n_train: 48, n_train: 7}\n")
+    with pytest.raises(DistillError, match="key 'n_train' appears twice"):
+        load_config(p)
+    p.write_bytes("name: café\ntemplate: fraud\n".encode("latin-1"))
+    with pytest.raises(DistillError, match="not UTF-8"):
+        load_config(p)
