@@ -28,8 +28,17 @@ from deployment.runtimes.generation import GenerationParams
 from deployment.serving.engine import EngineStopped, Job, LlamaCppEngine, Overloaded
 from sdk.errors import DistillError
 
-MAX_TEXT_CHARS = 16_000
-_UNION_TAGS = {"str", "int", "float", "bool"}  # pydantic's loc tags for the members of a field's type union  # a field or prompt longer than this is refused before tokenising
+MAX_TEXT_CHARS = 16_000  # a field or prompt longer than this is refused before tokenising
+MAX_BODY_BYTES = 1 << 20  # far above any request within MAX_TEXT_CHARS; larger bodies are not read
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 200 else text[:200] + "..."
+_UNION_TAGS = {"str", "int", "float", "bool"}  # pydantic's loc tags for the members of a field's type union
 
 
 class ServedModel:
@@ -136,10 +145,21 @@ def create_app(served: ServedModel):
         """The JSON body validated by `model` (errors go to the 400 handler below, naming the field)."""
         from pydantic import ValidationError
 
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _BodyTooLarge()
+        chunks, size = [], 0
+        async for chunk in request.stream():  # read up to the limit only, whatever the header said
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _BodyTooLarge()
+            chunks.append(chunk)
         try:
-            data = json.loads(await request.body() or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(err)}]) from None
+            data = json.loads(b"".join(chunks) or b"null")
+            json.dumps(data, ensure_ascii=False).encode("utf-8")  # an unpaired surrogate escape is not text
+        except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, 4,300+ digit numbers, deep nesting
+            msg = "nested too deeply" if isinstance(err, RecursionError) else _short(str(err))
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": msg}]) from None
         if not isinstance(data, dict):
             raise RequestValidationError([{"type": "model_type", "loc": ("body",),
                                            "msg": "the body must be a JSON object"}])
@@ -151,6 +171,10 @@ def create_app(served: ServedModel):
     def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
         return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
                             status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
+
+    @app.exception_handler(_BodyTooLarge)
+    async def _too_large(request: Request, err: _BodyTooLarge):
+        return error(413, f"body: larger than {MAX_BODY_BYTES} bytes")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
@@ -324,7 +348,11 @@ def serve(run_dir: str | Path, artifact: str | None = None, host: str = "127.0.0
     """Serve until interrupted (Ctrl-C / SIGTERM: requests in flight finish first)."""
     import uvicorn
 
-    served = ServedModel(run_dir, artifact, threads=threads, n_seq=n_seq, max_queue=max_queue)
+    _check_settings(host, port, threads, n_seq, max_queue)
+    try:
+        served = ServedModel(run_dir, artifact, threads=threads, n_seq=n_seq, max_queue=max_queue)
+    except ValueError as err:  # llama.cpp refused the context (too many sequences for this machine's memory)
+        raise DistillError(f"cannot serve {run_dir}: {err}") from None
     app = create_app(served)
     print(f"[distill] serving {served.name} ({served.version}) on http://{host}:{port} "
           f"with {served.threads} threads; {served.engine.n_seq} sequences, queue {max_queue}", flush=True)
@@ -332,6 +360,31 @@ def serve(run_dir: str | Path, artifact: str | None = None, host: str = "127.0.0
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     finally:
         served.close()
+
+
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ (src/llama-cparams.h)
+
+
+def _check_settings(host: str, port: int, threads: int | None, n_seq: int, max_queue: int) -> None:
+    """The server's settings, checked before the model loads; the address is tried too, so a port in use
+    or a host this machine does not have is named here rather than by uvicorn after the model loaded."""
+    import socket
+
+    for name, value, low, high in (("--port", port, 1, 65535), ("--sequences", n_seq, 1, MAX_SEQUENCES),
+                                   ("--max-queue", max_queue, 1, None), ("--threads", threads, 1, None)):
+        if value is not None and (value < low or (high is not None and value > high)):
+            raise DistillError(f"{name} {value}: must be {low} or more" + (f" and at most {high}" if high else ""))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise DistillError(f"--host {host!r}: not an address of this machine ({err})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise DistillError(f"cannot listen on {host}:{port}: {err.strerror}") from None
 
 
 def serve_command(

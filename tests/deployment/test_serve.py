@@ -146,6 +146,13 @@ def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(serv
     assert status == 400 and "exceeds" in body["error"]["message"]
     status, body = server.request("POST", "/v1/completions", {"prompt": "hi", "n": 3})
     assert status == 400 and body["error"]["param"] == "n"
+    # bodies that break a JSON reader, or are too large to read at all
+    for raw, status_says in ((b"[" * 100_000, (400, "nested too deeply")),
+                             (b'{"prompt": "hi", "max_tokens": ' + b"9" * 5000 + b"}", (400, "invalid JSON")),
+                             (b'{"prompt": "q\\ud800"}', (400, "invalid JSON")),
+                             (b'{"prompt": "' + b"x" * (2 << 20) + b'"}', (413, "larger than"))):
+        status, body = server.request("POST", "/v1/completions", None, raw=raw)
+        assert (status, status_says[1] in body["error"]["message"]) == (status_says[0], True), body
     assert server.request("GET", "/health")[0] == 200
     assert server.request("POST", "/v1/decide", record)[0] == 200
 
@@ -175,3 +182,21 @@ def test_graceful_shutdown_finishes_requests_in_flight(fraud_tiny_run):
     assert not s.thread.is_alive()
     assert status == 200 and out["usage"]["completion_tokens"] >= 1
     s.served.close()
+
+
+def test_bad_server_settings_are_named_before_the_model_loads(tmp_path):
+    from deployment.serving.server import serve
+    from sdk.errors import DistillError
+
+    nowhere = tmp_path / "no-run"  # never opened: the settings are refused first
+    for kwargs, says in (({"port": 70000}, "--port 70000"), ({"port": 0}, "--port 0"),
+                         ({"n_seq": 0}, "--sequences 0"), ({"n_seq": 100000}, "at most 256"),
+                         ({"max_queue": 0}, "--max-queue 0"), ({"threads": 0}, "--threads 0"),
+                         ({"host": "999.1.1.1"}, "--host '999.1.1.1'")):
+        with pytest.raises(DistillError, match=says):
+            serve(nowhere, **kwargs)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        with pytest.raises(DistillError, match=f"cannot listen on 127.0.0.1:{busy.getsockname()[1]}"):
+            serve(nowhere, port=busy.getsockname()[1])
