@@ -114,11 +114,13 @@ def compare_command(runs: list[Path] = typer.Argument(..., help="Finished run fo
     try:
         if len(runs) < 2:
             raise DistillError("compare needs at least two run folders")
+        if html_out is not None and html_out.is_dir():
+            raise DistillError(f"--html {html_out}: this is a folder; give a file name")
         c = compare([load_run(r) for r in runs])
+        typer.echo(to_markdown(c))
+        if html_out:
+            atomic_write_text(html_out, to_html(c))
+            typer.echo(f"wrote {html_out}")
     except DistillError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
-    typer.echo(to_markdown(c))
-    if html_out:
-        atomic_write_text(html_out, to_html(c))
-        typer.echo(f"wrote {html_out}")

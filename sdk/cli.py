@@ -94,6 +94,8 @@ def init(template: str, directory: Path,
         if data is None and table:
             raise DistillError(f"--{next(iter(table)).replace('_', '-')} describes your own table: give it with --data")
         out = directory / "project.yaml"
+        if directory.exists() and not directory.is_dir():
+            raise DistillError(f"{directory} is a file: give a folder for the project")
         if out.exists() and not force:
             raise DistillError(f"{out} exists (use --force to overwrite)")
         import yaml
@@ -117,7 +119,12 @@ def init(template: str, directory: Path,
                                        comment="set by distill init --data")
             text, facts = _checked_data(text, str(src))
         # the preset's own text is written (its comments explain the choices); it is validated first
-        cfgmod.validate_config(yaml.safe_load(text), source=str(src))
+        try:
+            merged = yaml.safe_load(text)
+        except yaml.YAMLError as err:  # an --set value that YAML cannot hold where it was put
+            raise DistillError(f"--set {' '.join(set_)}: the project file would not be valid YAML "
+                               f"({getattr(err, 'problem', err)}); set one key at a time: section.key=value") from None
+        cfgmod.validate_config(merged, source=str(src))
         directory.mkdir(parents=True, exist_ok=True)
         from sdk.rundir import atomic_write_text
 
@@ -221,6 +228,8 @@ def _with_settings(text: str, section: str, settings: dict[str, Any], comment: s
 
 def _with_overrides(text: str, pairs: list[str]) -> str:
     """`--set section.key=value` (or `key=value` at the top level), values read as YAML."""
+    import yaml
+
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         parts = key.strip().split(".")
@@ -228,6 +237,12 @@ def _with_overrides(text: str, pairs: list[str]) -> str:
             raise DistillError(f"--set {pair!r}: use section.key=value (e.g. data.n_test=500) or key=value; deeper "
                                "keys are edited in project.yaml")
         value = _scalar(raw)
+        current = (yaml.safe_load(text) or {}).get(parts[0])
+        if len(parts) == 1 and (isinstance(current, dict) or isinstance(value, dict)):
+            raise DistillError(f"--set {pair!r}: {parts[0]} is a section; set its keys one at a time "
+                               f"({parts[0]}.<key>=value)")
+        if len(parts) == 2 and current is not None and not isinstance(current, dict):
+            raise DistillError(f"--set {pair!r}: {parts[0]} is a value, not a section (use {parts[0]}=value)")
         if len(parts) == 2:
             text = _with_settings(text, parts[0], {parts[1]: value}, comment="set by distill init --set")
         else:

@@ -89,6 +89,8 @@ class Project:
 
             require_ready(c, source=f"project {c.name!r}")
         root = Path(out) if out else Path("runs") / c.name
+        if root.exists() and not root.is_dir():
+            raise DistillError(f"--out {root}: this is a file; the run folder must be a folder")
         created = _highest_missing(root)
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)

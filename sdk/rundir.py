@@ -32,6 +32,14 @@ def atomic_write(path: Path, write) -> Path:
     power loss never leaves the new name on unwritten data (the file, then its folder, are synced). The
     temporary name is the writer's own, so two processes writing the same file never share one."""
     path = Path(path)
+    if path.is_dir():
+        from sdk.errors import DistillError
+
+        raise DistillError(f"cannot write {path}: it is a folder (give a file name)")
+    if path.parent.exists() and not path.parent.is_dir():
+        from sdk.errors import DistillError
+
+        raise DistillError(f"cannot write {path}: {path.parent} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:

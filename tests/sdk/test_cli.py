@@ -289,6 +289,26 @@ def test_init_sets_preset_values(tmp_path):
     assert "n_test: 50  # set by distill init --set" in text and "# Smallest end-to-end run" in text
     out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "q"), "--set", "student.layrs=3"])
     assert out.exit_code == 2 and "student.layrs: unknown key" in out.output and not (tmp_path / "q").exists()
+    for pair, says in (("student=5", "student is a section"), ("data={n_train: 5}", "data is a section"),
+                       ("seed.x=1", "seed is a value, not a section"), ("seed=-1", "seed")):
+        out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "q"), "--set", pair])
+        assert out.exit_code == 2 and says in out.output, (pair, out.output)
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_file_where_a_folder_belongs_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    out = CliRunner().invoke(app, ["init", "fraud", str(a_file)])
+    assert out.exit_code == 2 and "is a file" in out.output
+    CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "p"), "--preset", "tiny"])
+    out = CliRunner().invoke(app, ["run", str(tmp_path / "p" / "project.yaml"), "--out", str(a_file)])
+    assert out.exit_code == 2 and "is a file" in out.output
+    assert a_file.read_text() == "mine"
 
 
 def test_table_options_need_a_table(tmp_path):

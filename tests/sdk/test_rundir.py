@@ -37,3 +37,19 @@ def test_replace_dir_swaps_whole_folders(tmp_path):
     assert (tmp_path / "student" / "config.json").read_text() == "two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
     assert stable_hash({"a": 1, "b": [2]}) == stable_hash({"b": [2], "a": 1})
+
+
+def test_atomic_write_refuses_a_folder_and_leaves_no_temporary_file(tmp_path):
+    import pytest
+
+    from sdk.errors import DistillError
+    from sdk.rundir import atomic_write_text
+
+    with pytest.raises(DistillError, match="it is a folder"):
+        atomic_write_text(tmp_path, "x")
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(DistillError, match="is a file, not a folder"):
+        atomic_write_text(tmp_path / "f" / "out.txt", "x")
+    atomic_write_text(tmp_path / "new" / "out.txt", "x")
+    assert (tmp_path / "new" / "out.txt").read_text() == "x" and (tmp_path / "f").read_text() == "mine"
+    assert not list(tmp_path.rglob("*.tmp"))
