@@ -33,7 +33,11 @@ def inputs(ctx: Context) -> Any:
     c = ctx.config.model_dump(mode="json")
     data = {k: v for k, v in c["data"].items() if k not in _TABLE_DEFAULTS or v != _TABLE_DEFAULTS[k]}
     return [c["template"], c["seed"], c["template_options"], data, fingerprint(c["data"]["path"]),
-            base_model_spec(ctx.config), fingerprint(base_model_spec(ctx.config))]  # the run's tokenizer
+            base_model_spec(ctx.config), fingerprint(base_model_spec(ctx.config)),  # the run's tokenizer
+            SPLIT_VERSION]
+
+
+SPLIT_VERSION = 2  # what the split does (2: identical model inputs kept once); a new version makes new splits
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -65,7 +69,13 @@ def load_data(config, template, options):
     if d.path is not None:
         df, source = t.load(Path(d.path)), str(d.path)
     else:
-        df = t.synthesize(d.n_train + d.n_val + d.n_test, config.seed, options)
+        wanted = d.n_train + d.n_val + d.n_test
+        df = t.synthesize(wanted, config.seed, options)
+        for _ in range(3):  # repeated rows are dropped before the split: synthesize that many more
+            short = wanted - len(_unique_inputs(df, t))
+            if short <= 0:
+                break
+            df = t.synthesize(wanted + 2 * short, config.seed, options)
         source = f"synthesized by template {t.name!r}"
     check_columns(df, t.columns, source)
     return df, source, None
@@ -88,12 +98,23 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
                 "leakage_removed": leaked, "time_column": d.time_column}
         spec = table.spec
     else:
+        # rows with identical model inputs are kept once (the first): a test row identical to a training row
+        # measures memory, not skill (the education synthesizer repeats 1.6% of its triples, which put 36 of
+        # 1,000 test rows in training before 2026-12-03), and a repeated row weighs twice in training
+        rows_read = len(df)
+        df = _unique_inputs(df, t)
         stratify = t.stratify if t.stratify in df.columns else None
         parts = split(df, d.n_train, d.n_val, d.n_test, config.seed, source, stratify=stratify)
-        info = {"rows_read": len(df)}
+        info = {"rows_read": rows_read, "duplicates_removed": rows_read - len(df), "leakage_removed": {"val": 0, "test": 0}}
         spec = template_spec(t, df) if is_tabular(t) else None
     info["splits"] = split_summary(parts, d.time_column if table is not None else None)
     return Prepared(parts, source, spec, info)
+
+
+def _unique_inputs(df, template):
+    """The rows whose model inputs (the template's columns) differ from every earlier row's."""
+    inputs = [c for c in template.columns if c in df.columns]
+    return df.loc[~df[inputs].astype(str).duplicated(keep="first")].reset_index(drop=True)
 
 
 def prepare(config, template, options) -> Prepared:
