@@ -293,8 +293,12 @@ def _row_number(df, index) -> int:
 def _read_table(path: Path):
     import pandas as pd
 
+    from sdk.tables import read_csv
+
     try:
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        return pd.read_parquet(path) if path.suffix == ".parquet" else read_csv(path)
+    except DistillError:
+        raise
     except Exception as err:  # pandas raises many kinds; all mean "unreadable"
         raise DistillError(f"data file {path}: cannot read it: {err}") from None
 

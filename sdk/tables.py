@@ -142,8 +142,10 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise DistillError(f"data.path: {path}: cannot read a {path.suffix or 'suffix-less'} file as a table; use CSV "
                            "(.csv, .csv.gz) or Parquet (.parquet)")
     try:
-        df = pd.read_parquet(path) if parquet else pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",",
-                                                                 low_memory=False)
+        df = pd.read_parquet(path) if parquet else read_csv(path, sep="\t" if name.endswith(".tsv") else ",",
+                                                              low_memory=False)
+    except DistillError:
+        raise
     except pd.errors.EmptyDataError:
         raise DistillError(f"dataset {path} is empty (no header, no rows)") from None
     except Exception as err:  # pandas raises many kinds; all mean "unreadable"
@@ -151,6 +153,18 @@ def read_table_file(path: Path) -> pd.DataFrame:
     if len(df) == 0:
         raise DistillError(f"dataset {path} is empty")
     return df
+
+
+def read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """pd.read_csv, refusing a header that names a column twice: pandas renames the second `amount` to
+    `amount.1` and reads on, so one of the two would be used unseen."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                         **{k: v for k, v in kwargs.items() if k == "sep"})
+    names = [str(x) for x in (header.iloc[0].tolist() if len(header) else [])]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DistillError(f"{path}: the header names column(s) {twice} more than once; rename or drop the copies")
+    return pd.read_csv(path, **kwargs)
 
 
 # ---- loading: check, type, deduplicate

@@ -198,3 +198,15 @@ def test_classic_models_learn_from_every_column_kind(tmp_path):
         assert roc_auc_score(parts["test"]["label"], probs[:, 1]) > 0.8, name
         steps = str(model)
         assert "TfidfVectorizer" in steps and "OneHotEncoder" in steps  # the note as text, merchant one-hot
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    from sdk.errors import DistillError
+    from sdk.tables import read_table_file
+
+    path = tmp_path / "t.csv"
+    path.write_text("amount,hour,amount,label\n1,2,3,0\n4,5,6,1\n")
+    with pytest.raises(DistillError, match=r"t.csv: the header names column\(s\) \['amount'\] more than once"):
+        read_table_file(path)
+    path.write_text("amount,hour,label\n1,2,0\n")
+    assert list(read_table_file(path).columns) == ["amount", "hour", "label"]

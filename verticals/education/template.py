@@ -266,8 +266,12 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
                     continue
                 raw.append((f"line {lineno}", rec))
     elif path.suffix in (".csv", ".gz"):
+        from sdk.tables import read_csv
+
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            df = read_csv(path, dtype=str, keep_default_na=False)
+        except DistillError:
+            raise
         except Exception as err:  # pandas raises many kinds; all mean "unreadable"
             raise DistillError(f"dataset {path}: cannot read it as CSV ({type(err).__name__}: {err})") from None
         raw = [(f"row {i + 2}", rec) for i, rec in enumerate(df.to_dict("records"))]  # row 1 is the header
