@@ -123,6 +123,10 @@ def decide(probs: np.ndarray, threshold: float | None) -> int:
     return int(np.argmax(probs))
 
 
+class BadInput(ValueError):
+    """Input this script cannot use (a file, a row, an argument): exit code 2 from the command line."""
+
+
 def read_rows(path: Path) -> list[dict]:
     rows = []
     with open(path) as f:
@@ -132,24 +136,27 @@ def read_rows(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SystemExit(f"{path}: line {n} is not JSON: {err}") from None
+                raise BadInput(f"{path}: line {n} is not JSON: {err}") from None
             if not isinstance(row, dict):
-                raise SystemExit(f"{path}: line {n} is not a JSON object")
+                raise BadInput(f"{path}: line {n} is not a JSON object")
             rows.append(row)
     return rows
 
 
 def prompts_from_rows(rows: list[dict], bundle: dict, source: str) -> list[str]:
     if not (HERE / "prompt.py").is_file():
-        raise SystemExit("this bundle has no prompt.py (its template's prompt needs the SDK): pass --prompts")
+        raise BadInput("this bundle has no prompt.py (its template's prompt needs the SDK): pass --prompts")
     scope: dict = {}
     exec(compile((HERE / "prompt.py").read_text(), str(HERE / "prompt.py"), "exec"), scope)
     out = []
     for i, row in enumerate(rows):
         missing = [c for c in bundle["input_columns"] if c not in row]
         if missing:
-            raise SystemExit(f"{source}: row {i + 1} lacks column(s) {', '.join(missing)}")
-        out.append(scope["prompt"](row))
+            raise BadInput(f"{source}: row {i + 1} lacks column(s) {', '.join(missing)}")
+        try:
+            out.append(scope["prompt"](row))
+        except Exception as err:  # the template's prompt names the column whose value it cannot read
+            raise BadInput(f"{source}: row {i + 1}: {type(err).__name__}: {err}") from None
     return out
 
 
@@ -157,7 +164,7 @@ def predict(prompts: list[str], artifact: str | None = None, threads: int | None
     bundle = json.loads((HERE / "bundle.json").read_text())
     name = artifact or bundle["default_artifact"]
     if name not in bundle["artifacts"]:
-        raise SystemExit(f"no artifact {name!r} in this bundle (it has: {', '.join(bundle['artifacts'])})")
+        raise BadInput(f"no artifact {name!r} in this bundle (it has: {', '.join(bundle['artifacts'])})")
     spec = bundle["artifacts"][name]
     seqs = tokenize(prompts, bundle["chat"])
     scorer = open_scorer(spec, threads, max((len(s) for s in seqs), default=1))
@@ -184,17 +191,26 @@ def main(argv: list[str] | None = None) -> int:
         bad = verify()
         print("all files intact" if not bad else "CHANGED: " + ", ".join(bad))
         return 1 if bad else 0
-    bundle = json.loads((HERE / "bundle.json").read_text())
-    if args.prompts:
-        prompts = [line.rstrip("\n") for line in open(args.prompts) if line.strip()]
-    elif args.rows:
-        prompts = prompts_from_rows(read_rows(Path(args.rows)), bundle, args.rows)
-    else:
+    if not args.prompts and not args.rows:
         ap.error("give a rows file or --prompts")
-    lines = [json.dumps(r) for r in predict(prompts, args.artifact, args.threads)]
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
-    else:
+    bundle = json.loads((HERE / "bundle.json").read_text())
+    try:
+        if args.prompts:
+            with open(args.prompts) as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+        else:
+            prompts = prompts_from_rows(read_rows(Path(args.rows)), bundle, args.rows)
+        lines = [json.dumps(r) for r in predict(prompts, args.artifact, args.threads)]
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+    except BadInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError) as err:  # a missing or unreadable file named by the user
+        print(f"error: {getattr(err, 'filename', None) or ''}: {getattr(err, 'strerror', None) or err}",
+              file=sys.stderr)
+        return 2
+    if not args.out:
         print("\n".join(lines))
     return 0
 

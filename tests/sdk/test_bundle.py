@@ -76,6 +76,13 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
         assert [g["decision"] for g in got] == want["decision"].tolist(), name
         np.testing.assert_allclose([g["score"] for g in got], want["score"].to_numpy(), atol=1e-5)
 
+    # input it cannot use: exit 2 naming the file or the row and column, never a traceback
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**test.to_dict("records")[0], "device_change": "maybe"}, default=str) + "\n")
+    for given, says in ((tmp_path / "missing.jsonl", "missing.jsonl"), (bad, "row 1: ValueError: column 'device_change'")):
+        res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(given)], capture_output=True, text=True)
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+
     verify = subprocess.run([str(fresh_venv), str(out / "predict.py"), "--verify"], capture_output=True, text=True)
     assert verify.returncode == 0 and "intact" in verify.stdout
     with open(out / "models" / "student-Q8_0.gguf", "r+b") as f:  # one flipped byte is found
