@@ -135,7 +135,7 @@ def read_table_file(path: Path) -> pd.DataFrame:
     """A CSV (optionally compressed) or Parquet file as pandas reads it; an empty one is an error."""
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"data.path: file {path} does not exist")
+        raise DistillError(f"data.path: {path} " + ("is a folder; give the data file" if path.is_dir() else "does not exist"))
     name = path.name.lower()
     parquet = name.endswith((".parquet", ".pq"))
     if not parquet and not is_csv(path):

@@ -247,7 +247,7 @@ def parse_label(value: Any, options: EducationOptions) -> int:
 def read_records(path: Path, options: EducationOptions, max_problems: int = 20) -> pd.DataFrame:
     """JSONL or CSV records -> a frame with columns + label (0..n-1) + the record's other fields."""
     if not path.is_file():
-        raise DistillError(f"dataset {path} does not exist")
+        raise DistillError(f"dataset {path} " + ("is a folder; give the JSONL or CSV file" if path.is_dir() else "does not exist"))
     problems: list[str] = []
     records: list[dict[str, Any]] = []
     if path.suffix in (".jsonl", ".json", ".ndjson"):
