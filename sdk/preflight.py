@@ -441,6 +441,9 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
         return
     f.facts.append(f"teacher: {teacher.spec} ({_layers(teacher)}, vocabulary "
                    f"{len(teacher.tokenizer) if teacher.tokenizer is not None else '?'})")
+    if teacher.tokenizer is not None and cfg.annotate.top_k > len(teacher.tokenizer):
+        f.problems.append(f"annotate.top_k ({cfg.annotate.top_k}) is more than the teacher's vocabulary "
+                          f"({len(teacher.tokenizer)} tokens): at most {len(teacher.tokenizer)} (all of them)")
     s = cfg.student
     if s.model is None:
         if teacher.layers is not None and s.layers > teacher.layers:

@@ -86,6 +86,11 @@ def test_student_deeper_than_teacher_exits_2(tmp_path, tiny_llama):
     assert "student.layers (8) is more than the teacher's 4 decoder layers" in out.output
 
 
+def test_top_k_beyond_the_vocabulary_exits_2(tmp_path, tiny_llama):
+    out = check(write_project(tmp_path, tiny_llama, annotate__top_k=100_000_000))
+    assert out.exit_code == 2 and "annotate.top_k (100000000) is more than the teacher's vocabulary" in out.output
+
+
 def test_frozen_bottom_not_below_layers_exits_2(tmp_path, tiny_llama):
     out = check(write_project(tmp_path, tiny_llama, student__layers=2, student__frozen_bottom=2))
     assert out.exit_code == 2 and "frozen_bottom (2) must be smaller than layers (2)" in out.output
