@@ -148,6 +148,9 @@ MS_NOEXEC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 8, 1024, 204
 KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
               "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 
+KERNEL_FS = {"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
+             "binfmt_misc", "configfs", "fusectl", "mqueue", "devpts", "hugetlbfs", "efivarfs", "autofs", "nsfs"}
+
 def unescape(field):
     """mountinfo writes space, tab, newline and backslash as octal escapes."""
     out, i = "", 0
@@ -170,13 +173,16 @@ def read_only_everywhere():
         rows = [line.split() for line in f]
     for row in rows:
         target, options = unescape(row[4]), row[5].split(",")
+        fstype = row[row.index("-") + 1] if "-" in row else ""
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY
         for name in options:
             flags |= KEPT_FLAGS.get(name, 0)
         try:
             mount(None, target, None, flags, None)
         except OSError:
-            if os.path.exists(target):  # a mount hidden under another one is not reachable anyway
+            # a mount hidden under another one is not reachable anyway, and kernel file systems (proc,
+            # sysfs, cgroup, ...) take no writes from an unprivileged program
+            if os.path.exists(target) and fstype not in KERNEL_FS:
                 refused.append(target)
     return refused
 
