@@ -213,7 +213,15 @@ def _earlier_bundle(out: Path, as_tar: bool, folder: str) -> bool:
         except (tarfile.TarError, OSError, EOFError):
             return False
     if out.is_dir():
-        return not any(out.iterdir()) or ((out / "bundle.json").is_file() and (out / "SHA256SUMS").is_file())
+        if not any(out.iterdir()):
+            return True
+        sums = out / "SHA256SUMS"
+        if not ((out / "bundle.json").is_file() and sums.is_file()):
+            return False
+        # nothing but what the bundle listed: a virtual environment or the user's rows made inside it stay
+        listed = {line.split("  ", 1)[1] for line in sums.read_text().splitlines() if "  " in line}
+        return all(p.relative_to(out).as_posix() in listed | {"SHA256SUMS"}
+                   for p in out.rglob("*") if p.is_file() or p.is_symlink())
     return False
 
 

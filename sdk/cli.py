@@ -237,7 +237,11 @@ def _with_overrides(text: str, pairs: list[str]) -> str:
             raise DistillError(f"--set {pair!r}: use section.key=value (e.g. data.n_test=500) or key=value; deeper "
                                "keys are edited in project.yaml")
         value = _scalar(raw)
-        current = (yaml.safe_load(text) or {}).get(parts[0])
+        try:
+            current = (yaml.safe_load(text) or {}).get(parts[0])
+        except yaml.YAMLError:
+            raise DistillError(f"--set {pair!r}: an earlier --set made the project file invalid YAML; set one "
+                               "key at a time: section.key=value") from None
         if len(parts) == 1 and (isinstance(current, dict) or isinstance(value, dict)):
             raise DistillError(f"--set {pair!r}: {parts[0]} is a section; set its keys one at a time "
                                f"({parts[0]}.<key>=value)")

@@ -426,7 +426,7 @@ class ProjectConfig(_Model):
     name: str = Field("project", description="Project name, used for run folders.")
     template: str = Field(description="Registered template name (see `distill templates`).")
     preset: str | None = Field(None, description="Preset the file was initialised from (informational).")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for data synthesis, splits, initialisation and sampling.")
+    seed: int = Field(0, ge=0, le=2**32 - 2, description="Seed for data synthesis, splits, initialisation and sampling.")
     template_options: dict[str, Any] = Field(default_factory=dict,
                                              description="Options passed to the template (validated by it).")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -616,6 +616,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, merged by PyYAML itself
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:

@@ -161,7 +161,7 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
                          **{k: v for k, v in kwargs.items() if k == "sep"})
     names = [str(x) for x in (header.iloc[0].tolist() if len(header) else [])]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted({n for n in names if n.strip() and names.count(n) > 1})  # unnamed (trailing commas) aside
     if twice:
         raise DistillError(f"{path}: the header names column(s) {twice} more than once; rename or drop the copies")
     return pd.read_csv(path, **kwargs)

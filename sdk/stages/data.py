@@ -98,7 +98,7 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
                 "leakage_removed": leaked, "time_column": d.time_column}
         spec = table.spec
     else:
-        # rows with identical model inputs are kept once (the first): a test row identical to a training row
+        # rows with identical prompts are kept once (the first): a test row identical to a training row
         # measures memory, not skill (the education synthesizer repeats 1.6% of its triples, which put 36 of
         # 1,000 test rows in training before 2026-12-03), and a repeated row weighs twice in training
         rows_read = len(df)
@@ -112,9 +112,12 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
 
 
 def _unique_inputs(df, template):
-    """The rows whose model inputs (the template's columns) differ from every earlier row's."""
-    inputs = [c for c in template.columns if c in df.columns]
-    return df.loc[~df[inputs].astype(str).duplicated(keep="first")].reset_index(drop=True)
+    """The rows whose prompt (the model's whole input) differs from every earlier row's: columns alone miss
+    repeats that differ only in an id (the code template's task_id)."""
+    import pandas as pd
+
+    prompts = pd.Series([template.prompt(row) for row in df.to_dict("records")], index=df.index)
+    return df.loc[~prompts.duplicated(keep="first")].reset_index(drop=True)
 
 
 def prepare(config, template, options) -> Prepared:

@@ -20,9 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sdk.errors import DistillError
 from sdk.rundir import stable_hash
 
 CACHE_FILE = "teacher-cache.sqlite"
+
+
+def _not_a_database(err: sqlite3.DatabaseError) -> bool:
+    """SQLITE_NOTADB (26) or SQLITE_CORRUPT (11), extended codes included; Python 3.10 gives no code, so its
+    message is read."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    return any(m in str(err) for m in ("file is not a database", "database disk image is malformed"))
 
 
 def request_key(namespace: Any, request: Any) -> str:
@@ -47,8 +57,8 @@ class ResponseCache:
         except sqlite3.DatabaseError as err:
             # only a file that is not a database (truncated or overwritten) is moved aside; a locked, full or
             # unreachable cache of paid answers is an error to report, not a reason to start empty
-            if getattr(err, "sqlite_errorcode", None) not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-                raise RuntimeError(f"teacher cache {self.path}: {err}") from err
+            if not _not_a_database(err):
+                raise DistillError(f"teacher cache {self.path}: {err} (nothing was moved or deleted)") from None
             stamp = int(time.time())
             for suffix in ("", "-wal", "-shm"):  # the WAL files belong to the old file, not to a new one
                 part = self.path.with_name(self.path.name + suffix)

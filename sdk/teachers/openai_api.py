@@ -351,6 +351,8 @@ def _usage(raw: dict[str, Any]) -> dict[str, int]:
                         ("reasoning_tokens", details.get("reasoning_tokens"))):
         if value is None:
             value = 0
+        if isinstance(value, float) and value.is_integer():  # 12.0 from some servers
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise MalformedReply(f"usage.{name} is not a token count: {_short(repr(value))}")
         out[name] = value

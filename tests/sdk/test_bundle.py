@@ -144,3 +144,19 @@ def test_failed_gates_stay_out():
     unsure["gate"]["verdict"] = "inconclusive"
     assert [e["name"] for e in choose_artifacts([*entries, unsure], None)] == ["student-onnx-int8"]
     assert [e["name"] for e in choose_artifacts([*entries, unsure], ["student-gguf-Q4_K_M"])] == ["student-gguf-Q4_K_M"]
+
+
+def test_an_earlier_bundle_is_replaced_only_while_it_holds_nothing_else(tmp_path):
+    """The documented workflow makes env/ and decisions.jsonl inside a bundle folder: those make it the
+    user's folder, never replaced (the destination is checked before the run is read)."""
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "bundle.json").write_text("{}")
+    (bundle / "models" / "m.gguf").write_text("x")
+    (bundle / "SHA256SUMS").write_text("aa  bundle.json\nbb  models/m.gguf\n")
+    with pytest.raises(DistillError, match="no-run"):  # the destination passed: the missing run is what stops it
+        write_bundle(tmp_path / "no-run", bundle)
+    (bundle / "decisions.jsonl").write_text("mine")
+    with pytest.raises(DistillError, match="is not a bundle written by"):
+        write_bundle(tmp_path / "no-run", bundle)
+    assert (bundle / "decisions.jsonl").read_text() == "mine"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.config import ProjectConfig, config_to_yaml, load_config, validate_config
+from sdk.config import ProjectConfig, config_to_yaml, load_config, load_yaml, validate_config
 from sdk.errors import DistillError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,3 +167,11 @@ def test_a_key_given_twice_and_a_file_not_in_utf8_are_named(tmp_path):
     p.write_bytes("name: café\ntemplate: fraud\n".encode("latin-1"))
     with pytest.raises(DistillError, match="not UTF-8"):
         load_config(p)
+
+
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("name: x\ntemplate: fraud\n_sizes: &sizes {n_val: 40, n_test: 50}\n"
+                 "data:\n  <<: *sizes\n  n_train: 60\n")
+    data = load_yaml(p)
+    assert data["data"] == {"n_val": 40, "n_test": 50, "n_train": 60}

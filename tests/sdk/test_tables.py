@@ -210,3 +210,5 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path):
         read_table_file(path)
     path.write_text("amount,hour,label\n1,2,0\n")
     assert list(read_table_file(path).columns) == ["amount", "hour", "label"]
+    path.write_text("amount,hour,label,,\n1,2,0,,\n")  # a spreadsheet's trailing commas: unnamed, not twice
+    assert list(read_table_file(path).columns)[:3] == ["amount", "hour", "label"]

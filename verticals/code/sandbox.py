@@ -12,7 +12,8 @@ Layers, strongest first; each is used when the OS allows it and the ones in forc
   * `userns` when not root: a user namespace makes the namespaces above possible; the program is then the
     SDK's own user, so `noproc` covers /proc (the SDK's environment, API keys included, is there);
   * `seccomp` a kernel filter: no new process (threads allowed), no exec, no socket, no io_uring, no
-    ptrace, no namespaces, no signal to another process; it holds whatever the Python code does;
+    ptrace, no namespaces, no signal to another process (kill, sigqueue, fcntl F_SETOWN); it holds whatever
+    the Python code does;
   * `rlimits` CPU seconds, address space, processes, file size, open files, no core dumps
     (always, with wall-clock time enforced by the parent);
   * `audit`  a Python audit hook (PEP 578) installed before the program runs: it blocks sockets,
@@ -323,23 +324,30 @@ def _seccomp():
     namespaces, no ptrace, no signal to another process. The audit hook refuses the same in Python, where
     a program can find a way around it (a fresh copy of a C module); here there is none. Built by hand:
     libseccomp's Python binding is not on PyPI, and the filter is some forty BPF instructions."""
-    import ctypes, os, sys
+    import os, sys
+    try:
+        import ctypes
+    except ImportError:  # a Python built without ctypes: the other layers remain
+        return False
     machine = os.uname().machine
     if machine == "x86_64":
         arch = 0xC000003E
-        nr = dict(socket=41, socketpair=53, clone=56, fork=57, vfork=58, execve=59, kill=62, ptrace=101,
-                  tkill=200, tgkill=234, unshare=272, setns=308, process_vm_writev=311, execveat=322)
+        nr = dict(socket=41, socketpair=53, clone=56, fork=57, vfork=58, execve=59, kill=62, fcntl=72, ptrace=101,
+                  rt_sigqueueinfo=129, tkill=200, tgkill=234, unshare=272, setns=308, rt_tgsigqueueinfo=297,
+                  process_vm_writev=311, execveat=322)
     elif machine == "aarch64":
         arch = 0xC00000B7
-        nr = dict(socket=198, socketpair=199, clone=220, execve=221, kill=129, ptrace=117, tkill=130,
-                  tgkill=131, unshare=97, setns=268, process_vm_writev=271, execveat=281)
+        nr = dict(socket=198, socketpair=199, clone=220, execve=221, kill=129, fcntl=25, ptrace=117, tkill=130,
+                  tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, unshare=97, setns=268,
+                  process_vm_writev=271, execveat=281)
     else:
         return False
     nr.update(pidfd_send_signal=424, io_uring_setup=425, io_uring_enter=426, io_uring_register=427, clone3=435)
     LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
     ALLOW, KILL, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
     EPERM, EAGAIN, EACCES, ENOSYS = 1, 11, 13, 38
-    NR, ARCH, ARG0 = 0, 4, 16  # offsets in struct seccomp_data (args[0]: its low 32 bits, little-endian)
+    NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24  # offsets in struct seccomp_data (args[i]: low 32 bits, little-endian)
+    F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15  # fcntl commands that point a file's signals at a process
     CLONE_THREAD = 0x00010000
     pid = os.getpid()
     prog = [(LD, 0, 0, ARCH), (JEQ, 1, 0, arch), (RET, 0, 0, KILL), (LD, 0, 0, NR)]
@@ -349,9 +357,12 @@ def _seccomp():
     prog += [(JEQ, 0, 4, nr["clone"]), (LD, 0, 0, ARG0), (JSET, 0, 1, CLONE_THREAD), (RET, 0, 0, ALLOW),
              (RET, 0, 0, ERRNO | EAGAIN)]
     # signals: only to this process (its first argument is the target pid or thread group)
-    for name in ("kill", "tkill", "tgkill"):
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         prog += [(JEQ, 0, 4, nr[name]), (LD, 0, 0, ARG0), (JEQ, 0, 1, pid), (RET, 0, 0, ALLOW),
                  (RET, 0, 0, ERRNO | EPERM)]
+    # fcntl: any command but those that would send a file's signals (SIGIO, or any set by F_SETSIG) elsewhere
+    prog += [(JEQ, 0, 6, nr["fcntl"]), (LD, 0, 0, ARG1), (JEQ, 3, 0, F_SETOWN), (JEQ, 2, 0, F_SETSIG),
+             (JEQ, 1, 0, F_SETOWN_EX), (RET, 0, 0, ALLOW), (RET, 0, 0, ERRNO | EPERM)]
     refused = {"socket": EACCES, "socketpair": EACCES, "fork": EAGAIN, "vfork": EAGAIN, "execve": EACCES,
                "execveat": EACCES, "clone3": ENOSYS,  # glibc then falls back to clone, checked above
                "io_uring_setup": ENOSYS, "io_uring_enter": ENOSYS, "io_uring_register": ENOSYS,
@@ -445,6 +456,8 @@ def _install_hook(wd, report_fd):
                     detail = "open for writing outside the working directory"
         elif event in _blocked or _str.startswith(event, _blocked_prefixes):
             detail = "not allowed"
+        elif event == "fcntl.fcntl" and _len(args) > 1 and args[1] in (8, 10, 15):  # F_SETOWN, F_SETSIG, F_SETOWN_EX
+            detail = "signal owner change not allowed"
         elif event == "import":
             name = _text(args[0])
             if name is not None and (name in _blocked_modules or _str.startswith(name, "ctypes.")):
@@ -709,7 +722,10 @@ def _hide_own_environment() -> None:
     global _hidden
     if _hidden or os.geteuid() == 0 or not sys.platform.startswith("linux"):
         return
-    import ctypes
+    try:
+        import ctypes
+    except ImportError:  # a Python built without ctypes
+        return
 
     PR_SET_DUMPABLE = 4
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), ctypes.c_ulong(0),

@@ -43,3 +43,13 @@ def test_synthesized_rows_keep_the_preset_sizes_once_repeats_are_dropped():
     assert p.info["duplicates_removed"] > 0  # the synthesizer repeats some triples at this size
     assert [len(p.parts[n]) for n in ("train", "val", "test")] == [400, 100, 200]
     assert _no_repeats(p.parts)
+
+
+def test_problems_that_differ_only_in_their_id_are_kept_once():
+    """The code template's rows carry a task_id: the prompt, not the columns, decides what repeats."""
+    t = get_template("code")
+    cfg = validate_config({"name": "x", "template": "code", "data": {"n_train": 430, "n_val": 40, "n_test": 60}})
+    p = prepare(cfg, t, template_options(cfg))
+    assert p.info["duplicates_removed"] > 0  # 530 synthesized problems repeat a few
+    prompts = pd.concat([p.parts[n] for n in ("train", "val", "test")]).apply(lambda r: t.prompt(r.to_dict()), axis=1)
+    assert not prompts.duplicated().any()

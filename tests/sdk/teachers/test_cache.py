@@ -2,6 +2,7 @@ import sqlite3
 
 import pytest
 
+from sdk.errors import DistillError
 from sdk.teachers.cache import ResponseCache, teacher_identity
 
 
@@ -14,7 +15,7 @@ def test_a_locked_cache_is_an_error_and_stays_where_it_is(tmp_path):
     holder.execute("PRAGMA locking_mode=EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(RuntimeError, match="cache.sqlite"):
+        with pytest.raises(DistillError, match="cache.sqlite.*nothing was moved"):
             ResponseCache(path, busy_timeout_s=0.1)
     finally:
         holder.execute("COMMIT")

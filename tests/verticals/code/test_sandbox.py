@@ -246,6 +246,24 @@ def test_a_process_started_around_the_audit_hook_is_refused_by_the_kernel(no_lef
     assert res.status == "fail" and "Errno 11" in res.reason, res
 
 
+def test_a_file_cannot_be_made_to_signal_another_process(no_leftovers):
+    """F_SETOWN points a file's SIGIO (or, with F_SETSIG, any signal: SIGKILL) at a process: with the SDK's
+    pid, writing to the file would kill the SDK. Refused by the hook, and by the kernel without it."""
+    needs("seccomp")
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        program = ("import fcntl, os\nr, w = os.pipe()\nfcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC)\n"
+                   f"fcntl.fcntl(r, 10, 9)\nfcntl.fcntl(r, fcntl.F_SETOWN, {victim.pid})\nos.write(w, b'x')\n")
+        hooked = run_program(program)
+        assert hooked.status == "error" and "signal owner" in hooked.reason, hooked
+        kernel = run_program(program, python_guard=False)
+        assert kernel.status == "fail" and "Operation not permitted" in kernel.reason, kernel
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 def test_output_capture_is_bounded(no_leftovers):
     res = run_program("for i in range(200000):\n    print(i)\n")
     assert res.status == "pass"
