@@ -124,7 +124,7 @@ def init(template: str, directory: Path,
         except yaml.YAMLError as err:  # an --set value that YAML cannot hold where it was put
             raise DistillError(f"--set {' '.join(set_)}: the project file would not be valid YAML "
                                f"({getattr(err, 'problem', err)}); set one key at a time: section.key=value") from None
-        cfgmod.validate_config(merged, source=str(src))
+        cfgmod.validate_config(merged, source=str(src) + "".join(f" --set {p}" for p in set_))
         directory.mkdir(parents=True, exist_ok=True)
         from sdk.rundir import atomic_write_text
 
