@@ -41,7 +41,9 @@ class ParityTemplate:
     def synthesize(self, n, seed, options):
         words = ["yes", "no", "fraud", "device", "store", "online"]
         return pd.DataFrame({"task_id": [f"p{seed}-{i}" for i in range(n)],
-                             "text": [" ".join(words[(i * 7 + seed + j) % 6] for j in range(1 + i % 4)) for i in range(n)],
+                             # numbered: the data stage keeps one row per distinct prompt
+                             "text": [" ".join(words[(i * 7 + seed + j) % 6] for j in range(1 + i % 4)) + f" {i}"
+                                      for i in range(n)],
                              "answer": ["ab" * (1 + i % 3) for i in range(n)]})
 
     def load(self, path):
