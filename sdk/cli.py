@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from sdk.errors import DistillError
+from sdk.errors import DistillError, not_a_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distil a teacher LLM into a small student.")
 
@@ -114,7 +114,7 @@ def init(template: str, directory: Path,
             raise DistillError(f"--teacher: unknown kind {teacher!r} (hf or openai)")
         if data is not None:
             if not data.is_file():
-                raise DistillError(f"--data: {data} " + ("is a folder; give the data file" if data.is_dir() else "does not exist"))
+                raise DistillError(f"--data: {data} {not_a_file(data)}")
             text = _with_data_settings(text, {"path": str(data.resolve()), **table},
                                        comment="set by distill init --data")
             text, facts = _checked_data(text, str(src))

@@ -31,7 +31,8 @@ class DataConfig(_Model):
     path: Path | None = Field(
         None, description="The user's own data file in the template's format (fraud: CSV/Parquet with a `label` "
         "column; code: HumanEval-style JSONL); when unset, the template's synthesizer generates the data.")
-    n_train: int = Field(2000, ge=1, le=100_000_000, description="Training examples (teacher adaptation and distillation).")
+    n_train: int = Field(2000, ge=1, le=100_000_000,
+                         description="Training examples (teacher adaptation and distillation).")
     n_val: int = Field(500, ge=2, le=100_000_000, description="Validation examples (early stopping, threshold choice).")
     n_test: int = Field(2000, ge=2, le=100_000_000, description="Held-out examples every artifact is evaluated on.")
     # Your own table (CSV/Parquet, decision templates such as fraud); see docs/your-data.md.
@@ -426,7 +427,8 @@ class ProjectConfig(_Model):
     name: str = Field("project", description="Project name, used for run folders.")
     template: str = Field(description="Registered template name (see `distill templates`).")
     preset: str | None = Field(None, description="Preset the file was initialised from (informational).")
-    seed: int = Field(0, ge=0, le=2**32 - 2, description="Seed for data synthesis, splits, initialisation and sampling.")
+    seed: int = Field(0, ge=0, le=2**32 - 2,  # seed + 1 seeds the second split: both must fit numpy's 32 bits
+                      description="Seed for data synthesis, splits, initialisation and sampling.")
     template_options: dict[str, Any] = Field(default_factory=dict,
                                              description="Options passed to the template (validated by it).")
     data: DataConfig = Field(default_factory=DataConfig)

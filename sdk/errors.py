@@ -3,3 +3,10 @@
 
 class DistillError(Exception):
     """An error caused by the user's input (config, data, model file); the CLI prints it and exits 2."""
+
+
+def not_a_file(path) -> str:
+    """Why `path` cannot be read as a file, for a message: a folder is named as one, not as missing."""
+    from pathlib import Path
+
+    return "is a folder, not a file" if Path(path).is_dir() else "does not exist"

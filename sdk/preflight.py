@@ -168,7 +168,7 @@ def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
         return
     path = Path(d.path)
     if not path.is_file():
-        f.problems.append(f"data.path: {path} is a folder; give the data file" if path.is_dir()
+        f.problems.append(f"data.path: {path} is a folder, not a file" if path.is_dir()
                           else f"data.path: file {path} does not exist{hint}")
         return
     if is_tabular(template):

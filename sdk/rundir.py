@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sdk.errors import DistillError
+
 PACKAGES = ("distill-sdk", "torch", "transformers", "peft", "gguf", "llama_cpp_python", "scikit-learn",
             "pandas", "numpy")
 
@@ -33,12 +35,8 @@ def atomic_write(path: Path, write) -> Path:
     temporary name is the writer's own, so two processes writing the same file never share one."""
     path = Path(path)
     if path.is_dir():
-        from sdk.errors import DistillError
-
         raise DistillError(f"cannot write {path}: it is a folder (give a file name)")
     if path.parent.exists() and not path.parent.is_dir():
-        from sdk.errors import DistillError
-
         raise DistillError(f"cannot write {path}: {path.parent} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import typer
 
-from sdk.errors import DistillError
+from sdk.errors import DistillError, not_a_file
 
 READ_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".parquet")
 WRITE_SUFFIXES = (".csv", ".jsonl")
@@ -41,7 +41,7 @@ class FinishedRun:
 
         root = Path(root)
         if not root.is_dir():
-            raise DistillError(f"run folder {root} " + ("is a file; give the run folder" if root.exists() else "does not exist"))
+            raise DistillError(f"run folder {root} " + ("is a file, not a folder" if root.exists() else "does not exist"))
         for rel in ("config.yaml", "data/task.json", "evaluation/artifacts.json"):
             if not (root / rel).is_file():
                 raise DistillError(f"{root} is not a finished run: {rel} is missing (run `distill run` to the end)")
@@ -130,7 +130,7 @@ class FinishedRun:
         """Rows from a CSV, JSONL or Parquet file, checked for the template's columns."""
         path = Path(path)
         if not path.is_file():
-            raise DistillError(f"data file {path} " + ("is a folder; give the file" if path.is_dir() else "does not exist"))
+            raise DistillError(f"data file {path} {not_a_file(path)}")
         suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".csv.gz") else path.suffix
         if suffix not in READ_SUFFIXES:
             raise DistillError(f"data file {path}: cannot read {suffix or 'files without a suffix'} "

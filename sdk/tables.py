@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdk.errors import DistillError
+from sdk.errors import DistillError, not_a_file
 
 KINDS = ("number", "bool", "category", "text", "timestamp", "date")
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "t"})
@@ -135,7 +135,7 @@ def read_table_file(path: Path) -> pd.DataFrame:
     """A CSV (optionally compressed) or Parquet file as pandas reads it; an empty one is an error."""
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"data.path: {path} " + ("is a folder; give the data file" if path.is_dir() else "does not exist"))
+        raise DistillError(f"data.path: {path} {not_a_file(path)}")
     name = path.name.lower()
     parquet = name.endswith((".parquet", ".pq"))
     if not parquet and not is_csv(path):

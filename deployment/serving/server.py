@@ -38,6 +38,8 @@ class _BodyTooLarge(Exception):
 
 def _short(text: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
+
+
 _UNION_TAGS = {"str", "int", "float", "bool"}  # pydantic's loc tags for the members of a field's type union
 
 

@@ -99,13 +99,14 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
         spec = table.spec
     else:
         # rows with identical prompts are kept once (the first): a test row identical to a training row
-        # measures memory, not skill (the education synthesizer repeats 1.6% of its triples, which put 36 of
+        # measures memory, not skill (the education synthesizer repeats about 3% of its triples, which put 36 of
         # 1,000 test rows in training before 2026-12-03), and a repeated row weighs twice in training
         rows_read = len(df)
         df = _unique_inputs(df, t)
         stratify = t.stratify if t.stratify in df.columns else None
         parts = split(df, d.n_train, d.n_val, d.n_test, config.seed, source, stratify=stratify)
-        info = {"rows_read": rows_read, "duplicates_removed": rows_read - len(df), "leakage_removed": {"val": 0, "test": 0}}
+        info = {"rows_read": rows_read, "duplicates_removed": rows_read - len(df),
+                "leakage_removed": {"val": 0, "test": 0}}  # no repeated prompt is left to leak
         spec = template_spec(t, df) if is_tabular(t) else None
     info["splits"] = split_summary(parts, d.time_column if table is not None else None)
     return Prepared(parts, source, spec, info)

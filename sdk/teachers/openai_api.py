@@ -347,7 +347,8 @@ def _usage(raw: dict[str, Any]) -> dict[str, int]:
     if not isinstance(details, dict):
         raise MalformedReply("usage.completion_tokens_details is not an object")
     out = {}
-    for name, value in (("prompt_tokens", usage.get("prompt_tokens")), ("completion_tokens", usage.get("completion_tokens")),
+    for name, value in (("prompt_tokens", usage.get("prompt_tokens")),
+                        ("completion_tokens", usage.get("completion_tokens")),
                         ("reasoning_tokens", details.get("reasoning_tokens"))):
         if value is None:
             value = 0

@@ -441,7 +441,8 @@ def _install_hook(wd, report_fd):
                   "_testmultiphase", "_testsinglephase", "_ctypes_test")),
               _guarded_attrs=frozenset(("__code__", "__defaults__", "__kwdefaults__")),
               # event -> (positions of path arguments, positions of dir_fd arguments)
-              _path_events=(("sqlite3.connect", (0,), ()), ("os.remove", (0,), (1,)), ("os.rmdir", (0,), (1,)), ("os.mkdir", (0,), (2,)),
+              _path_events=(("sqlite3.connect", (0,), ()),
+                            ("os.remove", (0,), (1,)), ("os.rmdir", (0,), (1,)), ("os.mkdir", (0,), (2,)),
                             ("os.rename", (0, 1), (2, 3)), ("os.chmod", (0,), (2,)), ("os.chown", (0,), (3,)),
                             ("os.truncate", (0,), ()), ("os.utime", (0,), (3,)), ("os.setxattr", (0,), ()),
                             ("os.removexattr", (0,), ()), ("os.chflags", (0,), ()), ("os.lchflags", (0,), ()))):

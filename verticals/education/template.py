@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluation.metrics import confusion, macro_f1, quadratic_kappa
-from sdk.errors import DistillError
+from sdk.errors import DistillError, not_a_file
 from verticals.education.answers import (CORRECT_TYPES, ERROR_TYPES, RUBRIC_MAX, applicable, reference_text,
                                         student_answer, words)
 
@@ -247,7 +247,7 @@ def parse_label(value: Any, options: EducationOptions) -> int:
 def read_records(path: Path, options: EducationOptions, max_problems: int = 20) -> pd.DataFrame:
     """JSONL or CSV records -> a frame with columns + label (0..n-1) + the record's other fields."""
     if not path.is_file():
-        raise DistillError(f"dataset {path} " + ("is a folder; give the JSONL or CSV file" if path.is_dir() else "does not exist"))
+        raise DistillError(f"dataset {path} {not_a_file(path)}")
     problems: list[str] = []
     records: list[dict[str, Any]] = []
     if path.suffix in (".jsonl", ".json", ".ndjson"):
