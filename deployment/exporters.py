@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from sdk.typed_config import TypedConfig
 
 
 @dataclass
@@ -67,17 +69,13 @@ def folder_bytes(path: Path, patterns: Sequence[str] = ("*",)) -> int:
     return sum(f.stat().st_size for p in patterns for f in path.rglob(p) if f.is_file())
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class GgufExporter:
     """GGUF for llama.cpp: an F16 file written from the student's weights, then llama.cpp's own quantizer
     for each requested type."""
 
     kind = "gguf"
 
-    class Config(_Config):
+    class Config(TypedConfig):
         quants: list[str] = Field(["Q8_0", "Q4_K_M"], description="GGUF types made by llama.cpp's quantizer "
                                   "from the F16 file (F16 itself to keep it).")
 
@@ -123,13 +121,13 @@ class OnnxExporter:
 
     kind = "onnx"
 
-    class Config(_Config):
+    class Config(TypedConfig):
         quants: list[Literal["fp32", "int8", "int8-dynamic", "int4"]] = Field(
             ["int8"], description="Graphs written: fp32; int8 (8-bit MatMulNBits: blocks of 32 weights, int8 "
             "activations per block; keeps a generation student's pass@1); int8-dynamic (onnxruntime's "
-            "quantize_dynamic: per-channel weights, one activation scale per tensor; loses 15% of pass@1 on "
-            "code); int4 (4-bit weight-only MatMulNBits, the int4_eight_bit modules at 8 bits). The modules "
-            "in keep_float stay fp32.")
+            "quantize_dynamic: per-channel weights, one activation scale per tensor; lost 21% of the code "
+            "student's pass@1 on 200 problems, docs/export.md); int4 (4-bit weight-only MatMulNBits, the "
+            "int4_eight_bit modules at 8 bits). The modules in keep_float stay fp32.")
         keep_float: list[str] = Field(["lm_head"], description="Modules whose MatMuls stay fp32 in the "
                                       "quantized graphs (a quantized output head costs the most quality).")
         int4_block_size: int = Field(32, ge=16, description="int4: weights per quantization block (a power "
@@ -184,7 +182,7 @@ class TorchExporter:
 
     kind = "torch"
 
-    class Config(_Config):
+    class Config(TypedConfig):
         quants: list[Literal["int8", "fp8"]] = Field(["int8"], description="torchao quantizations applied when "
                                                      "loading: int8 (CPU or CUDA), fp8 (CUDA, Hopper/Ada).")
 

@@ -59,7 +59,8 @@ def init(template: str, directory: Path,
          set_: list[str] = typer.Option([], "--set", help="Override a preset value: section.key=value, e.g. "
                                         "--set data.n_test=500 (repeatable; values read as YAML)."),
          data: Optional[Path] = typer.Option(None, help="Your own data file instead of synthesized data (fraud: a "
-                                             "CSV or Parquet table; code: JSONL); sets data.path."),
+                                             "CSV or Parquet table; code: JSONL; education: JSONL or CSV); sets "
+                                             "data.path."),
          label_column: Optional[str] = typer.Option(None, help="With --data (a table): the column holding the "
                                                     "answer (data.label_column; default 'label')."),
          time_column: Optional[str] = typer.Option(None, help="With --data (a table): a time column; the split is "
@@ -109,7 +110,7 @@ def init(template: str, directory: Path,
             missing = [flag for flag, v in (("--base-url", base_url), ("--model", model)) if not v]
             if missing:
                 raise DistillError(f"--teacher openai needs {' and '.join(missing)}")
-            text = with_openai_teacher(text, base_url, model, api_key_env)
+            text = with_openai_teacher(text, base_url.strip(), model, api_key_env)
         elif teacher != "hf":
             raise DistillError(f"--teacher: unknown kind {teacher!r} (hf or openai)")
         if data is not None:
@@ -124,7 +125,8 @@ def init(template: str, directory: Path,
         except yaml.YAMLError as err:  # an --set value that YAML cannot hold where it was put
             raise DistillError(f"--set {' '.join(set_)}: the project file would not be valid YAML "
                                f"({getattr(err, 'problem', err)}); set one key at a time: section.key=value") from None
-        cfgmod.validate_config(merged, source=str(src) + "".join(f" --set {p}" for p in set_))
+        flags = "".join(f" --set {p}" for p in set_) + (" --teacher openai --base-url --model" if teacher == "openai" else "")
+        cfgmod.validate_config(merged, source=str(src) + flags)
         directory.mkdir(parents=True, exist_ok=True)
         from sdk.rundir import atomic_write_text
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -19,12 +20,13 @@ from sdk.distill.features import FeatureConfig
 from sdk.distill.on_policy import OnPolicyConfig
 from sdk.distill.qad import QADConfig
 from sdk.errors import DistillError
+from sdk.typed_config import TypedConfig
 
 EMBEDDED_TEACHER = "embedded:smollm2-135m-instruct"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Model(TypedConfig):
+    model_config = ConfigDict(validate_assignment=True)  # extra="forbid" comes from TypedConfig
 
 
 class DataConfig(_Model):
@@ -143,6 +145,19 @@ class OpenAITeacherConfig(_Model):
     api_key_env: str | None = Field(
         "OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself "
         "never goes in a file); null for a server without keys.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value.strip())
+        if parts.username is not None or parts.password is not None:
+            # it would be written into config.yaml, the manifest and every error naming the endpoint
+            raise ValueError("must not carry credentials (user:key@host); name the key's variable in "
+                             "api_key_env instead; the value given is not shown")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, e.g. https://api.deepseek.com "
+                             f"(got {value!r})")
+        return value.strip()
 
     @field_validator("api_key_env")
     @classmethod
@@ -523,8 +538,8 @@ def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: 
         return f"{where}: unknown key{did_you_mean(loc, model, prefix, elsewhere)}"
     msg = e["msg"].removeprefix("Value error, ")
     head, sep, rest = msg.partition(": ")
-    if not loc and sep and head in _fields_at(model, ("",)):  # a whole-project check names its own section
-        where, msg = prefix + head, rest
+    if sep and head in _fields_at(model, (*loc, head)):  # a section's check names its own key
+        where, msg = f"{where}.{head}" if loc else prefix + head, rest
     value = e.get("input")
     if isinstance(value, (str, int, float, bool)) and e["type"] != "value_error" and len(repr(value)) < 60:
         msg += f" (got {value!r})"  # a bad type or range: show what the file holds

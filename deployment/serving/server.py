@@ -22,11 +22,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from deployment.runtimes.generation import GenerationParams
 from deployment.serving.engine import EngineStopped, Job, LlamaCppEngine, Overloaded
 from sdk.errors import DistillError
+from sdk.typed_config import TypedConfig
 
 MAX_TEXT_CHARS = 16_000  # a field or prompt longer than this is refused before tokenising
 MAX_BODY_BYTES = 1 << 20  # far above any request within MAX_TEXT_CHARS; larger bodies are not read
@@ -86,9 +87,7 @@ class ServedModel:
 
 
 # ---- request bodies (OpenAI's field names; unknown fields are refused)
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Sampling(TypedConfig):
     model: str | None = None
     max_tokens: int = Field(16, ge=1, le=4096)
     temperature: float = Field(1.0, ge=0, le=2)
@@ -109,9 +108,7 @@ class CompletionRequest(_Sampling):
     prompt: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChatMessage(TypedConfig):
     role: Literal["system", "user", "assistant"]
     content: str = Field(..., max_length=MAX_TEXT_CHARS)
 
@@ -129,7 +126,7 @@ def decide_request_model(columns: list[str], optional: set[str]) -> type[BaseMod
             fields[c] = (value | None, Field(None))
         else:
             fields[c] = (value, Field(...))
-    return create_model("DecideRequest", __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model("DecideRequest", __base__=TypedConfig, **fields)
 
 
 # ---- the app
@@ -183,6 +180,9 @@ def create_app(served: ServedModel):
         problems: dict[str, str] = {}  # field -> message (a union's members each report: one line per field)
         for e in err.errors():
             loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            head, sep, rest = str(e.get("msg", "")).removeprefix("Value error, ").partition(": ")
+            if e.get("type") == "value_error" and sep and head.isidentifier():  # a body check naming its field
+                loc, e = [*loc, head], {**e, "msg": rest}
             union = bool(loc) and loc[-1] in _UNION_TAGS and len(loc) > 1
             where = ".".join(loc[:-1] if union else loc) or "body"
             if where in problems:

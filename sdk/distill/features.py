@@ -22,16 +22,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from sdk.distill.schedules import Scheduled, check_range, value_at
 from sdk.errors import DistillError
+from sdk.typed_config import TypedConfig
 
 
-class FeatureConfig(BaseModel):
+class FeatureConfig(TypedConfig):
     """`distill.features`: feature distillation beside the main loss (off when absent)."""
 
-    model_config = ConfigDict(extra="forbid")
     layers: dict[int, int] | None = Field(None, description="Student layer -> teacher layer (0-based, each "
                                           "layer's output); default: every student layer and the teacher layer "
                                           "it was cut from.")

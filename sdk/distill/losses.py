@@ -10,13 +10,14 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch.utils.checkpoint import checkpoint
 
 from sdk.distill.divergences import (DIVERGENCES, NEG, TAILS, divergence, sorted_student_bins, student_bins,
                                      teacher_bins)
 from sdk.distill.schedules import Schedule, Scheduled, check_range, value_at  # noqa: F401
 from sdk.errors import DistillError
+from sdk.typed_config import TypedConfig
 
 
 class Loss(Protocol):
@@ -32,10 +33,9 @@ class TaskCrossEntropy:
         return F.cross_entropy(logits.float(), batch["target"])
 
 
-class _KDConfig(BaseModel):
+class _KDConfig(TypedConfig):
     """The keys every KD loss shares."""
 
-    model_config = ConfigDict(extra="forbid")
     # keys added after run folders existed: left out of the stored loss config while at their defaults, so
     # those runs' stage hashes (and their cached annotations and students) stay valid
     omit_if_default: ClassVar[tuple[str, ...]] = ("divergence", "beta", "skew", "tail", "recompute")

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sdk.distill.sequence import make_response_loss
+from sdk.typed_config import TypedConfig
 
 
-class OnPolicyConfig(BaseModel):
+class OnPolicyConfig(TypedConfig):
     """`distill.on_policy`: a share of the steps on the student's own samples (off when absent)."""
 
-    model_config = ConfigDict(extra="forbid")
     fraction: float = Field(0.5, gt=0, le=1, description="Share of steps (lambda in GKD) trained on the "
                             "student's samples scored by the teacher.")
     max_new_tokens: int = Field(128, ge=1, description="Longest sample.")

@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sdk.distill.batching import batches
 from sdk.distill.sequence import _base, response_hidden, right_pad
 from sdk.errors import DistillError
+from sdk.typed_config import TypedConfig
 
 
 def sequence_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
@@ -57,10 +58,9 @@ class DPOLoss:
     """The DPO objective on (chosen, rejected) sequence log-probabilities and their reference values; the
     `dpo` loss of a `distill.stages` entry (generation templates)."""
 
-    class Config(BaseModel):
+    class Config(TypedConfig):
         """`distill.stages[].loss` parameters of `kind: dpo`."""
 
-        model_config = ConfigDict(extra="forbid")
         beta: float = Field(0.1, gt=0, description="Strength of the preference against the reference (DPO's beta).")
         samples: int = Field(2, ge=1, le=16, description="Completions the student samples per training prompt to "
                              "find a rejected one (a completion the verifier fails).")

@@ -18,17 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 from torch.nn.utils import parametrize
+
+from sdk.typed_config import TypedConfig
 
 QAD_PREFIX = "student-qad-"  # + the target GGUF type: the twin trained through that type's fake quantization
 CONTROL_DIR = "student-cont"  # the twin trained as many more steps without it
 
 
-class QADConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class QADConfig(TypedConfig):
     types: list[str] = Field(..., min_length=1, description="GGUF types (llama.cpp ftypes, e.g. Q4_K_M, Q2_K) "
                              "to train a QAD twin for; each is exported in that type only.")
     steps: int = Field(64, ge=1, description="Optimizer steps of each QAD twin (and of the control twin) after "

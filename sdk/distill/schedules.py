@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from sdk.typed_config import TypedConfig
 
 
-class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Schedule(TypedConfig):
     kind: Literal["constant", "linear", "cosine", "step"] = Field(
         description="constant: start throughout; linear / cosine: from start to end; step: values[i] from "
         "milestones[i-1] on (fractions of training).")

@@ -146,6 +146,9 @@ def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(serv
     assert status == 400 and "exceeds" in body["error"]["message"]
     status, body = server.request("POST", "/v1/completions", {"prompt": "hi", "n": 3})
     assert status == 400 and body["error"]["param"] == "n"
+    status, body = server.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": True})
+    assert (status, body["error"]["param"]) == (400, "max_tokens"), body
+    assert body["error"]["message"] == "max_tokens: expected a number, got true"
     # bodies that break a JSON reader, or are too large to read at all
     for raw, status_says in ((b"[" * 100_000, (400, "nested too deeply")),
                              (b'{"prompt": "hi", "max_tokens": ' + b"9" * 5000 + b"}", (400, "invalid JSON")),

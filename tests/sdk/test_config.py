@@ -175,3 +175,35 @@ def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
                  "data:\n  <<: *sizes\n  n_train: 60\n")
     data = load_yaml(p)
     assert data["data"] == {"n_val": 40, "n_test": 50, "n_train": 60}
+
+
+def test_the_endpoint_must_be_an_http_url_without_credentials():
+    data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
+            "teacher": {"kind": "openai", "base_url": "api.deepseek.com", "model": "m"}}
+    with pytest.raises(DistillError, match=r"teacher.base_url: must be an http:// or https:// URL"):
+        validate_config(data)
+    data["teacher"]["base_url"] = "https://me:sk-3f9a81c2d4e5b6a7@api.deepseek.com"
+    with pytest.raises(DistillError, match="teacher.base_url: must not carry credentials") as err:
+        validate_config(data)
+    assert "3f9a81c2" not in str(err.value)
+    data["teacher"]["base_url"] = " http://127.0.0.1:8080/v1 "
+    assert validate_config(data).teacher.base_url == "http://127.0.0.1:8080/v1"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"data": {"n_train": True}}, "data.n_train: expected a number, got true"),  # YAML's `yes`
+    ({"seed": False}, "seed: expected a number, got false"),
+    ({"distill": {"lr": True}}, "distill.lr: expected a number, got true"),
+    ({"export": {"gate": {"min_retention": True}}}, "export.gate.min_retention: expected a number, got true"),
+])
+def test_true_or_false_where_a_number_belongs_is_refused(data, message):
+    with pytest.raises(DistillError, match=message):
+        validate_config({"name": "x", "template": "fraud", **data})
+
+
+def test_numbers_written_as_text_still_read():
+    # YAML 1.1 reads an unquoted 1e-4 as a string: it must stay a learning rate
+    cfg = validate_config({"name": "x", "template": "fraud", "distill": {"lr": "1e-4"}, "data": {"n_train": 300.0}})
+    assert cfg.distill.lr == 1e-4 and cfg.data.n_train == 300
+    # and a flag stays a flag
+    assert validate_config({"name": "x", "template": "fraud", "distill": {"fsdp": True}}).distill.fsdp is True

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from sdk.typed_config import TypedConfig
 
 _HERE = Path(__file__).parent
 
 
-class CodeOptions(BaseModel):
+class CodeOptions(TypedConfig):
     """`template_options` of the code template."""
-
-    model_config = ConfigDict(extra="forbid")
 
     difficulties: dict[str, float] | None = Field(
         None, description="Synthesized mix of difficulty levels, e.g. {easy: 0.4, medium: 0.4, hard: 0.2}; "

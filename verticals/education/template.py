@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from evaluation.metrics import confusion, macro_f1, quadratic_kappa
 from sdk.errors import DistillError, not_a_file
+from sdk.typed_config import TypedConfig
 from verticals.education.answers import (CORRECT_TYPES, ERROR_TYPES, RUBRIC_MAX, applicable, reference_text,
                                         student_answer, words)
 
@@ -27,10 +28,8 @@ _FALSE = {"incorrect", "false", "0", "no", "wrong"}
 MAX_FIELD_CHARS = 4000
 
 
-class EducationOptions(BaseModel):
+class EducationOptions(TypedConfig):
     """`template_options` of the education template."""
-
-    model_config = ConfigDict(extra="forbid")
 
     grading: Literal["binary", "rubric"] = Field(
         "binary", description="binary: the label says correct or incorrect (the words, true/false or 1/0); "

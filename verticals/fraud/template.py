@@ -7,21 +7,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from sklearn.metrics import precision_recall_curve
 
 from evaluation.metrics import ranking_metrics
-
+from sdk.typed_config import TypedConfig
 from verticals.fraud.synth import synthesize_transactions
 
 _HERE = Path(__file__).parent
 
 
-class OperatingPoint(BaseModel):
+class OperatingPoint(TypedConfig):
     """Where the fraud team runs the model, in its own terms. Every artifact (teacher, students) gets its
     threshold on the validation split for this same point, so they are compared on equal terms."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["fpr", "alert_rate", "recall", "best_f1", "threshold"] = Field(
         "fpr", description="fpr: flag at most `value` of legitimate transactions; alert_rate: flag at most "
@@ -53,10 +51,8 @@ class OperatingPoint(BaseModel):
         return {"fpr": "recall", "alert_rate": "recall", "recall": "fpr", "best_f1": "f1", "threshold": "f1"}[self.kind]
 
 
-class FraudOptions(BaseModel):
+class FraudOptions(TypedConfig):
     """`template_options` of the fraud template."""
-
-    model_config = ConfigDict(extra="forbid")
 
     fraud_rate: float = Field(0.05, gt=0, lt=1, description="Share of fraud in synthesized transactions.")
     train_positive_fraction: float | None = Field(
