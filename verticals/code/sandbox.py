@@ -471,7 +471,10 @@ def _install_hook(wd, report_fd):
             for name, paths, dir_fds in _path_events:
                 if event == name:
                     for i in paths:
-                        if not _inside(args[i]):
+                        # sqlite3's event carries a pathlib.Path as given: its __fspath__ is the program's code
+                        if _text(args[i]) is None:
+                            detail = "path not given as text (str(path) passes)"
+                        elif not _inside(args[i]):
                             detail = "path outside the working directory"
                     for i in dir_fds:
                         if i < _len(args) and not (args[i] is None or (_type(args[i]) is _int and args[i] == -1)):

@@ -207,10 +207,14 @@ def test_write_outside_the_working_directory_is_blocked(kind, guard, open_dir, n
 def test_writes_inside_the_working_directory_work_and_are_removed(no_leftovers):
     res = run_program("import os, tempfile\nos.makedirs('a/b')\nopen('a/b/f.txt', 'w').write('x')\n"
                       "with tempfile.NamedTemporaryFile(dir='.') as f:\n    f.write(b'y')\n"
+                      "import sqlite3\nsqlite3.connect('a/b/db.sqlite').execute('create table t (x)')\n"
                       "os.remove('a/b/f.txt')\nprint(os.getcwd())\n")
     assert res.status == "pass", res
     workdir = Path(res.stdout.strip())
     assert workdir.name.startswith(SANDBOX_MARKER) and not workdir.exists()
+    # a database named by a pathlib.Path is refused with the way around it, not as a path outside
+    res = run_program("import pathlib, sqlite3\nsqlite3.connect(pathlib.Path('db.sqlite'))\n")
+    assert res.status == "error" and "str(path) passes" in res.reason, res
 
 
 @pytest.mark.parametrize("program", [
