@@ -355,7 +355,7 @@ def score_command(
     data: Path = typer.Argument(..., help="Rows to score: CSV, JSONL or Parquet with the template's columns."),
     out: Path = typer.Option(..., "--out", help="Scored rows: .csv or .jsonl (input columns + outputs)."),
     artifact: Optional[str] = typer.Option(None, help="Evaluated artifact to score with (default: the smallest "
-                                           "student GGUF)."),
+                                           "student GGUF that passed its release gate)."),
 ) -> None:
     """Score new rows with a finished run's model: the evaluation's prompt, runtime and threshold."""
     try:
@@ -364,7 +364,7 @@ def score_command(
         name = artifact or run.default_artifact
         rows = run.read(data)
         typer.echo(f"scoring {len(rows)} rows of {data} with {name}"
-                   f"{'' if artifact else ' (default: the smallest evaluated student GGUF)'}", err=True)
+                   f"{'' if artifact else ' (default: the smallest student GGUF that passed its gate)'}", err=True)
         scored = run.predict(rows, artifact=name)
         write_scored(scored, out)
     except DistillError as err:
