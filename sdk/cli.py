@@ -104,6 +104,8 @@ def init(template: str, directory: Path,
         if name is not None:
             text = _with_top(text, "name", name, comment="set by distill init --name")
         text = _with_overrides(text, set_)
+        # where a bad value may come from, besides the preset: named in every validation error below
+        flags = "".join(f" --set {p}" for p in set_) + (" --teacher openai --base-url --model" if teacher == "openai" else "")
         if teacher == "openai":
             from sdk.teachers.cli import with_openai_teacher
 
@@ -118,14 +120,13 @@ def init(template: str, directory: Path,
                 raise DistillError(f"--data: {data} {not_a_file(data)}")
             text = _with_data_settings(text, {"path": str(data.resolve()), **table},
                                        comment="set by distill init --data")
-            text, facts = _checked_data(text, str(src))
+            text, facts = _checked_data(text, str(src) + flags)
         # the preset's own text is written (its comments explain the choices); it is validated first
         try:
             merged = yaml.safe_load(text)
         except yaml.YAMLError as err:  # an --set value that YAML cannot hold where it was put
             raise DistillError(f"--set {' '.join(set_)}: the project file would not be valid YAML "
                                f"({getattr(err, 'problem', err)}); set one key at a time: section.key=value") from None
-        flags = "".join(f" --set {p}" for p in set_) + (" --teacher openai --base-url --model" if teacher == "openai" else "")
         cfgmod.validate_config(merged, source=str(src) + flags)
         directory.mkdir(parents=True, exist_ok=True)
         from sdk.rundir import atomic_write_text

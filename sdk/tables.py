@@ -248,7 +248,9 @@ def prepare_table(df: pd.DataFrame, opts: TableOptions, *, source: str, csv: boo
         if template_mode and expected and c in expected and not bad:
             problems += _template_value_problems(df[c], kind, expected[c], c, where, source)
         present = values.dropna()
-        if not explicit and present.nunique() <= 1:
+        # one value in some rows and nothing in the others still tells rows apart (a note or none): only a
+        # column with one value in every row, or none in any, says nothing
+        if not explicit and (present.empty or (present.nunique() == 1 and len(present) == len(values))):
             ignored[c] = "empty" if present.empty else f"constant ({show(present.iloc[0])} in every row)"
             continue
         features.append(Feature(c, kind))

@@ -156,8 +156,10 @@ def _warnings(r: dict[str, Any]) -> list[str]:
             out.append(f"only {vpos} positive examples in the validation split (fewer than {MIN_VAL_POSITIVES}): "
                        "thresholds chosen there meet the operating point only roughly on new data.")
     elif d["n_test"] < MIN_TEST_PROBLEMS:
-        out.append(f"only {d['n_test']} test problems (fewer than {MIN_TEST_PROBLEMS}): each one moves pass@1 by "
-                   f"{1 / d['n_test']:.1%}; differences of a few points between artifacts are noise.")
+        what = "problems" if r["task"] == "generation" else "examples"
+        out.append(f"only {d['n_test']} test {what} (fewer than {MIN_TEST_PROBLEMS}): each one is "
+                   f"{1 / d['n_test']:.1%} of the split, so differences of a few points of {r['headline_metric']} "
+                   "between artifacts are noise.")
     n = min((g["n"] for g in (r.get("gates") or {}).values() if g.get("n") is not None), default=None)
     if r["task"] == "generation" and n is not None and n < MIN_GATE_PROBLEMS:
         out.append(f"the release gates decided on only {n} validation problems (fewer than {MIN_GATE_PROBLEMS}): "

@@ -61,6 +61,20 @@ def test_init_keeps_the_presets_comments_and_sets_the_data_path(tmp_path):
     assert cfg["data"]["path"] == str(csv.resolve()) and cfg["data"]["n_test"] == yaml.safe_load(preset)["data"]["n_test"]
 
 
+def test_a_bad_set_value_with_data_names_the_flag_not_only_the_preset(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+    from verticals.fraud import FraudTemplate
+
+    csv = tmp_path / "tx.csv"
+    FraudTemplate().synthesize(400, 0, FraudTemplate.Options()).to_csv(csv, index=False)
+    out = CliRunner().invoke(app, ["init", "fraud", str(tmp_path / "p"), "--preset", "tiny", "--data", str(csv),
+                                   "--set", "data.n_tset=6"])
+    assert out.exit_code == 2 and "data.n_tset: unknown key" in out.output
+    assert "--set data.n_tset=6" in out.output and not (tmp_path / "p").exists()
+
+
 def test_unknown_template_exits_2(tmp_path):
     out = distill("init", "astrology", tmp_path)
     assert out.returncode == 2 and "unknown template 'astrology'" in out.stderr and "fraud" in out.stderr

@@ -35,6 +35,16 @@ def test_a_mixed_table_is_typed_and_labelled(tmp_path, name):
     assert pd.api.types.is_datetime64_any_dtype(table.df["when"]) and table.duplicates_removed == 0
 
 
+def test_a_column_with_one_value_in_some_rows_and_none_in_the_others_is_kept(tmp_path):
+    # 'customer wrote' on a quarter of the rows: whether a note exists tells rows apart; it was dropped as constant
+    df = mixed_table()
+    df["remark"] = ["customer wrote" if i % 4 == 0 else None for i in range(len(df))]
+    df["blank"] = None
+    table = load(df, tmp_path)
+    assert "remark" in table.spec.names and table.spec.ignored["blank"] == "empty"
+    assert table.spec.ignored["currency"] == "constant ('EUR' in every row)"
+
+
 @pytest.mark.parametrize("labels, positive, expected", [
     ([True, False, True], None, [1, 0, 1]),
     ([1, 0, 0], None, [1, 0, 0]),

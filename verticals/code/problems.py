@@ -26,8 +26,9 @@ HUMANEVAL_RESOURCE = ("data", "HumanEval.jsonl.gz")
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a .jsonl or gzipped .jsonl.gz file."""
+def _json_lines(path: Path, problems: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a .jsonl or gzipped .jsonl.gz file. A line that is
+    not a JSON object raises, or, when `problems` is given, is named there and skipped (to report them all)."""
     path = Path(path)
     if not path.is_file():
         raise DistillError(f"{path}: no such file")
@@ -41,21 +42,27 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise DistillError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-                if not isinstance(obj, dict):
-                    raise DistillError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-                yield lineno, obj
+                    bad = f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})"
+                else:
+                    if isinstance(obj, dict):
+                        yield lineno, obj
+                        continue
+                    bad = f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                if problems is None:
+                    raise DistillError(bad)
+                problems.append(bad)
     except (OSError, EOFError, UnicodeDecodeError) as err:  # truncated gzip, bad encoding
         raise DistillError(f"{path}: cannot read: {err}") from None
 
 
-def _require_strings(path: Path, lineno: int, obj: dict[str, Any], fields: Sequence[str]) -> None:
+def _string_problem(path: Path, lineno: int, obj: dict[str, Any], fields: Sequence[str]) -> str | None:
     for name in fields:
         if name not in obj:
-            raise DistillError(f"{path}:{lineno}: field {name!r} is missing")
+            return f"{path}:{lineno}: field {name!r} is missing"
         if not isinstance(obj[name], str) or not obj[name].strip():
-            raise DistillError(f"{path}:{lineno}: field {name!r} must be a non-empty string, "
-                               f"got {type(obj[name]).__name__} {str(obj[name])[:40]!r}")
+            return (f"{path}:{lineno}: field {name!r} must be a non-empty string, "
+                    f"got {type(obj[name]).__name__} {str(obj[name])[:40]!r}")
+    return None
 
 
 def defines_function(code: str, name: str, top_level: bool = False) -> bool:
@@ -64,31 +71,38 @@ def defines_function(code: str, name: str, top_level: bool = False) -> bool:
     return re.search(rf"^{indent}(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", code, re.MULTILINE) is not None
 
 
-def read_problems(path: Path) -> list[dict[str, Any]]:
-    """Problems of a HumanEval-format .jsonl / .jsonl.gz file, checked line by line."""
+def read_problems(path: Path, max_problems: int = 20) -> list[dict[str, Any]]:
+    """Problems of a HumanEval-format .jsonl / .jsonl.gz file, checked line by line; every bad line is named
+    (the first `max_problems` of them) in one error."""
     path = Path(path)
-    problems: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    problems: list[str] = []
     first_line: dict[str, int] = {}
-    for lineno, obj in _json_lines(path):
-        _require_strings(path, lineno, obj, PROBLEM_FIELDS)
-        if obj.get("canonical_solution") is not None and not isinstance(obj["canonical_solution"], str):
-            raise DistillError(f"{path}:{lineno}: field 'canonical_solution' must be a string, "
-                               f"got {type(obj['canonical_solution']).__name__}")
-        entry_point = obj["entry_point"]
-        if not entry_point.isidentifier():
-            raise DistillError(f"{path}:{lineno}: field 'entry_point': {entry_point!r} is not a Python name")
-        if not defines_function(obj["prompt"], entry_point):
-            raise DistillError(f"{path}:{lineno}: field 'entry_point': the prompt defines no function "
-                               f"{entry_point!r}")
-        task_id = obj["task_id"]
-        if task_id in first_line:
-            raise DistillError(f"{path}:{lineno}: field 'task_id': duplicate {task_id!r} "
-                               f"(first on line {first_line[task_id]})")
-        first_line[task_id] = lineno
-        problems.append(obj)
-    if not problems:
+    for lineno, obj in _json_lines(path, problems):
+        bad = _string_problem(path, lineno, obj, PROBLEM_FIELDS)
+        entry_point, task_id = obj.get("entry_point"), obj.get("task_id")
+        if bad is None and obj.get("canonical_solution") is not None and not isinstance(obj["canonical_solution"], str):
+            bad = (f"{path}:{lineno}: field 'canonical_solution' must be a string, "
+                   f"got {type(obj['canonical_solution']).__name__}")
+        if bad is None and not entry_point.isidentifier():
+            bad = f"{path}:{lineno}: field 'entry_point': {entry_point!r} is not a Python name"
+        if bad is None and not defines_function(obj["prompt"], entry_point):
+            bad = f"{path}:{lineno}: field 'entry_point': the prompt defines no function {entry_point!r}"
+        if isinstance(task_id, str) and task_id in first_line:
+            bad = bad or (f"{path}:{lineno}: field 'task_id': duplicate {task_id!r} "
+                          f"(first on line {first_line[task_id]})")
+        elif isinstance(task_id, str):
+            first_line[task_id] = lineno
+        if bad:
+            problems.append(bad)
+        else:
+            out.append(obj)
+    if problems:
+        more = f"\n  ... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
+        raise DistillError(f"{path}: {len(problems)} bad line(s):\n  " + "\n  ".join(problems[:max_problems]) + more)
+    if not out:
         raise DistillError(f"{path}: no problems (empty file)")
-    return problems
+    return out
 
 
 def read_completions(path: Path) -> list[dict[str, Any]]:

@@ -31,3 +31,20 @@ def test_a_training_that_peaked_or_stopped_early_or_has_few_checks_says_nothing(
     unvalidated = _train([0.0, 0.0, 0.0])  # no held-out prompts: the recipe records no metric
     unvalidated["history"] = [{**h, "val": None} for h in unvalidated["history"]]
     assert training_health("s", "k", unvalidated) == ([], [])
+
+
+def _report(task, metrics, n_test, headline):
+    return {"task": task, "compared_metrics": metrics, "headline_metric": headline, "summary": {},
+            "data": {"n_test": n_test, "test_positives": 50, "val_positives": 50}}
+
+
+def test_small_test_splits_are_warned_about_in_the_templates_own_terms():
+    from sdk.stages.report import _warnings
+
+    # an education run (a decision template without recall) once read "only 10 test problems ... pass@1"
+    (edu,) = _warnings(_report("decision", ["accuracy", "macro_f1"], 10, "accuracy"))
+    assert edu.startswith("only 10 test examples (fewer than 100): each one is 10.0% of the split")
+    assert "accuracy" in edu and "pass@1" not in edu and "problems" not in edu
+    (code,) = _warnings(_report("generation", ["pass@1"], 40, "pass@1"))
+    assert code.startswith("only 40 test problems") and "pass@1" in code
+    assert _warnings(_report("decision", ["accuracy"], 400, "accuracy")) == []

@@ -77,6 +77,21 @@ def test_bad_problem_lines_name_file_line_and_field(tmp_path, bad_line, field, m
         assert repr(field) in text
 
 
+def test_every_bad_line_is_named_in_one_error(tmp_path):
+    # `distill init code --data` stopped at the first bad line; its help promises every row at fault
+    rows = [problem("t/0"), problem("t/1", entry_point="sub"), problem("t/2"),
+            {k: v for k, v in problem("t/3").items() if k != "test"}, problem("t/0"), '["a list"]', problem("t/4")]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DistillError) as err:
+        read_problems(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: 4 bad line(s):")
+    for line, message in [(2, "defines no function 'sub'"), (4, "'test' is missing"),
+                          (5, "duplicate 't/0' (first on line 1)"), (6, "expected a JSON object")]:
+        assert f"{path}:{line}: " in text and message in text
+    assert f"{path}:3:" not in text and f"{path}:7:" not in text
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DistillError, match="no such file"):
         read_problems(tmp_path / "absent.jsonl")
