@@ -36,9 +36,22 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise DistillError(f"{run_dir} is not a finished run folder (needs report.json and config.yaml)")
     try:
         return {"name": str(run_dir), "report": json.loads(rep.read_text()),
-                "config": _flatten(yaml.safe_load(cfg.read_text()) or {})}
+                "config": _flatten(_resolved(yaml.safe_load(cfg.read_text()) or {}))}
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise DistillError(f"{run_dir}: unreadable report.json or config.yaml ({err})") from None
+
+
+def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as the run used it, defaults filled in (a run that left template_options out and one
+    that wrote the defaults are the same run); a config this version no longer reads is compared as written."""
+    from sdk.config import template_options, validate_config
+    from sdk.errors import DistillError
+
+    try:
+        cfg = validate_config(raw)
+        return {**cfg.model_dump(mode="json"), "template_options": template_options(cfg).model_dump(mode="json")}
+    except (DistillError, TypeError):
+        return raw
 
 
 def compare(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -74,6 +74,10 @@ class FinishedRun:
         """The smallest evaluated GGUF of the main student that passed its release gate (the most compressed
         quant): what one deploys; else the smallest export that passed, else the unquantized student, else
         the smallest student artifact whose gate did not fail."""
+        return self.default_choice()[0]
+
+    def default_choice(self) -> tuple[str, str]:
+        """(default_artifact, why it was chosen, in words for the user)."""
         from evaluation.report import gate_verdict
 
         def main_student(e: dict[str, Any]) -> bool:
@@ -82,13 +86,17 @@ class FinishedRun:
         def verdict(e: dict[str, Any]) -> str:
             return gate_verdict(e["gate"]) if e.get("gate") else "pass"
 
-        for pick in (lambda e: main_student(e) and e["format"] == "gguf" and verdict(e) == "pass",
-                     lambda e: main_student(e) and e.get("gate") and verdict(e) == "pass",
-                     lambda e: e["name"] == "student-torch",
-                     lambda e: e["role"] == "student" and verdict(e) != "fail"):
+        for pick, why in (
+                (lambda e: main_student(e) and e["format"] == "gguf" and verdict(e) == "pass",
+                 "the smallest student GGUF that passed its gate"),
+                (lambda e: main_student(e) and e.get("gate") and verdict(e) == "pass",
+                 "no student GGUF passed its gate: the smallest export that did"),
+                (lambda e: e["name"] == "student-torch", "no export passed its gate: the unquantized student"),
+                (lambda e: e["role"] == "student" and verdict(e) != "fail",
+                 "no export passed its gate: the smallest student artifact whose gate did not fail")):
             found = [e for e in self.entries if pick(e)]
             if found:
-                return min(found, key=lambda e: e["size_bytes"])["name"]
+                return min(found, key=lambda e: e["size_bytes"])["name"], why
         raise DistillError(f"{self.run.path('evaluation', 'artifacts.json')} lists no student artifact")
 
     def entry(self, artifact: str | None = None) -> dict[str, Any]:
@@ -361,10 +369,9 @@ def score_command(
     try:
         check_out(out)  # before any work
         run = load_run(run_dir)
-        name = artifact or run.default_artifact
+        name, why = (artifact, "") if artifact else run.default_choice()
         rows = run.read(data)
-        typer.echo(f"scoring {len(rows)} rows of {data} with {name}"
-                   f"{'' if artifact else ' (default: the smallest student GGUF that passed its gate)'}", err=True)
+        typer.echo(f"scoring {len(rows)} rows of {data} with {name}{f' (default: {why})' if why else ''}", err=True)
         scored = run.predict(rows, artifact=name)
         write_scored(scored, out)
     except DistillError as err:

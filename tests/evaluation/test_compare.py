@@ -44,3 +44,18 @@ def test_compare_command_writes_html_and_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["compare-command", str(a), str(tmp_path / "empty")])
     assert res.exit_code == 2 and "not a finished run folder" in res.output
+
+
+def test_compare_reads_defaults_as_written_values(tmp_path):
+    # a run that wrote the code template's option defaults and one that left them out were listed as
+    # `template_options.timeout_s 5.0 | None`: a change that was none
+    from verticals.code import CodeTemplate
+
+    preset = yaml.safe_load(CodeTemplate().preset_path("tiny").read_text())
+    a, b = _run(tmp_path, "a", 0.72, 6), _run(tmp_path, "b", 0.8, 6)
+    defaults = CodeTemplate.Options().model_dump(mode="json")
+    (a / "config.yaml").write_text(yaml.safe_dump({**preset, "template_options": defaults}))
+    (b / "config.yaml").write_text(yaml.safe_dump({**{k: v for k, v in preset.items() if k != "template_options"},
+                                                   "seed": preset.get("seed", 0) + 1}))
+    c = compare([load_run(a), load_run(b)])
+    assert list(c["config_changes"]) == ["seed"]

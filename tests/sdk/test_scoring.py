@@ -64,6 +64,23 @@ def test_default_artifact_is_the_smallest_main_student_gguf(fake_run):
         run.entry("student-gguf-F16")
 
 
+def test_the_default_artifact_says_why_it_was_chosen(fake_run):
+    from sdk.scoring import load_run
+
+    assert load_run(fake_run).default_choice() == ("student-gguf-Q4_K_M", "the smallest student GGUF that passed its gate")
+    # no GGUF passed its gate: `distill score` said "the smallest student GGUF" of an ONNX file
+    entries = json.loads((fake_run / "evaluation" / "artifacts.json").read_text())
+    failed = {"verdict": "fail", "passed": False}
+    for e in entries:
+        if e["format"] == "gguf":
+            e["gate"] = failed
+    entries.append({**_entry("student-onnx-fp32", "student", "onnx", None, 80),
+                    "gate": {"verdict": "pass", "passed": True}})
+    (fake_run / "evaluation" / "artifacts.json").write_text(json.dumps(entries))
+    assert load_run(fake_run).default_choice() == ("student-onnx-fp32",
+                                                   "no student GGUF passed its gate: the smallest export that did")
+
+
 def test_unfinished_run_names_the_missing_file(fake_run, tmp_path):
     (fake_run / "evaluation" / "artifacts.json").unlink()
     from sdk.scoring import load_run
