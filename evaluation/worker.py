@@ -103,4 +103,7 @@ def main(job_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
+    from sdk.quiet import quiet_library_noise
+
+    quiet_library_noise()
     main(sys.argv[1], sys.argv[2])

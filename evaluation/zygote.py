@@ -120,4 +120,7 @@ def run_forked(job_path: Path, out_path: Path) -> int:
 
 
 if __name__ == "__main__":
+    from sdk.quiet import quiet_library_noise
+
+    quiet_library_noise()
     serve(int(sys.argv[1]))

@@ -36,7 +36,9 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="Print the installed version and exit.")) -> None:
-    pass
+    from sdk.quiet import quiet_library_noise
+
+    quiet_library_noise()
 
 
 @app.command()
