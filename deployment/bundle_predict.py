@@ -61,7 +61,8 @@ class GgufScorer:
                      "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python (or set "
                      "DISTILL_ALLOW_LLAMA_AMX=1 where they are known to work)")
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads or os.cpu_count(),
-                         n_threads_batch=threads or os.cpu_count(), logits_all=False, verbose=False)
+                         n_threads_batch=threads or os.cpu_count(), logits_all=False, verbose=False,
+                         type_k=0, type_v=0)  # the KV cache in F32 (GGML_TYPE_F32), as the SDK evaluated and serves
 
     def label_probs(self, ids: list[int], label_ids: list[int]) -> np.ndarray:
         import llama_cpp
@@ -148,11 +149,16 @@ def prompts_from_rows(rows: list[dict], bundle: dict, source: str) -> list[str]:
         raise BadInput("this bundle has no prompt.py (its template's prompt needs the SDK): pass --prompts")
     scope: dict = {}
     exec(compile((HERE / "prompt.py").read_text(), str(HERE / "prompt.py"), "exec"), scope)
+    optional = set(bundle.get("optional_columns", bundle["input_columns"]))  # bundles before 2026-12-03: unchecked
     out = []
     for i, row in enumerate(rows):
         missing = [c for c in bundle["input_columns"] if c not in row]
         if missing:
             raise BadInput(f"{source}: row {i + 1} lacks column(s) {', '.join(missing)}")
+        blank = [c for c in bundle["input_columns"] if c not in optional
+                 and (row[c] is None or (isinstance(row[c], str) and not row[c].strip()))]
+        if blank:  # as the SDK's `distill score` refuses it
+            raise BadInput(f"{source}: row {i + 1}: column {blank[0]!r} is empty")
         try:
             out.append(scope["prompt"](row))
         except Exception as err:  # the template's prompt names the column whose value it cannot read

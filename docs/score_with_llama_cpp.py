@@ -2,7 +2,7 @@
 import json, sys
 import llama_cpp, numpy as np
 
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, verbose=False)
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, verbose=False, type_k=0, type_v=0)  # F32 KV cache, as evaluated
 label_ids = json.loads(llm.metadata["distill.label_token_ids"])  # label 0..n-1; the last is the positive one
 threshold = float(llm.metadata["distill.threshold"])  # chosen on validation by the run's evaluation
 for prompt in sys.stdin.read().splitlines():

@@ -156,15 +156,20 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
         "label_words": [t.label_words[i] for i in range(len(t.label_words))],
         "label_token_ids": list(run.task["label_ids"]), "decision_rule": DECISION_RULE,
         "input_columns": list(run.table.names) if run.table is not None else list(t.columns),
+        # columns that may be empty (free text; a user table's missing values read as n/a); the others may not
+        "optional_columns": (list(run.table.names) if run.table is not None and run.table.mode == "columns"
+                             else [c for c in t.columns if c in set(getattr(t, "text_columns", ()))]),
         "prompt_builder": "prompt.py" if has_prompt else None, "default_artifact": default, "artifacts": files,
         "sdk_version": _version("distill-sdk"),
     }
     (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2))
     shutil.copy2(Path(__file__).parents[1] / "deployment" / "bundle_predict.py", tmp / "predict.py")
     needs = sorted({RUNTIME_PACKAGES[e["format"]] for e in chosen})
-    reqs = ["numpy", f"tokenizers=={_version('tokenizers')}"] + [f"{PIP_NAMES[p]}=={_version(p)}" for p in needs]
+    # every package at the version the evaluation ran with: a newer numpy or jinja2 is not the measured setup
+    reqs = [f"numpy=={_version('numpy')}", f"tokenizers=={_version('tokenizers')}"] + [
+        f"{PIP_NAMES[p]}=={_version(p)}" for p in needs]
     if t.chat:
-        reqs.append("jinja2")
+        reqs.append(f"jinja2=={_version('jinja2')}")
     (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n")
     report = json.loads(run.run.path("report.json").read_text()) if run.run.path("report.json").is_file() else {}
     (tmp / "MODEL_CARD.md").write_text(model_card(manifest, report, t))

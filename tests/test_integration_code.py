@@ -97,7 +97,7 @@ def test_serve_answers_chat_completions_like_the_evaluation(run_dir):
     from deployment.serving.server import ServedModel, create_app
     from tests.deployment.test_serve import _free_port
 
-    served = ServedModel(run_dir, "student-gguf-Q4_K_M", threads=2, n_seq=2, kv_f32=False)  # as evaluated
+    served = ServedModel(run_dir, "student-gguf-Q4_K_M", threads=2, n_seq=2)  # F32 KV cache, as evaluated
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

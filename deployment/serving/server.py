@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from deployment.runtimes.generation import GenerationParams
 from deployment.serving.engine import EngineStopped, Job, LlamaCppEngine, Overloaded
@@ -126,7 +126,15 @@ def decide_request_model(columns: list[str], optional: set[str]) -> type[BaseMod
             fields[c] = (value | None, Field(None))
         else:
             fields[c] = (value, Field(...))
-    return create_model("DecideRequest", __base__=TypedConfig, **fields)
+    required = [c for c in columns if c not in optional]
+
+    def not_blank(cls, v):  # as `distill score` refuses an empty value, here naming the field as `param`
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    validators = {"not_blank": field_validator(*required)(not_blank)} if required else {}
+    return create_model("DecideRequest", __base__=TypedConfig, __validators__=validators, **fields)
 
 
 # ---- the app
@@ -180,9 +188,10 @@ def create_app(served: ServedModel):
         problems: dict[str, str] = {}  # field -> message (a union's members each report: one line per field)
         for e in err.errors():
             loc = [str(x) for x in e.get("loc", ()) if x != "body"]
-            head, sep, rest = str(e.get("msg", "")).removeprefix("Value error, ").partition(": ")
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            head, sep, rest = msg.partition(": ")
             if e.get("type") == "value_error" and sep and head.isidentifier():  # a body check naming its field
-                loc, e = [*loc, head], {**e, "msg": rest}
+                loc, msg = [*loc, head], rest
             union = bool(loc) and loc[-1] in _UNION_TAGS and len(loc) > 1
             where = ".".join(loc[:-1] if union else loc) or "body"
             if where in problems:
@@ -194,7 +203,7 @@ def create_app(served: ServedModel):
             elif union:
                 problems[where] = f"{where}: must be text, a number or true/false"
             else:
-                problems[where] = f"{where}: {e.get('msg')}"
+                problems[where] = f"{where}: {msg}"
         return error(400, "; ".join(problems.values()), next(iter(problems), None))
 
     async def run_job(job: Job):

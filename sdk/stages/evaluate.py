@@ -18,7 +18,9 @@ from sdk.stages.export import students
 def inputs(ctx: Context) -> Any:
     # the validated options, defaults included: a new default operating point re-chooses the thresholds
     c = ctx.config.model_dump(mode="json")
-    return [c["evaluation"], ctx.options.model_dump(mode="json"), c["export"]["gate"]]
+    # GGUF files are evaluated with the served F32 KV cache since 2026-12-03 (deployment.exporters): runs
+    # evaluated before with llama.cpp's F16 default are evaluated again
+    return [c["evaluation"], ctx.options.model_dump(mode="json"), c["export"]["gate"], {"gguf_kv_cache": "f32"}]
 
 
 def outputs(run: RunDir) -> list[Path]:

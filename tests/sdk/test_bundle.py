@@ -53,6 +53,8 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
     assert "## Intended use" in card and "student-gguf-Q4_K_M" in card and "release gate" in card
     assert len((out / "SHA256SUMS").read_text().splitlines()) == len([p for p in out.rglob("*") if p.is_file()]) - 1
 
+    reqs = (out / "requirements.txt").read_text().split()
+    assert reqs and all("==" in r for r in reqs), reqs  # the evaluated versions, numpy too
     pip = subprocess.run([str(fresh_venv), "-m", "pip", "install", "-q", "-r", str(out / "requirements.txt"),
                           *_same_llama_cpp_build()], capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
@@ -79,7 +81,10 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
     # input it cannot use: exit 2 naming the file or the row and column, never a traceback
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({**test.to_dict("records")[0], "device_change": "maybe"}, default=str) + "\n")
-    for given, says in ((tmp_path / "missing.jsonl", "missing.jsonl"), (bad, "row 1: ValueError: column 'device_change'")):
+    blank = tmp_path / "blank.jsonl"  # `distill score` refuses it; predict.py scored it
+    blank.write_text(json.dumps({**test.to_dict("records")[0], "merchant_category": " "}, default=str) + "\n")
+    for given, says in ((tmp_path / "missing.jsonl", "missing.jsonl"), (bad, "row 1: ValueError: column 'device_change'"),
+                        (blank, "row 1: column 'merchant_category' is empty")):
         res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(given)], capture_output=True, text=True)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
 
