@@ -47,11 +47,13 @@ def _resolved(raw: dict[str, Any]) -> dict[str, Any]:
     from sdk.config import template_options, validate_config
     from sdk.errors import DistillError
 
+    if not isinstance(raw, dict):
+        return raw
     try:
         cfg = validate_config(raw)
-        return {**cfg.model_dump(mode="json"), "template_options": template_options(cfg).model_dump(mode="json")}
-    except (DistillError, TypeError):
+    except DistillError:
         return raw
+    return {**cfg.model_dump(mode="json"), "template_options": template_options(cfg).model_dump(mode="json")}
 
 
 def compare(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,3 +10,10 @@ def not_a_file(path) -> str:
     from pathlib import Path
 
     return "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+
+
+def problems_error(where: str, problems: list[str], noun: str, limit: int = 20) -> DistillError:
+    """One error naming every bad line or record of a file (the first `limit`, then how many more), so that a
+    user fixes them all in one pass instead of one per run."""
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return DistillError(f"{where}: {len(problems)} bad {noun}(s):\n  " + "\n  ".join(problems[:limit]) + more)

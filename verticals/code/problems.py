@@ -16,7 +16,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from sdk.errors import DistillError
+from sdk.errors import DistillError, problems_error
 from verticals.code.sandbox import SandboxResult, run_programs
 
 PROBLEM_FIELDS = ("task_id", "prompt", "entry_point", "test")
@@ -71,6 +71,22 @@ def defines_function(code: str, name: str, top_level: bool = False) -> bool:
     return re.search(rf"^{indent}(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", code, re.MULTILINE) is not None
 
 
+def _problem_fault(path: Path, lineno: int, obj: dict[str, Any]) -> str | None:
+    """What is wrong with one problem record (None: nothing), naming file, line and field."""
+    bad = _string_problem(path, lineno, obj, PROBLEM_FIELDS)
+    if bad:
+        return bad
+    if obj.get("canonical_solution") is not None and not isinstance(obj["canonical_solution"], str):
+        return (f"{path}:{lineno}: field 'canonical_solution' must be a string, "
+                f"got {type(obj['canonical_solution']).__name__}")
+    entry_point = obj["entry_point"]
+    if not entry_point.isidentifier():
+        return f"{path}:{lineno}: field 'entry_point': {entry_point!r} is not a Python name"
+    if not defines_function(obj["prompt"], entry_point):
+        return f"{path}:{lineno}: field 'entry_point': the prompt defines no function {entry_point!r}"
+    return None
+
+
 def read_problems(path: Path, max_problems: int = 20) -> list[dict[str, Any]]:
     """Problems of a HumanEval-format .jsonl / .jsonl.gz file, checked line by line; every bad line is named
     (the first `max_problems` of them) in one error."""
@@ -79,18 +95,10 @@ def read_problems(path: Path, max_problems: int = 20) -> list[dict[str, Any]]:
     problems: list[str] = []
     first_line: dict[str, int] = {}
     for lineno, obj in _json_lines(path, problems):
-        bad = _string_problem(path, lineno, obj, PROBLEM_FIELDS)
-        entry_point, task_id = obj.get("entry_point"), obj.get("task_id")
-        if bad is None and obj.get("canonical_solution") is not None and not isinstance(obj["canonical_solution"], str):
-            bad = (f"{path}:{lineno}: field 'canonical_solution' must be a string, "
-                   f"got {type(obj['canonical_solution']).__name__}")
-        if bad is None and not entry_point.isidentifier():
-            bad = f"{path}:{lineno}: field 'entry_point': {entry_point!r} is not a Python name"
-        if bad is None and not defines_function(obj["prompt"], entry_point):
-            bad = f"{path}:{lineno}: field 'entry_point': the prompt defines no function {entry_point!r}"
+        bad = _problem_fault(path, lineno, obj)
+        task_id = obj.get("task_id")
         if isinstance(task_id, str) and task_id in first_line:
-            bad = bad or (f"{path}:{lineno}: field 'task_id': duplicate {task_id!r} "
-                          f"(first on line {first_line[task_id]})")
+            bad = bad or f"{path}:{lineno}: field 'task_id': duplicate {task_id!r} (first on line {first_line[task_id]})"
         elif isinstance(task_id, str):
             first_line[task_id] = lineno
         if bad:
@@ -98,8 +106,7 @@ def read_problems(path: Path, max_problems: int = 20) -> list[dict[str, Any]]:
         else:
             out.append(obj)
     if problems:
-        more = f"\n  ... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
-        raise DistillError(f"{path}: {len(problems)} bad line(s):\n  " + "\n  ".join(problems[:max_problems]) + more)
+        raise problems_error(str(path), problems, "line", max_problems)
     if not out:
         raise DistillError(f"{path}: no problems (empty file)")
     return out

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from evaluation.metrics import confusion, macro_f1, quadratic_kappa
-from sdk.errors import DistillError, not_a_file
+from sdk.errors import DistillError, not_a_file, problems_error
 from sdk.typed_config import TypedConfig
 from verticals.education.answers import (CORRECT_TYPES, ERROR_TYPES, RUBRIC_MAX, applicable, reference_text,
                                         student_answer, words)
@@ -303,9 +303,7 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
             records.append({**extra, "question": str(rec["question"]), "reference": str(rec["reference"]),
                             "answer": str(rec["answer"]), "label": label})
     if problems:
-        more = f"\n  ... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
-        raise DistillError(f"dataset {path}: {len(problems)} bad record(s):\n  "
-                           + "\n  ".join(problems[:max_problems]) + more)
+        raise problems_error(f"dataset {path}", problems, "record", max_problems)
     if not records:
         raise DistillError(f"dataset {path}: no records")
     return pd.DataFrame(records)
