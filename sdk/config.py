@@ -154,6 +154,12 @@ class OpenAITeacherConfig(_Model):
             # it would be written into config.yaml, the manifest and every error naming the endpoint
             raise ValueError("must not carry credentials (user:key@host); name the key's variable in "
                              "api_key_env instead; the value given is not shown")
+        secret = [name for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+                  if re.search(r"(?i)key|token|secret|sig|passw|auth|credential", name)]
+        if secret:
+            # same reason; harmless parameters such as Azure's ?api-version= stay allowed
+            raise ValueError(f"must not carry credentials in its query ({', '.join(secret)}=...); name the key's "
+                             "variable in api_key_env instead; the value given is not shown")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http:// or https:// URL with a host, e.g. https://api.deepseek.com "
                              f"(got {value!r})")

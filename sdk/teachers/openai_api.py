@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -91,6 +92,7 @@ class OpenAITeacher:
                 raise DistillError(f"teacher.api_key_env: environment variable {api_key_env} is not set (it must "
                                    "hold the API key; set teacher.api_key_env: null for a server without keys)")
         self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
+        self._key = key  # held for the client and for redacting error bodies; never stored or hashed
         self.api = api if api != "auto" else ("chat" if chat else "completions")
         self.top_logprobs, self.decision_samples = top_logprobs, decision_samples
         self.decision_temperature, self.reasoning = decision_temperature, reasoning
@@ -188,8 +190,9 @@ class OpenAITeacher:
                 except openai.APIStatusError as err:
                     if err.status_code in (400, 422) and ("logprobs" in body or "top_logprobs" in body):
                         raise _LogprobsRefused() from None
+                    said = _short(_redacted(err.message, self._key))
                     raise DistillError(f"teacher endpoint {self.base_url} refused {record}: HTTP {err.status_code}"
-                                       f"{_hint(err.status_code, self.api_key_env)}: {_short(err.message)}") from None
+                                       f"{_hint(err.status_code, self.api_key_env)}: {said}") from None
                 except openai.APIConnectionError as err:
                     raise DistillError(f"teacher endpoint {self.base_url} unreachable for {record} after "
                                        f"{self.max_retries} retries: {type(err).__name__}") from None
@@ -200,7 +203,7 @@ class OpenAITeacher:
                     if attempt == self.max_retries:
                         raise DistillError(f"teacher endpoint {self.base_url}: malformed reply for {record} after "
                                            f"{self.max_retries + 1} attempts: {type(err).__name__}: "
-                                           f"{_short(str(err))}") from None
+                                           f"{_short(_redacted(str(err), self._key))}") from None
                     time.sleep(min(0.5 * 2 ** attempt, 8.0) * (0.5 + random.random()))
             prompt_tokens, completion_tokens = answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]
             cost = self._cost(prompt_tokens, completion_tokens)
@@ -307,6 +310,12 @@ def _hint(status: int, key_env: str | None) -> str:
                  " (the server wants a key: set teacher.api_key_env to the variable that holds it)",
             403: " (the key may lack access to this model)",
             404: " (check teacher.base_url and teacher.model)"}.get(status, "")
+
+
+def _redacted(text: str, key: str | None) -> str:
+    """An endpoint's error text without the API key: some servers and proxies echo the Authorization header."""
+    text = re.sub(r"(?i)(bearer\s+)\S+", r"\1[redacted]", str(text))
+    return text.replace(key, "[api key redacted]") if key else text
 
 
 def _short(text: str) -> str:

@@ -186,6 +186,13 @@ def test_the_endpoint_must_be_an_http_url_without_credentials():
     with pytest.raises(DistillError, match="teacher.base_url: must not carry credentials") as err:
         validate_config(data)
     assert "3f9a81c2" not in str(err.value)
+    data["teacher"]["base_url"] = "https://x.openai.azure.com/v1?api-version=2025-01-01&api-key=sk-3f9a81c2d4e5"
+    with pytest.raises(DistillError, match=r"teacher.base_url: must not carry credentials in its query \(api-key"
+                       ) as err:
+        validate_config(data)
+    assert "3f9a81c2" not in str(err.value)
+    data["teacher"]["base_url"] = "https://x.openai.azure.com/v1?api-version=2025-01-01"
+    assert validate_config(data).teacher.base_url.endswith("api-version=2025-01-01")
     data["teacher"]["base_url"] = " http://127.0.0.1:8080/v1 "
     assert validate_config(data).teacher.base_url == "http://127.0.0.1:8080/v1"
 

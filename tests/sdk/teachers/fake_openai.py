@@ -143,7 +143,12 @@ class FakeOpenAI:
                                      "auth": self.headers.get("Authorization")})
                 if fake.key is not None and self.headers.get("Authorization") != f"Bearer {fake.key}":
                     fake.log[-1]["outcome"] = "401"
-                    return self._send(401, json.dumps({"error": {"message": "bad key"}}).encode())
+                    # as some proxies do: the rejected header echoed back in the error body
+                    echo = f"bad key; got Authorization: {self.headers.get('Authorization')}"
+                    return self._send(401, json.dumps({"error": {"message": echo}}).encode())
+                if fault == "403-echo":
+                    echo = f"model not allowed for key {self.headers.get('Authorization', '').split()[-1]}"
+                    return self._send(403, json.dumps({"error": {"message": echo}}).encode())
                 if fault == "429":
                     return self._send(429, json.dumps({"error": {"message": "slow down"}}).encode(),
                                       {"Retry-After": "1"})

@@ -129,6 +129,20 @@ def test_a_wrong_key_is_a_clear_error_without_the_key(tmp_path, monkeypatch):
     assert "HTTP 401" in str(err.value) and "FAKE_TEACHER_KEY" in str(err.value) and SECRET not in str(err.value)
 
 
+def test_an_error_body_echoing_the_key_is_shown_without_it(monkeypatch):
+    # a wrong key echoed whole by the endpoint (401), and the right key echoed in another refusal (403)
+    monkeypatch.setenv("FAKE_TEACHER_KEY", "wrong-" + SECRET)
+    with FakeOpenAI(key=SECRET) as server, pytest.raises(DistillError) as err:
+        client(server, api_key_env="FAKE_TEACHER_KEY").decide(PROMPTS[:1], [" no", " yes"], [10], desc=None)
+    assert "HTTP 401" in str(err.value) and "redacted" in str(err.value) and SECRET not in str(err.value)
+    monkeypatch.setenv("FAKE_TEACHER_KEY", SECRET)
+    with FakeOpenAI(key=SECRET, faults={1: "403-echo"}) as server, pytest.raises(DistillError) as err:
+        client(server, api_key_env="FAKE_TEACHER_KEY", max_retries=0).decide(PROMPTS[:1], [" no", " yes"], [10],
+                                                                             desc=None)
+    assert "HTTP 403" in str(err.value) and "model not allowed" in str(err.value)
+    assert SECRET not in str(err.value) and SECRET[-12:] not in str(err.value)
+
+
 def test_a_missing_key_variable_is_named(monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with FakeOpenAI() as server, pytest.raises(DistillError, match="NO_SUCH_KEY_VAR is not set"):
