@@ -99,7 +99,7 @@ class AdaptConfig(_Model):
         "which makes adaptation several times faster on CPU. null adapts every layer.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, linear warmup and decay).")
     batch_size: int = Field(16, ge=1)
-    max_epochs: float = Field(3.0, gt=0, description="Upper bound on training; early stopping usually ends sooner.")
+    max_epochs: float = Field(3.0, gt=0, le=1000, description="Upper bound on training; early stopping usually ends sooner.")
     eval_every: int = Field(40, ge=1, description="Optimizer steps between validation checks.")
     patience: int = Field(3, ge=1, description="Validation checks without improvement before stopping.")
 
@@ -265,7 +265,7 @@ class DistillConfig(_Model):
         "an optimizer update over all of them to every step.")
     lr: float = Field(3e-4, gt=0)
     batch_size: int = Field(16, ge=1, description="Examples per optimizer step (split into `grad_accum` micro-batches).")
-    max_epochs: float = Field(4.0, gt=0)
+    max_epochs: float = Field(4.0, gt=0, le=1000)
     eval_every: int = Field(50, ge=1)
     patience: int = Field(3, ge=1)
     # keys added after run folders existed: left out of the stage hash at their defaults (runs stay valid)
@@ -346,7 +346,7 @@ def validate_loss(v: dict[str, Any]) -> dict[str, Any]:
         params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
     except ValidationError as err:  # one line per problem, with the loss's own keys as suggestions
         raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
-            _describe_error(e, loss_cls.Config) for e in err.errors())) from None
+            _describe_error(e, loss_cls.Config) for e in _collapsed(err))) from None
     stored = params.model_dump(mode="json")
     changed = params.model_dump(mode="json", exclude_defaults=True)
     omit = getattr(loss_cls.Config, "omit_if_default", ())  # keys added later: absent at their defaults
@@ -361,7 +361,7 @@ class TrainingStage(_Model):
     loss: dict[str, Any] | None = Field(None, description="This stage's loss (`kind` and its parameters).")
     lr: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
-    max_epochs: float | None = Field(None, gt=0)
+    max_epochs: float | None = Field(None, gt=0, le=1000)
     eval_every: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1, description="Checks without improvement before this stage stops.")
     grad_accum: int | None = Field(None, ge=1)
@@ -381,7 +381,7 @@ DistillConfig.model_rebuild()  # its `stages` refer to TrainingStage, defined af
 
 
 class GateConfig(_Model):
-    min_retention: float = Field(0.95, gt=0, description="Release gate: an exported artifact passes when its "
+    min_retention: float = Field(0.95, gt=0, le=1, description="Release gate: an exported artifact passes when its "
                                  "primary metric on the validation split is at least this fraction of the "
                                  "unquantized student's (the inverse ratio for a lower-is-better metric); one "
                                  "shown to keep less (its paired interval on validation wholly below the floor) "
@@ -425,7 +425,7 @@ class ExportConfig(_Model):
                 out[kind] = exporter.Config.model_validate(params or {}).model_dump()
             except ValidationError as err:
                 raise ValueError(f"format {kind!r}: " + "; ".join(
-                    _describe_error(e, exporter.Config) for e in err.errors())) from None
+                    _describe_error(e, exporter.Config) for e in _collapsed(err))) from None
         return out
 
 
@@ -533,6 +533,30 @@ def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] 
     return "; did you mean " + " or ".join(f"`{p}`" for p in paths[:2]) + "?"
 
 
+_SCALAR_TAGS = {"float", "int", "str", "bool", "dict", "list", "none"}
+_TYPE_ERRORS = {"model_type", "dict_type", "model_attributes_type", "float_type", "int_type", "float_parsing",
+                "int_parsing", "string_type", "bool_type", "list_type"}
+
+
+def _collapsed(err: ValidationError) -> list[dict[str, Any]]:
+    """`err.errors()` with a union field's errors folded: pydantic reports one error per member, tagged in the
+    loc (`alpha.float: not a number; alpha.function-after[...]: not a dict`). The tag is dropped and, where a
+    member's own check failed, the other members' "wrong type" errors too."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        cut = next((i for i, part in enumerate(loc) if isinstance(part, str) and part not in TEACHER_KINDS
+                    and (not part.isidentifier() or part in _SCALAR_TAGS)), None)
+        if cut is not None:
+            e = {**e, "loc": loc[:cut] + loc[cut + 1:]}
+        groups.setdefault(loc[:cut] if cut is not None else loc + ("\0",), []).append(e)
+    out = []
+    for members in groups.values():
+        own = [e for e in members if e["type"] not in _TYPE_ERRORS]
+        out += own or members[:1]
+    return out
+
+
 def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: list[str] | None = None) -> str:
     """`field.path: what is wrong` for one pydantic error, with a suggestion for an unknown key and the
     given value for a bad one."""
@@ -568,7 +592,7 @@ def _known_keys() -> list[str]:
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     elsewhere = _known_keys() if any(e["type"] == "extra_forbidden" for e in err.errors()) else []
-    for e in err.errors():
+    for e in _collapsed(err):
         lines.append(f"  {_describe_error(e, ProjectConfig, '', elsewhere)}")
     return "\n".join(lines)
 
@@ -609,7 +633,7 @@ def _template_option_errors(name: str, options: dict[str, Any]) -> list[str]:
         template.Options.model_validate(options)
     except ValidationError as err:
         lines = []
-        for e in err.errors():
+        for e in _collapsed(err):
             where, _, what = _describe_error(e, template.Options, "template_options.").partition(": ")
             what, _, hint = what.partition("; did you mean")
             lines.append(f"{where}: {what} (template {name!r})" + (f"; did you mean{hint}" if hint else ""))

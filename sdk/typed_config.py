@@ -23,9 +23,11 @@ def _accepts(annotation: Any) -> set[Any]:
 class TypedConfig(BaseModel):
     """Unknown keys are refused (a misspelt key is an error, not a silently ignored default), and so is
     true/false where a number belongs: pydantic's lax mode reads it as 1/0, and YAML makes `n_train: yes` an
-    easy slip that would train on one row. Text stays lax for numbers: YAML 1.1 reads `1e-4` as a string."""
+    easy slip that would train on one row. Text stays lax for numbers: YAML 1.1 reads `1e-4` as a string.
+    NaN and infinities are refused too (YAML's `.nan`/`.inf`, JSON's NaN): every comparison with NaN is false, so
+    it would slip past each range check."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # a model validator, not a field one: pydantic allows no before-validator on the `kind` discriminators; the
     # message starts with the field's name, which the config error report appends to the section's path

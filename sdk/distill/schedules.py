@@ -77,6 +77,6 @@ def check_range(v: Scheduled, name: str, lo: float, hi: float, lo_open: bool = F
     """A config validator's check that a number or every value of a schedule lies in [lo, hi] ((lo, hi] with
     lo_open); a linear or cosine schedule only passes between its ends."""
     for x in ([v] if not isinstance(v, Schedule) else v.span()):
-        if x > hi or x < lo or (lo_open and x == lo):
+        if not lo <= x <= hi or (lo_open and x == lo):  # written so that NaN fails too
             raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {x}")
     return v

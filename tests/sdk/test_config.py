@@ -214,3 +214,22 @@ def test_numbers_written_as_text_still_read():
     assert cfg.distill.lr == 1e-4 and cfg.data.n_train == 300
     # and a flag stays a flag
     assert validate_config({"name": "x", "template": "fraud", "distill": {"fsdp": True}}).distill.fsdp is True
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"distill": {"lr": float("nan")}}, r"distill.lr: Input should be a finite number \(got nan\)"),
+    ({"distill": {"max_epochs": float("inf")}}, r"distill.max_epochs: Input should be a finite number"),
+    ({"distill": {"max_epochs": 1e9}}, r"distill.max_epochs: Input should be less than or equal to 1000"),
+    ({"export": {"gate": {"min_retention": 1.5}}}, r"export.gate.min_retention: Input should be less than or "
+                                                   r"equal to 1"),
+    # a schedule's end: one line, at the schedule's own key, not one per member of the number-or-schedule union
+    ({"distill": {"loss": {"kind": "soft_target_kd", "alpha": {"kind": "linear", "start": 0.0,
+                                                                 "end": float("nan")}}}},
+     r"loss 'soft_target_kd': alpha.end: Input should be a finite number \(got nan\)$"),
+    ({"distill": {"loss": {"kind": "soft_target_kd", "alpha": float("nan")}}},
+     r"loss 'soft_target_kd': alpha: Input should be a finite number \(got nan\)$"),
+])
+def test_nan_infinity_and_out_of_range_numbers_are_refused(data, message):
+    # NaN fails no comparison, so it would pass every `ge=`/`le=` bound if pydantic did not refuse it first
+    with pytest.raises(DistillError, match=message):
+        validate_config({"name": "x", "template": "fraud", **data})
