@@ -164,7 +164,51 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     twice = sorted({n for n in names if n.strip() and names.count(n) > 1})  # unnamed (trailing commas) aside
     if twice:
         raise DistillError(f"{path}: the header names column(s) {twice} more than once; rename or drop the copies")
-    return pd.read_csv(path, **kwargs)
+    df = pd.read_csv(path, **kwargs)
+    _refuse_swallowed_rows(df, path, kwargs.get("sep", ","))
+    return df
+
+
+def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> None:
+    """A stray `"` at the start of a field opens a quoted field that runs on to the next `"`, however many
+    lines later: pandas reads the lines between as one value, and those rows are gone without a word. A
+    value with line breaks is legitimate (a student's work over several lines); one holding a whole line
+    that splits into as many fields as the header names is rows swallowed. Raises naming the row and line
+    where that field starts."""
+    import csv as csvmod
+
+    n_cols = df.shape[1]
+    if n_cols < 2 or df.empty:
+        return
+    # one such line is proof enough with 3+ columns; with 2, a line of text holding one comma is common
+    enough = 1 if n_cols >= 3 else 2
+    breaks = np.zeros(len(df), dtype=np.int64)  # line breaks inside each row's values: rows after it start lower
+    found: list[tuple[int, str, int, list[str]]] = []  # (row, column, line breaks, the lines that look like rows)
+    for c in df.columns:
+        s = df[c]
+        if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
+            continue
+        try:
+            counts = s.str.count("\n").fillna(0).to_numpy(dtype=np.int64)
+        except AttributeError:  # values that are not text (an object column of booleans)
+            continue
+        breaks += counts
+        for i in np.flatnonzero(counts):
+            inner = [line.rstrip("\r") for line in s.iloc[i].split("\n")[1:-1]]  # whole lines of the file
+            rows = [line for line in inner if len(next(csvmod.reader([line], delimiter=sep), [])) == n_cols]
+            if len(rows) >= enough:
+                found.append((int(i), str(c), int(counts[i]), rows))
+    if not found:
+        return
+    found.sort()
+    row, col, n_breaks, rows = found[0]
+    line = 2 + row + int(breaks[:row].sum())  # the header is line 1 (blank lines aside)
+    more = f" ({len(found) - 1} more such value(s) after it)" if len(found) > 1 else ""
+    raise DistillError(f"{path}: row {row + 1} (line {line}), column {col!r}: a quoted value runs over lines {line} "
+                       f"to {line + n_breaks} and holds {len(rows)} line(s) that look like whole rows (e.g. "
+                       f"{rows[0][:80]!r}), read as one value{more}; a stray \" at the start of a field probably "
+                       "opens it. Fix that quote (a value with a comma, a quote or a line break is written in quotes, "
+                       "its own quotes doubled: \"\")")
 
 
 # ---- loading: check, type, deduplicate

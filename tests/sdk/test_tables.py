@@ -222,3 +222,39 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path):
     assert list(read_table_file(path).columns) == ["amount", "hour", "label"]
     path.write_text("amount,hour,label,,\n1,2,0,,\n")  # a spreadsheet's trailing commas: unnamed, not twice
     assert list(read_table_file(path).columns)[:3] == ["amount", "hour", "label"]
+
+
+def _stray_quote_csv(path, n: int = 12):
+    """label,amount,note rows; a stray " opens row 3's note and the next " (row 9's note) closes it."""
+    lines = ["amount,note,label"] + [f"{i},note {i},{i % 2}" for i in range(n)]
+    lines[3] = '2,"forgot to close,0'
+    lines[9] = '8,note" 8,0'
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_stray_quote_that_swallows_rows_is_named_with_its_row_and_line(tmp_path):
+    from sdk.errors import DistillError
+    from sdk.tables import read_table_file
+
+    path = _stray_quote_csv(tmp_path / "t.csv")
+    # pandas alone reads 6 rows of 12 without a word: rows 3 to 9 became one
+    assert len(pd.read_csv(path)) == 6
+    with pytest.raises(DistillError) as err:
+        read_table_file(path)
+    msg = str(err.value)
+    assert f"{path}: row 3 (line 4), column 'note': a quoted value runs over lines 4 to 10" in msg
+    assert "holds 5 line(s) that look like whole rows (e.g. '3,note 3,1')" in msg and 'stray "' in msg
+
+
+def test_quoted_values_over_several_lines_are_still_read(tmp_path):
+    from sdk.tables import read_csv, read_table_file
+
+    # a student's work over several lines, with commas: a value that holds line breaks, not rows
+    df = pd.DataFrame({"question": ["2+2, then x3?", "1+1?", "3-1?"],
+                       "answer": ["2+2 = 4,\nthen 4 x 3 = 12,\nso 12", "2", "first 3,\nminus 1, gives 2"],
+                       "label": [1, 1, 1]})
+    path = tmp_path / "work.csv"
+    df.to_csv(path, index=False)
+    assert read_table_file(path)["answer"].tolist() == df["answer"].tolist()
+    assert read_csv(path, dtype=str, keep_default_na=False)["answer"].iloc[0] == "2+2 = 4,\nthen 4 x 3 = 12,\nso 12"
