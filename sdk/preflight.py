@@ -195,19 +195,28 @@ def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
         f.problems += _value_problems(table, template, options, path, cfg.seed)
     if df is None or len(f.problems) > before:
         return
-    if len(df) < wanted:
-        f.problems.append(f"data.path: {path} has {len(df)} rows, fewer than data.n_train + data.n_val + data.n_test "
-                          f"= {d.n_train} + {d.n_val} + {d.n_test} = {wanted}; lower them or add rows")
-        return
-    from sdk.data import split
+    from sdk.stages.data import split_data
 
-    stratify = template.stratify if template.stratify in df.columns else None
+    # rows counted as the data stage counts them: after repeats are dropped, by the template's loader
+    # (df.attrs, e.g. education's repeated records) or by the stage (identical prompts kept once)
+    read = int(df.attrs.get("records_read", len(df)))
     try:  # the data stage's own split, on the same rows and seed: a label too rare to stratify shows here
-        split(df, d.n_train, d.n_val, d.n_test, cfg.seed, str(path), stratify=stratify)
+        prepared = split_data(cfg, template, df, str(path))
     except DistillError as err:
         f.problems.append(str(err))
         return
-    f.facts.append(f"data: {path}, {len(df)} rows (train {d.n_train}, val {d.n_val}, test {d.n_test})")
+    dropped = read - len(df) + prepared.info["duplicates_removed"]
+    conflicts = int(df.attrs.get("label_conflicts", 0))
+    repeats = (f"{dropped} repeated records dropped"
+               + (f", {conflicts} of them with another label than the one kept" if conflicts else ""))
+    if read - dropped < wanted:
+        why = f" ({read} read, {repeats})" if dropped else ""
+        f.problems.append(f"data.path: {path} has {read - dropped} rows{why}, fewer than data.n_train + data.n_val + "
+                          f"data.n_test = {d.n_train} + {d.n_val} + {d.n_test} = {wanted}; lower them or add rows")
+        return
+    parts = prepared.parts
+    f.facts.append(f"data: {path}, {read} rows ({repeats + '; ' if dropped else ''}train {len(parts['train'])}, "
+                   f"val {len(parts['val'])}, test {len(parts['test'])})")
 
 
 def _check_table(cfg, template, options, f: Findings) -> None:

@@ -117,8 +117,9 @@ class EducationTemplate:
         return pd.DataFrame(rows)
 
     def load(self, path: Path) -> pd.DataFrame:
-        """Records from JSONL (one object per line) or CSV: `question`, `reference`, `answer`, `label`;
-        other fields are kept and ignored. Every bad line is named with its field, all at once."""
+        """Records from JSONL (one object per line; .jsonl.gz too) or CSV: `question`, `reference`, `answer`,
+        `label`; other fields are kept and ignored. Every bad line is named with its field, all at once; a
+        record repeating an earlier one's question, reference and answer is dropped (see `read_records`)."""
         return read_records(Path(path), self.options)
 
     def prepare_train(self, train: pd.DataFrame, seed: int, options: EducationOptions) -> pd.DataFrame:
@@ -243,42 +244,47 @@ def parse_label(value: Any, options: EducationOptions) -> int:
     return int(score)
 
 
+FIELDS = ("question", "reference", "answer", "label")
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
 def read_records(path: Path, options: EducationOptions, max_problems: int = 20) -> pd.DataFrame:
-    """JSONL or CSV records -> a frame with columns + label (0..n-1) + the record's other fields."""
+    """JSONL (optionally gzipped) or CSV records -> a frame with columns + label (0..n-1) + the record's
+    other fields. A record repeating an earlier one's question, reference and answer is dropped here (the
+    data stage keeps such prompts once anyway, and `distill init` / `check` count the rows left); how many,
+    and those whose label differs from the kept one's, are said (df.attrs, and a warning for the labels)."""
     if not path.is_file():
         raise DistillError(f"dataset {path} {not_a_file(path)}")
     problems: list[str] = []
     records: list[dict[str, Any]] = []
-    if path.suffix in (".jsonl", ".json", ".ndjson"):
-        with open(path, encoding="utf-8") as fh:
-            raw = []
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    problems.append(f"line {lineno}: not valid JSON ({err.msg} at column {err.colno})")
-                    continue
-                if not isinstance(rec, dict):
-                    problems.append(f"line {lineno}: expected a JSON object, got {type(rec).__name__}")
-                    continue
-                raw.append((f"line {lineno}", rec))
-    elif path.suffix in (".csv", ".gz"):
-        from sdk.tables import read_csv
+    wheres: list[str] = []  # each record's row or line, and its label as written: to name repeats
+    written: list[Any] = []
+    from sdk.tables import is_csv, read_csv
 
+    name = path.name.lower()
+    # by the whole name: records.jsonl.gz is JSONL (its suffix alone, .gz, once sent it to the CSV reader)
+    if name.endswith(JSONL_SUFFIXES) or name.endswith(tuple(s + ".gz" for s in JSONL_SUFFIXES)):
+        raw = _json_records(path, problems)
+    elif is_csv(path):
         try:
-            df = read_csv(path, dtype=str, keep_default_na=False)
+            df = read_csv(path, dtype=str, keep_default_na=False, sep="\t" if name.endswith(".tsv") else ",")
         except DistillError:
             raise
         except Exception as err:  # pandas raises many kinds; all mean "unreadable"
             raise DistillError(f"dataset {path}: cannot read it as CSV ({type(err).__name__}: {err})") from None
-        raw = [(f"row {i + 2}", rec) for i, rec in enumerate(df.to_dict("records"))]  # row 1 is the header
+        # rows counted as sdk.tables counts a table's (fraud): row 1 is the first record, line 1 the header
+        raw = [(f"row {i + 1} (line {i + 2})", rec) for i, rec in enumerate(df.to_dict("records"))]
     else:
-        raise DistillError(f"dataset {path}: expected .jsonl or .csv records")
+        raise DistillError(f"dataset {path}: expected .jsonl (or .jsonl.gz) or .csv (or .csv.gz) records")
+    if raw and not any("label" in rec for _, rec in raw):
+        # nothing can be graded without it (as a table's missing column): one line, not one per record
+        fields = sorted({k for _, rec in raw for k in rec})
+        raise DistillError(f"dataset {path}: no record has a 'label' field (fields: {', '.join(fields)}); the "
+                           "education template reads each grade from 'label': rename that field (data.label_column "
+                           "and --label-column apply to table templates such as fraud)")
     for where, rec in raw:
         bad = False
-        for field in ("question", "reference", "answer", "label"):
+        for field in FIELDS:
             if field not in rec or rec[field] is None:
                 problems.append(f"{where}: field {field!r} is missing")
                 bad = True
@@ -299,14 +305,71 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
                 continue
             # other fields are kept as text (one type per column, whatever each record held)
             extra = {k: None if v is None else v if isinstance(v, str) else json.dumps(v)
-                     for k, v in rec.items() if k not in ("question", "reference", "answer", "label")}
+                     for k, v in rec.items() if k not in FIELDS}
             records.append({**extra, "question": str(rec["question"]), "reference": str(rec["reference"]),
                             "answer": str(rec["answer"]), "label": label})
+            wheres.append(where)
+            written.append(rec["label"])
     if problems:
         raise problems_error(f"dataset {path}", problems, "record", max_problems)
     if not records:
         raise DistillError(f"dataset {path}: no records")
-    return pd.DataFrame(records)
+    return _drop_repeats(pd.DataFrame(records), wheres, written, path)
+
+
+def _json_records(path: Path, problems: list[str]) -> list[tuple[str, Any]]:
+    """('line N', object) for every non-blank line of a JSONL file, gzipped or not (read by its first bytes,
+    as the code template reads HumanEval's .jsonl.gz); a line that is not a JSON object goes to `problems`."""
+    import gzip
+
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    out = []
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    problems.append(f"line {lineno}: not valid JSON ({err.msg} at column {err.colno})")
+                    continue
+                if not isinstance(rec, dict):
+                    problems.append(f"line {lineno}: expected a JSON object, got {type(rec).__name__}")
+                    continue
+                out.append((f"line {lineno}", rec))
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # a truncated gzip, another encoding than UTF-8
+        raise DistillError(f"dataset {path}: cannot read it as JSONL ({type(err).__name__}: {err})") from None
+    return out
+
+
+def _drop_repeats(df: pd.DataFrame, wheres: list[str], written: list[Any], path: Path) -> pd.DataFrame:
+    """The records whose question, reference and answer (the whole prompt) differ from every earlier one's:
+    a repeat would weigh twice in training, or be tested on after being trained on. Where a repeat's label
+    differs from the kept record's, the first label stands and a warning names a few such records
+    (`wheres`: each record's row or line; `written`: its label as the file wrote it)."""
+    import warnings
+
+    first_at: dict[tuple, int] = {}
+    repeats, conflicts = [], []
+    labels = df["label"].tolist()
+    for i, k in enumerate(df[["question", "reference", "answer"]].itertuples(index=False, name=None)):
+        j = first_at.setdefault(k, i)
+        if j != i:
+            repeats.append(i)
+            if labels[i] != labels[j]:
+                conflicts.append((i, j))
+    if conflicts:
+        shown = "; ".join(f"{wheres[i]} (label {written[i]!r}) repeats {wheres[j]} (label {written[j]!r})"
+                          for i, j in conflicts[:2])
+        more = f"; and {len(conflicts) - 2} more" if len(conflicts) > 2 else ""
+        warnings.warn(f"dataset {path}: {len(conflicts)} of {len(repeats)} repeated records (same question, "
+                      f"reference and answer) have another label than the first, whose label is kept: {shown}{more}",
+                      UserWarning, stacklevel=3)
+    out = df.drop(index=repeats).reset_index(drop=True)
+    out.attrs.update(records_read=len(df), repeats_dropped=len(repeats), label_conflicts=len(conflicts))
+    return out
 
 
 def grading_prompt(row: dict, ask: str) -> str:

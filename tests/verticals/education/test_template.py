@@ -117,3 +117,94 @@ def test_breakdown_gives_accuracy_per_answer_type():
     b = t.breakdown(df, {"perfect": perfect, "flipped": flipped}, {"perfect": 0.5, "flipped": 0.5})
     assert set(b["perfect"].values()) == {1.0} and set(b["flipped"].values()) == {0.0}
     assert set(b["perfect"]) == set(df["error_type"])
+
+
+def _init(tmp_path, data, *flags):
+    """`distill init education` with --data, binary grading: what the user sees, and the project written."""
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    return CliRunner().invoke(app, ["init", "education", str(tmp_path / "p"), "--data", str(data),
+                                    "--set", "template_options.grading=binary", *flags])
+
+
+def _graded(n: int) -> list[dict]:
+    return [{"question": f"What is {i} + 1?", "reference": str(i + 1), "answer": str(i + 1 if i % 2 else i),
+             "label": "correct" if i % 2 else "incorrect"} for i in range(n)]
+
+
+def test_gzipped_jsonl_records_are_read_as_jsonl(tmp_path):
+    import gzip
+
+    import pandas as pd
+
+    recs = _graded(4)
+    with gzip.open(tmp_path / "r.jsonl.gz", "wt", encoding="utf-8") as fh:  # was read as a CSV (suffix .gz)
+        fh.write("\n".join(json.dumps(r) for r in recs) + "\n")
+    assert EducationTemplate().load(tmp_path / "r.jsonl.gz")["label"].tolist() == [0, 1, 0, 1]
+    pd.DataFrame(recs).to_csv(tmp_path / "r.csv.gz", index=False)  # a gzipped CSV stays a CSV
+    assert EducationTemplate().load(tmp_path / "r.csv.gz")["answer"].tolist() == ["0", "2", "2", "4"]
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"question": "q"}\n')[:20])  # cut short
+    with pytest.raises(DistillError, match=r"bad.jsonl.gz: cannot read it as JSONL"):
+        EducationTemplate().load(tmp_path / "bad.jsonl.gz")
+
+
+def test_csv_records_are_numbered_as_a_table_s_rows(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame(_graded(4))
+    df.loc[2, "label"] = "maybe"
+    df.to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(DistillError) as err:
+        EducationTemplate().load(tmp_path / "r.csv")
+    # the third record: row 3 as the fraud template's tables say, line 4 with the header (was "row 4")
+    assert "row 3 (line 4): field 'label': 'maybe' is not a binary grade" in str(err.value)
+
+
+def test_grades_under_another_field_name_are_refused_naming_label_column(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame(_graded(60)).rename(columns={"label": "grade"}).to_csv(tmp_path / "g.csv", index=False)
+    out = _init(tmp_path, tmp_path / "g.csv", "--label-column", "grade")
+    assert out.exit_code == 2 and not (tmp_path / "p" / "project.yaml").exists()
+    # one line, not one "field 'label' is missing" per record
+    assert "no record has a 'label' field (fields: answer, grade, question, reference)" in out.output
+    assert "data.label_column and --label-column apply to table templates" in out.output
+    assert "is missing" not in out.output
+
+
+def test_repeated_records_are_dropped_counted_and_conflicts_named(tmp_path):
+    recs = _graded(40)
+    repeats = [dict(recs[3]), dict(recs[5]), dict(recs[7], label="incorrect"), dict(recs[8], label="correct")]
+    path = _write_jsonl(tmp_path / "r.jsonl", recs + repeats)
+    with pytest.warns(UserWarning) as caught:
+        df = EducationTemplate().load(path)
+    assert len(df) == 40 and df.attrs == {"records_read": 44, "repeats_dropped": 4, "label_conflicts": 2}
+    assert df["label"].iloc[7] == 1  # the first record's label stands
+    msg = str(caught[0].message)
+    assert "2 of 4 repeated records (same question, reference and answer) have another label" in msg
+    assert "line 43 (label 'incorrect') repeats line 8 (label 'correct'); line 44 (label 'correct') repeats line 9" \
+        in msg
+    # init sizes the splits from the 40 records left and says what was dropped (it counted 44)
+    with pytest.warns(UserWarning, match="2 of 4 repeated records"):
+        out = _init(tmp_path, path)
+    assert out.exit_code == 0, out.output
+    assert f"data: {path}, 44 rows (4 repeated records dropped, 2 of them with another label than the one kept; " \
+           "train 20, val 4, test 16)" in out.output
+
+
+def test_a_stray_quote_in_csv_records_is_named_and_multiline_answers_are_read(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame(_graded(8))
+    df.loc[1, "answer"] = "1 + 1 = 2,\nso 2"  # work over two lines, quoted by pandas: a value, not rows
+    df.to_csv(tmp_path / "ok.csv", index=False)
+    assert EducationTemplate().load(tmp_path / "ok.csv")["answer"].iloc[1] == "1 + 1 = 2,\nso 2"
+    lines = (tmp_path / "ok.csv").read_text().splitlines()
+    lines[4] = lines[4].replace(",3,", ',"3,', 1)  # record 3 (line 5 after the two-line answer): a stray quote
+    lines[8] = lines[8].replace(",7,", ',7",', 1)  # ...closed four lines on
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DistillError, match=r"bad.csv: row 3 \(line 5\), column 'reference': a quoted value runs over "
+                                           r"lines 5 to 9 and holds 3 line\(s\) that look like whole rows"):
+        EducationTemplate().load(tmp_path / "bad.csv")
