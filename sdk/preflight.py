@@ -410,7 +410,7 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> 
         field = "student.model" if s.model else "student.base" if s.base else "teacher.model"
         local = _inspect_model(field, s.model or s.base or t.model, False, hints.get(field, ""), f)
         if local is not None and template.task == "decision" and local.tokenizer is not None:
-            f.problems += _label_word_problems(template, local)
+            f.problems += _label_word_problems(template, local, field)
         if local is not None and not s.model and local.layers is not None and s.layers > local.layers:
             f.problems.append(f"student.layers ({s.layers}) is more than the {local.layers} decoder layers of "
                               f"{field} {local.spec!r}, which the student is cut from")
@@ -435,7 +435,7 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> 
     f.facts.append(f"student: {'whole ' + local.spec if s.model else f'{s.layers} layers of {local.spec}'} "
                    f"({_layers(local)}; its tokenizer is the run's)")
     if template.task == "decision" and local.tokenizer is not None:
-        f.problems += _label_word_problems(template, local)
+        f.problems += _label_word_problems(template, local, field)
 
 
 def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
@@ -443,9 +443,15 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
         _check_remote_teacher(cfg, template, hints, f)
         return
     trust = cfg.teacher.trust_remote_code
+    s = cfg.student
     teacher = _inspect_model("teacher.model", cfg.teacher.model, trust, hints.get("teacher.model", ""), f)
-    student = (_inspect_model("student.model", cfg.student.model, trust, hints.get("student.model", ""), f)
-               if cfg.student.model else None)
+    # the student's own model, whole (student.model) or cut from (student.base), is checked with a local
+    # teacher as with the others: a missing base or one shallower than student.layers fails only at distill
+    field = "student.model" if s.model else "student.base" if s.base else None
+    student = _inspect_model(field, s.model or s.base, trust, hints.get(field, ""), f) if field else None
+    if s.base and student is not None and student.layers is not None and s.layers > student.layers:
+        f.problems.append(f"student.layers ({s.layers}) is more than the {student.layers} decoder layers of "
+                          f"student.base {student.spec!r}, which the student is cut from")
     if teacher is None:
         return
     f.facts.append(f"teacher: {teacher.spec} ({_layers(teacher)}, vocabulary "
@@ -453,8 +459,7 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
     if teacher.tokenizer is not None and cfg.annotate.top_k > len(teacher.tokenizer):
         f.problems.append(f"annotate.top_k ({cfg.annotate.top_k}) is more than the teacher's vocabulary "
                           f"({len(teacher.tokenizer)} tokens): at most {len(teacher.tokenizer)} (all of them)")
-    s = cfg.student
-    if s.model is None:
+    if field is None:
         if teacher.layers is not None and s.layers > teacher.layers:
             f.problems.append(f"student.layers ({s.layers}) is more than the teacher's {teacher.layers} decoder layers "
                               f"(teacher.model {teacher.spec!r}): the student is cut from the teacher, so it can "
@@ -463,21 +468,24 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
             f.facts.append(f"student: {s.layers} of the teacher's layers"
                            + (f", bottom {s.frozen_bottom} frozen" if s.frozen_bottom else ""))
     elif student is not None and student.tokenizer is not None and teacher.tokenizer is not None:
+        what = f"{student.spec} ({_layers(student)})" if s.model else f"{s.layers} layers of {student.spec}"
         mine, theirs = student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
         if mine != theirs:
             loss = cfg.distill.loss
             token_level = template.task == "generation" and float(loss.get("alpha", 0.5)) < 1.0
             if token_level and loss.get("alignment", "vocabulary") != "uld":
-                f.problems.append(f"student.model {s.model!r} uses another tokenizer than the teacher ({len(mine)} vs "
+                f.problems.append(f"{field} {student.spec!r} uses another tokenizer than the teacher ({len(mine)} vs "
                                   f"{len(theirs)} tokens): token-level KD then needs distill.loss.alignment: uld "
                                   "(or alpha: 1.0, sequence-level KD alone)")
             else:
-                f.facts.append(f"student: {student.spec} ({_layers(student)}), another tokenizer than the teacher's "
+                f.facts.append(f"student: {what}, another tokenizer than the teacher's "
                                f"({len(mine)} vs {len(theirs)} tokens): "
                                + ("label-word probabilities" if template.task == "decision" else
                                   "ULD at character-aligned positions" if token_level else "sequence-level KD"))
+            if template.task == "decision":  # the run's tokenizer (the student's) reads the label words too
+                f.problems += _label_word_problems(template, student, field)
         else:
-            f.facts.append(f"student: {student.spec} ({_layers(student)}, same vocabulary as the teacher)")
+            f.facts.append(f"student: {what}, same vocabulary as the teacher")
     if template.task == "decision" and teacher.tokenizer is not None:
         f.problems += _label_word_problems(template, teacher)
 
@@ -496,13 +504,14 @@ def _layers(m: _Model) -> str:
     return f"{m.layers} layers" if m.layers is not None else "layers unknown"
 
 
-def _label_word_problems(template, teacher: _Model) -> list[str]:
+def _label_word_problems(template, model: _Model, field: str = "teacher.model") -> list[str]:
     out = []
+    whose = "the teacher's" if field == "teacher.model" else "the student's"
     for label, word in sorted(template.label_words.items()):
-        ids = teacher.tokenizer.encode(word, add_special_tokens=False)
+        ids = model.tokenizer.encode(word, add_special_tokens=False)
         if len(ids) != 1:
             out.append(f"template {template.name!r}: label word {word!r} (label {label}) is {len(ids)} tokens for "
-                       f"the teacher's tokenizer (teacher.model {teacher.spec!r}); label words must be single tokens")
+                       f"{whose} tokenizer ({field} {model.spec!r}); label words must be single tokens")
     return out
 
 

@@ -155,6 +155,22 @@ def test_label_words_that_are_several_tokens_exit_2(tmp_path, tiny_llama):
     assert "label word ' yes' (label 1) is 4 tokens for the teacher's tokenizer" in out.output
 
 
+def test_student_base_is_checked_with_a_local_teacher(tmp_path, tiny_llama):
+    from tests.conftest import make_tiny_llama
+
+    missing = tmp_path / "no-such-base"
+    out = check(write_project(tmp_path, tiny_llama, student__base=str(missing)))
+    assert out.exit_code == 2 and f"student.base: model folder {missing} does not exist" in out.output
+    base = make_tiny_llama(tmp_path / "base", layers=3)
+    out = check(write_project(tmp_path, tiny_llama, student__base=str(base), student__layers=4))
+    # the teacher has 4 layers, the base 3: the student is cut from the base
+    assert out.exit_code == 2
+    assert f"student.layers (4) is more than the 3 decoder layers of student.base {str(base)!r}" in out.output
+    out = check(write_project(tmp_path, tiny_llama, student__base=str(base), student__layers=2))
+    assert out.exit_code == 0, out.output
+    assert f"student: 2 layers of {base}, same vocabulary as the teacher" in out.output
+
+
 # ---- data
 
 def test_missing_value_names_file_row_and_column(tmp_path, tiny_llama):
