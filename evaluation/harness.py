@@ -20,6 +20,16 @@ import numpy as np
 from pydantic import BaseModel
 
 from deployment.runtimes.generation import split_reasoning
+from sdk.errors import DistillError
+
+
+class WorkerFailed(DistillError):
+    """An artifact's worker process failed (most often: a model file it cannot load); `reason` is the worker's
+    own error line, when it wrote one."""
+
+    def __init__(self, name: str, exit_code: int, reason: str | None):
+        self.name, self.exit_code, self.reason = name, exit_code, reason
+        super().__init__(f"running {name} failed (exit {exit_code}): {reason or 'no error recorded, see above'}")
 
 
 @dataclass
@@ -56,12 +66,15 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
             print(f"[distill] {name}: reusing the result of an identical job on unchanged files", flush=True)
             return done
     job_path.write_text(json.dumps(job))
+    error_path = Path(str(out_path) + ".error")
+    error_path.unlink(missing_ok=True)
     # The worker runs alone (this process only waits for it), so llama.cpp keeps OpenMP's default wait policy:
     # PASSIVE made its 2 threads sleep between the many small ops of each decoded token, 3x slower here
     # (12-layer student, Q4_K_M: 60 vs 187 tokens/s). The policy in force is recorded with the figures.
     exit_code = _start_worker(job["format"], job_path.resolve(), out_path.resolve())
     if exit_code != 0 or not out_path.is_file():
-        raise RuntimeError(f"running {name} failed (exit {exit_code}); job: {job_path}")
+        reason = error_path.read_text().strip() if error_path.is_file() else None
+        raise WorkerFailed(name, exit_code, reason)
     result = json.loads(out_path.read_text())
     result["job_key"] = key
     atomic_write_text(out_path, json.dumps(result))

@@ -78,6 +78,17 @@ def _latency(rt, job: dict, result: dict) -> None:
 
 
 def main(job_path: str, out_path: str) -> None:
+    """Run the job; on failure, the error's last line goes to `out_path`.error for the caller's message (the
+    traceback still goes to stderr), and the exception propagates (exit 1)."""
+    try:
+        _run(job_path, out_path)
+    except BaseException as err:
+        with open(out_path + ".error", "w") as f:
+            f.write(f"{type(err).__name__}: {err}"[:2000])
+        raise
+
+
+def _run(job_path: str, out_path: str) -> None:
     job = json.loads(open(job_path).read())
     from deployment.runtimes import open_runtime
     from evaluation.perf import peak_rss_mb

@@ -51,10 +51,18 @@ class FinishedRun:
         self.options = cfgmod.template_options(self.config, source)
         self.template = get_template(self.config.template, self.options)
         self.task = self.run.task()
+        if not isinstance(self.task, dict) or ("label_ids" not in self.task and self.template.task == "decision"):
+            raise DistillError(f"{self.run.path('data', 'task.json')} is damaged (no label_ids); delete it and run "
+                               "`distill run` on the run folder again")
         if self.task.get("task", self.template.task) != self.template.task:
             raise DistillError(f"{root / 'data/task.json'}: task {self.task.get('task')!r} but template "
                                f"{self.template.name!r} is a {self.template.task} template")
         self.entries: list[dict[str, Any]] = self.run.read_json("evaluation/artifacts.json")
+        if not isinstance(self.entries, list) or not all(
+                isinstance(e, dict) and {"name", "role", "format", "size_bytes"} <= e.keys() for e in self.entries):
+            raise DistillError(f"{self.run.path('evaluation', 'artifacts.json')} is damaged (expected a list of "
+                               "artifact entries with name, role, format, size_bytes); delete it and run "
+                               "`distill run` on the run folder again to re-evaluate")
         self._tokenizer = None
         from sdk.stages.data import table_spec
 
@@ -117,8 +125,9 @@ class FinishedRun:
         t = self.entry(artifact).get("metrics", {}).get("threshold")
         return None if t is None else float(t)
 
-    def _spec(self, name: str, longest: int) -> tuple[str, dict[str, Any]]:
-        """(format, runtime spec) exactly as the evaluate stage built them, with room for longer prompts."""
+    def _spec(self, name: str, longest: int, where: str = "a prompt") -> tuple[str, dict[str, Any]]:
+        """(format, runtime spec) exactly as the evaluate stage built them, with room for longer prompts (up to
+        the model's trained context: `where`, the longest prompt's row, is named beyond it)."""
         from sdk.stages import Context
         from sdk.stages.evaluate import artifacts
 
@@ -128,7 +137,15 @@ class FinishedRun:
                 spec = dict(art.spec)
                 if "n_ctx" in spec:  # llama.cpp's context must hold the longest new prompt (+ completion)
                     extra = self.config.evaluation.max_new_tokens if self.template.task == "generation" else 0
-                    spec["n_ctx"] = max(spec["n_ctx"], longest + extra + 8)
+                    needed = longest + extra + 8
+                    trained = _trained_context(Path(spec["model"]))
+                    if trained is not None and needed > trained:
+                        # llama.cpp would allocate a cache for it (a 3M-character field asked for 750k tokens)
+                        # and the model's positions end at its trained context anyway
+                        raise DistillError(f"{where}: the prompt is {longest} tokens"
+                                           + (f" (+{extra} to generate)" if extra else "")
+                                           + f"; the model's context holds {trained}: shorten that row's text")
+                    spec["n_ctx"] = max(spec["n_ctx"], needed)
                 return art.format, spec
         raise DistillError(f"artifact {name!r} is in evaluation/artifacts.json but its files are no longer in "
                            f"{self.run.root} (artifacts/exports.json, student/ or teacher/)")
@@ -144,7 +161,9 @@ class FinishedRun:
             raise DistillError(f"data file {path}: cannot read {suffix or 'files without a suffix'} "
                                f"(use {', '.join(READ_SUFFIXES)})")
         df = _read_jsonl(path) if path.suffix == ".jsonl" else _read_table(path)
-        return self.check(df, str(path))
+        df = self.check(df, str(path))
+        df.attrs["source"] = str(path)  # later errors (a row's prompt, its length) name the file
+        return df
 
     def check(self, data, source: str = "input"):
         """A DataFrame of the rows, with the template's columns, none of them empty (errors name the
@@ -230,12 +249,14 @@ class FinishedRun:
 
         entry = self.entry(artifact)
         name = entry["name"]
-        df = self.check(data)  # the caller's index is kept, to join the outputs back
+        source = getattr(data, "attrs", {}).get("source", "input")  # the file, for rows read by `read`
+        df = self.check(data, source)  # the caller's index is kept, to join the outputs back
         from deployment.runtimes import TEXT_FORMATS
 
-        texts = self.prompts(df)
+        texts = self.prompts(df, source)
         seqs = self.tokenize(texts)
-        fmt, spec = self._spec(name, max(len(s) for s in seqs))
+        longest = max(range(len(seqs)), key=lambda i: len(seqs[i]))
+        fmt, spec = self._spec(name, len(seqs[longest]), f"{source}: row {longest + 1}")
         if fmt in TEXT_FORMATS:  # an API tokenises the template's text itself
             seqs = texts
         out = df.copy()
@@ -267,10 +288,17 @@ def load_run(run_dir: str | Path) -> FinishedRun:
 def _run_job(job: dict[str, Any], name: str) -> dict[str, Any]:
     """One evaluation worker process (llama.cpp and torch never share a process), in a scratch folder:
     the run folder is only read."""
-    from evaluation.harness import run_worker
+    from evaluation.harness import WorkerFailed, run_worker
 
     with tempfile.TemporaryDirectory(prefix="distill-score-") as work:
-        return run_worker(job, Path(work), name)
+        try:
+            return run_worker(job, Path(work), name)
+        except WorkerFailed as err:
+            model = job["spec"].get("model")
+            where = f" from {model}" if isinstance(model, str) else ""
+            raise DistillError(f"artifact {name} could not be run{where}: {err.reason or f'exit {err.exit_code}'}; "
+                               "if its file was damaged or changed since the evaluation, run `distill run` on the "
+                               "run folder again to export and evaluate it anew") from None
 
 
 def decide_labels(template, probs, threshold: float | None, options) -> list[int]:
@@ -294,6 +322,19 @@ def _prob_columns(label_words: dict[int, str]) -> list[str]:
     return [f"prob_{i}" for i in range(len(words))]
 
 
+def _trained_context(path: Path) -> int | None:
+    """A GGUF's `<arch>.context_length` (None when the file does not say, or cannot be read: running it will)."""
+    from deployment.gguf_header import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - a damaged file is reported by the worker that opens it, with its reason
+        return None
+    arch = meta.get("general.architecture")
+    value = meta.get(f"{arch}.context_length")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _row_number(df, index) -> int:
     return int(df.index.get_loc(index)) + 1
 
@@ -315,7 +356,14 @@ def _read_jsonl(path: Path):
     import pandas as pd
 
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259); a BOM from a spreadsheet export is tolerated
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DistillError(f"data file {path}, line {line}: not UTF-8 text (byte {raw[err.start]:#x}); save it as "
+                           "UTF-8") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -338,9 +386,19 @@ def _plain(v: Any) -> Any:
 
 
 def check_out(out: Path) -> Path:
+    """`--out` checked before any scoring: its suffix, and a folder it can be written in."""
+    import os
+
     out = Path(out)
     if out.suffix not in WRITE_SUFFIXES:
         raise DistillError(f"--out {out}: write {' or '.join(WRITE_SUFFIXES)}, not {out.suffix or 'no suffix'}")
+    if out.is_dir():
+        raise DistillError(f"--out {out} is a folder; name a file in it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise DistillError(f"--out {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DistillError(f"--out {out}: folder {parent} is not writable")
     return out
 
 

@@ -7,6 +7,7 @@ decisions, through the Python API, the CLI and the documented 15-line llama-cpp-
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,35 @@ def test_unfinished_run_names_the_missing_file(fake_run, tmp_path):
         load_run(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("rel, text, message", [
+    ("evaluation/artifacts.json", '[{"name": "student-torch", ', r"evaluation/artifacts.json is damaged \(not valid JSON"),
+    ("evaluation/artifacts.json", '{"student-torch": {}}', r"evaluation/artifacts.json is damaged \(expected a list"),
+    ("data/task.json", "", r"data/task.json is damaged \(not valid JSON"),
+    ("data/task.json", '{"task": "decision"}', r"data/task.json is damaged \(no label_ids\)"),
+    ("manifest.json", "\xff\xfe", r"manifest.json is damaged"),
+])
+def test_a_damaged_run_file_is_named(fake_run, rel, text, message):
+    # was a JSONDecodeError or KeyError traceback from `distill score`, `serve` and `Project.load`
+    from sdk.scoring import load_run
+
+    (fake_run / rel).write_text(text, encoding="latin-1")
+    with pytest.raises(DistillError, match=message):
+        load_run(fake_run)
+
+
+def test_out_is_checked_before_any_work(tmp_path):
+    from sdk.scoring import check_out
+
+    with pytest.raises(DistillError, match=r"folder .*nowhere does not exist"):
+        check_out(tmp_path / "nowhere" / "scored.csv")
+    (tmp_path / "scored.csv").mkdir()
+    with pytest.raises(DistillError, match="is a folder; name a file in it"):
+        check_out(tmp_path / "scored.csv")
+    assert check_out(tmp_path / "scored.jsonl") == tmp_path / "scored.jsonl"
+    out = run_cli("score", tmp_path / "no-run", tmp_path / "rows.csv", "--out", tmp_path / "nowhere" / "s.csv")
+    assert out.returncode == 2 and "nowhere does not exist" in out.stderr
+
+
 def test_input_checks_name_the_column_and_row(fake_run, tmp_path):
     from sdk.scoring import load_run
 
@@ -125,6 +155,10 @@ def test_input_checks_name_the_column_and_row(fake_run, tmp_path):
     (tmp_path / "rows.jsonl").write_text('{"amount": 1}\n{oops\n')
     with pytest.raises(DistillError, match="line 2: not valid JSON"):
         run.read(tmp_path / "rows.jsonl")
+    (tmp_path / "rows.jsonl").write_bytes('{"merchant_category": "café"}\n{"merchant_category": "Zürich"}\n'
+                                          .encode("latin-1"))
+    with pytest.raises(DistillError, match=r"rows.jsonl, line 1: not UTF-8 text \(byte 0xe9\)"):
+        run.read(tmp_path / "rows.jsonl")
 
 
 def test_scored_rows_are_written_by_suffix(tmp_path):
@@ -158,7 +192,7 @@ def test_predict_assembles_outputs_from_the_worker(fake_run, monkeypatch):
     jobs = []
     probs = [[0.9, 0.1], [0.58, 0.42], [0.2, 0.8]]
     monkeypatch.setattr(scoring.FinishedRun, "tokenize", lambda self, prompts: [[1, 2, 3]] * len(prompts))
-    monkeypatch.setattr(scoring.FinishedRun, "_spec", lambda self, name, longest: ("gguf", {"model": name}))
+    monkeypatch.setattr(scoring.FinishedRun, "_spec", lambda self, name, longest, where="": ("gguf", {"model": name}))
     monkeypatch.setattr(scoring, "_run_job", lambda job, name: jobs.append(job) or {"probs_input": probs})
     rows = _rows().set_index(pd.Index([10, 11, 12]))
     scored = scoring.load_run(fake_run).predict(rows)
@@ -184,7 +218,7 @@ def test_generation_runs_score_greedy_completions(tmp_path, monkeypatch):
         _entry("student-gguf-Q8_0", "student", "gguf", "Q8_0", 40), _entry("student-torch", "student", "torch", None, 90)]))
     jobs = []
     monkeypatch.setattr(scoring.FinishedRun, "tokenize", lambda self, prompts: [[1, 2]] * len(prompts))
-    monkeypatch.setattr(scoring.FinishedRun, "_spec", lambda self, name, longest: ("gguf", {}))
+    monkeypatch.setattr(scoring.FinishedRun, "_spec", lambda self, name, longest, where="": ("gguf", {}))
     monkeypatch.setattr(scoring, "_run_job", lambda job, name: jobs.append(job) or {"generations": {"greedy": {
         "outputs": [[{"text": f"    return {i}"}] for i in range(len(job["generate"]["greedy"]["prompts"]))]}}})
     rows = t.synthesize(2, 0, t.Options())
@@ -316,3 +350,45 @@ def test_documented_llama_cpp_script_reproduces_the_evaluation(tiny_run):
     probs, entry = _evaluated(tiny_run, "student-gguf-Q4_K_M")
     assert np.abs(np.array([r["probs"] for r in rows]) - probs).max() <= 1e-6
     assert [r["decision"] for r in rows] == (probs[:, 1] >= entry["metrics"]["threshold"]).astype(int).tolist()
+
+
+def _mirror(run_dir: Path, dst: Path) -> Path:
+    """A copy of a run folder made of symlinks (the shared run stays untouched; a test replaces one file)."""
+    for src in run_dir.rglob("*"):
+        target = dst / src.relative_to(run_dir)
+        if src.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(src)
+    return dst
+
+
+@pytest.mark.integration
+def test_a_damaged_artifact_file_is_an_error_naming_it(tiny_run, tmp_path):
+    run_dir = _mirror(tiny_run, tmp_path / "run")
+    gguf = run_dir / "artifacts" / "student-Q4_K_M.gguf"
+    head = gguf.read_bytes()[:4096]
+    gguf.unlink()
+    gguf.write_bytes(head)  # a copy cut short
+    test = pd.read_parquet(tiny_run / "data" / "test.parquet").head(3)
+    test.to_csv(tmp_path / "new.csv", index=False)
+    out = run_cli("score", run_dir, tmp_path / "new.csv", "--out", tmp_path / "scored.csv")
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: artifact student-gguf-Q4_K_M could not be run from ") and "student-Q4_K_M.gguf" in last
+    assert "distill run" in last and not (tmp_path / "scored.csv").exists()
+
+
+@pytest.mark.integration
+def test_a_prompt_longer_than_the_model_context_names_its_row(tiny_run, tmp_path):
+    from deployment.gguf import read_metadata
+
+    meta = read_metadata(tiny_run / "artifacts" / "student-Q4_K_M.gguf")
+    trained = meta[f"{meta['general.architecture']}.context_length"]
+    test = pd.read_parquet(tiny_run / "data" / "test.parquet").head(3).astype({"merchant_category": object})
+    test.loc[1, "merchant_category"] = "grocery " * trained  # a field pasted many times over
+    test.to_csv(tmp_path / "long.csv", index=False)
+    out = run_cli("score", tiny_run, tmp_path / "long.csv", "--out", tmp_path / "scored.csv")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert re.search(rf"long.csv: row 2: the prompt is \d+ tokens; the model's context holds {trained}", out.stderr)
