@@ -25,6 +25,12 @@ def summarize(project_yaml: Path) -> dict[str, Any]:
     p = prepare(cfg, t, options)
     out: dict[str, Any] = {"source": p.source, "template": t.name, **p.info,
                            "time_column": cfg.data.time_column if cfg.data.path is not None else None}
+    train = p.parts["train"]
+    out["stratify"] = t.stratify if t.stratify in train.columns else None
+    if t.task == "decision" and len(t.label_words) > 2 and "label" in train:  # graded: a count per grade, not
+        words = {k: w.strip() for k, w in t.label_words.items()}  # "positives"
+        out["label_counts"] = {name: {words[k]: int((part["label"] == k).sum()) for k in sorted(words)}
+                               for name, part in p.parts.items()}
     prompt = prompt_function(t, p.spec)
     if p.spec is not None:
         out["spec"] = p.spec.to_dict()
@@ -61,16 +67,27 @@ def format_summary(s: dict[str, Any]) -> list[str]:
             f"{v!r} -> {k}" for v, k in sorted(spec["labels"].items(), key=lambda kv: kv[1])) + ")")
     if s.get("time_column"):
         lines.append(f"split: time-ordered by {s['time_column']!r}: train on the past, test on the future")
+    elif s.get("stratify"):
+        lines.append(f"split: random, stratified on {'the label' if s['stratify'] == 'label' else repr(s['stratify'])}")
     else:
-        lines.append("split: random, stratified on the label")
-    rows = [["split", "rows", "positives", "share"] + (["from", "to"] if s.get("time_column") else [])]
+        lines.append("split: random")
+    counts = s.get("label_counts")
+    has_positives = any("positives" in v for v in s["splits"].values())
+    head = ["split", "rows"] + (list(next(iter(counts.values()))) if counts else
+                                ["positives", "share"] if has_positives else [])
+    times = ["from", "to"] if s.get("time_column") else []
+    rows = [head + times]
     for name, v in s["splits"].items():
-        pos = v.get("positives")
-        rows.append([name, f"{v['rows']:,}", "-" if pos is None else f"{pos:,}",
-                     "-" if pos is None or not v["rows"] else f"{pos / v['rows']:.1%}"]
-                    + (list(v.get("time_range", ["-", "-"])) if s.get("time_column") else []))
+        row = [name, f"{v['rows']:,}"]
+        if counts:  # one column per grade: "n (share)"
+            row += [f"{n:,} ({n / v['rows']:.0%})" if v["rows"] else "0" for n in counts[name].values()]
+        elif has_positives:
+            pos = v.get("positives")
+            row += ["-" if pos is None else f"{pos:,}", "-" if pos is None or not v["rows"] else f"{pos / v['rows']:.1%}"]
+        rows.append(row + (list(v.get("time_range", ["-", "-"])) if times else []))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += [("  " + "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w)
+    left = {0, len(head), len(head) + 1}  # names and times read left to right; counts line up on the right
+    lines += [("  " + "  ".join(c.ljust(w) if i in left else c.rjust(w)
                                 for i, (c, w) in enumerate(zip(r, widths)))).rstrip() for r in rows]
     if "train_after_prepare" in s:
         a = s["train_after_prepare"]

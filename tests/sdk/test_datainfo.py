@@ -87,3 +87,35 @@ def test_a_malformed_table_exits_2_naming_the_row_and_column(tmp_path):
     df.loc[4, "when"] = "later"
     out = data(project(tmp_path, df))
     assert out.exit_code == 2 and "row 5 (line 6), column 'when': 'later' is not a date or time" in out.output
+
+
+def _template_project(tmp_path: Path, template: str, **options) -> Path:
+    cfg = yaml.safe_load((ROOT / "verticals" / template / "tiny.yaml").read_text())
+    cfg.setdefault("template_options", {}).update(options)
+    p = tmp_path / "project.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_the_split_line_names_the_templates_own_stratification(tmp_path):
+    # code said "stratified on the label" and showed a positives column for problems that have no label
+    out = data(_template_project(tmp_path, "code"))
+    assert out.exit_code == 0, out.output
+    assert "split: random, stratified on 'difficulty'" in out.output
+    header = next(x for x in out.output.splitlines() if x.strip().startswith("split "))
+    assert header.split() == ["split", "rows"]
+
+
+def test_rubric_grades_are_counted_one_column_each(tmp_path):
+    # a 0..K rubric showed "positives" (score > 0) and their share: counts per grade say what the data holds
+    from verticals.education.template import RUBRIC_MAX
+
+    out = data(_template_project(tmp_path, "education", grading="rubric"))
+    assert out.exit_code == 0, out.output
+    assert "split: random, stratified on the label" in out.output
+    lines = out.output.splitlines()
+    header = next(x for x in lines if x.strip().startswith("split "))
+    assert "positives" not in header and len(header.split()) == 2 + RUBRIC_MAX + 1  # one column per grade
+    test = next(x for x in lines if x.strip().startswith("test"))
+    n = int(test.split()[1].replace(",", ""))
+    assert sum(int(c.replace(",", "")) for c in test.split()[2::2]) == n
