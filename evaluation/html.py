@@ -9,7 +9,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, gate_rows, headline_rows, qad_rows
+from evaluation.report import (SPEED_LABEL, _ci, _fmt, _n, _ratio, breakdown_rows, class_balance, gate_rows,
+                               headline_rows, qad_rows, uses_thresholds)
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
@@ -92,8 +93,9 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
     task, pm = r.get("task", "decision"), r["primary_metric"]
     hm, op = r.get("headline_metric", pm), r.get("operating_point")
     d = r["data"]
-    held = (f"{d['n_test']} held-out examples ({d.get('test_positives', '?')} positive), thresholds chosen on "
-            f"{d['n_val']} validation examples" if task == "decision" else f"{d['n_test']} held-out problems")
+    held = (f"{d['n_test']} held-out examples ({class_balance(d, 'test')}), "
+            + ("thresholds chosen on " if uses_thresholds(r) else "most probable label decides, gates judged on ")
+            + f"{d['n_val']} validation examples" if task == "decision" else f"{d['n_test']} held-out problems")
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Distillation report: "
            f"{html.escape(r['project'])}</title><style>{_CSS}</style></head><body>",
            f"<h1>Distillation report: {html.escape(r['project'])}</h1>",

@@ -150,6 +150,20 @@ def _n(x: int | None) -> str:
     return "-" if x is None else f"{x:,}"
 
 
+def uses_thresholds(r: dict[str, Any]) -> bool:
+    """Whether a decision report's artifacts decide by a threshold (a graded template takes the likeliest)."""
+    return r.get("task", "decision") == "decision" and any(
+        a["metrics"].get("threshold") is not None for a in r["artifacts"])
+
+
+def class_balance(d: dict[str, Any], split: str) -> str:
+    """`12 positive`, or per grade `zero 4, one 6, two 14` for a graded label."""
+    counts = d.get(f"{split}_label_counts")
+    if counts:
+        return ", ".join(f"{word} {n}" for word, n in counts.items())
+    return f"{d.get(f'{split}_positives', '?')} positive"
+
+
 def _fmt(x: Any, nd: int = 3) -> str:
     if x is None:
         return "-"
@@ -290,8 +304,10 @@ def to_markdown(r: dict[str, Any]) -> str:
     compared = [k for k in metric_names if _matches(k, r["compared_metrics"])]
     d = r["data"]
     if task == "decision":
-        held = (f"Held-out test: {d['n_test']} examples ({d.get('test_positives', '?')} positive); thresholds chosen "
-                f"per artifact on {d['n_val']} validation examples ({d.get('val_positives', '?')} positive).")
+        held = (f"Held-out test: {d['n_test']} examples ({class_balance(d, 'test')}); "
+                + ("thresholds chosen per artifact on" if uses_thresholds(r)
+                   else "each artifact's decision is its most probable label; release gates judged on")
+                + f" {d['n_val']} validation examples ({class_balance(d, 'val')}).")
     else:
         held = f"Held-out test: {d['n_test']} problems; completions generated greedily and checked by the verifier."
     lines = [f"# Distillation report: {r['project']} ({r['template']})", "",
@@ -309,7 +325,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     speed_label = SPEED_LABEL[task]
     cm = (op or {}).get("constraint_metric")
     hdr = (f"| artifact | {hm} | " + (f"{cm} on test | " if cm else "") + (f"{pm} | " if pm != hm else "")
-           + ("threshold | " if task == "decision" else ""))
+           + ("threshold | " if uses_thresholds(r) else ""))
     hdr += f"size MB | P99 ms | {speed_label} | speed-up | {hm} vs teacher |"
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for h in headline_rows(r):
@@ -318,7 +334,7 @@ def to_markdown(r: dict[str, Any]) -> str:
             row += f"{_fmt(h['constraint'])} | "
         if pm != hm:
             row += f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | "
-        if task == "decision":
+        if uses_thresholds(r):
             row += f"{_fmt(h['threshold'], 4)} | "
         sp = "-" if h["speedup"] is None else f"{h['speedup']:.2f}x"
         vs = h["vs_teacher"]

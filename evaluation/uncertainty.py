@@ -42,7 +42,8 @@ def paired_bootstrap(n: int, metrics_on: MetricsOn, *, teacher: str, compared: I
         for art, m in per.items():
             d = draws.setdefault(art, {})
             for k, v in m.items():
-                d.setdefault(k, []).append(float(v))
+                if v is not None:  # a threshold a template does not use
+                    d.setdefault(k, []).append(float(v))
         for art, m in per.items():
             if art == teacher:
                 continue

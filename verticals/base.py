@@ -74,8 +74,9 @@ class DecisionTemplate(Template, Protocol):
     #: Label value (0..n-1) -> the word the model answers with (one token after the prompt).
     label_words: dict[int, str]
 
-    def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: BaseModel) -> float:
-        """Decision threshold picked on validation label probabilities [N, n_labels]."""
+    def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: BaseModel) -> float | None:
+        """Decision threshold picked on validation label probabilities [N, n_labels] (None: the template
+        decides without one, e.g. the most probable of several grades)."""
         ...
 
     def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float, options: BaseModel) -> dict[str, float]:

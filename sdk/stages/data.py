@@ -101,7 +101,9 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
         # rows with identical prompts are kept once (the first): a test row identical to a training row
         # measures memory, not skill (the education synthesizer repeats about 3% of its triples, which put 36 of
         # 1,000 test rows in training before 2026-12-03), and a repeated row weighs twice in training
-        rows_read = len(df)
+        # a template's loader that drops repeats itself (education: to warn about conflicting labels) says how
+        # many records it read in df.attrs["records_read"]
+        rows_read = int(df.attrs.get("records_read", len(df)))
         df = _unique_inputs(df, t)
         stratify = t.stratify if t.stratify in df.columns else None
         parts = split(df, d.n_train, d.n_val, d.n_test, config.seed, source, stratify=stratify)

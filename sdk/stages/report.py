@@ -48,6 +48,10 @@ def run(ctx: Context) -> dict[str, Any]:
     if t.task == "decision":
         data["test_positives"] = int((parts["test"]["label"] > 0).sum())
         data["val_positives"] = int((parts["val"]["label"] > 0).sum())
+        if len(t.label_words) > 2:  # grades: "positive" (above the lowest) says little; each grade's count
+            for split in ("val", "test"):
+                data[f"{split}_label_counts"] = {t.label_words[k].strip(): int((parts[split]["label"] == k).sum())
+                                                 for k in sorted(t.label_words)}
     op = t.operating_point(ctx.options) if hasattr(t, "operating_point") else None
     teacher = next(e["name"] for e in entries if e["role"] == "teacher")
     intervals = paired_intervals(t, ctx.options, entries, details, parts, teacher, seed=ctx.config.seed)

@@ -139,12 +139,12 @@ class EducationTemplate:
         return inspect.getsource(grading_prompt) + f"\n\ndef prompt(row):\n    return grading_prompt(row, {self._ask()!r})\n"
 
     # ---- decisions and metrics
-    def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: EducationOptions) -> float:
+    def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: EducationOptions) -> float | None:
         """Binary: the threshold on P(correct) with the best validation accuracy (the same rule for every
-        artifact); rubric: the most probable score is the grade, and the threshold is unused (0.5)."""
+        artifact); rubric: None, the most probable score is the grade."""
         probs_val = np.asarray(probs_val)
         if probs_val.shape[1] != 2:
-            return 0.5
+            return None
         y = np.asarray(y_val).astype(int)
         scores = probs_val[:, 1]
         cuts = np.unique(np.concatenate([[0.5], scores]))
@@ -157,7 +157,7 @@ class EducationTemplate:
             return (probs[:, 1] >= threshold).astype(int)
         return np.argmax(probs, axis=1)
 
-    def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float,
+    def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float | None,
                 options: EducationOptions) -> dict[str, float]:
         y = np.asarray(y_true).astype(int)
         n_labels = np.asarray(probs).shape[1]
@@ -175,7 +175,7 @@ class EducationTemplate:
             # the errors a school weighs differently: full marks for a wrong answer, or none for a right one
             "false_accept_rate": float(np.sum(full_pred & ~full_true) / max(np.sum(~full_true), 1)),
             "false_reject_rate": float(np.sum(~full_pred & full_true) / max(np.sum(full_true), 1)),
-            "threshold": float(threshold),
+            "threshold": None if threshold is None else float(threshold),
             "n": float(len(y)),
         }
 

@@ -51,6 +51,15 @@ def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     assert not any("positive examples" in w for w in report["warnings"])  # a fraud notion, not a grading one
     md = (tmp_path / "run" / "report.md").read_text()
     assert "## Accuracy per group" in md and "parsing_rule" in md
+    # graded 0..2: the most probable grade decides, so no threshold (was a 0.5 column) and counts per grade
+    # (was "N positive": graded above zero)
+    assert all(a["metrics"]["threshold"] is None for a in report["artifacts"])
+    counts = report["data"]["test_label_counts"]
+    assert list(counts) == ["zero", "one", "two"] and sum(counts.values()) == 24
+    assert "threshold |" not in md and "positive" not in md.split("## Headline")[0]
+    assert f"(zero {counts['zero']}, one {counts['one']}, two {counts['two']})" in md
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert f"zero {counts['zero']}, one {counts['one']}" in html and "thresholds chosen" not in html
 
 
 def test_init_refuses_malformed_records_naming_line_and_field(tmp_path):
