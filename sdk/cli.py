@@ -186,11 +186,11 @@ def _checked_data(text: str, source: str) -> tuple[str, list[str]]:
         except TableProblems as err:
             raise DistillError(format_problems(err.problems, str(cfg.data.path))) from None
     else:  # the template's own format (records): its loader names every bad record
+        from sdk.stages.data import unique_inputs
+
         try:
-            df = t.load(Path(cfg.data.path))
-        except DistillError:
-            raise
-        except Exception:  # a third-party loader's own error: check_data below names the file
+            df = unique_inputs(t.load(Path(cfg.data.path)), t)  # counted as the data stage counts: repeats once
+        except Exception:  # check_data below says it with every other problem (e.g. table settings given)
             df = None
     d = cfg.data
     wanted = d.n_train + d.n_val + d.n_test

@@ -17,11 +17,16 @@ def summarize(project_yaml: Path) -> dict[str, Any]:
     from sdk import config as cfgmod
     from sdk.registry import get_template
     from sdk.stages.data import prepare
-    from sdk.tables import prompt_function
+    from sdk.preflight import table_settings_problem
+    from sdk.tables import is_tabular, prompt_function
 
     cfg = cfgmod.load_config(project_yaml)
     options = cfgmod.template_options(cfg, str(project_yaml))
     t = get_template(cfg.template, options)
+    if cfg.data.path is not None and not is_tabular(t):
+        misplaced = table_settings_problem(cfg.data, t)
+        if misplaced:  # the data stage would read the file without them: said, not silently ignored
+            raise DistillError(misplaced)
     p = prepare(cfg, t, options)
     out: dict[str, Any] = {"source": p.source, "template": t.name, **p.info,
                            "time_column": cfg.data.time_column if cfg.data.path is not None else None}

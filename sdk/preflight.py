@@ -157,6 +157,18 @@ def check_data(cfg, hint: str = "") -> Findings:
     return f
 
 
+def table_settings_problem(d, template) -> str | None:
+    """Table settings (data.label_column, time_column, ...) given for a template with its own file format, which
+    would ignore them; None when there are none."""
+    table_settings = [k for k in ("positive_label", "time_column", "id_column", "columns")
+                      if getattr(d, k) is not None] + (["drop_columns"] if d.drop_columns else []) + (
+                      ["label_column"] if d.label_column != "label" else [])
+    if not table_settings:
+        return None
+    return (f"data.{table_settings[0]}: template {template.name!r} reads its own file format; the table settings "
+            f"({', '.join('data.' + k for k in table_settings)}) apply to table templates")
+
+
 def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
     from sdk.tables import is_tabular
 
@@ -174,12 +186,9 @@ def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
     if is_tabular(template):
         _check_table(cfg, template, options, f)
         return
-    table_settings = [k for k in ("positive_label", "time_column", "id_column", "columns")
-                      if getattr(d, k) is not None] + (["drop_columns"] if d.drop_columns else []) + (
-                      ["label_column"] if d.label_column != "label" else [])
-    if table_settings:
-        f.problems.append(f"data.{table_settings[0]}: template {template.name!r} reads its own file format; the table "
-                          f"settings ({', '.join('data.' + k for k in table_settings)}) apply to table templates")
+    misplaced = table_settings_problem(d, template)
+    if misplaced:
+        f.problems.append(misplaced)
     before = len(f.problems)
     try:
         df = template.load(path)
@@ -205,7 +214,7 @@ def _check_data(cfg, template, options, hint: str, f: Findings) -> None:
     except DistillError as err:
         f.problems.append(str(err))
         return
-    dropped = read - len(df) + prepared.info["duplicates_removed"]
+    dropped = prepared.info["duplicates_removed"]  # the loader's repeats and the stage's, from records_read
     conflicts = int(df.attrs.get("label_conflicts", 0))
     repeats = (f"{dropped} repeated records dropped"
                + (f", {conflicts} of them with another label than the one kept" if conflicts else ""))

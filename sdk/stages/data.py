@@ -72,7 +72,7 @@ def load_data(config, template, options):
         wanted = d.n_train + d.n_val + d.n_test
         df = t.synthesize(wanted, config.seed, options)
         for _ in range(3):  # repeated rows are dropped before the split: synthesize that many more
-            short = wanted - len(_unique_inputs(df, t))
+            short = wanted - len(unique_inputs(df, t))
             if short <= 0:
                 break
             df = t.synthesize(wanted + 2 * short, config.seed, options)
@@ -104,7 +104,7 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
         # a template's loader that drops repeats itself (education: to warn about conflicting labels) says how
         # many records it read in df.attrs["records_read"]
         rows_read = int(df.attrs.get("records_read", len(df)))
-        df = _unique_inputs(df, t)
+        df = unique_inputs(df, t)
         stratify = t.stratify if t.stratify in df.columns else None
         parts = split(df, d.n_train, d.n_val, d.n_test, config.seed, source, stratify=stratify)
         info = {"rows_read": rows_read, "duplicates_removed": rows_read - len(df),
@@ -114,7 +114,7 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
     return Prepared(parts, source, spec, info)
 
 
-def _unique_inputs(df, template):
+def unique_inputs(df, template):
     """The rows whose prompt (the model's whole input) differs from every earlier row's: columns alone miss
     repeats that differ only in an id (the code template's task_id)."""
     import pandas as pd

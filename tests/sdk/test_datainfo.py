@@ -119,3 +119,16 @@ def test_rubric_grades_are_counted_one_column_each(tmp_path):
     test = next(x for x in lines if x.strip().startswith("test"))
     n = int(test.split()[1].replace(",", ""))
     assert sum(int(c.replace(",", "")) for c in test.split()[2::2]) == n
+
+
+def test_table_settings_for_a_records_template_are_refused(tmp_path):
+    # `distill data` read a code file and silently ignored data.label_column (init and check refuse it)
+    from verticals.code.problems import humaneval_path
+
+    cfg = yaml.safe_load((ROOT / "verticals" / "code" / "tiny.yaml").read_text())
+    cfg["data"].update(path=str(humaneval_path()), label_column="passed")
+    p = tmp_path / "project.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    out = data(p)
+    assert out.exit_code == 2, out.output
+    assert "data.label_column: template 'code' reads its own file format" in out.output

@@ -157,3 +157,20 @@ def test_check_completions(humaneval):
     assert "before its tests ran" in early[0].reason
     with pytest.raises(DistillError, match="unknown task_id 'nope'"):
         check_completions(humaneval, [("nope", "")])
+
+
+def test_init_sizes_the_splits_from_distinct_prompts(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    def distinct(i):  # a prompt of its own per problem
+        return problem(f"t/{i}", prompt=f"def add(a, b):\n    \"\"\"a + b, variant {i}\"\"\"\n")
+
+    # 20 lines, the tiny preset's 20 rows, but 5 repeat another problem's prompt under a new task_id: the data
+    # stage keeps 15; init scaled nothing from the 20 lines and its check then refused the file
+    rows = [distinct(i) for i in range(15)] + [dict(distinct(i), task_id=f"copy/{i}") for i in range(5)]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    out = CliRunner().invoke(app, ["init", "code", str(tmp_path / "proj"), "--preset", "tiny", "--data", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "scaled to the file's 15 rows" in (tmp_path / "proj" / "project.yaml").read_text()

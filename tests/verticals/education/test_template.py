@@ -208,3 +208,18 @@ def test_a_stray_quote_in_csv_records_is_named_and_multiline_answers_are_read(tm
     with pytest.raises(DistillError, match=r"bad.csv: row 3 \(line 5\), column 'reference': a quoted value runs over "
                                            r"lines 5 to 9 and holds 3 line\(s\) that look like whole rows"):
         EducationTemplate().load(tmp_path / "bad.csv")
+
+
+def test_table_settings_are_refused_even_when_the_records_also_fail_to_load(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    # binary words under the default rubric grading: the loader fails, and the --time-column given for a table
+    # template was hidden behind that error
+    path = _write_jsonl(tmp_path / "r.jsonl", _graded(30))
+    out = CliRunner().invoke(app, ["init", "education", str(tmp_path / "p"), "--data", str(path),
+                                   "--set", "template_options.grading=rubric", "--time-column", "when"])
+    assert out.exit_code == 2 and not (tmp_path / "p" / "project.yaml").exists()
+    assert "data.time_column: template 'education' reads its own file format" in out.output
+    assert "is not a rubric score" in out.output
