@@ -2,7 +2,12 @@
 
 
 class DistillError(Exception):
-    """An error caused by the user's input (config, data, model file); the CLI prints it and exits 2."""
+    """An error caused by the user's input (config, data, model file); the CLI prints it and exits 2.
+    `field`: the input field (column) at fault, when one is (the server returns it as the error's `param`)."""
+
+    def __init__(self, *args, field: str | None = None):
+        super().__init__(*args)
+        self.field = field
 
 
 def not_a_file(path) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -193,7 +194,7 @@ class FinishedRun:
             empty = df.index[blank].tolist()
             if empty:
                 raise DistillError(f"{source}: column {col!r} is empty in {len(empty)} row(s), first row "
-                                   f"{_row_number(df, empty[0])}")
+                                   f"{_row_number(df, empty[0])}", field=col)
         return df
 
     def prompts(self, df, source: str = "input") -> list[str]:
@@ -206,7 +207,12 @@ class FinishedRun:
             try:
                 out.append(prompt(row))
             except Exception as err:  # a template's own code: any failure means this row's values are unusable
-                raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}") from None
+                # the template's message names the column it could not read ("column 'amount': ..."): the one
+                # input column it quotes is the field at fault (a template's prompt code is stdlib-only, as it
+                # ships in bundles, so it has no structured error to carry it)
+                quoted = [c for c in re.findall(r"column '([^']+)'", str(err)) if c in row]
+                raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}",
+                                   field=quoted[0] if len(set(quoted)) == 1 else None) from None
         return out
 
     def tokenize(self, prompts: list[str]) -> list[list[int]]:

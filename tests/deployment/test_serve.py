@@ -137,6 +137,7 @@ def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(serv
         ({k: v for k, v in record.items() if k != field}, None, field),
         ({**record, field: [1, 2]}, None, field),
         ({**record, text_field: "  "}, None, text_field),  # was a 400 with param null, in table words
+        ({**record, "amount": "lots"}, None, "amount"),  # refused by the template's prompt code: was param null
     ]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda b: server.request("POST", "/v1/decide", b[0], raw=b[1]), bad))
