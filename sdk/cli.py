@@ -427,8 +427,25 @@ def _quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+def _plain_warnings() -> None:
+    """The SDK's own warnings (a repeated record's conflicting label, a cache moved aside) read as `warning: ...`
+    on the CLI, like its errors; Python's default adds the SDK's file, line and source line, which are about us,
+    not about the user's data. Others keep the default. (warnings.formatwarning is the documented hook.)"""
+    ours = tuple(str(Path(__file__).resolve().parents[1] / pkg) for pkg in ("sdk", "verticals", "evaluation",
+                                                                           "deployment"))
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(Path(filename).resolve()).startswith(ours):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main() -> None:
     _quiet_warnings()
+    _plain_warnings()
     try:
         app()
     except KeyboardInterrupt:

@@ -109,6 +109,8 @@ def split_data(config, template, df, source: str, table=None) -> Prepared:
         parts = split(df, d.n_train, d.n_val, d.n_test, config.seed, source, stratify=stratify)
         info = {"rows_read": rows_read, "duplicates_removed": rows_read - len(df),
                 "leakage_removed": {"val": 0, "test": 0}}  # no repeated prompt is left to leak
+        if df.attrs.get("label_conflicts"):  # repeats whose label differed from the kept one's (the loader's count)
+            info["label_conflicts"] = int(df.attrs["label_conflicts"])
         spec = template_spec(t, df) if is_tabular(t) else None
     info["splits"] = split_summary(parts, d.time_column if table is not None else None)
     return Prepared(parts, source, spec, info)
@@ -196,4 +198,6 @@ def run(ctx: Context) -> dict[str, Any]:
            "counts": counts}
     if "duplicates_removed" in p.info:
         out.update(duplicates_removed=p.info["duplicates_removed"], leakage_removed=p.info["leakage_removed"])
+    if p.info.get("label_conflicts"):
+        out["label_conflicts"] = p.info["label_conflicts"]
     return out

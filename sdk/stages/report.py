@@ -45,6 +45,10 @@ def run(ctx: Context) -> dict[str, Any]:
     stages = {k: {"seconds": v.get("seconds", 0), "note": v.get("note", "")}
               for k, v in run_dir.manifest["stages"].items() if k != "report"}
     data = {"n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"])}
+    prepared = run_dir.manifest["stages"].get("data", {})  # what the data stage removed (absent in older runs)
+    for key in ("duplicates_removed", "label_conflicts"):
+        if prepared.get(key) is not None:
+            data[key] = prepared[key]
     if t.task == "decision":
         data["test_positives"] = int((parts["test"]["label"] > 0).sum())
         data["val_positives"] = int((parts["val"]["label"] > 0).sum())
@@ -150,6 +154,10 @@ def training_health(who: str, knob: str, train: dict[str, Any]) -> tuple[list[st
 def _warnings(r: dict[str, Any]) -> list[str]:
     """Plain-language warnings when the figures rest on too few examples (what is too few, and why)."""
     out, d = [], r["data"]
+    if d.get("label_conflicts"):
+        out.append(f"{d['label_conflicts']} repeated records in the data had another label than their first "
+                   "occurrence, whose label was kept: the labels disagree with themselves there; check those "
+                   "records (`distill check` names them).")
     if r["task"] == "decision" and "recall" in r["compared_metrics"]:  # rare-positive decisions (fraud)
         pos, vpos = d.get("test_positives", 0), d.get("val_positives", 0)
         if pos < MIN_TEST_POSITIVES:

@@ -341,3 +341,22 @@ def test_several_machines_without_a_rendezvous_exit_2_before_any_stage(tmp_path)
         out = distill("run", p, "--out", tmp_path / "run", "--nnodes", "2", *extra)
         assert out.returncode == 2 and "--rdzv-endpoint" in out.stderr and "host:port" in out.stderr, out.stderr
         assert not (tmp_path / "run").exists()  # no stage ran
+
+
+def test_the_sdks_own_warnings_read_as_warning_lines(tmp_path):
+    import json
+
+    from verticals.education.template import EducationOptions, EducationTemplate
+
+    # Python's default format printed the SDK's file, line number and `warnings.warn(` source line
+    options = EducationOptions(grading="binary")
+    rows = EducationTemplate().configure(options).synthesize(60, 3, options).to_dict("records")
+    rows.append({**rows[0], "label": 1 - int(rows[0]["label"])})
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({k: rows[i][k] for k in ("question", "reference", "answer")}
+                                       | {"label": int(rows[i]["label"])}) + "\n" for i in range(len(rows))))
+    out = distill_process("init", "education", tmp_path / "p", "--data", path, "--set",
+                          "template_options.grading=binary")
+    assert out.returncode == 0, out.stderr
+    assert f"warning: dataset {path}: 1 of 1 repeated records" in out.stderr
+    assert "UserWarning" not in out.stderr and "warnings.warn" not in out.stderr

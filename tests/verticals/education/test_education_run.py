@@ -25,6 +25,10 @@ def _records(path, n: int, seed: int = 5):
 
 def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     data = _records(tmp_path / "records.jsonl", 120)
+    lines = data.read_text().splitlines()
+    again = [json.loads(lines[i]) for i in (3, 4)]  # two records graded a second time, differently
+    lines += [json.dumps({**r, "id": r["id"] + "b", "label": (r["label"] + 1) % 3}) for r in again]
+    data.write_text("\n".join(lines) + "\n")
     out = run_cli("init", "education", tmp_path / "p", "--preset", "tiny", "--data", data,
                   "--set", "evaluation.student_torch=false")
     assert out.returncode == 0, out.stderr
@@ -49,6 +53,9 @@ def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     assert set(report["breakdown"]["parsing_rule"]) <= {"correct", "equivalent", "arithmetic_slip", "wrong_operation",
                                                         "unit_error", "rounding", "partial"}
     assert not any("positive examples" in w for w in report["warnings"])  # a fraud notion, not a grading one
+    # the disagreeing repeats reach the report, not only the terminal
+    assert report["data"]["label_conflicts"] == 2 and report["data"]["duplicates_removed"] >= 2
+    assert any(w.startswith("2 repeated records in the data had another label") for w in report["warnings"])
     md = (tmp_path / "run" / "report.md").read_text()
     assert "## Accuracy per group" in md and "parsing_rule" in md
     # graded 0..2: the most probable grade decides, so no threshold (was a 0.5 column) and counts per grade
