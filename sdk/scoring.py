@@ -361,25 +361,9 @@ def _read_table(path: Path):
 def _read_jsonl(path: Path):
     import pandas as pd
 
-    rows = []
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259); a BOM from a spreadsheet export is tolerated
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise DistillError(f"data file {path}, line {line}: not UTF-8 text (byte {raw[err.start]:#x}); save it as "
-                           "UTF-8") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DistillError(f"data file {path}, line {n}: not valid JSON: {err.msg}") from None
-        if not isinstance(row, dict):
-            raise DistillError(f"data file {path}, line {n}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    from sdk.jsonl import json_lines
+
+    return pd.DataFrame([row for _, row in json_lines(path, where=lambda n: f"data file {path}, line {n}")])
 
 
 def _plain(v: Any) -> Any:

@@ -8,15 +8,14 @@ A problem line: {"task_id", "prompt", "entry_point", "test", optional "canonical
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib.util
-import json
 import re
 import secrets
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from sdk.errors import DistillError, problems_error
+from sdk.jsonl import json_lines
 from verticals.code.sandbox import SandboxResult, run_programs
 
 PROBLEM_FIELDS = ("task_id", "prompt", "entry_point", "test")
@@ -27,32 +26,8 @@ _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def _json_lines(path: Path, problems: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a .jsonl or gzipped .jsonl.gz file. A line that is
-    not a JSON object raises, or, when `problems` is given, is named there and skipped (to report them all)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DistillError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    try:
-        with (gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    bad = f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})"
-                else:
-                    if isinstance(obj, dict):
-                        yield lineno, obj
-                        continue
-                    bad = f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                if problems is None:
-                    raise DistillError(bad)
-                problems.append(bad)
-    except (OSError, EOFError, UnicodeDecodeError) as err:  # truncated gzip, bad encoding
-        raise DistillError(f"{path}: cannot read: {err}") from None
+    """(line number, object) for every non-blank line of a .jsonl or gzipped .jsonl.gz file (sdk.jsonl)."""
+    return json_lines(path, problems)
 
 
 def _string_problem(path: Path, lineno: int, obj: dict[str, Any], fields: Sequence[str]) -> str | None:

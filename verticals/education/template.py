@@ -318,30 +318,11 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
 
 
 def _json_records(path: Path, problems: list[str]) -> list[tuple[str, Any]]:
-    """('line N', object) for every non-blank line of a JSONL file, gzipped or not (read by its first bytes,
-    as the code template reads HumanEval's .jsonl.gz); a line that is not a JSON object goes to `problems`."""
-    import gzip
+    """('line N', object) for every non-blank line of a JSONL file, gzipped or not (sdk.jsonl); a line that is
+    not a JSON object goes to `problems`."""
+    from sdk.jsonl import json_lines
 
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    out = []
-    try:
-        with (gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    problems.append(f"line {lineno}: not valid JSON ({err.msg} at column {err.colno})")
-                    continue
-                if not isinstance(rec, dict):
-                    problems.append(f"line {lineno}: expected a JSON object, got {type(rec).__name__}")
-                    continue
-                out.append((f"line {lineno}", rec))
-    except (OSError, EOFError, UnicodeDecodeError) as err:  # a truncated gzip, another encoding than UTF-8
-        raise DistillError(f"dataset {path}: cannot read it as JSONL ({type(err).__name__}: {err})") from None
-    return out
+    return [(f"line {n}", rec) for n, rec in json_lines(path, problems, where=lambda n: f"line {n}")]
 
 
 def _drop_repeats(df: pd.DataFrame, wheres: list[str], written: list[Any], path: Path) -> pd.DataFrame:

@@ -92,7 +92,7 @@ def test_malformed_completion_line_exits_2(tmp_path):
     completions.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n'
                            '{"task_id": "HumanEval/0", "completion": \n')
     proc = check_solutions(humaneval_path(), "--completions", completions)
-    assert proc.returncode == 2 and f"{completions}:2: malformed JSON" in proc.stderr
+    assert proc.returncode == 2 and f"{completions}:2: not valid JSON" in proc.stderr
     completions.write_text('{"task_id": "HumanEval/0"}\n')
     proc = check_solutions(humaneval_path(), "--completions", completions)
     assert proc.returncode == 2 and f"{completions}:1: field 'completion' is missing" in proc.stderr

@@ -58,7 +58,7 @@ def test_plain_and_gzipped_files_read_the_same(tmp_path):
 
 
 @pytest.mark.parametrize("bad_line, field, message", [
-    ('{"task_id": "t/1", "prompt": ', None, "malformed JSON"),
+    ('{"task_id": "t/1", "prompt": ', None, "not valid JSON"),
     ('["a list"]', None, "JSON object"),
     (problem("t/1", entry_point=None), "entry_point", "string"),
     ({k: v for k, v in problem("t/1").items() if k != "test"}, "test", "missing"),
@@ -93,7 +93,7 @@ def test_every_bad_line_is_named_in_one_error(tmp_path):
 
 
 def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(DistillError, match="no such file"):
+    with pytest.raises(DistillError, match="does not exist"):
         read_problems(tmp_path / "absent.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(DistillError, match="empty"):

@@ -146,7 +146,7 @@ def test_gzipped_jsonl_records_are_read_as_jsonl(tmp_path):
     pd.DataFrame(recs).to_csv(tmp_path / "r.csv.gz", index=False)  # a gzipped CSV stays a CSV
     assert EducationTemplate().load(tmp_path / "r.csv.gz")["answer"].tolist() == ["0", "2", "2", "4"]
     (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"question": "q"}\n')[:20])  # cut short
-    with pytest.raises(DistillError, match=r"bad.jsonl.gz: cannot read it as JSONL"):
+    with pytest.raises(DistillError, match=r"bad.jsonl.gz: cannot read it as JSON Lines"):
         EducationTemplate().load(tmp_path / "bad.jsonl.gz")
 
 
