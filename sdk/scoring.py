@@ -28,7 +28,7 @@ import typer
 
 from sdk.errors import DistillError, not_a_file
 
-READ_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".parquet")
+READ_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".parquet")
 WRITE_SUFFIXES = (".csv", ".jsonl")
 
 
@@ -157,11 +157,11 @@ class FinishedRun:
         path = Path(path)
         if not path.is_file():
             raise DistillError(f"data file {path} {not_a_file(path)}")
-        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".csv.gz") else path.suffix
+        suffix = "".join(path.suffixes[-2:]) if path.name.endswith((".csv.gz", ".jsonl.gz")) else path.suffix
         if suffix not in READ_SUFFIXES:
             raise DistillError(f"data file {path}: cannot read {suffix or 'files without a suffix'} "
                                f"(use {', '.join(READ_SUFFIXES)})")
-        df = _read_jsonl(path) if path.suffix == ".jsonl" else _read_table(path)
+        df = _read_jsonl(path) if suffix.startswith(".jsonl") else _read_table(path)
         df = self.check(df, str(path))
         df.attrs["source"] = str(path)  # later errors (a row's prompt, its length) name the file
         return df

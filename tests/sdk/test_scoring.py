@@ -155,6 +155,11 @@ def test_input_checks_name_the_column_and_row(fake_run, tmp_path):
     (tmp_path / "rows.jsonl").write_text('{"amount": 1}\n{oops\n')
     with pytest.raises(DistillError, match="line 2: not valid JSON"):
         run.read(tmp_path / "rows.jsonl")
+    import gzip
+
+    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress(rows.to_json(orient="records", lines=True).encode()))
+    pd.testing.assert_frame_equal(run.read(tmp_path / "rows.jsonl.gz"), run.check(rows.reset_index(drop=True)),
+                                  check_dtype=False)
     (tmp_path / "rows.jsonl").write_bytes('{"merchant_category": "café"}\n{"merchant_category": "Zürich"}\n'
                                           .encode("latin-1"))
     with pytest.raises(DistillError, match=r"rows.jsonl, line 1: not UTF-8 text \(byte 0xe9\)"):
