@@ -6,7 +6,8 @@ requirements.txt. Shipped as predict.py in every bundle written by `distill bund
 
     python predict.py rows.jsonl [--artifact NAME] [--out decisions.jsonl] [--threads N]
     python predict.py --prompts prompts.txt     # one prompt per line, already built
-    python predict.py --verify                  # check every file against SHA256SUMS
+    python predict.py --verify                  # check every file against SHA256SUMS, and name the files
+                                                # it lacks that this script could read or run
 
 Each output line: the row's index, the label probabilities, `score` (the last label's probability: what the
 threshold is applied to), `decision` (label index) and `label` (its word). The rule is bundle.json's
@@ -15,30 +16,116 @@ threshold is applied to), `decision` (label index) and `label` (its word). The r
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import os
 import sys
-from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__":
+    # Python puts a script's folder first on sys.path: a json.py or numpy.py put beside this one would be
+    # imported in place of the real module, before --verify could name it. Nothing is imported from the
+    # bundle's folder (prompt.py is read and run by its path); os and sys are loaded before any script runs.
+    _folder = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _folder]
+
+import argparse  # noqa: E402 - after sys.path is cleaned
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path, PurePosixPath, PureWindowsPath  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def verify(root: Path = HERE) -> list[str]:
-    """Files whose SHA-256 differs from SHA256SUMS (empty: all intact)."""
-    bad = []
-    for line in (root / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split(None, 1)
+class BadInput(ValueError):
+    """Input this script cannot use (a file, a row, an argument): exit code 2 from the command line."""
+
+
+SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")  # sha256sum's format: digest, space, ' ' or '*', name
+BUNDLE_FILES = {"bundle.json", "predict.py", "prompt.py", "MODEL_CARD.md", "requirements.txt"}
+BUNDLE_FOLDERS = {"models", "tokenizer"}
+# Python code: what another program run or imported from this folder (a notebook's `import predict`) would
+# import in place of the installed packages
+CODE_SUFFIXES = (".py", ".pyc", ".pyd", ".so", ".pth")
+
+
+def _outside(name: str) -> bool:
+    """A name that leads out of the bundle folder: absolute (POSIX or Windows), or through '..'."""
+    if "\\" in name or PureWindowsPath(name).drive:
+        return True
+    p = PurePosixPath(name)
+    return p.is_absolute() or ".." in p.parts or not p.parts
+
+
+def read_sums(root: Path = HERE) -> dict[str, tuple[str, int]]:
+    """SHA256SUMS as {file: (digest, line number)}; BadInput names the line that is malformed or leads out."""
+    path = root / "SHA256SUMS"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); get the bundle again")
+    sums: dict[str, tuple[str, int]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = SUMS_LINE.fullmatch(line)
+        if m is None:
+            raise BadInput(f"{path}: line {n} is not '<64 hex digits>  <file>': {line[:80]!r}")
+        digest, name = m.group(1).lower(), m.group(2)
+        if _outside(name):  # verifying must never read (or vouch for) a file outside the bundle
+            raise BadInput(f"{path}: line {n} names {name!r}, outside the bundle folder; refused")
+        name = PurePosixPath(name).as_posix()  # ./models/x and models/x are one file
+        if name in sums:
+            raise BadInput(f"{path}: line {n} lists {name} again (line {sums[name][1]})")
+        sums[name] = (digest, n)
+    return sums
+
+
+def verify(root: Path = HERE) -> dict[str, list[str]]:
+    """What differs from SHA256SUMS, by kind (empty: all intact): "changed" (another SHA-256), "missing",
+    "not listed" (a file of the bundle's own, or Python code, that SHA256SUMS does not name). The user's other
+    files in the folder (rows, decisions, a virtual environment) are not the bundle's and are left out."""
+    sums = read_sums(root)
+    real_root = root.resolve()
+    out: dict[str, list[str]] = {"changed": [], "missing": [], "not listed": []}
+    for name, (digest, n) in sums.items():
+        path = root / name
+        if not path.resolve().is_relative_to(real_root):
+            raise BadInput(f"{root / 'SHA256SUMS'}: line {n}: {name} is a link to {path.resolve()}, outside the "
+                           "bundle folder; refused")
+        if not path.is_file():
+            out["missing"].append(name)
+            continue
         h = hashlib.sha256()
-        with open(root / name, "rb") as f:
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
         if h.hexdigest() != digest:
-            bad.append(name)
-    return bad
+            out["changed"].append(name)
+    out["not listed"] = _unlisted(root, set(sums))
+    return {k: v for k, v in out.items() if v}
+
+
+def _unlisted(root: Path, listed: set[str]) -> list[str]:
+    """Files SHA256SUMS does not name that this script could read or run: inside the bundle's folders, under
+    a bundle file's name, or Python code anywhere. A virtual environment made in the folder (the documented
+    install) is skipped."""
+    shipped = BUNDLE_FOLDERS | {n.split("/")[0] for n in listed if "/" in n}
+    found = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if here != root and (here / "pyvenv.cfg").is_file():
+            dirs[:] = []
+            continue
+        # a linked folder is not walked (it may lead anywhere): it counts as one entry
+        entries = files + [d for d in dirs if (here / d).is_symlink()]
+        for f in entries:
+            rel = (here / f).relative_to(root).as_posix()
+            if rel == "SHA256SUMS" or rel in listed:
+                continue
+            if ("/" in rel and rel.split("/")[0] in shipped) or rel in BUNDLE_FILES or rel.endswith(CODE_SUFFIXES):
+                found.append(rel)
+    return sorted(found)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -124,10 +211,6 @@ def decide(probs: np.ndarray, threshold: float | None) -> int:
     return int(np.argmax(probs))
 
 
-class BadInput(ValueError):
-    """Input this script cannot use (a file, a row, an argument): exit code 2 from the command line."""
-
-
 def read_rows(path: Path) -> list[dict]:
     rows = []
     with open(path) as f:
@@ -166,8 +249,44 @@ def prompts_from_rows(rows: list[dict], bundle: dict, source: str) -> list[str]:
     return out
 
 
-def predict(prompts: list[str], artifact: str | None = None, threads: int | None = None) -> list[dict]:
-    bundle = json.loads((HERE / "bundle.json").read_text())
+# bundle.json's fields this script reads, with their JSON types
+FIELDS = {"default_artifact": str, "artifacts": dict, "label_words": list, "label_token_ids": list, "chat": bool,
+          "input_columns": list}
+
+
+def load_bundle(root: Path = HERE) -> dict:
+    """bundle.json, checked for what this script reads: BadInput names the file and the field."""
+    path = root / "bundle.json"
+    again = "`python predict.py --verify` checks the bundle's files; or write the bundle again with `distill bundle`"
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path} is missing: this folder is not a whole bundle ({again})") from None
+    except json.JSONDecodeError as err:
+        raise BadInput(f"{path}: not valid JSON ({err}); {again}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); {again}") from None
+    if not isinstance(bundle, dict):
+        raise BadInput(f"{path}: not a JSON object; {again}")
+    for field, kind in FIELDS.items():
+        if not isinstance(bundle.get(field), kind):
+            raise BadInput(f"{path}: field {field!r} is missing or not a JSON {kind.__name__}; {again}")
+    ids = bundle["label_token_ids"]
+    if len(ids) != len(bundle["label_words"]) or not all(type(i) is int for i in ids):
+        raise BadInput(f"{path}: field 'label_token_ids' must be one token id (an integer) per label word; {again}")
+    for name, spec in bundle["artifacts"].items():
+        threshold = spec.get("threshold") if isinstance(spec, dict) else None
+        if (not isinstance(spec, dict) or not isinstance(spec.get("format"), str)
+                or not isinstance(spec.get("path"), str) or _outside(spec["path"])
+                or not (threshold is None or type(threshold) in (int, float))):
+            raise BadInput(f"{path}: field 'artifacts.{name}' needs a 'format', a 'path' inside the bundle and a "
+                           f"numeric or null 'threshold'; {again}")
+    return bundle
+
+
+def predict(prompts: list[str], artifact: str | None = None, threads: int | None = None,
+            bundle: dict | None = None) -> list[dict]:
+    bundle = bundle if bundle is not None else load_bundle()
     name = artifact or bundle["default_artifact"]
     if name not in bundle["artifacts"]:
         raise BadInput(f"no artifact {name!r} in this bundle (it has: {', '.join(bundle['artifacts'])})")
@@ -193,20 +312,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write JSONL here (default: standard output)")
     ap.add_argument("--verify", action="store_true", help="check the files against SHA256SUMS and exit")
     args = ap.parse_args(argv)
-    if args.verify:
-        bad = verify()
-        print("all files intact" if not bad else "CHANGED: " + ", ".join(bad))
-        return 1 if bad else 0
-    if not args.prompts and not args.rows:
+    if not args.verify and not args.prompts and not args.rows:
         ap.error("give a rows file or --prompts")
-    bundle = json.loads((HERE / "bundle.json").read_text())
     try:
+        if args.verify:
+            found = verify()
+            for kind, names in found.items():
+                print(f"{kind.upper()}: {', '.join(names)}")
+            if "not listed" in found:
+                print("(files that are not in SHA256SUMS but that predict.py could read or run: remove them, or "
+                      "get the bundle again)")
+            print("all files intact" if not found else "the bundle differs from SHA256SUMS")
+            return 1 if found else 0
+        bundle = load_bundle()
         if args.prompts:
             with open(args.prompts) as f:
                 prompts = [line.rstrip("\n") for line in f if line.strip()]
         else:
             prompts = prompts_from_rows(read_rows(Path(args.rows)), bundle, args.rows)
-        lines = [json.dumps(r) for r in predict(prompts, args.artifact, args.threads)]
+        lines = [json.dumps(r) for r in predict(prompts, args.artifact, args.threads, bundle)]
         if args.out:
             Path(args.out).write_text("\n".join(lines) + "\n")
     except BadInput as err:

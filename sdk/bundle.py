@@ -13,13 +13,17 @@
 Only artifacts that passed their release gate go in (an inconclusive one when named with --artifact); every
 claim the bundle makes is checked while it is written: prompt.py reproduces the SDK's prompts and the tokenizer
 the run's token ids on the test rows, and the bundle's decision rule the template's decisions on the
-evaluation's test probabilities.
+evaluation's test probabilities; an artifact whose file cannot be the one evaluated (empty, cut short, not a
+GGUF, ONNX of another size) is refused. The bundle is written beside --out and moved there whole at the end.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
+import struct
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -82,15 +86,8 @@ def _version(package: str) -> str:
 
 def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | None = None) -> Path:
     """Write the bundle of a finished run to `out` (a folder, or a .tar.gz file); returns `out`."""
-    import numpy as np
-    import pandas as pd
-
-    from deployment.bundle_predict import decide
-    from sdk.models import file_sha256
     from sdk.rundir import replace_dir
-    from sdk.scoring import decide_labels, load_run
-    from sdk.stages.evaluate import load_details
-    from sdk.tables import prompt_function
+    from sdk.scoring import load_run
 
     out, as_tar, folder = _bundle_destination(Path(out))
     run = load_run(run_dir)
@@ -99,14 +96,46 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
         raise DistillError(f"template {t.name!r} generates text: bundles hold decision templates so far (serve a "
                            "generation student with `distill serve` or see docs/gpu-serving.md)")
     chosen = choose_artifacts(run.entries, artifacts)
-    tmp = out.with_name(f".{out.name}.partial")
+    sources = {e["name"]: check_artifact(run.run, e) for e in chosen}
+    # written beside `out` under a name of this process's own (not mkdtemp's: its mode 0700 would go with the
+    # bundle), moved into place whole at the end: a failed or interrupted bundle leaves nothing at `out` (an
+    # earlier bundle there stays as it was) and nothing beside it
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "models").mkdir(parents=True)
+    tmp.mkdir()
+    try:
+        _write(run, t, chosen, sources, tmp)
+        if as_tar:  # packed straight from the partial folder: nothing beside `out` is touched
+            partial = tmp.with_name(tmp.name + ".tar.gz")
+            try:
+                with tarfile.open(partial, "w:gz") as tar:
+                    tar.add(tmp, arcname=folder)
+                partial.replace(out)
+            finally:
+                partial.unlink(missing_ok=True)
+        else:
+            replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
+
+def _write(run, t, chosen: list[dict[str, Any]], sources: dict[str, Path], tmp: Path) -> None:
+    """The bundle's files into `tmp`, each claim checked on the run's test rows."""
+    import numpy as np
+    import pandas as pd
+
+    from deployment.bundle_predict import decide
+    from sdk.models import file_sha256
+    from sdk.scoring import decide_labels
+    from sdk.stages.evaluate import load_details
+    from sdk.tables import prompt_function
+
+    (tmp / "models").mkdir()
     # models
     files: dict[str, dict[str, Any]] = {}
     for e in chosen:
-        src = run.run.path("artifacts", Path(e["path"]).name)  # entries may hold paths relative to another cwd
+        src = sources[e["name"]]
         dst = tmp / "models" / src.name
         if src.is_dir():
             shutil.copytree(src, dst)
@@ -141,6 +170,11 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     # predict.py's rule (two labels and a threshold, else the most probable) must give the template's decisions
     details = load_details(run.run, [e["name"] for e in chosen])
     for e in chosen:
+        if e["name"] not in details:
+            # evaluate's only recorded output is artifacts.json: without it, `distill run` evaluates again
+            raise DistillError(f"{run.run.path('evaluation', e['name'] + '.details.npz')} is missing: the evaluation "
+                               f"of {e['name']!r} is incomplete; delete {run.run.path('evaluation', 'artifacts.json')} "
+                               f"and run `distill run` on the project with --out {run.run.root} to evaluate again")
         probs = np.asarray(details[e["name"]]["probs_test"])
         threshold = e["metrics"].get("threshold")
         if [decide(p, threshold) for p in probs] != decide_labels(t, probs, threshold, run.options):
@@ -176,15 +210,64 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     sums = [f"{file_sha256(p)}  {p.relative_to(tmp).as_posix()}" for p in sorted(tmp.rglob("*")) if p.is_file()]
     (tmp / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 
-    if as_tar:  # packed straight from the partial folder: nothing beside `out` is touched
-        partial = out.with_name(f".{out.name}.partial.tar.gz")
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(tmp, arcname=folder)
-        partial.replace(out)
-        shutil.rmtree(tmp)
-    else:
-        replace_dir(tmp, out)
-    return out
+
+def check_artifact(run, e: dict[str, Any]) -> Path:
+    """The artifact's file in the run folder, refused (a DistillError naming it) unless it can be the file the
+    evaluation measured. The run records no hash. An ONNX folder's .onnx bytes must add up to the evaluated
+    size (nothing rewrites them after evaluation). A GGUF's recorded size is from before the package stage,
+    which rewrites its metadata in place (tensors unchanged), so the file is checked on its own: not empty,
+    the GGUF magic, a readable header, and tensor data reaching where its tensor table says it ends."""
+    from deployment.exporters import folder_bytes
+    from deployment.gguf_header import GgufFile
+
+    src = run.path("artifacts", Path(e["path"]).name)  # entries may hold paths relative to another cwd
+    redo = (f"export and evaluate it again: delete {run.path('artifacts', 'exports.json')} and run `distill run` "
+            f"on the project with --out {run.root} (the stages before export are kept)")
+    what = f"artifact {e['name']!r}: {src}"
+    if not src.exists():
+        raise DistillError(f"{what} is missing; {redo}")
+    if e["format"] == "onnx":
+        graph = src / "decision.onnx"  # what predict.py loads
+        if not graph.is_file() or graph.stat().st_size == 0:
+            raise DistillError(f"artifact {e['name']!r}: {graph} is missing or empty; {redo}")
+        size = folder_bytes(src, ("*.onnx",))  # as the export measured it
+        if e.get("size_bytes") is not None and size != e["size_bytes"]:
+            raise DistillError(f"{what}: its .onnx files hold {size} bytes, the evaluated ones {e['size_bytes']}: "
+                               f"not the evaluated model; {redo}")
+        return src
+    size = src.stat().st_size if src.is_file() else 0
+    if size == 0:
+        raise DistillError(f"{what} is empty (0 bytes) or not a file; {redo}")
+    try:
+        with GgufFile(src) as g:
+            if not g.tensors:
+                raise DistillError(f"{src}: a GGUF without tensors")
+            end = _gguf_data_end(g)
+    except struct.error:  # shorter than the fixed part of the header
+        raise DistillError(f"{what}: its GGUF header is cut short ({size} bytes); {redo}") from None
+    except (DistillError, ValueError) as err:  # the reader's errors name the file
+        raise DistillError(f"artifact {e['name']!r}: {err if str(src) in str(err) else f'{src}: {err}'}; "
+                           f"{redo}") from None
+    if size < end:
+        raise DistillError(f"{what} is truncated: {size} bytes, its tensors end at byte {end}; {redo}")
+    return src
+
+
+def _gguf_data_end(g) -> int:
+    """Where a GGUF's tensor data ends: the data section's start plus the furthest tensor's offset and size
+    (gguf-py's block sizes; a type it does not know counts with its offset alone). The tensor infos are
+    name, dims, type, then the offset this reads."""
+    from gguf import GGML_QUANT_SIZES
+
+    buf, off, end = g.buf, g.header.tensor_infos[0], 0
+    for _, dims, ggml_type in g.tensors:
+        off += 8 + struct.unpack_from("<Q", buf, off)[0]  # the name: its length, then its bytes
+        off += 4 + 8 * len(dims) + 4  # n_dims, dims, type
+        (offset,) = struct.unpack_from("<Q", buf, off)
+        off += 8
+        block, nbytes = GGML_QUANT_SIZES.get(ggml_type, (1, 0))
+        end = max(end, offset + math.prod(dims) // block * nbytes)
+    return g.header.data_offset + end
 
 
 TAR_SUFFIXES = (".tar.gz", ".tgz")

@@ -1,9 +1,12 @@
 """`distill bundle` on the fraud tiny run: installed into a fresh virtual environment with only the packages of
-requirements.txt (no SDK, no torch, no transformers), predict.py gives the SDK's decisions for every artifact."""
+requirements.txt (no SDK, no torch, no transformers), predict.py gives the SDK's decisions for every artifact.
+A damaged artifact is refused, a failed bundle leaves nothing, and predict.py names what it cannot use (a file
+not in SHA256SUMS, a bad SHA256SUMS line, a damaged bundle.json)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -165,3 +168,121 @@ def test_an_earlier_bundle_is_replaced_only_while_it_holds_nothing_else(tmp_path
     with pytest.raises(DistillError, match="is not a bundle written by"):
         write_bundle(tmp_path / "no-run", bundle)
     assert (bundle / "decisions.jsonl").read_text() == "mine"
+
+
+@pytest.fixture
+def run_copy(fraud_tiny_run, tmp_path):
+    """The shared tiny run, to damage: its artifacts copied, every other file a link to the run's (removing
+    one removes the link alone; nothing is written through one)."""
+    dst = tmp_path / "run"
+    for src in sorted(fraud_tiny_run.rglob("*")):
+        rel = src.relative_to(fraud_tiny_run)
+        if rel.parts[0] == "checkpoints" or src.is_dir():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.parts[0] == "artifacts":
+            shutil.copy2(src, dst / rel)
+        else:
+            (dst / rel).symlink_to(src)
+    return dst
+
+
+def test_an_artifact_unlike_the_evaluated_one_is_refused(run_copy, tmp_path):
+    gguf = run_copy / "artifacts" / "student-Q4_K_M.gguf"
+    whole = gguf.read_bytes()
+    for damaged, says in ((b"", "is empty"), (whole[:len(whole) // 2], "is truncated"),
+                          (b"GGUF" + whole[4:24], "malformed GGUF header"), (b"GGUF\3\0", "cut short"),
+                          (b"\0\0\0\0" + whole[4:], "no GGUF magic")):
+        gguf.write_bytes(damaged)
+        with pytest.raises(DistillError, match=says) as err:
+            write_bundle(run_copy, tmp_path / "b", ["student-gguf-Q4_K_M"])
+        assert str(gguf) in str(err.value) and "exports.json" in str(err.value), err.value  # what to do
+    gguf.write_bytes(whole)
+    graph = next((run_copy / "artifacts").glob("*onnx*/decision.onnx"))
+    graph.write_bytes(graph.read_bytes()[:-1000])  # a protobuf has no magic: the evaluated size tells
+    res = run_cli("bundle", run_copy, "--out", tmp_path / "b")
+    assert res.returncode == 2 and str(graph.parent) in res.stderr and "not the evaluated model" in res.stderr, res.stderr
+    graph.unlink()
+    res = run_cli("bundle", run_copy, "--out", tmp_path / "b")
+    assert res.returncode == 2 and f"{graph} is missing" in res.stderr, res.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_failed_bundle_leaves_nothing_and_an_earlier_one_as_it_was(run_copy, tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    out = write_bundle(run_copy, dest / "b", ["student-gguf-Q4_K_M"])
+    before = (out / "SHA256SUMS").read_text()
+    (run_copy / "evaluation" / "student-gguf-Q4_K_M.details.npz").unlink()  # fails once the models are copied
+    for target in (dest / "b", dest / "b.tar.gz"):
+        with pytest.raises(DistillError, match="student-gguf-Q4_K_M.details.npz is missing"):
+            write_bundle(run_copy, target, ["student-gguf-Q4_K_M"])
+    assert sorted(p.name for p in dest.iterdir()) == ["b"]  # no partial folder or archive beside it
+    assert (out / "SHA256SUMS").read_text() == before and (out / "models" / "student-Q4_K_M.gguf").is_file()
+
+
+@pytest.fixture(scope="module")
+def small_bundle(fraud_tiny_run, tmp_path_factory):
+    return write_bundle(fraud_tiny_run, tmp_path_factory.mktemp("small") / "bundle", ["student-gguf-Q4_K_M"])
+
+
+def _predict(bundle: Path, *args) -> subprocess.CompletedProcess:
+    """The shipped predict.py as a script (the SDK's interpreter: these checks need numpy alone)."""
+    return subprocess.run([sys.executable, str(bundle / "predict.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=bundle.parent)
+
+
+def test_verify_names_unlisted_files_and_refuses_bad_sums(small_bundle, tmp_path):
+    import hashlib
+
+    b = tmp_path / "b"
+    shutil.copytree(small_bundle, b)
+    res = _predict(b, "--verify")
+    assert res.returncode == 0 and "intact" in res.stdout, res.stdout + res.stderr
+    # the user's files (rows, decisions, the virtual environment docs/export.md makes inside) are not the bundle's
+    (b / "rows.jsonl").write_text("{}\n")
+    (b / "env" / "lib").mkdir(parents=True)
+    (b / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (b / "env" / "lib" / "site.py").write_text("")
+    assert _predict(b, "--verify").returncode == 0
+    # files predict.py would read or run, not in SHA256SUMS: another model, a tokenizer file, a module that
+    # would shadow numpy
+    for name in ("models/other.gguf", "tokenizer/added_tokens.json", "numpy.py"):
+        (b / name).write_text("x")
+    (b / "tokenizer" / "tokenizer_config.json").unlink()
+    res = _predict(b, "--verify")
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = res.stdout.splitlines()  # SHA256SUMS itself is not named
+    assert "NOT LISTED: models/other.gguf, numpy.py, tokenizer/added_tokens.json" in lines, res.stdout
+    assert "MISSING: tokenizer/tokenizer_config.json" in lines, res.stdout
+
+    # SHA256SUMS itself: a malformed line, a path out of the bundle (even one whose digest matches)
+    sums = (small_bundle / "SHA256SUMS").read_text()
+    (b / "SHA256SUMS").write_text(sums)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the bundle's")
+    digest = hashlib.sha256(outside.read_bytes()).hexdigest()
+    (b / "models" / "link.gguf").symlink_to(outside)
+    n = len(sums.splitlines()) + 1
+    for line, says in (("not a checksum line", f"line {n} is not"), (f"{digest}  ../outside.txt", "outside the bundle"),
+                       (f"{digest}  {outside}", "outside the bundle"), (f"{digest}  models/link.gguf", "a link to")):
+        (b / "SHA256SUMS").write_text(sums + line + "\n")
+        res = _predict(b, "--verify")
+        assert res.returncode == 2 and "SHA256SUMS" in res.stderr and says in res.stderr, res.stdout + res.stderr
+        assert "Traceback" not in res.stderr and f"line {n}" in res.stderr, res.stderr
+
+
+def test_a_damaged_bundle_json_is_named(small_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(small_bundle, b)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("$3 gift_cards online 02h RU. Fraud?\n")
+    manifest = json.loads((b / "bundle.json").read_text())
+    for text, says in ((None, "bundle.json is missing"), ('{"artifacts": {', "bundle.json: not valid JSON"),
+                       (json.dumps({k: v for k, v in manifest.items() if k != "artifacts"}), "field 'artifacts'"),
+                       (json.dumps({**manifest, "label_token_ids": [1]}), "field 'label_token_ids'")):
+        (b / "bundle.json").unlink(missing_ok=True)
+        if text is not None:
+            (b / "bundle.json").write_text(text)
+        res = _predict(b, "--prompts", prompts)
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
