@@ -11,7 +11,8 @@ evaluated GGUF's key-values in place, atomically (tensors unchanged, so the eval
 
 Numbers and lists are strings: llama.cpp lists no array key-values in a model's metadata and prints
 floats with 6 decimals, so a plain llama-cpp-python script would not see them exactly otherwise.
-Writes artifacts/package.json: {artifact: {"file", "metadata"}} (what was written).
+Writes artifacts/package.json: {artifact: {"file", "metadata", "sha256"}} (what was written, and the final
+file's SHA-256).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def gguf_path(run: RunDir, entry: dict[str, Any]) -> Path:
 
 def run(ctx: Context) -> dict[str, Any]:
     from deployment.gguf import rewrite_metadata
+    from sdk.models import file_sha256
 
     c, run_dir = ctx.config, ctx.run
     base = task_metadata(ctx.template, run_dir.task(), stop=list(c.annotate.stop),
@@ -92,6 +94,7 @@ def run(ctx: Context) -> dict[str, Any]:
         # a raw-prompt (chat=False) model carries no chat template: export leaves it out, an older file loses it here
         remove = [] if ctx.template.chat else ["tokenizer.chat_template"]
         rewrite_metadata(path, meta, remove=remove)
-        written[entry["name"]] = {"file": path.name, "metadata": meta}
+        # the final file's hash: `distill bundle` ships only the file that was evaluated and packaged
+        written[entry["name"]] = {"file": path.name, "metadata": meta, "sha256": file_sha256(path)}
     run_dir.write_json("artifacts/package.json", written)
     return {"note": f"distill.* metadata in {len(written)} GGUF file(s)", "files": sorted(written)}

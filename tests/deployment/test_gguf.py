@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -274,6 +276,7 @@ def test_package_stage_sets_metadata_in_place(tiny_llama_untied, tmp_path):
     assert seen["distill.threshold"] == repr(threshold) and json.loads(seen["distill.label_token_ids"]) == [17, 23]
     written = json.loads(run.path("artifacts", "package.json").read_text())
     assert written["student-gguf-Q8_0"]["file"] == "student-Q8_0.gguf" and "teacher-torch" not in written
+    assert written["student-gguf-Q8_0"]["sha256"] == hashlib.sha256(q8.read_bytes()).hexdigest()  # the final file
 
     package.run(ctx)  # packaging again (a re-run) sets the same values, nothing accumulates
     assert read_metadata(q8) == meta

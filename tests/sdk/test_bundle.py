@@ -192,7 +192,9 @@ def test_an_artifact_unlike_the_evaluated_one_is_refused(run_copy, tmp_path):
     whole = gguf.read_bytes()
     for damaged, says in ((b"", "is empty"), (whole[:len(whole) // 2], "is truncated"),
                           (b"GGUF" + whole[4:24], "malformed GGUF header"), (b"GGUF\3\0", "cut short"),
-                          (b"\0\0\0\0" + whole[4:], "no GGUF magic")):
+                          (b"\0\0\0\0" + whole[4:], "no GGUF magic"),
+                          # one weight byte flipped: the same size and a sound header; the packaged hash tells
+                          (whole[:-100] + bytes([whole[-100] ^ 1]) + whole[-99:], "differs from the file the package")):
         gguf.write_bytes(damaged)
         with pytest.raises(DistillError, match=says) as err:
             write_bundle(run_copy, tmp_path / "b", ["student-gguf-Q4_K_M"])
