@@ -219,11 +219,10 @@ def check_artifact(run, e: dict[str, Any]) -> Path:
     the GGUF magic, a readable header, and tensor data reaching where its tensor table says it ends."""
     from deployment.exporters import folder_bytes
     from deployment.gguf_header import GgufFile
-    from sdk.models import file_sha256
+    from sdk.stages.package import check_packaged, redo_export
 
     src = run.path("artifacts", Path(e["path"]).name)  # entries may hold paths relative to another cwd
-    redo = (f"export and evaluate it again: delete {run.path('artifacts', 'exports.json')} and run `distill run` "
-            f"on the project with --out {run.root} (the stages before export are kept)")
+    redo = redo_export(run)
     what = f"artifact {e['name']!r}: {src}"
     if not src.exists():
         raise DistillError(f"{what} is missing; {redo}")
@@ -251,12 +250,7 @@ def check_artifact(run, e: dict[str, Any]) -> Path:
                            f"{redo}") from None
     if size < end:
         raise DistillError(f"{what} is truncated: {size} bytes, its tensors end at byte {end}; {redo}")
-    packaged = run.path("artifacts", "package.json")
-    expected = (run.read_json("artifacts/package.json").get(e["name"], {}).get("sha256")
-                if packaged.is_file() else None)  # runs packaged before 2026-12-04 recorded no hash
-    if expected is not None and file_sha256(src) != expected:  # a same-size change (a flipped byte) shows here
-        raise DistillError(f"{what} differs from the file the package stage wrote (SHA-256 {expected[:12]}...): "
-                           f"changed since the evaluation; {redo}")
+    check_packaged(run, e["name"], src, redo)  # a same-size change (a flipped byte) shows here
     return src
 
 

@@ -136,6 +136,10 @@ class FinishedRun:
         for art in artifacts(ctx):
             if art.name == name:
                 spec = dict(art.spec)
+                if art.format == "gguf" and art.role == "student":  # scored, served: the evaluated file only
+                    from sdk.stages.package import check_packaged, redo_export
+
+                    check_packaged(self.run, name, Path(spec["model"]), redo_export(self.run))
                 if "n_ctx" in spec:  # llama.cpp's context must hold the longest new prompt (+ completion)
                     extra = self.config.evaluation.max_new_tokens if self.template.task == "generation" else 0
                     needed = longest + extra + 8
@@ -263,13 +267,16 @@ class FinishedRun:
         seqs = self.tokenize(texts)
         longest = max(range(len(seqs)), key=lambda i: len(seqs[i]))
         fmt, spec = self._spec(name, len(seqs[longest]), f"{source}: row {longest + 1}")
+        from sdk.stages.package import redo_export
+
+        redo = redo_export(self.run)
         if fmt in TEXT_FORMATS:  # an API tokenises the template's text itself
             seqs = texts
         out = df.copy()
         out.attrs = {"artifact": name, "format": fmt, "quant": entry.get("quant")}
         if self.template.task == "decision":
             job = {"format": fmt, "spec": spec, "label_ids": list(self.task["label_ids"]), "score": {"input": seqs}}
-            probs = np.asarray(_run_job(job, name)["probs_input"], dtype=np.float64)
+            probs = np.asarray(_run_job(job, name, redo)["probs_input"], dtype=np.float64)
             threshold = self.threshold(name)
             for label, col in enumerate(_prob_columns(self.template.label_words)):
                 out[col] = probs[:, label]
@@ -281,7 +288,7 @@ class FinishedRun:
             params = {"max_new_tokens": c.evaluation.max_new_tokens, "temperature": 0.0, "stop": list(c.annotate.stop)}
             job = {"format": fmt, "spec": spec, "label": name,
                    "generate": {"greedy": {"prompts": seqs, "params": params}}}
-            outs = _run_job(job, name)["generations"]["greedy"]["outputs"]
+            outs = _run_job(job, name, redo)["generations"]["greedy"]["outputs"]
             out["completion"] = [o[0]["text"] for o in outs]
         return out
 
@@ -291,9 +298,9 @@ def load_run(run_dir: str | Path) -> FinishedRun:
     return FinishedRun(run_dir)
 
 
-def _run_job(job: dict[str, Any], name: str) -> dict[str, Any]:
+def _run_job(job: dict[str, Any], name: str, redo: str) -> dict[str, Any]:
     """One evaluation worker process (llama.cpp and torch never share a process), in a scratch folder:
-    the run folder is only read."""
+    the run folder is only read. `redo`: how to export the artifact again, should its file fail to run."""
     from evaluation.harness import WorkerFailed, run_worker
 
     with tempfile.TemporaryDirectory(prefix="distill-score-") as work:
@@ -303,8 +310,7 @@ def _run_job(job: dict[str, Any], name: str) -> dict[str, Any]:
             model = job["spec"].get("model")
             where = f" from {model}" if isinstance(model, str) else ""
             raise DistillError(f"artifact {name} could not be run{where}: {err.reason or f'exit {err.exit_code}'}; "
-                               "if its file was damaged or changed since the evaluation, run `distill run` on the "
-                               "run folder again to export and evaluate it anew") from None
+                               f"if its file was damaged or changed since the evaluation, {redo}") from None
 
 
 def decide_labels(template, probs, threshold: float | None, options) -> list[int]:

@@ -73,6 +73,27 @@ def artifact_metadata(entry: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def redo_export(run: RunDir) -> str:
+    """How to export and evaluate a run's students again (a file damaged or changed since): without export's
+    record the next `distill run` exports anew, and every stage after it follows; the stages before are kept."""
+    return (f"export and evaluate it again: delete {run.path('artifacts', 'exports.json')} and run `distill run "
+            f"{run.path('config.yaml')} --out {run.root}` (the stages before export are kept)")
+
+
+def check_packaged(run: RunDir, name: str, path: Path, redo: str) -> None:
+    """Refuse (DistillError) a packaged GGUF whose bytes differ from what this stage wrote: changed or damaged
+    since the evaluation. Runs packaged before 2026-12-04 recorded no hash and pass unchecked."""
+    from sdk.errors import DistillError
+    from sdk.models import file_sha256
+
+    if not run.path("artifacts", "package.json").is_file():
+        return
+    expected = run.read_json("artifacts/package.json").get(name, {}).get("sha256")
+    if expected is not None and file_sha256(path) != expected:
+        raise DistillError(f"artifact {name!r}: {path} differs from the file the package stage wrote (SHA-256 "
+                           f"{expected[:12]}...): changed since the evaluation; {redo}")
+
+
 def gguf_path(run: RunDir, entry: dict[str, Any]) -> Path:
     """The artifact's file in this run folder (entries may hold a path relative to where the run started)."""
     return run.path("artifacts", Path(entry["path"]).name)

@@ -198,7 +198,7 @@ def test_predict_assembles_outputs_from_the_worker(fake_run, monkeypatch):
     probs = [[0.9, 0.1], [0.58, 0.42], [0.2, 0.8]]
     monkeypatch.setattr(scoring.FinishedRun, "tokenize", lambda self, prompts: [[1, 2, 3]] * len(prompts))
     monkeypatch.setattr(scoring.FinishedRun, "_spec", lambda self, name, longest, where="": ("gguf", {"model": name}))
-    monkeypatch.setattr(scoring, "_run_job", lambda job, name: jobs.append(job) or {"probs_input": probs})
+    monkeypatch.setattr(scoring, "_run_job", lambda job, name, redo: jobs.append(job) or {"probs_input": probs})
     rows = _rows().set_index(pd.Index([10, 11, 12]))
     scored = scoring.load_run(fake_run).predict(rows)
     assert jobs[0]["label_ids"] == [902, 4400] and jobs[0]["score"] == {"input": [[1, 2, 3]] * 3}
@@ -224,7 +224,7 @@ def test_generation_runs_score_greedy_completions(tmp_path, monkeypatch):
     jobs = []
     monkeypatch.setattr(scoring.FinishedRun, "tokenize", lambda self, prompts: [[1, 2]] * len(prompts))
     monkeypatch.setattr(scoring.FinishedRun, "_spec", lambda self, name, longest, where="": ("gguf", {}))
-    monkeypatch.setattr(scoring, "_run_job", lambda job, name: jobs.append(job) or {"generations": {"greedy": {
+    monkeypatch.setattr(scoring, "_run_job", lambda job, name, redo: jobs.append(job) or {"generations": {"greedy": {
         "outputs": [[{"text": f"    return {i}"}] for i in range(len(job["generate"]["greedy"]["prompts"]))]}}})
     rows = t.synthesize(2, 0, t.Options())
     scored = scoring.load_run(tmp_path).predict(rows)
@@ -373,16 +373,24 @@ def _mirror(run_dir: Path, dst: Path) -> Path:
 def test_a_damaged_artifact_file_is_an_error_naming_it(tiny_run, tmp_path):
     run_dir = _mirror(tiny_run, tmp_path / "run")
     gguf = run_dir / "artifacts" / "student-Q4_K_M.gguf"
-    head = gguf.read_bytes()[:4096]
+    whole = gguf.read_bytes()
     gguf.unlink()
-    gguf.write_bytes(head)  # a copy cut short
+    gguf.write_bytes(whole[:-100] + bytes([whole[-100] ^ 1]) + whole[-99:])  # one weight byte flipped
     test = pd.read_parquet(tiny_run / "data" / "test.parquet").head(3)
     test.to_csv(tmp_path / "new.csv", index=False)
+    out = run_cli("score", run_dir, tmp_path / "new.csv", "--out", tmp_path / "scored.csv")
+    assert out.returncode == 2 and "differs from the file the package stage wrote" in out.stderr, out.stderr[-3000:]
+    # a run packaged before hashes were recorded: a copy cut short fails in the worker, which says why
+    package = run_dir / "artifacts" / "package.json"
+    recorded = json.loads(package.read_text())
+    package.unlink()
+    package.write_text(json.dumps({k: {f: v for f, v in e.items() if f != "sha256"} for k, e in recorded.items()}))
+    gguf.write_bytes(whole[:4096])
     out = run_cli("score", run_dir, tmp_path / "new.csv", "--out", tmp_path / "scored.csv")
     assert out.returncode == 2, out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: artifact student-gguf-Q4_K_M could not be run from ") and "student-Q4_K_M.gguf" in last
-    assert "distill run" in last and not (tmp_path / "scored.csv").exists()
+    assert f"delete {run_dir / 'artifacts' / 'exports.json'}" in last and not (tmp_path / "scored.csv").exists()
 
 
 @pytest.mark.integration
