@@ -114,6 +114,8 @@ def run(ctx: Context) -> dict[str, Any]:
         meta = {**base, **artifact_metadata(entry)}
         # a raw-prompt (chat=False) model carries no chat template: export leaves it out, an older file loses it here
         remove = [] if ctx.template.chat else ["tokenizer.chat_template"]
+        # a key this artifact no longer has (a rubric run has no threshold) goes, not left from an earlier packaging
+        remove += [k for k in ("distill.threshold", "distill.decision_rule", "distill.operating_point") if k not in meta]
         rewrite_metadata(path, meta, remove=remove)
         # the final file's hash: `distill bundle` ships only the file that was evaluated and packaged
         written[entry["name"]] = {"file": path.name, "metadata": meta, "sha256": file_sha256(path)}

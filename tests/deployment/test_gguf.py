@@ -280,6 +280,12 @@ def test_package_stage_sets_metadata_in_place(tiny_llama_untied, tmp_path):
 
     package.run(ctx)  # packaging again (a re-run) sets the same values, nothing accumulates
     assert read_metadata(q8) == meta
+    # evaluated again without a threshold (graded labels: the likeliest decides): the old one must not stay
+    entries = run.read_json("evaluation/artifacts.json")
+    entries[1].update(metrics={"threshold": None}, operating_point=None)
+    run.write_json("evaluation/artifacts.json", entries)
+    package.run(ctx)
+    assert not {"distill.threshold", "distill.decision_rule", "distill.operating_point"} & set(read_metadata(q8))
 
 
 def test_rewrite_metadata_refuses_unsupported_values(tiny_llama, tmp_path):
