@@ -189,7 +189,9 @@ def _checked_data(text: str, source: str) -> tuple[str, list[str]]:
         from sdk.stages.data import unique_inputs
 
         try:
-            df = unique_inputs(t.load(Path(cfg.data.path)), t)  # counted as the data stage counts: repeats once
+            with warnings.catch_warnings():  # the loader's warnings are said once, by check_data's load below
+                warnings.simplefilter("ignore")
+                df = unique_inputs(t.load(Path(cfg.data.path)), t)  # counted as the data stage counts: repeats once
         except Exception:  # check_data below says it with every other problem (e.g. table settings given)
             df = None
     d = cfg.data

@@ -32,7 +32,8 @@ class _Model(TypedConfig):
 class DataConfig(_Model):
     path: Path | None = Field(
         None, description="The user's own data file in the template's format (fraud: CSV/Parquet with a `label` "
-        "column; code: HumanEval-style JSONL); when unset, the template's synthesizer generates the data.")
+        "column; code: HumanEval-style JSONL; education: JSONL or CSV records with question, reference, answer and "
+        "label); when unset, the template's synthesizer generates the data.")
     n_train: int = Field(2000, ge=1, le=100_000_000,
                          description="Training examples (teacher adaptation and distillation).")
     n_val: int = Field(500, ge=2, le=100_000_000, description="Validation examples (early stopping, threshold choice).")

@@ -275,7 +275,8 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
         # rows counted as sdk.tables counts a table's (fraud): row 1 is the first record, line 1 the header
         raw = [(f"row {i + 1} (line {i + 2})", rec) for i, rec in enumerate(df.to_dict("records"))]
     else:
-        raise DistillError(f"dataset {path}: expected .jsonl (or .jsonl.gz) or .csv (or .csv.gz) records")
+        raise DistillError(f"dataset {path}: expected JSON Lines ({', '.join(JSONL_SUFFIXES)}, each also .gz) or CSV "
+                           "(.csv, .csv.gz/.bz2/.zip/.xz, tab-separated .tsv) records")
     if raw and not any("label" in rec for _, rec in raw):
         # nothing can be graded without it (as a table's missing column): one line, not one per record
         fields = sorted({k for _, rec in raw for k in rec})
