@@ -116,12 +116,18 @@ def is_csv(path: Path | str) -> bool:
     return name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".tsv"))
 
 
-def where_rows(source: str, positions: Sequence[int], csv: bool) -> str:
-    """'file: rows 3 (line 4), 9 (line 10) and 2 more': 1-based rows; a CSV's line counts its header."""
+def where_rows(source: str, positions: Sequence[int], csv: bool, lines: Sequence[int] | None = None) -> str:
+    """'file: rows 3 (line 4), 9 (line 10) and 2 more': 1-based rows; a CSV's line counts its header, and
+    `lines` (read_csv's df.attrs["row_lines"]) each row's first line where quoted values span lines."""
     positions = list(positions)
-    shown = ", ".join(f"{i + 1}" + (f" (line {i + 2})" if csv else "") for i in positions[:3])
+    shown = ", ".join(f"{i + 1}" + (f" (line {csv_line(i, lines)})" if csv else "") for i in positions[:3])
     more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
     return f"{source}: row{'s' if len(positions) > 1 else ''} {shown}{more}"
+
+
+def csv_line(row: int, lines: Sequence[int] | None = None) -> int:
+    """The file line where 0-based data row `row` starts: the header is line 1 (blank lines aside)."""
+    return int(lines[row]) if lines is not None and row < len(lines) else row + 2
 
 
 def show(value: Any) -> str:
@@ -165,21 +171,23 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     if twice:
         raise DistillError(f"{path}: the header names column(s) {twice} more than once; rename or drop the copies")
     df = pd.read_csv(path, **kwargs)
-    _refuse_swallowed_rows(df, path, kwargs.get("sep", ","))
+    breaks = _refuse_swallowed_rows(df, path, kwargs.get("sep", ","))
+    if breaks is not None and breaks.any():  # rows after a value with line breaks start further down the file
+        df.attrs["row_lines"] = (2 + np.arange(len(df)) + np.concatenate([[0], np.cumsum(breaks)[:-1]])).tolist()
     return df
 
 
-def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> None:
+def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> np.ndarray | None:
     """A stray `"` at the start of a field opens a quoted field that runs on to the next `"`, however many
     lines later: pandas reads the lines between as one value, and those rows are gone without a word. A
     value with line breaks is legitimate (a student's work over several lines); one holding a whole line
     that splits into as many fields as the header names is rows swallowed. Raises naming the row and line
-    where that field starts."""
+    where that field starts; else returns the line breaks inside each row's values."""
     import csv as csvmod
 
     n_cols = df.shape[1]
-    if n_cols < 2 or df.empty:
-        return
+    if df.empty:
+        return None
     # one such line is proof enough with 3+ columns; with 2, a line of text holding one comma is common
     enough = 1 if n_cols >= 3 else 2
     breaks = np.zeros(len(df), dtype=np.int64)  # line breaks inside each row's values: rows after it start lower
@@ -198,8 +206,8 @@ def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> None:
             rows = [line for line in inner if len(next(csvmod.reader([line], delimiter=sep), [])) == n_cols]
             if len(rows) >= enough:
                 found.append((int(i), str(c), int(counts[i]), rows))
-    if not found:
-        return
+    if not found or n_cols < 2:
+        return breaks
     found.sort()
     row, col, n_breaks, rows = found[0]
     line = 2 + row + int(breaks[:row].sum())  # the header is line 1 (blank lines aside)
@@ -229,11 +237,12 @@ def prepare_table(df: pd.DataFrame, opts: TableOptions, *, source: str, csv: boo
                   template_columns: Sequence[str] = (), hidden_columns: Sequence[str] = (),
                   label_words: dict[int, str] | None = None, expected: dict[str, str] | None = None) -> Table:
     label_words = label_words or {0: " no", 1: " yes"}
+    lines = df.attrs.get("row_lines")  # set by read_csv where quoted values span lines
     df = df.reset_index(drop=True)
     problems = _missing_columns(df, opts, source)
     if problems:  # nothing else can be read without these
         raise TableProblems(problems)
-    where = lambda pos: where_rows(source, pos, csv)  # noqa: E731
+    where = lambda pos: where_rows(source, pos, csv, lines)  # noqa: E731
     labels, mapping, label_problems = map_labels(df[opts.label_column], label_words, opts.positive_label,
                                                  opts.label_column, where, source)
     problems += label_problems
@@ -560,7 +569,7 @@ def coerce_rows(df: pd.DataFrame, spec: TableSpec, source: str, csv: bool = Fals
     if missing:
         raise DistillError(f"{source} lacks column(s) {missing} (the model's input columns: {spec.names})")
     out = df.copy()
-    where = lambda pos: where_rows(source, pos, csv)  # noqa: E731
+    where = lambda pos: where_rows(source, pos, csv, df.attrs.get("row_lines"))  # noqa: E731
     problems = []
     for f in spec.features:
         s = df[f.name].reset_index(drop=True)

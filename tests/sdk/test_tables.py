@@ -258,3 +258,18 @@ def test_quoted_values_over_several_lines_are_still_read(tmp_path):
     df.to_csv(path, index=False)
     assert read_table_file(path)["answer"].tolist() == df["answer"].tolist()
     assert read_csv(path, dtype=str, keep_default_na=False)["answer"].iloc[0] == "2+2 = 4,\nthen 4 x 3 = 12,\nso 12"
+
+
+def test_row_errors_name_the_line_where_the_row_starts_after_multiline_values(tmp_path):
+    from sdk.tables import load_table
+
+    df = mixed_table()
+    df["note"] = ""
+    df.loc[1, "note"] = "called the bank,\nthen the shop,\nthen us"  # a quoted note over three lines
+    df.loc[4, "when"] = "later"
+    out = write(df, tmp_path / "tx.csv")
+    with pytest.raises(TableProblems) as err:
+        load_table(out, TableOptions(**SETTINGS))
+    # header line 1, rows 1-2 on lines 2-5, rows 3-4 on 6-7: row 5 starts on line 8 (was "line 6")
+    assert "row 5 (line 8), column 'when': 'later' is not a date or time" in str(err.value)
+    assert "later" in out.read_text().splitlines()[7]

@@ -223,3 +223,17 @@ def test_table_settings_are_refused_even_when_the_records_also_fail_to_load(tmp_
     assert out.exit_code == 2 and not (tmp_path / "p" / "project.yaml").exists()
     assert "data.time_column: template 'education' reads its own file format" in out.output
     assert "is not a rubric score" in out.output
+
+
+def test_csv_line_numbers_count_the_lines_of_a_multiline_answer(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame(_graded(4))
+    df.loc[0, "answer"] = "First 0 + 1 = 1,\nso the answer\nis 0"  # a student's work over three lines
+    df.loc[2, "label"] = "maybe"
+    df.to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(DistillError) as err:
+        EducationTemplate().configure(EducationOptions(grading="binary")).load(tmp_path / "r.csv")
+    # header line 1, row 1 on lines 2-4, row 2 on line 5: row 3 starts on line 6 (was "line 4")
+    assert "row 3 (line 6): field 'label': 'maybe' is not a binary grade" in str(err.value)
+    assert (tmp_path / "r.csv").read_text().splitlines()[5].endswith(",maybe")
