@@ -546,8 +546,11 @@ def _collapsed(err: ValidationError) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for e in err.errors():
         loc = tuple(e["loc"])
-        cut = next((i for i, part in enumerate(loc) if isinstance(part, str) and part not in TEACHER_KINDS
-                    and (not part.isidentifier() or part in _SCALAR_TAGS)), None)
+        # a tag is a type's name (`float`) or a validator's (`function-after[...]`); an unknown key the user
+        # wrote (`max-epochs`, the last part of an extra_forbidden error) is never one
+        named = loc[:-1] if e["type"] == "extra_forbidden" else loc
+        cut = next((i for i, part in enumerate(named) if isinstance(part, str)
+                    and (part in _SCALAR_TAGS or "[" in part)), None)
         if cut is not None:
             e = {**e, "loc": loc[:cut] + loc[cut + 1:]}
         groups.setdefault(loc[:cut] if cut is not None else loc + ("\0",), []).append(e)
