@@ -116,18 +116,28 @@ def is_csv(path: Path | str) -> bool:
     return name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".tsv"))
 
 
-def where_rows(source: str, positions: Sequence[int], csv: bool, lines: Sequence[int] | None = None) -> str:
-    """'file: rows 3 (line 4), 9 (line 10) and 2 more': 1-based rows; a CSV's line counts its header, and
-    `lines` (read_csv's df.attrs["row_lines"]) each row's first line where quoted values span lines."""
+def where_rows(source: str, positions: Sequence[int], csv: bool,
+               breaks: Sequence[tuple[int, int]] | None = None) -> str:
+    """'file: rows 3 (line 4), 9 (line 10) and 2 more': 1-based rows; a CSV's line counts its header and the
+    line breaks inside earlier rows' quoted values (`breaks`: read_csv's df.attrs["row_breaks"])."""
     positions = list(positions)
-    shown = ", ".join(f"{i + 1}" + (f" (line {csv_line(i, lines)})" if csv else "") for i in positions[:3])
+    shown = ", ".join(f"{i + 1}" + (f" (line {csv_line(i, breaks)})" if csv else "") for i in positions[:3])
     more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
     return f"{source}: row{'s' if len(positions) > 1 else ''} {shown}{more}"
 
 
-def csv_line(row: int, lines: Sequence[int] | None = None) -> int:
-    """The file line where 0-based data row `row` starts: the header is line 1 (blank lines aside)."""
-    return int(lines[row]) if lines is not None and row < len(lines) else row + 2
+def csv_line(row: int, breaks: Sequence[tuple[int, int]] | None = None) -> int:
+    """The file line where 0-based data row `row` starts: the header is line 1, and each earlier row's values
+    may hold line breaks (`breaks`: (row, line breaks) for the rows that have any; blank lines aside)."""
+    return row + 2 + sum(n for r, n in (breaks or ()) if r < row)
+
+
+def csv_lines(n_rows: int, breaks: Sequence[tuple[int, int]] | None = None) -> list[int]:
+    """csv_line of every row 0..n_rows-1 at once."""
+    extra = np.zeros(n_rows + 1, dtype=np.int64)
+    for r, n in breaks or ():
+        extra[r + 1] += n  # the rows after row r start n lines lower
+    return (2 + np.arange(n_rows) + np.cumsum(extra)[:n_rows]).tolist()
 
 
 def show(value: Any) -> str:
@@ -173,7 +183,9 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     df = pd.read_csv(path, **kwargs)
     breaks = _refuse_swallowed_rows(df, path, kwargs.get("sep", ","))
     if breaks is not None and breaks.any():  # rows after a value with line breaks start further down the file
-        df.attrs["row_lines"] = (2 + np.arange(len(df)) + np.concatenate([[0], np.cumsum(breaks)[:-1]])).tolist()
+        # only the rows that have breaks: pandas copies attrs on every operation (a list per row made a 1M-row
+        # table's loading 25x slower)
+        df.attrs["row_breaks"] = tuple((int(r), int(breaks[r])) for r in np.flatnonzero(breaks))
     return df
 
 
@@ -188,8 +200,11 @@ def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> np.ndarray
     n_cols = df.shape[1]
     if df.empty:
         return None
-    # one such line is proof enough with 3+ columns; with 2, a line of text holding one comma is common
-    enough = 1 if n_cols >= 3 else 2
+    checks = _field_checks(df)
+    # a line that splits into the header's fields and whose values fit the columns they would fill (a number
+    # where the column holds numbers, a known label where it holds a few values) is a row; with nothing to
+    # check, a line of text with the right number of commas is common enough to want two of them
+    enough = 1 if checks and n_cols >= 3 else 2
     breaks = np.zeros(len(df), dtype=np.int64)  # line breaks inside each row's values: rows after it start lower
     found: list[tuple[int, str, int, list[str]]] = []  # (row, column, line breaks, the lines that look like rows)
     for c in df.columns:
@@ -203,7 +218,7 @@ def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> np.ndarray
         breaks += counts
         for i in np.flatnonzero(counts):
             inner = [line.rstrip("\r") for line in s.iloc[i].split("\n")[1:-1]]  # whole lines of the file
-            rows = [line for line in inner if len(next(csvmod.reader([line], delimiter=sep), [])) == n_cols]
+            rows = [line for line in inner if _fits(next(csvmod.reader([line], delimiter=sep), []), n_cols, checks)]
             if len(rows) >= enough:
                 found.append((int(i), str(c), int(counts[i]), rows))
     if not found or n_cols < 2:
@@ -217,6 +232,35 @@ def _refuse_swallowed_rows(df: pd.DataFrame, path: Path, sep: str) -> np.ndarray
                        f"{rows[0][:80]!r}), read as one value{more}; a stray \" at the start of a field probably "
                        "opens it. Fix that quote (a value with a comma, a quote or a line break is written in quotes, "
                        "its own quotes doubled: \"\")")
+
+
+def _field_checks(df: pd.DataFrame) -> dict[int, Any]:
+    """Per column position, a test a swallowed line's field must pass to be a row of this table: numbers in a
+    numeric column, one of the column's few values in a column that holds few (labels, categories)."""
+    checks: dict[int, Any] = {}
+    for j, c in enumerate(df.columns):
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s):
+            checks[j] = lambda v: v.strip().lower() in ("true", "false", "")
+        elif pd.api.types.is_numeric_dtype(s):
+            checks[j] = lambda v: not v.strip() or _is_number(v)
+        else:
+            values = set(s.dropna().astype(str).str.strip())
+            if 0 < len(values) <= 20 and len(s) >= 3 * len(values):
+                checks[j] = lambda v, known=frozenset(values): v.strip() in known or not v.strip()
+    return checks
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _fits(fields: list[str], n_cols: int, checks: dict[int, Any]) -> bool:
+    return len(fields) == n_cols and all(check(fields[j]) for j, check in checks.items())
 
 
 # ---- loading: check, type, deduplicate
@@ -237,12 +281,12 @@ def prepare_table(df: pd.DataFrame, opts: TableOptions, *, source: str, csv: boo
                   template_columns: Sequence[str] = (), hidden_columns: Sequence[str] = (),
                   label_words: dict[int, str] | None = None, expected: dict[str, str] | None = None) -> Table:
     label_words = label_words or {0: " no", 1: " yes"}
-    lines = df.attrs.get("row_lines")  # set by read_csv where quoted values span lines
+    breaks = df.attrs.get("row_breaks")  # set by read_csv where quoted values span lines
     df = df.reset_index(drop=True)
     problems = _missing_columns(df, opts, source)
     if problems:  # nothing else can be read without these
         raise TableProblems(problems)
-    where = lambda pos: where_rows(source, pos, csv, lines)  # noqa: E731
+    where = lambda pos: where_rows(source, pos, csv, breaks)  # noqa: E731
     labels, mapping, label_problems = map_labels(df[opts.label_column], label_words, opts.positive_label,
                                                  opts.label_column, where, source)
     problems += label_problems
@@ -569,7 +613,7 @@ def coerce_rows(df: pd.DataFrame, spec: TableSpec, source: str, csv: bool = Fals
     if missing:
         raise DistillError(f"{source} lacks column(s) {missing} (the model's input columns: {spec.names})")
     out = df.copy()
-    where = lambda pos: where_rows(source, pos, csv, df.attrs.get("row_lines"))  # noqa: E731
+    where = lambda pos: where_rows(source, pos, csv, df.attrs.get("row_breaks"))  # noqa: E731
     problems = []
     for f in spec.features:
         s = df[f.name].reset_index(drop=True)

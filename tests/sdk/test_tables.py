@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from sdk.errors import DistillError
 from sdk.tables import (Feature, TableOptions, TableProblems, classic_models, coerce_rows, compact_number,
                         format_value, load_table, prepare_table, remove_leakage, render_features, split_table)
 from tests.tables import SETTINGS, mixed_table, write
@@ -273,3 +274,20 @@ def test_row_errors_name_the_line_where_the_row_starts_after_multiline_values(tm
     # header line 1, rows 1-2 on lines 2-5, rows 3-4 on 6-7: row 5 starts on line 8 (was "line 6")
     assert "row 5 (line 8), column 'when': 'later' is not a date or time" in str(err.value)
     assert "later" in out.read_text().splitlines()[7]
+
+
+def test_a_multiline_value_with_commas_is_not_taken_for_swallowed_rows(tmp_path):
+    from sdk.tables import read_csv
+
+    # a middle line of the answer splits into as many fields as the header has, but its last field is no label
+    path = tmp_path / "r.csv"
+    rows = [["What fruit?", "apples", "My answer:\nbananas, kiwis, grapes\nthat is all", "incorrect"]] + [
+        [f"q{i}", "4", "4", "correct" if i % 2 else "incorrect"] for i in range(8)]
+    pd.DataFrame(rows, columns=["question", "reference", "answer", "label"]).to_csv(path, index=False)
+    df = read_csv(path, dtype=str, keep_default_na=False)
+    assert len(df) == 9 and df.attrs["row_breaks"] == ((0, 2),)
+    # the same shape with a label where the label belongs: a row swallowed by a stray quote
+    text = path.read_text().replace("bananas, kiwis, grapes", "q9,4,4,correct")
+    path.write_text(text)
+    with pytest.raises(DistillError, match=r"row 1 \(line 2\), column 'answer': a quoted value runs over lines 2 to 4"):
+        read_csv(path, dtype=str, keep_default_na=False)

@@ -259,7 +259,7 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
     records: list[dict[str, Any]] = []
     wheres: list[str] = []  # each record's row or line, and its label as written: to name repeats
     written: list[Any] = []
-    from sdk.tables import csv_line, is_csv, read_csv
+    from sdk.tables import csv_lines, is_csv, read_csv
 
     name = path.name.lower()
     # by the whole name: records.jsonl.gz is JSONL (its suffix alone, .gz, once sent it to the CSV reader)
@@ -273,8 +273,9 @@ def read_records(path: Path, options: EducationOptions, max_problems: int = 20) 
         except Exception as err:  # pandas raises many kinds; all mean "unreadable"
             raise DistillError(f"dataset {path}: cannot read it as CSV ({type(err).__name__}: {err})") from None
         # rows counted as sdk.tables counts a table's (fraud): row 1 is the first record, line 1 the header
-        lines = df.attrs.get("row_lines")  # a quoted answer over several lines moves the rows after it down
-        raw = [(f"row {i + 1} (line {csv_line(i, lines)})", rec) for i, rec in enumerate(df.to_dict("records"))]
+        # a quoted answer over several lines moves the rows after it down the file
+        lines = csv_lines(len(df), df.attrs.get("row_breaks"))
+        raw = [(f"row {i + 1} (line {lines[i]})", rec) for i, rec in enumerate(df.to_dict("records"))]
     else:
         raise DistillError(f"dataset {path}: expected JSON Lines ({', '.join(JSONL_SUFFIXES)}, each also .gz) or CSV "
                            "(.csv, .csv.gz/.bz2/.zip/.xz, tab-separated .tsv) records")
