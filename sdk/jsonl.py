@@ -5,6 +5,7 @@ reader names each one."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from collections.abc import Callable, Iterator
@@ -45,9 +46,13 @@ def json_lines(path: str | Path, problems: list[str] | None = None,
                 problems.append(bad)
     except UnicodeDecodeError:
         # text mode decodes ahead of the line it yields: find the first bad byte's line in the raw bytes
-        raw = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
         try:
-            raw.decode("utf-8-sig")
+            raw = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+        except (OSError, EOFError):  # a damaged gzip as well: where the bad byte is cannot be told
+            raise DistillError(f"{path}: not UTF-8 text, and cut short; save the file as UTF-8") from None
+        raw = raw.removeprefix(codecs.BOM_UTF8)  # so that positions count from the first line's first byte
+        try:
+            raw.decode("utf-8")
             raise DistillError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
         except UnicodeDecodeError as err:
             line = raw[:err.start].count(b"\n") + 1

@@ -36,6 +36,9 @@ def test_a_non_utf8_byte_is_named_on_its_own_line(tmp_path):
     path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(DistillError, match=rf"{path}:4322: not UTF-8 text \(byte 0xfc\)"):
         list(json_lines(path))
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"i": 1}\n' + b'\xff{"i": 2}\n')  # a BOM shifts no position
+    with pytest.raises(DistillError, match=rf"{path}:2: not UTF-8 text \(byte 0xff\)"):
+        list(json_lines(path))
 
 
 def test_a_truncated_gzip_and_a_missing_file_are_named(tmp_path):
