@@ -117,16 +117,21 @@ def machine() -> dict[str, Any]:
     return out
 
 
-def _load_json(path: Path) -> Any:
+def rerun_command(root: Path) -> str:
+    """The command that runs a run folder's project again into the same folder (finished stages are kept)."""
+    return f"`distill run {Path(root) / 'config.yaml'} --out {root}`"
+
+
+def _load_json(path: Path, root: Path) -> Any:
     """A run folder's JSON file; a missing or damaged one is named (a stage wrote it, so the fix is a re-run)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DistillError(f"{path} is missing: the stage that writes it has not run to the end; run "
-                           "`distill run` on the run folder again") from None
+                           f"{rerun_command(root)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DistillError(f"{path} is damaged (not valid JSON: {err}); delete it and run `distill run` on the run "
-                           "folder again to rewrite it") from None
+        raise DistillError(f"{path} is damaged (not valid JSON: {err}); delete it and run {rerun_command(root)} to "
+                           "rewrite it") from None
 
 
 class RunDir:
@@ -134,7 +139,7 @@ class RunDir:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
-        self.manifest: dict[str, Any] = (_load_json(self.manifest_path) if self.manifest_path.is_file()
+        self.manifest: dict[str, Any] = (_load_json(self.manifest_path, self.root) if self.manifest_path.is_file()
                                          else {"stages": {}})
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("stages", {}), dict):
             raise DistillError(f"{self.manifest_path}: not a run manifest (expected an object with `stages`); the "
@@ -159,7 +164,7 @@ class RunDir:
     def read_json(self, rel: str | Path) -> Any:
         key = str(rel)
         if key not in self._cache:
-            self._cache[key] = _load_json(self.root / rel)
+            self._cache[key] = _load_json(self.root / rel, self.root)
         return self._cache[key]
 
     def write_torch(self, rel: str | Path, obj: Any) -> Path:

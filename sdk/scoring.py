@@ -38,14 +38,15 @@ class FinishedRun:
     def __init__(self, root: str | Path):
         from sdk import config as cfgmod
         from sdk.registry import get_template
-        from sdk.rundir import RunDir
+        from sdk.rundir import RunDir, rerun_command
 
         root = Path(root)
         if not root.is_dir():
             raise DistillError(f"run folder {root} " + ("is a file, not a folder" if root.exists() else "does not exist"))
         for rel in ("config.yaml", "data/task.json", "evaluation/artifacts.json"):
             if not (root / rel).is_file():
-                raise DistillError(f"{root} is not a finished run: {rel} is missing (run `distill run` to the end)")
+                raise DistillError(f"{root} is not a finished run: {rel} is missing (run the project to the end: "
+                                   f"{rerun_command(root)})")
         self.run = RunDir(root)
         source = str(root / "config.yaml")
         self.config = cfgmod.validate_config(cfgmod.load_yaml(root / "config.yaml"), source=source)
@@ -54,7 +55,7 @@ class FinishedRun:
         self.task = self.run.task()
         if not isinstance(self.task, dict) or ("label_ids" not in self.task and self.template.task == "decision"):
             raise DistillError(f"{self.run.path('data', 'task.json')} is damaged (no label_ids); delete it and run "
-                               "`distill run` on the run folder again")
+                               f"{rerun_command(root)}")
         if self.task.get("task", self.template.task) != self.template.task:
             raise DistillError(f"{root / 'data/task.json'}: task {self.task.get('task')!r} but template "
                                f"{self.template.name!r} is a {self.template.task} template")
@@ -63,7 +64,7 @@ class FinishedRun:
                 isinstance(e, dict) and {"name", "role", "format", "size_bytes"} <= e.keys() for e in self.entries):
             raise DistillError(f"{self.run.path('evaluation', 'artifacts.json')} is damaged (expected a list of "
                                "artifact entries with name, role, format, size_bytes); delete it and run "
-                               "`distill run` on the run folder again to re-evaluate")
+                               f"{rerun_command(root)} to evaluate again")
         self._tokenizer = None
         from sdk.stages.data import table_spec
 

@@ -76,8 +76,10 @@ def artifact_metadata(entry: dict[str, Any]) -> dict[str, Any]:
 def redo_export(run: RunDir) -> str:
     """How to export and evaluate a run's students again (a file damaged or changed since): without export's
     record the next `distill run` exports anew, and every stage after it follows; the stages before are kept."""
-    return (f"export and evaluate it again: delete {run.path('artifacts', 'exports.json')} and run `distill run "
-            f"{run.path('config.yaml')} --out {run.root}` (the stages before export are kept)")
+    from sdk.rundir import rerun_command
+
+    return (f"export and evaluate it again: delete {run.path('artifacts', 'exports.json')} and run "
+            f"{rerun_command(run.root)} (the stages before export are kept)")
 
 
 def check_packaged(run: RunDir, name: str, path: Path, redo: str) -> None:

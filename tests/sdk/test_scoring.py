@@ -104,8 +104,10 @@ def test_a_damaged_run_file_is_named(fake_run, rel, text, message):
     from sdk.scoring import load_run
 
     (fake_run / rel).write_text(text, encoding="latin-1")
-    with pytest.raises(DistillError, match=message):
+    with pytest.raises(DistillError, match=message) as err:
         load_run(fake_run)
+    if rel != "manifest.json":  # the command that rewrites it, as it runs (`distill run <folder>` does not)
+        assert f"`distill run {fake_run / 'config.yaml'} --out {fake_run}`" in str(err.value)
 
 
 def test_out_is_checked_before_any_work(tmp_path):
