@@ -156,7 +156,10 @@ class OpenAITeacherConfig(_Model):
             raise ValueError("must not carry credentials (user:key@host); name the key's variable in "
                              "api_key_env instead; the value given is not shown")
         secret = [name for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-                  if re.search(r"(?i)key|token|secret|sig|passw|auth|credential", name)]
+                  # the name's last part says what it holds: access_token, X-Amz-Signature, api-key (but not
+                  # signature_version or api-version)
+                  if re.search(r"(?i)(^|[-_.])(apikey|key|token|secret|sig|signature|password|passwd|auth|"
+                               r"credentials?)s?$", name)]
         if secret:
             # same reason; harmless parameters such as Azure's ?api-version= stay allowed
             raise ValueError(f"must not carry credentials in its query ({', '.join(secret)}=...); name the key's "

@@ -314,8 +314,9 @@ def _hint(status: int, key_env: str | None) -> str:
 
 def _redacted(text: str, key: str | None) -> str:
     """An endpoint's error text without the API key: some servers and proxies echo the Authorization header."""
-    text = re.sub(r"(?i)(bearer\s+)\S+", r"\1[redacted]", str(text))
-    return text.replace(key, "[api key redacted]") if key else text
+    text = re.sub(r"(?i)(bearer\s+)[^\s\"',]+", r"\1[redacted]", str(text))
+    # a local server's placeholder key ("x", "EMPTY") is no secret, and replacing it would garble the message
+    return text.replace(key, "[api key redacted]") if key and len(key) >= 8 else text
 
 
 def _short(text: str) -> str:

@@ -191,8 +191,12 @@ def test_the_endpoint_must_be_an_http_url_without_credentials():
                        ) as err:
         validate_config(data)
     assert "3f9a81c2" not in str(err.value)
-    data["teacher"]["base_url"] = "https://x.openai.azure.com/v1?api-version=2025-01-01"
-    assert validate_config(data).teacher.base_url.endswith("api-version=2025-01-01")
+    data["teacher"]["base_url"] = "https://x.openai.azure.com/v1?api-version=2025-01-01&signature_version=2"
+    assert validate_config(data).teacher.base_url.endswith("signature_version=2")  # a name, not a signature
+    for name in ("access_token", "sig", "X-Amz-Signature", "key"):
+        data["teacher"]["base_url"] = f"https://x.example.com/v1?{name}=abc123"
+        with pytest.raises(DistillError, match="must not carry credentials in its query"):
+            validate_config(data)
     data["teacher"]["base_url"] = " http://127.0.0.1:8080/v1 "
     assert validate_config(data).teacher.base_url == "http://127.0.0.1:8080/v1"
 

@@ -190,3 +190,11 @@ def test_rate_limit_spaces_request_starts():
         client(server, requests_per_minute=600).decide(PROMPTS[:5], [" no", " yes"], [10] * 5, desc=None)
         elapsed = time.perf_counter() - t0
     assert elapsed >= 0.4  # 5 starts, 0.1 s apart
+
+
+def test_a_placeholder_key_does_not_garble_the_endpoint_message():
+    from sdk.teachers.openai_api import _redacted
+
+    said = 'max_tokens exceeds the context: expected 512 ("Authorization": "Bearer x", "n": 1)'
+    assert _redacted(said, "x") == 'max_tokens exceeds the context: expected 512 ("Authorization": "Bearer [redacted]", "n": 1)'
+    assert _redacted(f"bad key {SECRET}!", SECRET) == "bad key [api key redacted]!"
