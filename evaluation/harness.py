@@ -31,6 +31,9 @@ class WorkerFailed(DistillError):
         self.name, self.exit_code, self.reason = name, exit_code, reason
         super().__init__(f"running {name} failed (exit {exit_code}): {reason or 'no error recorded, see above'}")
 
+    def __reduce__(self):  # pickled (across processes) with its own arguments, not the message alone
+        return WorkerFailed, (self.name, self.exit_code, self.reason)
+
 
 @dataclass
 class Artifact:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -433,8 +434,8 @@ def _plain_warnings() -> None:
     """The SDK's own warnings (a repeated record's conflicting label, a cache moved aside) read as `warning: ...`
     on the CLI, like its errors; Python's default adds the SDK's file, line and source line, which are about us,
     not about the user's data. Others keep the default. (warnings.formatwarning is the documented hook.)"""
-    ours = tuple(str(Path(__file__).resolve().parents[1] / pkg) for pkg in ("sdk", "verticals", "evaluation",
-                                                                           "deployment"))
+    ours = tuple(str(Path(__file__).resolve().parents[1] / pkg) + os.sep
+                 for pkg in ("sdk", "verticals", "evaluation", "deployment"))
     default = warnings.formatwarning
 
     def formatwarning(message, category, filename, lineno, line=None):

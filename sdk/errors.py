@@ -5,6 +5,8 @@ class DistillError(Exception):
     """An error caused by the user's input (config, data, model file); the CLI prints it and exits 2.
     `field`: the input field (column) at fault, when one is (the server returns it as the error's `param`)."""
 
+    field: str | None = None  # also for a subclass whose __init__ does not call this one
+
     def __init__(self, *args, field: str | None = None):
         super().__init__(*args)
         self.field = field

@@ -242,7 +242,7 @@ def create_app(served: ServedModel):
             df = served.run.check([record], "request")
             text = served.run.prompts(df, "request")[0]
         except DistillError as err:
-            return error(400, str(err), err.field)
+            return error(400, str(err), getattr(err, "field", None))
         tokens = served.run.tokenize([text])[0]
         probs = await run_job(Job(tokens=tokens, label_ids=list(served.run.task["label_ids"])))
         if not isinstance(probs, np.ndarray):

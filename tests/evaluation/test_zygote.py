@@ -54,8 +54,12 @@ def test_paths_resolve_in_the_callers_folder_of_the_moment(tiny_llama, tmp_path,
 
 
 def test_a_failed_job_is_reported_and_the_zygote_serves_the_next(tiny_llama, tmp_path):
-    with pytest.raises(harness.WorkerFailed, match=r"running broken failed \(exit 1\): \w+Error: .*no-such-model"):
+    with pytest.raises(harness.WorkerFailed, match=r"running broken failed \(exit 1\): \w+Error: .*no-such-model") as err:
         harness.run_worker(_job(str(tmp_path / "no-such-model")), tmp_path, "broken")
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err.value))  # crosses processes (a pool, a launcher) intact
+    assert (again.name, again.exit_code, again.reason, str(again)) == ("broken", 1, err.value.reason, str(err.value))
     assert harness.run_worker(_job(str(tiny_llama)), tmp_path, "after")["probs_test"]
 
 
