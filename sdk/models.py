@@ -7,6 +7,7 @@ in the user cache, keyed by the GGUF file's content hash, so it is never stale a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -37,6 +38,18 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def known_file_sha256(path: Path) -> str:
+    """file_sha256, computed once per file version in this process (its path, size and modification time):
+    scoring in batches or starting a server checks the same multi-GB file again and again otherwise."""
+    st = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def _embedded_gguf(spec: str) -> Path:

@@ -55,7 +55,7 @@ class ServedModel:
         small (6 layers x 2 x 192 values x 4 bytes = 9 KiB per token for the default student)."""
         import os
 
-        from sdk.models import file_sha256
+        from sdk.models import known_file_sha256
         from sdk.scoring import load_run
 
         self.run = load_run(run_dir)
@@ -66,7 +66,7 @@ class ServedModel:
             raise DistillError(f"artifact {self.name!r} is a {fmt} artifact; `distill serve` serves GGUF files "
                                f"(GGUF artifacts of this run: {', '.join(self.gguf_artifacts()) or 'none'})")
         self.path = Path(spec["model"])
-        self.version = f"{self.run.config.name}/{self.name}@{file_sha256(self.path)[:12]}"
+        self.version = f"{self.run.config.name}/{self.name}@{known_file_sha256(self.path)[:12]}"
         self.template = self.run.template
         self.tokenizer = self.run.tokenizer
         self.threads = threads or os.cpu_count() or 1

@@ -86,12 +86,12 @@ def check_packaged(run: RunDir, name: str, path: Path, redo: str) -> None:
     """Refuse (DistillError) a packaged GGUF whose bytes differ from what this stage wrote: changed or damaged
     since the evaluation. Runs packaged before 2026-12-04 recorded no hash and pass unchecked."""
     from sdk.errors import DistillError
-    from sdk.models import file_sha256
+    from sdk.models import known_file_sha256
 
     if not run.path("artifacts", "package.json").is_file():
         return
     expected = run.read_json("artifacts/package.json").get(name, {}).get("sha256")
-    if expected is not None and file_sha256(path) != expected:
+    if expected is not None and known_file_sha256(path) != expected:
         raise DistillError(f"artifact {name!r}: {path} differs from the file the package stage wrote (SHA-256 "
                            f"{expected[:12]}...): changed since the evaluation; {redo}")
 

@@ -35,3 +35,20 @@ def test_local_folder_loads_without_remote_code(tiny_llama):
     assert resolve_model(str(tiny_llama)) == tiny_llama
     model, tok = load_causal_lm(tiny_llama)
     assert tok.pad_token_id is not None and not model.training
+
+
+def test_a_files_hash_is_computed_once_per_version(tmp_path):
+    import hashlib
+    import os
+
+    from sdk.models import _sha256_of, known_file_sha256
+
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF" * 1000)
+    first = known_file_sha256(path)
+    hits = _sha256_of.cache_info().hits
+    assert known_file_sha256(path) == first == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert _sha256_of.cache_info().hits == hits + 1  # the second check read nothing
+    path.write_bytes(b"GGUF" * 999 + b"GGUG")  # same size, new bytes: a new modification time
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert known_file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() != first
