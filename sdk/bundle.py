@@ -19,6 +19,7 @@ GGUF, ONNX of another size) is refused. The bundle is written beside --out and m
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -32,6 +33,7 @@ import typer
 
 from evaluation.report import gate_verdict
 from sdk.errors import DistillError
+from sdk.rundir import rerun_command
 
 RUNTIME_PACKAGES = {"gguf": "llama_cpp_python", "onnx": "onnxruntime"}
 PIP_NAMES = {"llama_cpp_python": "llama-cpp-python", "onnxruntime": "onnxruntime"}
@@ -101,6 +103,7 @@ def write_bundle(run_dir: str | Path, out: str | Path, artifacts: list[str] | No
     # bundle), moved into place whole at the end: a failed or interrupted bundle leaves nothing at `out` (an
     # earlier bundle there stays as it was) and nothing beside it
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    _remove_stale_partials(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -174,7 +177,7 @@ def _write(run, t, chosen: list[dict[str, Any]], sources: dict[str, Path], tmp: 
             # evaluate's only recorded output is artifacts.json: without it, `distill run` evaluates again
             raise DistillError(f"{run.run.path('evaluation', e['name'] + '.details.npz')} is missing: the evaluation "
                                f"of {e['name']!r} is incomplete; delete {run.run.path('evaluation', 'artifacts.json')} "
-                               f"and run `distill run` on the project with --out {run.run.root} to evaluate again")
+                               f"and run {rerun_command(run.run.root)} to evaluate again")
         probs = np.asarray(details[e["name"]]["probs_test"])
         threshold = e["metrics"].get("threshold")
         if [decide(p, threshold) for p in probs] != decide_labels(t, probs, threshold, run.options):
@@ -274,6 +277,26 @@ def _gguf_data_end(g) -> int:
 TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
+def _remove_stale_partials(out: Path) -> None:
+    """Partial bundles beside `out` left by a process that was killed (SIGKILL runs no cleanup): removed, unless
+    their process still runs (another bundle being written to the same place)."""
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*.partial*"):
+        pid = p.name[len(out.name) + 2:].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def _bundle_destination(out: Path) -> tuple[Path, bool, str]:
     """(out, as a .tar.gz?, the bundle's folder name) after refusing a destination that holds anything but
     an earlier bundle: `--out` replaces an earlier bundle, never the user's files."""
@@ -329,6 +352,8 @@ def _check_tokenizer(path: Path, prompts: list[str], expected: list[list[int]], 
 
 def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> str:
     """MODEL_CARD.md: from the evaluation report, for the bundled artifacts."""
+    from evaluation.report import class_balance, uses_thresholds
+
     d = report.get("data", {})
     iv = (report.get("intervals") or {}).get("metrics", {})
     pm = report.get("primary_metric", template.primary_metric)
@@ -344,8 +369,10 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> st
              "without a person able to review them; see Limitations.", "",
              "## Data", "",
              f"Train {d.get('n_train', '?')}, validation {d.get('n_val', '?')}, test {d.get('n_test', '?')} examples"
-             + (f" ({d.get('test_positives')} positive in test)" if d.get("test_positives") is not None else "")
-             + ". Thresholds were chosen on validation; the figures below are on the held-out test split.", "",
+             + (f" (test: {class_balance(d, 'test')})" if d.get("test_positives") is not None else "")
+             + (". Thresholds were chosen on validation" if uses_thresholds(report)
+                else ". Each decision is the most probable label")
+             + "; the figures below are on the held-out test split.", "",
              "## Metrics (test split, 95% intervals)", "",
              f"| artifact | {hm} | {pm} | size MB | P50 ms | P99 ms | threads | release gate |",
              "|---|---|---|---|---|---|---|---|"]

@@ -213,7 +213,16 @@ def test_an_artifact_unlike_the_evaluated_one_is_refused(run_copy, tmp_path):
 def test_a_failed_bundle_leaves_nothing_and_an_earlier_one_as_it_was(run_copy, tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
-    out = write_bundle(run_copy, dest / "b", ["student-gguf-Q4_K_M"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that has ended: its partial bundle was left by a kill (SIGKILL cleans nothing)
+    (dest / f".b.{gone.pid}.partial" / "models").mkdir(parents=True)
+    (dest / f".b.{gone.pid}.partial.tar.gz").write_bytes(b"half")
+    with subprocess.Popen(["sleep", "60"]) as alive:  # a bundle still being written there: left alone
+        (dest / f".b.{alive.pid}.partial").mkdir()
+        out = write_bundle(run_copy, dest / "b", ["student-gguf-Q4_K_M"])
+        assert sorted(p.name for p in dest.iterdir()) == [f".b.{alive.pid}.partial", "b"]
+        alive.kill()
+    (dest / f".b.{alive.pid}.partial").rmdir()
     before = (out / "SHA256SUMS").read_text()
     (run_copy / "evaluation" / "student-gguf-Q4_K_M.details.npz").unlink()  # fails once the models are copied
     for target in (dest / "b", dest / "b.tar.gz"):
@@ -288,3 +297,21 @@ def test_a_damaged_bundle_json_is_named(small_bundle, tmp_path):
             (b / "bundle.json").write_text(text)
         res = _predict(b, "--prompts", prompts)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("threshold, says", [
+    (0.42, "(test: 7 positive). Thresholds were chosen on validation;"),
+    (None, "(test: zero 3, one 4, two 3). Each decision is the most probable label;")])
+def test_the_model_card_says_how_a_graded_run_decides(threshold, says):
+    from sdk.bundle import model_card
+    from verticals.education.template import EducationTemplate
+
+    # a rubric run has no threshold and counts per grade: the card said "Thresholds were chosen" and "N positive"
+    data = {"n_train": 20, "n_val": 10, "n_test": 10, "test_positives": 7}
+    if threshold is None:
+        data["test_label_counts"] = {"zero": 3, "one": 4, "two": 3}
+    report = {"data": data, "artifacts": [{"name": "student-gguf-Q4_K_M", "role": "student",
+                                           "metrics": {"accuracy": 0.8, "threshold": threshold}}]}
+    manifest = {"project": "p", "template": "education", "input_columns": ["question"], "label_words": [" zero"],
+                "artifacts": {}}
+    assert says in model_card(manifest, report, EducationTemplate())
