@@ -15,7 +15,7 @@ def check_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None
         raise DistillError(f"dataset {source} is empty")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DistillError(f"dataset {source} lacks column(s) {missing}")
+        raise DistillError(f"dataset {source} lacks column(s) {missing}", field=missing[0])
 
 
 def split(df: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int, source: str,

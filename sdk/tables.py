@@ -42,8 +42,8 @@ ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)
 class TableProblems(DistillError):
     """Every problem found in a table (one line each), raised together."""
 
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
+    def __init__(self, problems: list[str], field: str | None = None):
+        super().__init__("\n".join(problems), field=field)
         self.problems = problems
 
 
@@ -611,10 +611,11 @@ def coerce_rows(df: pd.DataFrame, spec: TableSpec, source: str, csv: bool = Fals
     value that is not of its column's kind is named."""
     missing = [f.name for f in spec.features if f.name not in df.columns]
     if missing:
-        raise DistillError(f"{source} lacks column(s) {missing} (the model's input columns: {spec.names})")
+        raise DistillError(f"{source} lacks column(s) {missing} (the model's input columns: {spec.names})",
+                           field=missing[0])
     out = df.copy()
     where = lambda pos: where_rows(source, pos, csv, df.attrs.get("row_breaks"))  # noqa: E731
-    problems = []
+    problems, columns = [], []  # columns: each problem's, the first named as the error's field
     for f in spec.features:
         s = df[f.name].reset_index(drop=True)
         if f.kind == "number":
@@ -623,6 +624,7 @@ def coerce_rows(df: pd.DataFrame, spec: TableSpec, source: str, csv: bool = Fals
             if bad.any():
                 pos = np.flatnonzero(bad)
                 problems.append(f"{where(pos)}, column {f.name!r}: {show(s.iloc[pos[0]])} is not a number")
+                columns.append(f.name)
             out[f.name] = nums.to_numpy()
         elif f.kind == "bool":
             if not pd.api.types.is_bool_dtype(s):
@@ -631,6 +633,7 @@ def coerce_rows(df: pd.DataFrame, spec: TableSpec, source: str, csv: bool = Fals
                 if bad.any():
                     pos = np.flatnonzero(bad)
                     problems.append(f"{where(pos)}, column {f.name!r}: {show(s.iloc[pos[0]])} is not true/false")
+                    columns.append(f.name)
                 values = pd.Series(pd.NA, index=s.index, dtype="boolean")
                 ok = s.notna().to_numpy() & ~bad
                 values[ok] = low[ok].isin(TRUE_WORDS).to_numpy()
@@ -641,9 +644,10 @@ def coerce_rows(df: pd.DataFrame, spec: TableSpec, source: str, csv: bool = Fals
             if bad.any():
                 pos = np.flatnonzero(bad)
                 problems.append(f"{where(pos)}, column {f.name!r}: {show(s.iloc[pos[0]])} is not a date or time")
+                columns.append(f.name)
             out[f.name] = parsed.to_numpy()
     if problems:
-        raise TableProblems(problems)
+        raise TableProblems(problems, field=columns[0])
     return out
 
 

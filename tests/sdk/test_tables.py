@@ -190,10 +190,12 @@ def test_new_rows_are_read_as_the_training_table_was(tmp_path):
     rows = coerce_rows(new, table.spec, "new.csv")
     assert rows["amount"].iloc[0] == 12.5 and bool(rows["card_present"].iloc[0]) is False
     assert rows["when"].iloc[0] == pd.Timestamp("2024-05-01 03:00")
-    with pytest.raises(TableProblems, match=r"new.csv: row 1, column 'amount': 'lots' is not a number"):
+    with pytest.raises(TableProblems, match=r"new.csv: row 1, column 'amount': 'lots' is not a number") as err:
         coerce_rows(new.assign(amount="lots"), table.spec, "new.csv")
-    with pytest.raises(Exception, match=r"lacks column\(s\) \['note'\]"):
+    assert err.value.field == "amount"  # the field a server names as the error's `param`
+    with pytest.raises(Exception, match=r"lacks column\(s\) \['note'\]") as err:
         coerce_rows(new.drop(columns=["note"]), table.spec, "new.csv")
+    assert err.value.field == "note"
 
 
 def test_classic_models_learn_from_every_column_kind(tmp_path):
