@@ -100,7 +100,7 @@ try:
 except Exception:
     libc = None
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC = 0x00020000, 0x10000000, 0x40000000, 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 
 def unshare(flags):
@@ -231,10 +231,11 @@ def main():
                         sys.base_exec_prefix, os.path.dirname(sys.executable), os.path.dirname(exe)]
                         if p and os.path.isdir(p)])
     if root:
-        flags = [CLONE_NEWNET | CLONE_NEWNS, CLONE_NEWNET]
+        # a private IPC namespace: SysV shared memory and queues outlive the program in the host's
+        flags = [CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC, CLONE_NEWNET | CLONE_NEWNS, CLONE_NEWNET]
     else:
         uid = gid = None
-        flags = [CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS]
+        flags = [CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC, CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS]
     for f in flags:
         try:
             unshare(f)
@@ -247,6 +248,8 @@ def main():
             with open("/proc/self/gid_map", "w") as fh: fh.write("%d %d 1" % (mygid, mygid))
             layers.append("userns")
         layers.append("netns")
+        if f & CLONE_NEWIPC:
+            layers.append("ipcns")
         if f & CLONE_NEWNS:
             try:
                 private_mounts(needed, uid, gid, program)
@@ -321,9 +324,10 @@ def _boot():
 def _seccomp():
     """A seccomp filter, enforced by the kernel, irreversible and inherited: no new process (threads stay
     allowed), no exec, no socket of any family, no io_uring (it opens sockets without the socket call), no
-    namespaces, no ptrace, no signal to another process. The audit hook refuses the same in Python, where
+    namespaces, no ptrace, no signal, limit, priority or CPU set for another process, no memory outside the
+    address-space limit (memfd, SysV IPC). The audit hook refuses the same in Python, where
     a program can find a way around it (a fresh copy of a C module); here there is none. Built by hand:
-    libseccomp's Python binding is not on PyPI, and the filter is some forty BPF instructions."""
+    libseccomp's Python binding is not on PyPI, and the filter is some seventy BPF instructions."""
     import os, sys
     try:
         import ctypes
@@ -334,12 +338,16 @@ def _seccomp():
         arch = 0xC000003E
         nr = dict(socket=41, socketpair=53, clone=56, fork=57, vfork=58, execve=59, kill=62, fcntl=72, ptrace=101,
                   rt_sigqueueinfo=129, tkill=200, tgkill=234, unshare=272, setns=308, rt_tgsigqueueinfo=297,
-                  process_vm_writev=311, execveat=322)
+                  process_vm_writev=311, execveat=322, prlimit64=302, setpriority=141, sched_setparam=142,
+                  sched_setscheduler=144, sched_setaffinity=203, ioprio_set=251, sched_setattr=314,
+                  memfd_create=319, shmget=29, semget=64, msgget=68)
     elif machine == "aarch64":
         arch = 0xC00000B7
         nr = dict(socket=198, socketpair=199, clone=220, execve=221, kill=129, fcntl=25, ptrace=117, tkill=130,
                   tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, unshare=97, setns=268,
-                  process_vm_writev=271, execveat=281)
+                  process_vm_writev=271, execveat=281, prlimit64=261, setpriority=140, sched_setparam=118,
+                  sched_setscheduler=119, sched_setaffinity=122, ioprio_set=30, sched_setattr=274,
+                  memfd_create=279, shmget=194, semget=190, msgget=186)
     else:
         return False
     nr.update(pidfd_send_signal=424, io_uring_setup=425, io_uring_enter=426, io_uring_register=427, clone3=435)
@@ -360,6 +368,10 @@ def _seccomp():
     for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         prog += [(JEQ, 0, 4, nr[name]), (LD, 0, 0, ARG0), (JEQ, 0, 1, pid), (RET, 0, 0, ALLOW),
                  (RET, 0, 0, ERRNO | EPERM)]
+    # prlimit64: this process's own limits only (pid 0 or its own; glibc's getrlimit/setrlimit pass 0). Run as
+    # the SDK's user (no root), a program could otherwise set the SDK's CPU limit to 1 s and kill it
+    prog += [(JEQ, 0, 5, nr["prlimit64"]), (LD, 0, 0, ARG0), (JEQ, 2, 0, 0), (JEQ, 1, 0, pid),
+             (RET, 0, 0, ERRNO | EPERM), (RET, 0, 0, ALLOW)]
     # fcntl: any command but those that would send a file's signals (SIGIO, or any set by F_SETSIG) elsewhere
     prog += [(JEQ, 0, 6, nr["fcntl"]), (LD, 0, 0, ARG1), (JEQ, 3, 0, F_SETOWN), (JEQ, 2, 0, F_SETSIG),
              (JEQ, 1, 0, F_SETOWN_EX), (RET, 0, 0, ALLOW), (RET, 0, 0, ERRNO | EPERM)]
@@ -367,7 +379,12 @@ def _seccomp():
                "execveat": EACCES, "clone3": ENOSYS,  # glibc then falls back to clone, checked above
                "io_uring_setup": ENOSYS, "io_uring_enter": ENOSYS, "io_uring_register": ENOSYS,
                "ptrace": EPERM, "unshare": EPERM, "setns": EPERM, "process_vm_writev": EPERM,
-               "pidfd_send_signal": EPERM}
+               "pidfd_send_signal": EPERM,
+               # another process's priority, CPUs or scheduling (PRIO_USER reaches all of a user's processes)
+               "setpriority": EPERM, "ioprio_set": EPERM, "sched_setparam": EPERM, "sched_setscheduler": EPERM,
+               "sched_setaffinity": EPERM, "sched_setattr": EPERM,
+               # memory the address-space limit does not count, and SysV objects that outlive the program
+               "memfd_create": EPERM, "shmget": EPERM, "semget": EPERM, "msgget": EPERM}
     for name, err in refused.items():
         if name in nr:
             prog += [(JEQ, 0, 1, nr[name]), (RET, 0, 0, ERRNO | err)]
@@ -643,9 +660,11 @@ def _read_report(f: IO[bytes]) -> dict:
     return report
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str, limit: int = 500) -> str:
+    """The last non-blank line, cut to `limit` characters (a program may print one line of megabytes)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    last = lines[-1] if lines else ""
+    return last if len(last) <= limit else last[:limit] + "..."
 
 
 def _classify(returncode: Optional[int], timed_out: bool, stderr: str, report: dict, timeout_s: float,
@@ -673,6 +692,8 @@ def _classify(returncode: Optional[int], timed_out: bool, stderr: str, report: d
         return "error", last
     if last.startswith("MemoryError"):
         return "error", f"{last} (address-space limit {memory_mb} MB)"
+    if "[Errno 27]" in last:  # EFBIG: Python ignores SIGXFSZ, so the limit shows as this error instead
+        return "error", f"file size limit of {MAX_FILE_MB} MB exceeded (its output or a file): {last}"
     return "fail", last or f"exit code {returncode}"
 
 
@@ -703,8 +724,9 @@ def run_program(program: str, *, timeout_s: float = 5.0, memory_mb: int = 512, s
                 exited = _wait_without_reaping(proc, timeout_s - (time.monotonic() - started))
             finally:
                 _kill_group(proc.pid)
-                proc.wait()
+                # before reaping: the unreaped leader keeps its pid, so no new process can take it and be killed
                 _kill_stragglers(proc.pid, lease.uid)
+                proc.wait()
             seconds = time.monotonic() - started
             stdout, stderr, parsed = _tail(out), _tail(err), _read_report(report)
         finally:
@@ -754,9 +776,17 @@ def _kill_group(pgid: int) -> None:
 def _remove_tree(path: str) -> None:
     import shutil
 
+    root = os.path.realpath(path)
+
     def make_writable_and_retry(func, p, _exc):  # a program may leave read-only folders behind
-        os.chmod(os.path.dirname(p), 0o700)
-        func(p)
+        parent = os.path.realpath(os.path.dirname(p))
+        try:
+            # only inside the working directory: its own parent is the system's temporary folder (/tmp)
+            if parent == root or parent.startswith(root + os.sep):
+                os.chmod(parent, 0o700)
+            func(p)
+        except OSError as err:  # left behind, said once: a failed clean-up must not fail the run
+            _warn_once(f"could not remove {p}: {err}")
 
     shutil.rmtree(path, onerror=make_writable_and_retry)
 

@@ -272,6 +272,24 @@ def test_output_capture_is_bounded(no_leftovers):
     res = run_program("for i in range(200000):\n    print(i)\n")
     assert res.status == "pass"
     assert len(res.stdout.encode()) <= OUTPUT_TAIL_BYTES and res.stdout.endswith("199999\n")
+    # past the file-size limit: said as that limit (Python ignores SIGXFSZ and raises EFBIG), not a failure,
+    # and a reason of one huge line is cut
+    flood = run_program("import sys\nsys.stdout.write('x' * (40 << 20))\n", timeout_s=20)
+    assert flood.status == "error" and flood.reason.startswith("file size limit of"), flood.reason
+    long = run_program("raise ValueError('B' * 100000)\n")
+    assert long.status == "fail" and long.reason.endswith("BBB...") and len(long.reason) < 600  # (stderr's tail)
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["all-layers", "os-layers-only"])
+@pytest.mark.parametrize("program", [
+    "import os\nfd = os.memfd_create('m')\nos.ftruncate(fd, 1 << 30)\nprint('made')\n",
+    "import os\nos.setpriority(os.PRIO_USER, 0, 19)\nprint('made')\n",
+    "import os\nos.sched_setaffinity(1, {0})\nprint('made')\n",
+], ids=["memfd-outside-the-memory-limit", "renice-every-process-of-the-user", "pin-another-process"])
+def test_the_kernel_refuses_memory_and_scheduling_outside_the_program(program, guard, no_leftovers):
+    res = run_program(program, python_guard=guard)
+    assert res.status in ("fail", "error") and "made" not in res.stdout, res
+    assert "PermissionError" in res.reason or "blocked" in res.reason, res.reason
 
 
 def test_run_programs_keeps_order(no_leftovers):
@@ -326,6 +344,10 @@ def test_as_an_unprivileged_user_the_kernel_layers_hold(no_leftovers):
                                         ".execute('create table t (x)')\n"),
             "read the SDK's environment": "import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n",
             "spawn around the hook": UNAUDITED_SPAWN,
+            # the program is the SDK's user here: without seccomp's pid check, a 1 s CPU limit killed the SDK
+            "limit the SDK's CPU": "import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))\n",
+            "renice the SDK": "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)\n",
+            "pin the SDK to one CPU": "import os\nos.sched_setaffinity(os.getppid(), {0})\n",
         }
         out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python, "-I",
                               "-c", AS_NOBODY, str(owned / "sandbox.py"), json.dumps(programs)],
