@@ -500,12 +500,44 @@ def _sections(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in args for m in _sections(arg)]
 
 
-def _fields_at(model: Any, loc: tuple) -> list[str]:
-    """Field names of the (nested) pydantic model(s) that hold the key at `loc` ([] if there is none)."""
-    models = [model]
+def _kind_of(model: Any) -> str | None:
+    """The `kind` a component model is chosen by (`Literal["openai"]`), or None."""
+    import typing
+
+    f = getattr(model, "model_fields", {}).get("kind")
+    args = typing.get_args(f.annotation) if f is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+def _models_at(model: Any, loc: tuple, data: Any = None) -> tuple[list[Any], list[Any], str | None]:
+    """The (nested) pydantic model(s) that hold the key at `loc`. Where a section is a component chosen by
+    `kind` and the user's `data` names a known kind (or the section's default kind applies), only that kind's
+    model: (models, the other kinds' models of that section, the kind) -- ([], [], None) if there is none."""
+    models, others, kind = [model], [], None
+    node = data
     for part in loc[:-1]:
-        models = [m for model in models for f in [getattr(model, "model_fields", {}).get(str(part))] if f
-                  for m in _sections(f.annotation)]
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+        members = [m for model in models for f in [getattr(model, "model_fields", {}).get(str(part))] if f
+                   for m in _sections(f.annotation)]
+        chosen = node.get("kind", DEFAULT_KIND.get(str(part))) if isinstance(node, dict) else None
+        if len(members) > 1 and isinstance(chosen, str) and any(_kind_of(m) == chosen for m in members):
+            others = [m for m in members if _kind_of(m) != chosen]
+            members, kind = [m for m in members if _kind_of(m) == chosen], chosen
+        else:
+            others, kind = [], None
+        models = members
+    return models, others, kind
+
+
+def _fields_at(model: Any, loc: tuple, data: Any = None) -> list[str]:
+    """Field names of the (nested) pydantic model(s) that hold the key at `loc` ([] if there is none); of the
+    kind the user's `data` chose, where a section is a component chosen by `kind`."""
+    models = _models_at(model, loc, data)[0]
     return list(dict.fromkeys(name for m in models for name in getattr(m, "model_fields", {})))
 
 
@@ -518,11 +550,12 @@ def _all_keys(model: Any, prefix: str = "") -> list[str]:
     return sorted(set(out), key=out.index)
 
 
-def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] | None = None) -> str:
-    """'; did you mean `x.y`?' for an unknown key: a close key of the same section first, else a key of
-    another section with a close name (a key put in the wrong section is a common slip)."""
+def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] | None = None,
+                 data: Any = None) -> str:
+    """'; did you mean `x.y`?' for an unknown key: a close key of the same section (of the kind `data` chose)
+    first, else a key of another section with a close name (a key put in the wrong section is a common slip)."""
     key = str(loc[-1])
-    here = difflib.get_close_matches(key, _fields_at(model, loc), n=1, cutoff=0.6)
+    here = difflib.get_close_matches(key, _fields_at(model, loc, data), n=1, cutoff=0.6)
     by_leaf: dict[str, list[str]] = {}
     for path in elsewhere or []:
         by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
@@ -564,18 +597,23 @@ def _collapsed(err: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: list[str] | None = None) -> str:
+def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: list[str] | None = None,
+                    data: Any = None) -> str:
     """`field.path: what is wrong` for one pydantic error, with a suggestion for an unknown key and the
-    given value for a bad one."""
+    given value for a bad one. `data` (what the user wrote) tells which kind a component section is."""
     loc = tuple(e["loc"])
     if len(loc) > 1 and loc[0] == "teacher" and loc[1] in TEACHER_KINDS:  # pydantic adds the union's tag
         loc = (loc[0], *loc[2:])
     where = prefix + ".".join(map(str, loc)) if loc else prefix.rstrip(".") or "(root)"
     if e["type"] == "extra_forbidden":
-        return f"{where}: unknown key{did_you_mean(loc, model, prefix, elsewhere)}"
+        _, others, kind = _models_at(model, loc, data)
+        owners = [_kind_of(m) for m in others if str(loc[-1]) in getattr(m, "model_fields", {})]
+        if kind is not None and owners:  # a key of another kind of this section: suggesting it again is no help
+            return f"{where}: unknown key for kind {kind} (a key of kind {' and '.join(map(str, owners))})"
+        return f"{where}: unknown key{did_you_mean(loc, model, prefix, elsewhere, data)}"
     msg = e["msg"].removeprefix("Value error, ")
     head, sep, rest = msg.partition(": ")
-    if sep and head in _fields_at(model, (*loc, head)):  # a section's check names its own key
+    if sep and head in _fields_at(model, (*loc, head), data):  # a section's check names its own key
         where, msg = f"{where}.{head}" if loc else prefix + head, rest
     value = e.get("input")
     if isinstance(value, (str, int, float, bool)) and e["type"] != "value_error" and len(repr(value)) < 60:
@@ -596,11 +634,11 @@ def _known_keys() -> list[str]:
     return sorted(set(keys))
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _format_validation_error(err: ValidationError, source: str, data: Any = None) -> str:
     lines = [f"invalid configuration in {source}:"]
     elsewhere = _known_keys() if any(e["type"] == "extra_forbidden" for e in err.errors()) else []
     for e in _collapsed(err):
-        lines.append(f"  {_describe_error(e, ProjectConfig, '', elsewhere)}")
+        lines.append(f"  {_describe_error(e, ProjectConfig, '', elsewhere, data)}")
     return "\n".join(lines)
 
 
@@ -608,7 +646,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> ProjectConf
     try:
         cfg = ProjectConfig.model_validate(data)
     except ValidationError as err:
-        message = _format_validation_error(err, source)
+        message = _format_validation_error(err, source, data)
         # the template's options too, where the template is known: one report lists every wrong key
         options = data.get("template_options")
         if isinstance(data.get("template"), str) and isinstance(options, dict):

@@ -88,6 +88,26 @@ def test_no_suggestion_for_a_key_like_no_other():
     assert str(err.value).endswith("student.zzzqqq: unknown key")
 
 
+_OPENAI = {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
+
+
+@pytest.mark.parametrize("teacher, expected", [
+    # a key of another kind is said to be one, not suggested as itself ("did you mean `teacher.adapt`?")
+    ({**_OPENAI, "adapt": {"enabled": False}}, "teacher.adapt: unknown key for kind openai (a key of kind hf)"),
+    ({**_OPENAI, "n_ctx": 4096}, "teacher.n_ctx: unknown key for kind openai (a key of kind llamacpp)"),
+    ({"base_url": "http://127.0.0.1:1/v1"}, "teacher.base_url: unknown key for kind hf (a key of kind openai)"),
+    # suggestions come from the kind written only: `adapt` is no near miss of an openai teacher's `api`
+    ({**_OPENAI, "modle": "m"}, "teacher.modle: unknown key; did you mean `teacher.model`?"),
+    ({**_OPENAI, "adapta": 1}, "teacher.adapta: unknown key"),
+    ({"kind": "llamacpp", "model": "x.gguf", "threds": 2}, "teacher.threds: unknown key; did you mean `teacher.threads`?"),
+    ({"adapt": {"lora_rr": 2}}, "teacher.adapt.lora_rr: unknown key; did you mean `teacher.adapt.lora_r`?"),
+])
+def test_an_unknown_key_is_judged_against_the_teacher_kind_written(teacher, expected):
+    with pytest.raises(DistillError) as err:
+        validate_config({"template": "fraud", "teacher": teacher, "student": {"base": "embedded:smollm2-135m-instruct"}},
+                        source="p.yaml")
+    assert f"  {expected}" in str(err.value).splitlines(), str(err.value)  # the whole line: no other hint
+
 def test_relative_paths_resolve_against_the_yaml_folder(tmp_path, monkeypatch):
     proj = tmp_path / "proj"
     (proj / "models" / "teacher").mkdir(parents=True)
