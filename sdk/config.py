@@ -167,6 +167,14 @@ class OpenAITeacherConfig(_Model):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http:// or https:// URL with a host, e.g. https://api.deepseek.com "
                              f"(got {value!r})")
+        # an operation's URL pasted from API docs: the client appends /chat/completions or /completions itself,
+        # so requests would go to .../chat/completions/chat/completions and fail with 404
+        path = parts.path.rstrip("/")
+        operation = next((op for op in ("/chat/completions", "/completions") if path.endswith(op)), None)
+        if operation:
+            base = parts._replace(path=path[: -len(operation)]).geturl()
+            raise ValueError(f"must be the endpoint's base URL, without {operation} (the client adds it to every "
+                             f"request): use {base!r} (got {value.strip()!r})")
         return value.strip()
 
     @field_validator("api_key_env")
@@ -177,6 +185,10 @@ class OpenAITeacherConfig(_Model):
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError("must be the name of an environment variable (letters, digits and _, e.g. "
                              "DEEPSEEK_API_KEY), not the key itself; the value given is not shown")
+        if value is not None and _looks_like_a_secret(value):
+            raise ValueError("looks like an API key itself, not the name of the environment variable holding it; "
+                             "put the key in a variable (export DEEPSEEK_API_KEY=...) and write its name here; the "
+                             "value given is not shown")
         return value
     api: Literal["auto", "chat", "completions"] = Field(
         "auto", description="chat (/chat/completions) or completions (/completions, a raw prompt); auto: chat "
@@ -199,6 +211,18 @@ class OpenAITeacherConfig(_Model):
                                  "(same currency as prices); a re-run with a higher budget resumes.")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields sent with every "
                                        "request (server-specific options).")
+
+
+def _looks_like_a_secret(value: str) -> bool:
+    """A value no one names an environment variable, but keys look like: 32+ hex digits, a `sk-`/`sk_` key
+    (OpenAI's, Stripe's), or a long run of mixed-case letters and digits (DEEPSEEK_API_KEY, MY_KEY_2 are names)."""
+    if re.search(r"[0-9A-Fa-f]{32,}", value) or re.match(r"sk[-_](?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{16,}", value):
+        return True
+    for part in re.split(r"[-_.]", value):  # a name's words are short; a key's base62 run is not
+        classes = sum(bool(re.search(c, part)) for c in ("[a-z]", "[A-Z]", "[0-9]"))
+        if (len(part) >= 20 and classes == 3) or (len(part) >= 24 and sum(c.isdigit() for c in part) >= 4):
+            return True
+    return False
 
 
 DEFAULT_KIND = {"teacher": "hf"}  # a component section without `kind` is this kind

@@ -176,6 +176,47 @@ def test_an_api_key_pasted_as_its_variable_name_is_refused_without_echo():
     assert validate_config(data).teacher.api_key_env == "DEEPSEEK_API_KEY"
 
 
+@pytest.mark.parametrize("secret", [
+    "sk_live_abcdef0123456789abcdef",  # a Stripe-style key: letters, digits and _, so a valid variable name
+    "a3f9c2d4e5b6a7f8091a2b3c4d5e6f70",  # 32 hex digits
+    "KEY_0123456789abcdef0123456789abcdef0123",
+    "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv",  # long mixed-case letters and digits
+])
+def test_an_api_key_that_is_a_valid_variable_name_is_still_refused_without_echo(secret):
+    data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
+            "teacher": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key_env": secret}}
+    with pytest.raises(DistillError, match="teacher.api_key_env: looks like an API key itself") as err:
+        validate_config(data)
+    assert secret not in str(err.value) and secret[4:14] not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["DEEPSEEK_API_KEY", "OPENAI_API_KEY", "MY_KEY_2", "AZURE_OPENAI_API_KEY", "HF_TOKEN",
+                                  "OPENAI_API_KEY_2024", "MyApiKey", "sk_key", "TOGETHER_API_KEY_PRODUCTION_TEAM_2"])
+def test_ordinary_variable_names_are_accepted(name):
+    data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
+            "teacher": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key_env": name}}
+    assert validate_config(data).teacher.api_key_env == name
+
+
+@pytest.mark.parametrize("url, base", [
+    ("https://api.deepseek.com/chat/completions", "https://api.deepseek.com"),
+    ("http://host:8080/v1/chat/completions/", "http://host:8080/v1"),
+    ("http://host:8080/v1/completions", "http://host:8080/v1"),
+    ("https://x.example.com/openai/v1/chat/completions?api-version=2025-01-01",
+     "https://x.example.com/openai/v1?api-version=2025-01-01"),
+])
+def test_an_operation_url_pasted_as_the_base_url_is_refused_with_the_base(url, base):
+    # the client appends /chat/completions itself: .../chat/completions/chat/completions would 404
+    data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
+            "teacher": {"kind": "openai", "base_url": url, "model": "m"}}
+    with pytest.raises(DistillError, match="teacher.base_url: must be the endpoint's base URL, without "
+                       r"/(chat/)?completions") as err:
+        validate_config(data)
+    assert f"use {base!r}" in str(err.value)
+    data["teacher"]["base_url"] = base
+    assert validate_config(data).teacher.base_url == base
+
+
 def test_a_key_given_twice_and_a_file_not_in_utf8_are_named(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text("name: x\ntemplate: fraud\ndata:\n  n_train: 48\ndata:\n  n_test: 5\n")
