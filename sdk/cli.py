@@ -60,7 +60,8 @@ def init(template: str, directory: Path,
          force: bool = typer.Option(False, help="Overwrite an existing project.yaml."),
          name: Optional[str] = typer.Option(None, help="Project name (default: the preset's); runs go to runs/<name>."),
          set_: list[str] = typer.Option([], "--set", help="Override a preset value: section.key=value, e.g. "
-                                        "--set data.n_test=500 (repeatable; values read as YAML)."),
+                                        "--set data.n_test=500 (repeatable; values read as YAML; applied after "
+                                        "--teacher, so they win)."),
          data: Optional[Path] = typer.Option(None, help="Your own data file instead of synthesized data (fraud: a "
                                              "CSV or Parquet table; code: JSONL; education: JSONL or CSV); sets "
                                              "data.path."),
@@ -109,13 +110,16 @@ def init(template: str, directory: Path,
         text = _with_overrides(text, set_)
         # where a bad value may come from, besides the preset: named in every validation error below
         flags = "".join(f" --set {p}" for p in set_) + (" --teacher openai --base-url --model" if teacher == "openai" else "")
+        flags += " --api-key-env" if teacher == "openai" and api_key_env else ""
         if teacher == "openai":
             from sdk.teachers.cli import with_openai_teacher
 
             missing = [flag for flag, v in (("--base-url", base_url), ("--model", model)) if not v]
             if missing:
                 raise DistillError(f"--teacher openai needs {' and '.join(missing)}")
-            text = with_openai_teacher(text, base_url.strip(), model, api_key_env)
+            # the overrides above tell it what the user set (student.model keeps student.base unset); it replaces
+            # the whole teacher block and sets student.base, so they are applied again: the user's --set wins
+            text = _with_overrides(with_openai_teacher(text, base_url.strip(), model, api_key_env), set_)
         elif teacher != "hf":
             raise DistillError(f"--teacher: unknown kind {teacher!r} (hf or openai)")
         if data is not None:
