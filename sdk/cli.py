@@ -306,11 +306,9 @@ def run(project_yaml: Path, out: Optional[Path] = typer.Option(None, help="Run f
         print_headline(result.report)
     except (KeyError, TypeError, ValueError) as err:  # a report of another schema: the run itself succeeded
         typer.echo(f"(no headline table: report.json lacks {err})", err=True)
-    usage = (result.report.get("annotation") or {}).get("teacher_usage")
-    if usage:  # an API teacher: what this run asked it (0 when annotation was up to date)
-        calls = usage["calls"] if "annotate" in result.ran else 0
-        typer.echo(f"teacher calls this run: {calls}" + (f", from cache: {usage['cache_hits']}, cost: {usage['cost']:.4f}"
-                                                         if "annotate" in result.ran else " (annotation up to date)"))
+    line = teacher_calls_line(result.report, result.ran)
+    if line:
+        typer.echo(line)
     for w in result.report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     for kind in ("html", "md", "json"):
@@ -335,6 +333,27 @@ def join(run_dir: Path, nproc: Optional[int] = typer.Option(None, min=1, help="P
     except KeyboardInterrupt:
         raise typer.Exit(130)
     typer.echo("distill stage finished; the head machine continues with the next stages")
+
+
+def teacher_calls_line(report: dict[str, Any], ran: list[str]) -> str | None:
+    """What this run asked an API teacher, for the end of `distill run`: the annotate stage's calls
+    (`annotation.teacher_usage`) when it ran, plus the evaluation's (each artifact's `usage`, the teacher-api
+    one) when the evaluate stage ran; both are paid. None for a teacher without usage (a local one)."""
+    annotated = (report.get("annotation") or {}).get("teacher_usage")
+    evaluated = [a["usage"] for a in report.get("artifacts") or [] if isinstance(a, dict) and a.get("usage")]
+    steps = [(step, usages, step in ran) for step, usages in (("annotate", [annotated] if annotated else []),
+                                                              ("evaluate", evaluated)) if usages]
+    if not steps:
+        return None
+    counted = [u for _, usages, now in steps if now for u in usages]
+    calls = sum(u.get("calls", 0) for u in counted)
+    parts = [f"{step} {sum(u.get('calls', 0) for u in usages)}" if now else f"{step} up to date"
+             for step, usages, now in steps]
+    line = f"teacher calls this run: {calls} ({', '.join(parts)})"
+    if counted:
+        line += (f", from cache: {sum(u.get('cache_hits', 0) for u in counted)}, "
+                 f"cost: {sum(u.get('cost', 0.0) for u in counted):.4f}")
+    return line
 
 
 def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

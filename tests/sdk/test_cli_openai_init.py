@@ -4,6 +4,7 @@ are those of the stages that ran (annotation and the teacher's evaluation, both 
 
 import yaml
 
+from sdk.cli import teacher_calls_line
 from sdk.config import load_config
 from tests.cli import run_cli
 
@@ -34,3 +35,34 @@ def test_a_bad_set_value_for_the_api_teacher_exits_2_naming_the_flag(tmp_path):
     assert "--set teacher.budget=-1" in out.stderr and "teacher.budget: Input should be greater than 0" in out.stderr
     assert "teacher.bugdet: unknown key; did you mean `teacher.budget`?" in out.stderr
     assert not (tmp_path / "p").exists()
+
+
+def _usage(calls, cache_hits, cost):
+    return {"calls": calls, "cache_hits": cache_hits, "malformed_retries": 0, "prompt_tokens": 10 * calls,
+            "completion_tokens": calls, "reasoning_tokens": 0, "cost": cost}
+
+
+def _report(annotate=None, evaluate=None):
+    artifacts = [{"name": "student-gguf-Q8_0", "role": "student"}]
+    if evaluate is not None:
+        artifacts.insert(0, {"name": "teacher-api", "role": "teacher", "usage": evaluate})
+    return {"annotation": {"teacher_usage": annotate} if annotate else {}, "artifacts": artifacts}
+
+
+def test_the_teacher_calls_of_a_run_count_annotation_and_evaluation():
+    report = _report(_usage(10, 28, 0.0100), _usage(2, 2, 0.0023))
+    everything = ["data", "annotate", "distill", "export", "evaluate", "package", "report"]
+    assert teacher_calls_line(report, everything) == \
+        "teacher calls this run: 12 (annotate 10, evaluate 2), from cache: 30, cost: 0.0123"
+    # annotation up to date (`distill annotate` ran it): the evaluation's calls are still this run's, and paid
+    assert teacher_calls_line(report, ["distill", "export", "evaluate", "package", "report"]) == \
+        "teacher calls this run: 2 (annotate up to date, evaluate 2), from cache: 2, cost: 0.0023"
+    assert teacher_calls_line(report, []) == "teacher calls this run: 0 (annotate up to date, evaluate up to date)"
+
+
+def test_the_teacher_calls_line_without_an_api_teacher():
+    assert teacher_calls_line(_report(), ["annotate", "evaluate"]) is None  # a local teacher: nothing paid
+    assert teacher_calls_line({}, ["evaluate"]) is None  # a report of another schema
+    # an API teacher evaluated but annotated by nothing that counts calls (no teacher_usage)
+    assert teacher_calls_line(_report(evaluate=_usage(5, 0, 0.5)), ["evaluate"]) == \
+        "teacher calls this run: 5 (evaluate 5), from cache: 0, cost: 0.5000"
