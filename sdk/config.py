@@ -192,7 +192,8 @@ class OpenAITeacherConfig(_Model):
         return value
     api: Literal["auto", "chat", "completions"] = Field(
         "auto", description="chat (/chat/completions) or completions (/completions, a raw prompt); auto: chat "
-        "for templates with chat prompts, completions for raw-prompt templates.")
+        "for templates with chat prompts, completions for raw-prompt templates (fraud, education). Set chat for "
+        "an endpoint without /completions: DeepSeek's API (deepseek-reasoner has none), most hosted chat APIs.")
     top_logprobs: int = Field(20, ge=0, le=20, description="Top-k log-probabilities asked per token (0: do not "
                               "ask; servers that refuse them are detected and used without).")
     decision_samples: int = Field(1, ge=1, description="Decisions without log-probabilities: answers sampled "
@@ -861,7 +862,10 @@ def reference_markdown() -> str:
             for m in members:
                 kind = m.model_fields["kind"].annotation.__args__[0]
                 lines.extend([f"## {sub.rstrip('.')} with `kind: {kind}`", "", (m.__doc__ or "").strip(), ""])
-                walk(m, sub, f"### {sub.rstrip('.')} (kind `{kind}`) keys", f" (kind `{kind}`)", cols)
+                # only the presets of this kind: an hf preset's teacher.model is no value of an openai teacher
+                default_kind = DEFAULT_KIND.get(sub.rstrip(".").rsplit(".", 1)[-1])
+                walk(m, sub, f"### {sub.rstrip('.')} (kind `{kind}`) keys", f" (kind `{kind}`)",
+                     [c for c in cols if presets[c].get(f"{sub}kind", default_kind) == kind])
 
     walk(ProjectConfig, "")
     from sdk.registry import EXPORTERS, LOSSES, TEMPLATES, load, names

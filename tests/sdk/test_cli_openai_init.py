@@ -2,12 +2,18 @@
 survive the teacher's replacement, the documented quick starts write what their docs say, and the calls counted
 are those of the stages that ran (annotation and the teacher's evaluation, both paid)."""
 
+import re
+import shlex
+from pathlib import Path
+
+import pytest
 import yaml
 
 from sdk.cli import teacher_calls_line
 from sdk.config import load_config
 from tests.cli import run_cli
 
+ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT = ("--teacher", "openai", "--base-url", "https://api.deepseek.com", "--model", "deepseek-chat")
 
 
@@ -35,6 +41,33 @@ def test_a_bad_set_value_for_the_api_teacher_exits_2_naming_the_flag(tmp_path):
     assert "--set teacher.budget=-1" in out.stderr and "teacher.budget: Input should be greater than 0" in out.stderr
     assert "teacher.bugdet: unknown key; did you mean `teacher.budget`?" in out.stderr
     assert not (tmp_path / "p").exists()
+
+
+def _init_commands(path: Path) -> list[list[str]]:
+    """Every `distill init ... --teacher openai` command of a document's bash blocks, as its words."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+        for command in re.sub(r"\\\n", " ", block).splitlines():
+            words = shlex.split(command, comments=True)
+            if words[:2] == ["distill", "init"] and "openai" in words:
+                commands.append(words[1:])  # init TEMPLATE DIR ...
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["docs/teachers.md", "README.md"])
+def test_the_deepseek_quick_start_writes_a_chat_teacher(doc, tmp_path):
+    # init writes no `api`: auto would send the fraud template's raw prompt to /completions, which DeepSeek lacks
+    commands = [c for c in _init_commands(ROOT / doc) if "https://api.deepseek.com" in c]
+    assert commands, f"no DeepSeek quick start in {doc}"
+    for words in commands:
+        words[2] = str(tmp_path / words[2])  # the project folder
+        out = run_cli(*words)
+        assert out.returncode == 0, out.stderr
+        cfg = load_config(Path(words[2]) / "project.yaml")
+        assert (cfg.teacher.kind, cfg.teacher.api, cfg.teacher.api_key_env) == ("openai", "chat", "DEEPSEEK_API_KEY")
+    documented = yaml.safe_load(re.search(r"## DeepSeek's API.*?```yaml\n(.*?)```", (ROOT / "docs/teachers.md")
+                                          .read_text(), flags=re.S).group(1))["teacher"]
+    assert documented["api"] == cfg.teacher.api and documented["base_url"] == cfg.teacher.base_url
 
 
 def _usage(calls, cache_hits, cost):

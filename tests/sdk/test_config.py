@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,18 @@ def test_docs_config_reference_is_current():
     from sdk.config import reference_markdown
 
     assert (ROOT / "docs" / "config.md").read_text() == reference_markdown(), "run: python -m sdk.config > docs/config.md"
+
+
+def test_a_teacher_kinds_table_shows_only_the_presets_of_that_kind():
+    from sdk.config import reference_markdown
+
+    text = reference_markdown()
+    for kind in ("openai", "llamacpp"):  # every shipped preset has an hf teacher: its model is no value of these
+        table = re.split(r"\n##?#? ", text.split(f"### teacher (kind `{kind}`) keys")[1])[0]  # to the next heading
+        assert "| teacher.model | `required` | " in table.replace("`teacher.model`", "teacher.model")
+        assert "fraud/default" not in table and "embedded:smollm2-135m-instruct'" not in table, table
+    hf = re.split(r"\n##?#? ", text.split("### teacher (kind `hf`) keys")[1])[0]
+    assert "fraud/default" in hf and "`'embedded:smollm2-135m-instruct'` |" in hf
 
 
 @pytest.mark.parametrize("data, expected", [
