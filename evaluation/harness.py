@@ -58,8 +58,11 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
 
     work_dir.mkdir(parents=True, exist_ok=True)
     job_path, out_path = work_dir / f"{name}.job.json", work_dir / f"{name}.result.json"
-    model = (job.get("spec") or {}).get("model")
-    key = stable_hash([job, fingerprint(model) if isinstance(model, str) else None])
+    spec = job.get("spec") or {}
+    model = spec.get("model")
+    # a spec's `operational` part says how to run (an endpoint's timeouts, its budget), not what is computed
+    keyed = {**job, "spec": {k: v for k, v in spec.items() if k != "operational"}} if "operational" in spec else job
+    key = stable_hash([keyed, fingerprint(model) if isinstance(model, str) else None])
     if out_path.is_file():
         try:
             done = json.loads(out_path.read_text())

@@ -79,12 +79,16 @@ def _latency(rt, job: dict, result: dict) -> None:
 
 def main(job_path: str, out_path: str) -> None:
     """Run the job; on failure, the error's last line goes to `out_path`.error for the caller's message (the
-    traceback still goes to stderr), and the exception propagates (exit 1)."""
+    traceback still goes to stderr, but for the SDK's own errors), and the process exits 1."""
+    from sdk.errors import DistillError
+
     try:
         _run(job_path, out_path)
     except BaseException as err:
         with open(out_path + ".error", "w") as f:
             f.write(f"{type(err).__name__}: {err}"[:2000])
+        if isinstance(err, DistillError):  # the SDK's own one-line error (a budget reached): no traceback
+            sys.exit(1)
         raise
 
 

@@ -20,12 +20,18 @@ from deployment.runtimes.generation import Generation, GenerationParams
 class OpenAIRuntime:
     threads = 0  # the work happens on the server
 
-    def __init__(self, settings: dict[str, Any], chat: bool, seed: int = 0, label_words: list[str] | None = None):
+    def __init__(self, settings: dict[str, Any], chat: bool, seed: int = 0, label_words: list[str] | None = None,
+                 operational: dict[str, Any] | None = None):
+        """operational: how to reach the endpoint and what may be spent (sdk.teachers.openai_backend), with the
+        run's spending `ledger`: the evaluation spends from the run's budget, not a fresh one."""
         from sdk.teachers.openai_backend import make_client
 
+        operational = dict(operational or {})
+        ledger = operational.pop("ledger", None)
+        settings = {**settings, **operational}
         self.label_words = label_words or []
-        self.client = make_client(settings, chat=chat, seed=seed)
-        self.live = make_client({**settings, "concurrency": 1}, chat=chat, seed=seed, cached=False)
+        self.client = make_client(settings, chat=chat, seed=seed, ledger=ledger)
+        self.live = make_client({**settings, "concurrency": 1}, chat=chat, seed=seed, cached=False, ledger=ledger)
 
     def usage(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -19,6 +19,10 @@ def inputs(ctx: Context) -> Any:
     # the adaptation trains in distill.precision too: a key of this stage only where it trains (absent at auto)
     t, precision = c["teacher"], c["distill"]["precision"]
     trains = t["kind"] == "hf" and t.get("adapt", {}).get("enabled", False)
+    if t["kind"] == "openai":  # how to reach it and what may be spent change no answer: no stage re-runs
+        from sdk.teachers.openai_backend import answer_settings
+
+        t = answer_settings(t)
     return [t, fingerprint(t["model"]) if t["kind"] != "openai" else None,
             c["student"]["base"], c["student"]["model"], *([precision] if trains and precision != "auto" else [])]
 

@@ -55,6 +55,8 @@ def _annotate_decision(ctx: Context) -> dict[str, Any]:
     info = {"kind": "decision_topk", "top_k": ids.shape[1], "prompts": len(seqs), "top1_is_label_word": label_share,
             "top1_prob_mean": float(torch.softmax(values, -1).max(-1).values.mean()), **got}
     run_dir.write_json("annotations/annotations.json", info)
+    for w in info.get("warnings", []):  # an API teacher's (sdk.teachers.openai_backend); the report repeats them
+        print(f"[distill] warning: {w}", flush=True)
     return {"note": f"top-{ids.shape[1]} teacher {got.get('source', 'logits')} for {len(seqs)} training prompts; "
                     f"top-1 is a label word in {label_share:.1%}" + _usage_note(got.get("teacher_usage")), **info}
 

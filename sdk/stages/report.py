@@ -152,8 +152,9 @@ def training_health(who: str, knob: str, train: dict[str, Any]) -> tuple[list[st
 
 
 def _warnings(r: dict[str, Any]) -> list[str]:
-    """Plain-language warnings when the figures rest on too few examples (what is too few, and why)."""
-    out, d = [], r["data"]
+    """Plain-language warnings: the teacher's at annotation, and when the figures rest on too few examples
+    (what is too few, and why)."""
+    out, d = list((r.get("annotation") or {}).get("warnings", [])), r["data"]  # the teacher's, at annotation
     if d.get("label_conflicts"):
         out.append(f"{d['label_conflicts']} repeated records in the data had another label than their first "
                    "occurrence, whose label was kept: the labels disagree with themselves there; check those "

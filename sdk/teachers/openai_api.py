@@ -6,7 +6,9 @@ re-run makes no call, a killed run resumes where it stopped. Requests run `concu
 optional client-side rate limit; transport failures (429 honouring Retry-After, 5xx, timeouts, cut
 connections) are retried with exponential backoff and jitter by the `openai` client, malformed replies by
 this module, and a reply still unusable after `max_retries` stops the run naming the record. Tokens and cost
-are counted; a budget stops annotation before it would be exceeded. The API key is read from the
+are counted; a budget stops the run before it would be exceeded: what a run folder spent is kept in its
+ledger (`teacher_spend.json`), so annotation and the teacher's evaluation share one budget, across re-runs
+and processes. The API key is read from the
 environment variable named in the config and kept in memory only: it is in no request key, cache entry,
 log line or error message.
 """
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from deployment.runtimes.generation import split_reasoning
@@ -36,6 +39,76 @@ class MalformedReply(ValueError):
 
 class BudgetReached(DistillError):
     pass
+
+
+LEDGER_FILE = "teacher_spend.json"
+
+
+class SpendLedger:
+    """What a run folder has spent on teacher calls (`cost`, `calls`), and the worst cost of the calls in
+    flight: the budget is held against both. With a path, every paid call is added to the file at once
+    (atomically), so the annotate stage and the evaluation worker, and a re-run after a stop, count against
+    one budget; without one (tests, a client outside a run), it lives in memory. One object per file per
+    process: the clients of one process share it."""
+
+    _open: dict[str, "SpendLedger"] = {}
+    _open_lock = threading.Lock()
+
+    def __init__(self, path: Path | None = None):
+        self.path, self.cost, self.calls = path, 0.0, 0
+        self.reserved, self.in_flight = 0.0, 0
+        self.lock = threading.Lock()
+        if path is not None and path.is_file():
+            import json
+
+            try:
+                data = json.loads(path.read_text())
+                self.cost, self.calls = float(data["cost"]), int(data["calls"])
+                if not (math.isfinite(self.cost) and self.cost >= 0 and self.calls >= 0):
+                    raise ValueError("negative or not finite")
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise DistillError(f"{path}: the run's record of teacher spending is damaged ({err}); it counts "
+                                   "money already spent against teacher.budget, so it is not guessed: check "
+                                   "the endpoint's usage page, then delete the file to count from 0") from None
+
+    @classmethod
+    def at(cls, path: Path | str | None) -> "SpendLedger":
+        if path is None:
+            return cls()
+        path = Path(path).resolve()
+        with cls._open_lock:
+            if str(path) not in cls._open:
+                cls._open[str(path)] = cls(path)
+            return cls._open[str(path)]
+
+    def reserve(self, worst: float, budget: float | None) -> None:
+        with self.lock:
+            if budget is not None and self.cost + self.reserved + worst > budget:
+                flight = (f", {self.reserved:.4f} held for {self.in_flight} calls still in flight"
+                          if self.in_flight else "")
+                where = f" (recorded in {self.path})" if self.path is not None else ""
+                raise BudgetReached(
+                    f"teacher budget {budget:g} reached: {self.cost:.4f} spent on {self.calls} calls in this run"
+                    f"{where}{flight}, and the next call could cost up to {worst:.4f}; answers so far are "
+                    "cached: raise teacher.budget and re-run to resume")
+            self.reserved += worst
+            self.in_flight += 1
+
+    def settle(self, worst: float, cost: float | None) -> None:
+        """A reserved call ended: `cost` when it was answered (and paid), None when it failed."""
+        with self.lock:
+            self.reserved -= worst
+            self.in_flight -= 1
+            if cost is None:
+                return
+            self.cost += cost
+            self.calls += 1
+            if self.path is not None:
+                import json
+
+                from sdk.rundir import atomic_write_text
+
+                atomic_write_text(self.path, json.dumps({"cost": self.cost, "calls": self.calls}))
 
 
 @dataclass
@@ -82,13 +155,13 @@ class OpenAITeacher:
                  decision_samples: int, decision_temperature: float, reasoning: str, concurrency: int,
                  requests_per_minute: float | None, timeout_s: float, max_retries: int, prices: dict[str, float],
                  budget: float | None, extra_body: dict[str, Any], cache: ResponseCache | None, chat: bool,
-                 seed: int = 0, kind: str = "openai"):
+                 seed: int = 0, kind: str = "openai", ledger: Path | str | None = None, dry_run: bool = False):
         import openai
 
         key = None
         if api_key_env:
             key = os.environ.get(api_key_env)
-            if not key:
+            if not key and not dry_run:  # a dry run sends nothing: it needs no key
                 raise DistillError(f"teacher.api_key_env: environment variable {api_key_env} is not set (it must "
                                    "hold the API key; set teacher.api_key_env: null for a server without keys)")
         self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
@@ -99,14 +172,16 @@ class OpenAITeacher:
         self.concurrency, self.max_retries, self.seed = concurrency, max_retries, seed
         self.prices, self.budget, self.extra_body = prices, budget, dict(extra_body)
         self.cache = cache
-        self.usage = Usage()
-        self.spent = 0.0  # cost of calls made by this object (the budget counts these)
-        self._reserved = 0.0
+        self.usage = Usage()  # this object's calls; the budget counts the run's, in the ledger
+        self.ledger = SpendLedger.at(ledger)
         self._lock = threading.Lock()
         self._limiter = RateLimiter(requests_per_minute)
-        self._logprobs_refused = False
-        self.dry_run = False  # True: cache misses are planned (counted, estimated), not sent
+        self.logprobs_refused: str | None = None  # why decisions stopped asking for log-probabilities
+        self._answered_without_logprobs = 0  # prompts whose logprobs request was refused, plain one answered
+        self.dry_run = dry_run  # True: cache misses are planned (counted, estimated), not sent
         self.planned: list[tuple[int, int]] = []  # (estimated prompt tokens, max completion tokens) per miss
+        # calls a dry run plans only if the endpoint gives no log-probabilities (then decisions are sampled)
+        self.planned_without_logprobs: list[tuple[int, int]] = []
         # the client retries 408/409/429/5xx, timeouts and cut connections with backoff, honouring Retry-After
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "none", timeout=timeout_s,
                                      max_retries=max_retries)
@@ -139,18 +214,6 @@ class OpenAITeacher:
         return (prompt_tokens * self.prices.get("input_per_million", 0.0)
                 + completion_tokens * self.prices.get("output_per_million", 0.0)) / 1e6
 
-    def _reserve(self, est_prompt_tokens: int, max_tokens: int) -> float:
-        """Worst-case cost of the next call, held against the budget until it is answered."""
-        worst = self._cost(est_prompt_tokens, max_tokens)
-        with self._lock:
-            if self.budget is not None and self.spent + self._reserved + worst > self.budget:
-                raise BudgetReached(
-                    f"teacher budget {self.budget:g} reached: {self.spent:.4f} spent by {self.usage.calls} calls in "
-                    f"this run (the next call could cost up to {worst:.4f}); answers so far are cached, raise "
-                    "teacher.budget and re-run to resume")
-            self._reserved += worst
-        return worst
-
     def _call(self, body: dict[str, Any]) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if not k.startswith("_")}  # "_sample": part of the cache key only
         extra = {k: v for k, v in body.items() if k not in _KNOWN_ARGS}
@@ -162,7 +225,8 @@ class OpenAITeacher:
         return resp.model_dump()
 
     def _answer(self, body: dict[str, Any], parse: Callable[[dict[str, Any]], dict[str, Any]], record: str,
-                est_prompt_tokens: int, placeholder: dict[str, Any] | None = None) -> dict[str, Any]:
+                est_prompt_tokens: int, placeholder: dict[str, Any] | None = None,
+                only_without_logprobs: bool = False) -> dict[str, Any]:
         """The parsed answer to `body`: from the cache, else from the endpoint (then cached at once)."""
         import openai
 
@@ -175,9 +239,13 @@ class OpenAITeacher:
                 return hit
         if self.dry_run:
             with self._lock:
-                self.planned.append((est_prompt_tokens, int(body.get("max_tokens", 0))))
+                (self.planned_without_logprobs if only_without_logprobs else self.planned).append(
+                    (est_prompt_tokens, int(body.get("max_tokens", 0))))
             return {"text": "", "reasoning": None, **(placeholder or {})}
-        reserved = self._reserve(est_prompt_tokens, int(body.get("max_tokens", 0)))
+        # worst-case cost of the call, held against the budget until it is answered
+        worst = self._cost(est_prompt_tokens, int(body.get("max_tokens", 0)))
+        self.ledger.reserve(worst, self.budget)
+        cost = None
         try:
             for attempt in range(self.max_retries + 1):
                 self._limiter.wait()
@@ -188,9 +256,10 @@ class OpenAITeacher:
                     answer["usage"] = _usage(raw)  # checked here: a reply with unreadable usage is retried
                     break
                 except openai.APIStatusError as err:
+                    # the client's message repeats the status ("Error code: 400 - ..."), said once here
+                    said = _short(_redacted(re.sub(r"^Error code: \d+ - ", "", err.message), self._key))
                     if err.status_code in (400, 422) and ("logprobs" in body or "top_logprobs" in body):
-                        raise _LogprobsRefused() from None
-                    said = _short(_redacted(err.message, self._key))
+                        raise _LogprobsRefused(f"HTTP {err.status_code}: {said}") from None
                     raise DistillError(f"teacher endpoint {self.base_url} refused {record}: HTTP {err.status_code}"
                                        f"{_hint(err.status_code, self.api_key_env)}: {said}") from None
                 except openai.APIConnectionError as err:
@@ -211,7 +280,6 @@ class OpenAITeacher:
             if self.cache is not None:
                 self.cache.put(key, answer)
             with self._lock:
-                self.spent += cost
                 u = self.usage
                 u.calls += 1
                 u.prompt_tokens += prompt_tokens
@@ -220,23 +288,25 @@ class OpenAITeacher:
                 u.cost += cost
             return answer
         finally:
-            with self._lock:
-                self._reserved -= reserved
+            self.ledger.settle(worst, cost)
 
     def _map(self, fn: Callable[[int], Any], n: int, desc: str | None) -> list[Any]:
         """fn(i) for i < n, `concurrency` at a time, results in order; the first error stops the rest."""
         from tqdm.auto import tqdm
 
         out: list[Any] = [None] * n
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(fn, i): i for i in range(n)}
-            try:
-                for fut in tqdm(futures, total=n, desc=desc, disable=desc is None):
-                    out[futures[fut]] = fut.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        futures = {pool.submit(fn, i): i for i in range(n)}
+        try:
+            for fut in tqdm(futures, total=n, desc=desc, disable=desc is None):
+                out[futures[fut]] = fut.result()
+        except KeyboardInterrupt:  # Ctrl-C: stop now; requests in flight end on their own (cached if answered)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         return out
 
     # ---- what the stages ask for
@@ -248,17 +318,7 @@ class OpenAITeacher:
         instruction = f"\n\nAnswer with one word: {' or '.join(w.strip() for w in label_words)}."
         shown = [t + instruction if self.api == "chat" else t for t in texts]
 
-        def one(i: int) -> dict[str, Any]:
-            record = f"decision prompt {i}"
-            if self.top_logprobs and not self._logprobs_refused:
-                try:
-                    body = self._body(shown[i], max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
-                    got = self._answer(body, lambda raw: _parse_decision_logprobs(raw, words, self.api), record,
-                                       est_tokens[i], {"label_logprobs": [-math.log(len(words))] * len(words)})
-                    if got.get("label_logprobs") is not None:
-                        return got
-                except _LogprobsRefused:
-                    self._logprobs_refused = True
+        def samples(i: int, only_without_logprobs: bool = False) -> dict[str, Any]:
             answers = []
             for j in range(self.decision_samples):
                 temp = 0.0 if self.decision_samples == 1 else self.decision_temperature
@@ -266,10 +326,48 @@ class OpenAITeacher:
                                   seed=self.seed + j if temp > 0 else None)
                 if temp > 0:
                     body["_sample"] = j
-                answers.append(self._answer(body, lambda raw: _parse_text(raw, self.api), record, est_tokens[i]))
+                answers.append(self._answer(body, lambda raw: _parse_text(raw, self.api), f"decision prompt {i}",
+                                            est_tokens[i], only_without_logprobs=only_without_logprobs))
             return _agreement(answers, words)
 
+        def one(i: int) -> dict[str, Any]:
+            refused = None
+            if self.top_logprobs and self.logprobs_refused is None:
+                try:
+                    body = self._body(shown[i], max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+                    got = self._answer(body, lambda raw: _parse_decision_logprobs(raw, words, self.api),
+                                       f"decision prompt {i}", est_tokens[i],
+                                       {"label_logprobs": [-math.log(len(words))] * len(words)})
+                    if self.dry_run:  # what the prompt costs if the endpoint gives no log-probabilities
+                        samples(i, only_without_logprobs=True)
+                    if got.get("label_logprobs") is not None:
+                        return got
+                    # the server answered and ignored the request for log-probabilities: it will do so again
+                    self._refuse_logprobs("the endpoint answered without log-probabilities")
+                except _LogprobsRefused as err:
+                    refused = str(err)
+                    if "logprob" in refused.lower():  # it says so itself: it will refuse them every time
+                        self._refuse_logprobs(f"the endpoint refused log-probabilities ({refused})")
+            got = samples(i)
+            if refused is not None and self.logprobs_refused is None:
+                # refused with logprobs, answered without: the refusal was theirs, unless the prompt alone is
+                # at fault (one too long for a logprobs request); a few such prompts decide it for the run
+                with self._lock:
+                    self._answered_without_logprobs += 1
+                    enough = self._answered_without_logprobs >= _REFUSALS_BEFORE_GIVING_UP
+                if enough:
+                    self._refuse_logprobs(f"the endpoint refused {_REFUSALS_BEFORE_GIVING_UP} requests for "
+                                          f"log-probabilities that it answered without them (last: {refused})")
+            return got
+
         return self._map(one, len(texts), desc)
+
+    def _refuse_logprobs(self, why: str) -> None:
+        with self._lock:
+            if self.logprobs_refused is None:
+                self.logprobs_refused = why
+                print(f"[distill] warning: {why}; decisions are read from {self.decision_samples} sampled "
+                      f"answer(s) per prompt from here on (soft targets from agreement, one call each)", flush=True)
 
     def generate(self, texts: Sequence[str], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
                  stop: Sequence[str], est_tokens: Sequence[int], desc: str | None = "teacher completions"
@@ -291,12 +389,19 @@ class OpenAITeacher:
         max_tokens, and the cost bounds that follow from the prices."""
         prompt_tokens = sum(p for p, _ in self.planned)
         out_tokens = sum(m for _, m in self.planned)
+        extra_prompt = sum(p for p, _ in self.planned_without_logprobs)
+        extra_out = sum(m for _, m in self.planned_without_logprobs)
         return {"requests": len(self.planned), "cached": self.usage.cache_hits, "prompt_tokens": prompt_tokens,
                 "max_completion_tokens": out_tokens, "prompt_cost": self._cost(prompt_tokens, 0),
-                "max_cost": self._cost(prompt_tokens, out_tokens)}
+                "max_cost": self._cost(prompt_tokens, out_tokens),
+                "without_logprobs": {"requests": len(self.planned_without_logprobs), "prompt_tokens": extra_prompt,
+                                     "max_completion_tokens": extra_out,
+                                     "max_cost": self._cost(extra_prompt, extra_out)},
+                "spent_before": self.ledger.cost}
 
 
 _DECISION_MAX_TOKENS = 16
+_REFUSALS_BEFORE_GIVING_UP = 3  # prompts refused with logprobs and answered without, before the run stops asking
 _KNOWN_ARGS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "logprobs",
                "top_logprobs", "n"}
 
@@ -309,7 +414,8 @@ def _hint(status: int, key_env: str | None) -> str:
     return {401: f" (check the API key in ${key_env}, named by teacher.api_key_env)" if key_env else
                  " (the server wants a key: set teacher.api_key_env to the variable that holds it)",
             403: " (the key may lack access to this model)",
-            404: " (check teacher.base_url and teacher.model)"}.get(status, "")
+            404: " (check teacher.model, and teacher.base_url: vLLM's and llama.cpp's servers answer under /v1, "
+                 "e.g. http://host:8000/v1)"}.get(status, "")
 
 
 def _redacted(text: str, key: str | None) -> str:

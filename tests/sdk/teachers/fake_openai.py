@@ -9,6 +9,9 @@ Faults, by global request number (1 = the first request the server sees):
   "malformed" HTTP 200 whose body is not JSON
   "cut"       headers promise a body, half of it is sent, the connection is closed
   "hang"      no reply until the server stops (a client killed while waiting)
+  "400"       HTTP 400 saying the prompt is too long (with or without log-probabilities asked)
+`logprobs`: True (given when asked), False (silently left out of replies), "refuse" (HTTP 400 naming them,
+as servers without them do) or "refuse-generic" (HTTP 400 "invalid request" that does not say why).
 Every request is logged with its prompt and outcome ("ok" or the fault), so a test can assert that each
 record got exactly one good answer.
 """
@@ -48,7 +51,7 @@ REPLY_FAULTS = {
 
 
 class FakeOpenAI:
-    def __init__(self, faults: dict[int, str] | None = None, key: str | None = None, logprobs: bool = True,
+    def __init__(self, faults: dict[int, str] | None = None, key: str | None = None, logprobs: bool | str = True,
                  reasoning: str | None = None, slow_s: float = 3.0):
         self.faults = dict(faults or {})
         self.key, self.logprobs, self.reasoning, self.slow_s = key, logprobs, reasoning, slow_s
@@ -85,7 +88,7 @@ class FakeOpenAI:
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         max_tokens = int(body.get("max_tokens") or 16)
         py = p_yes(prompt)
-        want_lp = self.logprobs and (body.get("logprobs") not in (None, False, 0))
+        want_lp = self.logprobs is True and (body.get("logprobs") not in (None, False, 0))
         if max_tokens <= 16:  # a decision
             word = "yes" if py >= 0.5 else "no"
             lp_yes, lp_no = math.log(py), math.log(1 - py) - 0.01
@@ -146,6 +149,14 @@ class FakeOpenAI:
                     # as some proxies do: the rejected header echoed back in the error body
                     echo = f"bad key; got Authorization: {self.headers.get('Authorization')}"
                     return self._send(401, json.dumps({"error": {"message": echo}}).encode())
+                if fault == "400":
+                    return self._send(400, json.dumps({"error": {"message": "This model's maximum context length "
+                                                                 "is 8 tokens"}}).encode())
+                asked = body.get("logprobs") not in (None, False, 0)
+                if asked and fake.logprobs in ("refuse", "refuse-generic"):
+                    fake.log[-1]["outcome"] = "400"
+                    said = "logprobs are not supported by this model" if fake.logprobs == "refuse" else "invalid request"
+                    return self._send(400, json.dumps({"error": {"message": said}}).encode())
                 if fault == "403-echo":
                     echo = f"model not allowed for key {self.headers.get('Authorization', '').split()[-1]}"
                     return self._send(403, json.dumps({"error": {"message": echo}}).encode())

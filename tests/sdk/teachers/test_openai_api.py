@@ -110,6 +110,98 @@ def test_the_budget_stops_before_it_is_exceeded_and_a_rerun_resumes(tmp_path):
             (max(1, len(p) // 4) + 1) * 1000.0 / 1e6 for p in PROMPTS[spent:]))
 
 
+def test_the_budget_is_the_run_folders_across_clients_and_processes(tmp_path):
+    """Two clients on one ledger (annotation, then the teacher's evaluation in another process) spend from one
+    budget; the stop message counts what the run spent; a damaged ledger is named, never guessed."""
+    from sdk.teachers.openai_api import SpendLedger
+
+    ledger = tmp_path / "run" / "teacher_spend.json"
+    prices = {"input_per_million": 1000.0, "output_per_million": 1000.0}
+    per_call = [(max(1, len(p) // 4) + 1) * 1000.0 / 1e6 for p in PROMPTS]
+    with FakeOpenAI() as server:
+        first = client(server, concurrency=1, prices=prices, budget=0.08, ledger=ledger)
+        first.decide(PROMPTS[:4], [" no", " yes"], [10] * 4, desc=None)
+        assert json_of(ledger) == {"cost": pytest.approx(sum(per_call[:4])), "calls": 4}
+        SpendLedger._open.clear()  # as a fresh process would: the file is read again
+        second = client(server, concurrency=1, prices=prices, budget=0.08, ledger=ledger)
+        with pytest.raises(BudgetReached, match=r"teacher budget 0.08 reached: 0\.0\d+ spent on \d+ calls in this "
+                                                r"run \(recorded in .*teacher_spend.json\)"):
+            second.decide(PROMPTS[4:], [" no", " yes"], [10] * 8, desc=None)
+        assert json_of(ledger)["cost"] <= 0.08 and len(server.log) == json_of(ledger)["calls"] < 12
+    ledger.write_text('{"cost": -1, "calls": 2}')
+    SpendLedger._open.clear()
+    with FakeOpenAI() as server, pytest.raises(DistillError, match=r"teacher_spend.json: the run's record of teacher "
+                                                                   r"spending is damaged"):
+        client(server, ledger=ledger)
+
+
+def json_of(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_a_server_that_leaves_logprobs_out_is_asked_for_them_once():
+    with FakeOpenAI(logprobs=False) as server:
+        c = client(server, concurrency=1)
+        got = c.decide(PROMPTS[:6], [" no", " yes"], [10] * 6, desc=None)
+    # one request found them missing; then each prompt is one sampled answer (was two requests per prompt)
+    assert len(server.log) == 1 + 6 and {g["source"] for g in got} == {"samples"}
+    assert c.logprobs_refused == "the endpoint answered without log-probabilities"
+
+
+def test_a_server_refusing_logprobs_by_name_is_asked_once():
+    with FakeOpenAI(logprobs="refuse") as server:
+        c = client(server, concurrency=1)
+        got = c.decide(PROMPTS[:6], [" no", " yes"], [10] * 6, desc=None)
+    assert len(server.log) == 1 + 6 and {g["source"] for g in got} == {"samples"}
+    assert "HTTP 400: logprobs are not supported" in c.logprobs_refused
+
+
+def test_a_refusal_that_does_not_say_why_turns_logprobs_off_after_a_few_prompts():
+    with FakeOpenAI(logprobs="refuse-generic") as server:
+        c = client(server, concurrency=1)
+        c.decide(PROMPTS[:6], [" no", " yes"], [10] * 6, desc=None)
+    assert len(server.log) == 3 * 2 + 3 and "refused 3 requests for log-probabilities" in c.logprobs_refused
+
+
+def test_one_prompt_refused_does_not_turn_logprobs_off_for_the_run():
+    # a 400 on prompt 0's logprobs request that the plain request then answers: that prompt alone is sampled
+    with FakeOpenAI({1: "400"}) as server:
+        c = client(server, concurrency=1)
+        got = c.decide(PROMPTS[:6], [" no", " yes"], [10] * 6, desc=None)
+    assert [g["source"] for g in got] == ["samples"] + ["logprobs"] * 5 and c.logprobs_refused is None
+    # refused with and without log-probabilities: the endpoint's own reason stops the run, naming the record
+    with FakeOpenAI({1: "400", 2: "400"}) as server, pytest.raises(
+            DistillError, match=r"refused decision prompt 0: HTTP 400: .*maximum context length is 8 tokens"):
+        client(server, concurrency=1).decide(PROMPTS[:2], [" no", " yes"], [10] * 2, desc=None)
+
+
+def test_a_teacher_answering_other_words_than_the_labels_is_warned_about():
+    from sdk.teachers.openai_backend import decision_warnings
+
+    with FakeOpenAI() as server:  # it answers yes / no; the labels asked for are other words
+        c = client(server)
+        other = c.decide(PROMPTS[:4], [" legit", " fraud"], [10] * 4, desc=None)
+        same = c.decide(PROMPTS[:4], [" no", " yes"], [10] * 4, desc=None)
+    [w] = decision_warnings(c, other, [" legit", " fraud"])
+    assert "put on average 0% of its first answer token's probability on the label words (legit / fraud)" in w
+    assert "4 of 4 prompts had none of them among its top 5 tokens" in w
+    assert decision_warnings(c, same, [" no", " yes"]) == []
+
+
+def test_a_dry_run_needs_no_key_and_plans_the_calls_made_without_logprobs(monkeypatch):
+    monkeypatch.delenv("UNSET_TEACHER_KEY", raising=False)
+    with FakeOpenAI() as server:
+        c = client(server, api_key_env="UNSET_TEACHER_KEY", dry_run=True, decision_samples=3,
+                   prices={"input_per_million": 1.0, "output_per_million": 2.0})
+        c.decide(PROMPTS[:4], [" no", " yes"], [10] * 4, desc=None)
+        e = c.estimate()
+    assert len(server.log) == 0 and e["requests"] == 4 and e["max_completion_tokens"] == 4
+    assert e["without_logprobs"]["requests"] == 12 and e["without_logprobs"]["max_completion_tokens"] == 12 * 16
+    assert e["without_logprobs"]["max_cost"] == pytest.approx((12 * 10 * 1.0 + 12 * 16 * 2.0) / 1e6)
+
+
 def test_the_key_is_sent_but_never_stored(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_TEACHER_KEY", SECRET)
     with FakeOpenAI(key=SECRET) as server:
