@@ -42,12 +42,13 @@ class _Model:
 
 # ---- entry points
 
-def check_project(path: str | Path) -> list[str]:
-    """Every problem of a project file, its data and its models; [] when it is ready to run."""
-    return inspect_project(path).problems
+def check_project(path: str | Path, sends: bool = True) -> list[str]:
+    """Every problem of a project file, its data and its models; [] when it is ready to run. sends=False: for
+    a command that calls no API teacher (an estimate), which needs no key."""
+    return inspect_project(path, sends).problems
 
 
-def inspect_project(path: str | Path) -> Findings:
+def inspect_project(path: str | Path, sends: bool = True) -> Findings:
     from sdk import config as cfgmod
 
     path = Path(path)
@@ -56,10 +57,10 @@ def inspect_project(path: str | Path) -> Findings:
     except DistillError as err:  # nothing further can be checked without a valid config
         return Findings(problems=[str(err)])
     # the file as written, to say how a relative path was resolved when it points nowhere
-    return check_config(cfg, hints=_relative_hints(cfgmod.load_yaml(path), path.parent))
+    return check_config(cfg, hints=_relative_hints(cfgmod.load_yaml(path), path.parent), sends=sends)
 
 
-def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
+def check_config(cfg, hints: dict[str, str] | None = None, sends: bool = True) -> Findings:
     """Checks of a validated ProjectConfig (paths already absolute). `hints` maps a field path to a note
     appended to its "does not exist" message."""
     from sdk import config as cfgmod
@@ -74,7 +75,7 @@ def check_config(cfg, hints: dict[str, str] | None = None) -> Findings:
         f.problems.append(f"teacher.adapt.enabled: adapting the teacher is implemented for decision templates; "
                           f"template {template.name!r} is a generation template (set teacher.adapt.enabled: false)")
     _check_data(cfg, template, options, hints.get("data.path", ""), f)
-    _check_models(cfg, template, hints, f)
+    _check_models(cfg, template, hints, f, sends)
     _check_llama_cpp(f)
     _training_fact(cfg, f)
     return f
@@ -400,7 +401,7 @@ def _prompt_problems(df, template, path: Path, limit: int = 3) -> list[str]:
 
 # ---- models
 
-def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> None:
+def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings, sends: bool = True) -> None:
     """A teacher without local weights: its settings, and the local model the student comes from."""
     import os
 
@@ -426,7 +427,7 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> 
         return
     if not t.base_url.startswith(("http://", "https://")):
         f.problems.append(f"teacher.base_url: {t.base_url!r} is not an http(s) URL")
-    if t.api_key_env and not os.environ.get(t.api_key_env):
+    if sends and t.api_key_env and not os.environ.get(t.api_key_env):
         f.problems.append(f"teacher.api_key_env: environment variable {t.api_key_env} is not set (it must hold the "
                           "API key; set teacher.api_key_env: null for a server without keys)")
     try:
@@ -447,9 +448,9 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings) -> 
         f.problems += _label_word_problems(template, local, field)
 
 
-def _check_models(cfg, template, hints: dict[str, str], f: Findings) -> None:
+def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool = True) -> None:
     if cfg.teacher.kind != "hf":
-        _check_remote_teacher(cfg, template, hints, f)
+        _check_remote_teacher(cfg, template, hints, f, sends)
         return
     trust = cfg.teacher.trust_remote_code
     s = cfg.student

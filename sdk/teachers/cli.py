@@ -25,7 +25,7 @@ def annotate_command(project_yaml: Path,
     from sdk.project import Project
 
     try:
-        problems = check_project(project_yaml)
+        problems = check_project(project_yaml, sends=not dry_run)  # an estimate needs no API key
         if problems:
             raise DistillError(format_problems(problems, str(project_yaml)))
         project = Project.from_yaml(project_yaml)
@@ -36,6 +36,10 @@ def annotate_command(project_yaml: Path,
     except DistillError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; every answer received is cached: re-run `distill annotate {project_yaml}` to "
+                   "resume (answers already paid for are not asked again)", err=True)
+        raise typer.Exit(130)
     info = _stage_info(result.run_dir, "annotate")
     usage = info.get("teacher_usage")
     if "annotate" not in result.ran:
@@ -71,8 +75,7 @@ def _dry_run(project, out: Optional[Path]) -> None:
         return
     from sdk.teachers.openai_backend import OpenAIBackend
 
-    backend = OpenAIBackend(Context(c, t, project.options, run))
-    backend.client.dry_run = True
+    backend = OpenAIBackend(Context(c, t, project.options, run), dry_run=True)  # sends nothing: needs no key
     if t.task == "decision":
         label_ids = run.task()["label_ids"]
         backend.decision_targets(prompts, texts, label_ids, [t.label_words[i] for i in range(len(label_ids))],
@@ -88,8 +91,19 @@ def _dry_run(project, out: Optional[Path]) -> None:
                f"most {e['max_completion_tokens']:,}")
     typer.echo(f"  cost: prompts ~{e['prompt_cost']:.4f}, at most {e['max_cost']:.4f} "
                f"(prices per million tokens: {c.teacher.prices.input_per_million:g} in, "
-               f"{c.teacher.prices.output_per_million:g} out)"
-               + (f"; budget {c.teacher.budget:g}" if c.teacher.budget else ""))
+               f"{c.teacher.prices.output_per_million:g} out)")
+    w = e["without_logprobs"]
+    if w["requests"]:
+        typer.echo(f"  if the endpoint gives no log-probabilities: {w['requests']} sampled-answer requests more "
+                   f"(teacher.decision_samples: {c.teacher.decision_samples}), at most {w['max_cost']:.4f} more")
+    if t.task != "decision":
+        typer.echo("  a reasoning model's trace may not count against max_tokens on every server (it is billed as "
+                   "completion tokens): its cost can exceed this bound; the budget counts what is billed")
+    if c.teacher.budget:
+        typer.echo(f"  budget {c.teacher.budget:g}, of which {e['spent_before']:.4f} already spent in this run "
+                   "folder; the teacher's evaluation spends from it too")
+    typer.echo("  the teacher's evaluation (validation and test prompts, and timed live calls) is not in this "
+               "estimate")
 
 
 def with_openai_teacher(text: str, base_url: str, model: str, api_key_env: str | None) -> str:

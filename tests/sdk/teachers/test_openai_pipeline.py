@@ -63,6 +63,33 @@ def test_fraud_runs_end_to_end_with_an_api_teacher_and_a_rerun_calls_nothing(tin
             assert SECRET.encode() not in f.read_bytes(), f
 
 
+def test_annotation_and_evaluation_spend_one_budget_and_raising_it_reruns_nothing_done(tiny_llama, tmp_path,
+                                                                                        isolated_cache, capfd):
+    prices = {"input_per_million": 1000.0, "output_per_million": 1000.0}
+    ledger = tmp_path / "run" / "teacher_spend.json"
+    with FakeOpenAI() as server:
+        raw = openai_config(server.base_url, tiny_llama, prices=prices)
+        Project(cfgmod.validate_config(raw)).run(tmp_path / "run", until="annotate")
+        annotated = json.loads(ledger.read_text())
+        assert annotated["calls"] == len(server.log) == raw["data"]["n_train"]
+        # room for three more calls: the teacher's evaluation (another process) stops on the run's budget
+        raw["teacher"]["budget"] = annotated["cost"] * (1 + 3 / annotated["calls"])
+        with pytest.raises(DistillError, match=r"running teacher-api failed .*teacher budget [0-9.]+ reached: "
+                                               r"[0-9.]+ spent on \d+ calls in this run"):
+            Project(cfgmod.validate_config(raw)).run(tmp_path / "run")
+        stopped = json.loads(ledger.read_text())  # annotation's calls counted: fewer than 3 more fit
+        assert annotated["calls"] <= stopped["calls"] < annotated["calls"] + 3 and stopped["calls"] == len(server.log)
+        assert stopped["cost"] <= raw["teacher"]["budget"]
+        assert "Traceback" not in capfd.readouterr().err  # the worker's budget stop is one line, not a traceback
+        # a higher budget (and other settings of how to call) re-runs no finished stage and no paid call
+        raw["teacher"].update(budget=1e6, concurrency=2, timeout_s=5.0)
+        result = Project(cfgmod.validate_config(raw)).run(tmp_path / "run")
+        assert "evaluate" in result.ran and not {"adapt", "annotate", "distill"} & set(result.ran)
+        teacher = result.report["artifacts"][0]
+        assert teacher["name"] == "teacher-api" and teacher["usage"]["cache_hits"] == stopped["calls"] - annotated["calls"]
+        assert json.loads(ledger.read_text())["calls"] == len(server.log)  # every paid call is on the record
+
+
 def test_generation_with_an_api_teacher_needs_sequence_level_kd(tiny_llama, isolated_cache):
     raw = cfgmod.load_yaml(cfgmod.Path(__file__).parents[3] / "verticals" / "code" / "tiny.yaml")
     raw["teacher"] = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": None}
@@ -122,3 +149,28 @@ def test_annotate_cli_killed_mid_run_resumes_without_paying_twice(tiny_llama, tm
     for f in [*tmp_path.rglob("*")]:
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_annotate_dry_run_needs_no_key_and_ctrl_c_says_how_to_resume(tiny_llama, tmp_path, isolated_cache, monkeypatch):
+    import os
+    import signal
+
+    import yaml
+
+    with FakeOpenAI({3: "hang"}, key=SECRET) as server:
+        project = tmp_path / "project.yaml"
+        project.write_text(yaml.safe_dump(openai_config(server.base_url, tiny_llama, concurrency=1)))
+        monkeypatch.delenv("FAKE_TEACHER_KEY")  # an estimate sends nothing: no key needed
+        dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"))
+        assert dry.returncode == 0, dry.stderr
+        assert "48 requests to send" in dry.stdout and len(server.log) == 0
+        assert "if the endpoint gives no log-probabilities: 48 sampled-answer requests more" in dry.stdout
+        proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "annotate", str(project), "--out",
+                                 str(tmp_path / "run")], env={**os.environ, "FAKE_TEACHER_KEY": SECRET},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert server.hanging.wait(timeout=120), "the client never reached the hanging request"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"interrupted; every answer received is cached: re-run `distill annotate {project}` to resume" in err
+    assert "Traceback" not in err
