@@ -208,8 +208,9 @@ class OpenAITeacherConfig(_Model):
     max_retries: int = Field(6, ge=0, description="Retries of a request (429, 5xx, timeouts, cut connections, "
                              "malformed replies), with exponential backoff and jitter, honouring Retry-After.")
     prices: Prices = Field(default_factory=Prices)
-    budget: float | None = Field(None, gt=0, description="Stop annotation before its cost would exceed this "
-                                 "(same currency as prices); a re-run with a higher budget resumes.")
+    budget: float | None = Field(None, gt=0, description="Most the run folder may spend on teacher calls "
+                                 "(annotation and the teacher's evaluation, across re-runs; same currency as prices; "
+                                 "kept in <run>/teacher_spend.json); a re-run with a higher budget resumes.")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields sent with every "
                                        "request (server-specific options).")
 
