@@ -124,14 +124,34 @@ def format_problems(problems: list[str], source: str) -> str:
 
 
 def check_command(project_yaml: Path) -> None:
-    """Check a project (config, data, models) in seconds, before running it; exit 2 naming each problem."""
+    """Check a project (config, data, models) in seconds, before running it; exit 2 naming each problem. An API
+    teacher's endpoint is asked for its model list (free): reachable, key accepted, model served."""
     found = inspect_project(project_yaml)
+    _probe_api_teacher(project_yaml, found)
     if found.problems:
         typer.echo(f"error: {format_problems(found.problems, str(project_yaml))}", err=True)
         raise typer.Exit(2)
     typer.echo(f"ok: {project_yaml} is ready to run")
     for fact in found.facts:
         typer.echo(f"  {fact}")
+
+
+def _probe_api_teacher(project_yaml: Path, found: Findings) -> None:
+    # only here (an explicit check), not before every run: the first call of a run finds the same, and a run
+    # resumed from the cache calls nothing
+    from sdk import config as cfgmod
+
+    try:
+        t = cfgmod.load_config(project_yaml).teacher
+    except DistillError:
+        return  # already a problem
+    if t.kind != "openai":
+        return
+    from sdk.teachers.openai_api import probe_endpoint
+
+    problems, facts = probe_endpoint(t.base_url, t.model, t.api_key_env)
+    found.problems += problems
+    found.facts += facts
 
 
 def _relative_hints(raw: dict[str, Any], base: Path) -> dict[str, str]:

@@ -400,6 +400,46 @@ class OpenAITeacher:
                 "spent_before": self.ledger.cost}
 
 
+def probe_endpoint(base_url: str, model: str, api_key_env: str | None, timeout_s: float = 10.0
+                   ) -> tuple[list[str], list[str]]:
+    """(problems, facts) from listing the endpoint's models (`GET <base_url>/models`, free): is it there, does
+    it take the key, does it serve `model`. A server that does not list models is a fact, not a problem."""
+    import difflib
+
+    import openai
+
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not key:
+        return [], []  # named already by the config checks
+    client = openai.OpenAI(base_url=base_url.rstrip("/"), api_key=key or "none", timeout=timeout_s, max_retries=1)
+    try:
+        listed = [m.id for m in client.models.list()]
+    except openai.AuthenticationError:
+        return [f"teacher.api_key_env: {base_url} refused the key in ${api_key_env} (HTTP 401)" if api_key_env else
+                f"teacher.api_key_env: {base_url} wants an API key (HTTP 401): set teacher.api_key_env to the "
+                "variable that holds it"], []
+    except openai.PermissionDeniedError:
+        return [f"teacher.api_key_env: {base_url} refused the key in ${api_key_env} (HTTP 403: it may lack "
+                "access)"], []
+    except openai.APIStatusError as err:
+        hint = (" (vLLM's and llama.cpp's servers answer under /v1, e.g. http://host:8000/v1)"
+                if err.status_code == 404 and not base_url.rstrip("/").endswith("/v1") else "")
+        return [], [f"teacher endpoint: {base_url} answered GET /models with HTTP {err.status_code}{hint}; "
+                    "the key and model are checked at the first call"]
+    except openai.APIConnectionError as err:
+        return [f"teacher.base_url: {base_url} is unreachable from here ({type(err).__name__}: "
+                f"{_short(_redacted(str(err), key))})"], []
+    except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as err:
+        return [], [f"teacher endpoint: {base_url} answered GET /models with something else than a model list "
+                    f"({type(err).__name__}); the model is checked at the first call"]
+    if model in listed:
+        return [], [f"teacher endpoint: {base_url} reachable, key accepted, serves {model!r}"]
+    close = difflib.get_close_matches(model, listed, n=2, cutoff=0.6)
+    shown = ", ".join(repr(m) for m in (close or listed[:5]))
+    return [f"teacher.model: {base_url} does not serve {model!r} (it lists {len(listed)} models"
+            + (f"; did you mean {shown}?)" if close else f", e.g. {shown})")], []
+
+
 _DECISION_MAX_TOKENS = 16
 _REFUSALS_BEFORE_GIVING_UP = 3  # prompts refused with logprobs and answered without, before the run stops asking
 _KNOWN_ARGS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "logprobs",

@@ -55,6 +55,7 @@ class FakeOpenAI:
                  reasoning: str | None = None, slow_s: float = 3.0):
         self.faults = dict(faults or {})
         self.key, self.logprobs, self.reasoning, self.slow_s = key, logprobs, reasoning, slow_s
+        self.models = ["fake-r1", "fake-chat"]  # what GET /v1/models lists
         self.log: list[dict] = []  # {"n", "prompt", "outcome", "auth"}
         self.hanging = threading.Event()  # set when a "hang" request is being held
         self._stop = threading.Event()
@@ -134,6 +135,17 @@ class FakeOpenAI:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_GET(self):
+                with fake._lock:
+                    fake.log.append({"n": len(fake.log) + 1, "prompt": None, "outcome": f"GET {self.path}",
+                                     "auth": self.headers.get("Authorization")})
+                if not self.path.startswith("/v1/models"):
+                    return self._send(404, json.dumps({"error": {"message": "not found"}}).encode())
+                if fake.key is not None and self.headers.get("Authorization") != f"Bearer {fake.key}":
+                    return self._send(401, json.dumps({"error": {"message": "bad key"}}).encode())
+                models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models]
+                self._send(200, json.dumps({"object": "list", "data": models}).encode())
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

@@ -174,3 +174,29 @@ def test_annotate_dry_run_needs_no_key_and_ctrl_c_says_how_to_resume(tiny_llama,
     assert proc.returncode == 130, err
     assert f"interrupted; every answer received is cached: re-run `distill annotate {project}` to resume" in err
     assert "Traceback" not in err
+
+
+def test_distill_check_asks_the_endpoint_for_its_models(tiny_llama, tmp_path, isolated_cache, monkeypatch):
+    import yaml
+
+    def check(**teacher):
+        project = tmp_path / "project.yaml"
+        project.write_text(yaml.safe_dump(openai_config(teacher.pop("base_url"), tiny_llama, **teacher)))
+        return run_cli("check", project)
+
+    with FakeOpenAI(key=SECRET) as server:
+        ok = check(base_url=server.base_url)
+        assert ok.returncode == 0 and f"{server.base_url} reachable, key accepted, serves 'fake-r1'" in ok.stdout
+        typo = check(base_url=server.base_url, model="fake-r2")
+        assert typo.returncode == 2 and "teacher.model: " in typo.stderr
+        assert "does not serve 'fake-r2' (it lists 2 models; did you mean 'fake-r1'" in typo.stderr
+        # no /v1: the server answers 404 there; a server without a model list is not a problem, only said
+        bare = check(base_url=server.base_url.removesuffix("/v1"))
+        assert bare.returncode == 0 and "answered GET /models with HTTP 404 (vLLM's and llama.cpp's" in bare.stdout
+        monkeypatch.setenv("FAKE_TEACHER_KEY", "sk-wrong-key-0123456789")
+        wrong = check(base_url=server.base_url)
+        assert wrong.returncode == 2 and "refused the key in $FAKE_TEACHER_KEY (HTTP 401)" in wrong.stderr
+        assert "sk-wrong" not in wrong.stderr + wrong.stdout
+        assert all(r["outcome"].startswith("GET /") for r in server.log)  # nothing but model lists was asked
+    gone = check(base_url=server.base_url)
+    assert gone.returncode == 2 and "teacher.base_url: " in gone.stderr and "is unreachable from here" in gone.stderr
