@@ -70,6 +70,8 @@ def run_worker(job: dict[str, Any], work_dir: Path, name: str) -> dict[str, Any]
             done = {}
         if done.get("job_key") == key:
             print(f"[distill] {name}: reusing the result of an identical job on unchanged files", flush=True)
+            if "usage" in done:  # an API's calls were made by the earlier run, not this one
+                done["usage"] = {**done["usage"], "reused": True}
             return done
     job_path.write_text(json.dumps(job))
     error_path = Path(str(out_path) + ".error")

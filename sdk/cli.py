@@ -341,8 +341,10 @@ def teacher_calls_line(report: dict[str, Any], ran: list[str]) -> str | None:
     one) when the evaluate stage ran; both are paid. None for a teacher without usage (a local one)."""
     annotated = (report.get("annotation") or {}).get("teacher_usage")
     evaluated = [a["usage"] for a in report.get("artifacts") or [] if isinstance(a, dict) and a.get("usage")]
-    steps = [(step, usages, step in ran) for step, usages in (("annotate", [annotated] if annotated else []),
-                                                              ("evaluate", evaluated)) if usages]
+    fresh = [u for u in evaluated if not u.get("reused")]  # a result reused from an earlier run: paid then
+    steps = [(step, usages, now) for step, usages, now in (
+        ("annotate", [annotated] if annotated else [], "annotate" in ran),
+        ("evaluate", fresh or evaluated, "evaluate" in ran and bool(fresh))) if usages]
     if not steps:
         return None
     counted = [u for _, usages, now in steps if now for u in usages]

@@ -91,6 +91,10 @@ def test_the_teacher_calls_of_a_run_count_annotation_and_evaluation():
     assert teacher_calls_line(report, ["distill", "export", "evaluate", "package", "report"]) == \
         "teacher calls this run: 2 (annotate up to date, evaluate 2), from cache: 2, cost: 0.0023"
     assert teacher_calls_line(report, []) == "teacher calls this run: 0 (annotate up to date, evaluate up to date)"
+    # the evaluate stage ran, but the teacher's result was reused from an identical earlier job: nothing asked
+    reused = _report(_usage(10, 28, 0.0100), {**_usage(2, 2, 0.0023), "reused": True})
+    assert teacher_calls_line(reused, ["evaluate", "report"]) == \
+        "teacher calls this run: 0 (annotate up to date, evaluate up to date)"
 
 
 def test_the_teacher_calls_line_without_an_api_teacher():
