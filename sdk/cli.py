@@ -109,7 +109,8 @@ def init(template: str, directory: Path,
             text = _with_top(text, "name", name, comment="set by distill init --name")
         text = _with_overrides(text, set_)
         # where a bad value may come from, besides the preset: named in every validation error below
-        flags = "".join(f" --set {p}" for p in set_) + (" --teacher openai --base-url --model" if teacher == "openai" else "")
+        flags = "".join(f" --set {_shown_set(p)}" for p in set_) + (
+            " --teacher openai --base-url --model" if teacher == "openai" else "")
         flags += " --api-key-env" if teacher == "openai" and api_key_env else ""
         if teacher == "openai":
             from sdk.teachers.cli import with_openai_teacher
@@ -132,8 +133,9 @@ def init(template: str, directory: Path,
         try:
             merged = yaml.safe_load(text)
         except yaml.YAMLError as err:  # an --set value that YAML cannot hold where it was put
-            raise DistillError(f"--set {' '.join(set_)}: the project file would not be valid YAML "
-                               f"({getattr(err, 'problem', err)}); set one key at a time: section.key=value") from None
+            raise DistillError(f"--set {' '.join(_shown_set(p) for p in set_)}: the project file would not be "
+                               f"valid YAML ({getattr(err, 'problem', err)}); set one key at a time: "
+                               "section.key=value") from None
         cfgmod.validate_config(merged, source=str(src) + flags)
         directory.mkdir(parents=True, exist_ok=True)
         from sdk.rundir import atomic_write_text
@@ -333,6 +335,16 @@ def join(run_dir: Path, nproc: Optional[int] = typer.Option(None, min=1, help="P
     except KeyboardInterrupt:
         raise typer.Exit(130)
     typer.echo("distill stage finished; the head machine continues with the next stages")
+
+
+def _shown_set(assignment: str) -> str:
+    """An --set value as messages may show it: not where it may be a key pasted by mistake (the config checks
+    refuse such values without showing them; this keeps the flag from repeating them)."""
+    from sdk.config import _looks_like_a_secret
+
+    key, _, value = assignment.partition("=")
+    secret = key.strip().endswith(("api_key_env", "base_url")) or _looks_like_a_secret(value.strip())
+    return f"{key}=..." if secret else assignment
 
 
 def teacher_calls_line(report: dict[str, Any], ran: list[str]) -> str | None:

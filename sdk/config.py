@@ -165,8 +165,10 @@ class OpenAITeacherConfig(_Model):
             raise ValueError(f"must not carry credentials in its query ({', '.join(secret)}=...); name the key's "
                              "variable in api_key_env instead; the value given is not shown")
         if parts.scheme not in ("http", "https") or not parts.hostname:
+            # echoed only when it reads as a URL: a key pasted here by mistake is not repeated
+            got = f"got {value.strip()!r}" if "://" in value else "the value given is not shown"
             raise ValueError(f"must be an http:// or https:// URL with a host, e.g. https://api.deepseek.com "
-                             f"(got {value!r})")
+                             f"({got})")
         # an operation's URL pasted from API docs: the client appends /chat/completions or /completions itself,
         # so requests would go to .../chat/completions/chat/completions and fail with 404
         path = parts.path.rstrip("/")
@@ -216,13 +218,21 @@ class OpenAITeacherConfig(_Model):
 
 
 def _looks_like_a_secret(value: str) -> bool:
-    """A value no one names an environment variable, but keys look like: 32+ hex digits, a `sk-`/`sk_` key
-    (OpenAI's, Stripe's), or a long run of mixed-case letters and digits (DEEPSEEK_API_KEY, MY_KEY_2 are names)."""
-    if re.search(r"[0-9A-Fa-f]{32,}", value) or re.match(r"sk[-_](?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{16,}", value):
+    """A value no one names an environment variable, but keys look like: 32+ hex digits, a provider's prefix
+    (sk-, sk_, hf_, gsk_, xai-, AIza...) before a long run, or a random-looking run of 20+ characters (digits in
+    3+ places, or letters switching case at nearly every other one). DEEPSEEK_API_KEY, MY_KEY_2,
+    sk_prod_deepseek_key_1 and MyCompanyOpenAIKey2024Prod are names."""
+    if re.search(r"[0-9A-Fa-f]{32,}", value) or re.match(r"AIza[0-9A-Za-z_-]{30,}", value):
         return True
-    for part in re.split(r"[-_.]", value):  # a name's words are short; a key's base62 run is not
-        classes = sum(bool(re.search(c, part)) for c in ("[a-z]", "[A-Z]", "[0-9]"))
-        if (len(part) >= 20 and classes == 3) or (len(part) >= 24 and sum(c.isdigit() for c in part) >= 4):
+    parts = re.split(r"[-_.]", value)
+    if re.match(r"(?i)(sk|hf|gsk|xai|pk|rk|ghp|glpat)[-_]", value) and any(len(p) >= 16 for p in parts[1:]):
+        return True
+    for part in parts:  # a name's words are short or CamelCase; a key's base62 run is random
+        letters = [c for c in part if c.isalpha()]
+        if len(part) < 20:
+            continue
+        flips = sum(a.isupper() != b.isupper() for a, b in zip(letters, letters[1:]))
+        if len(re.findall(r"[0-9]+", part)) >= 3 or flips >= 0.45 * len(letters):
             return True
     return False
 

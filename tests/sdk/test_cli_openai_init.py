@@ -103,3 +103,12 @@ def test_the_teacher_calls_line_without_an_api_teacher():
     # an API teacher evaluated but annotated by nothing that counts calls (no teacher_usage)
     assert teacher_calls_line(_report(evaluate=_usage(5, 0, 0.5)), ["evaluate"]) == \
         "teacher calls this run: 5 (evaluate 5), from cache: 0, cost: 0.5000"
+
+
+def test_init_never_repeats_a_key_given_by_mistake(tmp_path):
+    key = "sk_9f8e7d6c5b4a39281706f5e4d3c2b1a0ffee"
+    out = run_cli("init", "fraud", tmp_path / "p", "--preset", "tiny", *ENDPOINT, "--set",
+                  f"teacher.api_key_env={key}", "--set", "teacher.budget=-1")
+    assert out.returncode == 2 and "teacher.api_key_env: looks like an API key itself" in out.stderr
+    assert "--set teacher.api_key_env=... --set teacher.budget=-1" in out.stderr  # the other value is shown
+    assert key[3:20] not in out.stderr + out.stdout and not (tmp_path / "p").exists()

@@ -194,6 +194,9 @@ def test_an_api_key_pasted_as_its_variable_name_is_refused_without_echo():
     "a3f9c2d4e5b6a7f8091a2b3c4d5e6f70",  # 32 hex digits
     "KEY_0123456789abcdef0123456789abcdef0123",
     "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv",  # long mixed-case letters and digits
+    "hf_KrFqVYyLmNoPqRsTuVwXyZaBcDeFgHiJ",  # a Hugging Face token: letters only
+    "gsk_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF",
+    "xK9mP2qR7sT4vW8yZ3bC6dF1gH5jL0nQ",  # no prefix, random base62
 ])
 def test_an_api_key_that_is_a_valid_variable_name_is_still_refused_without_echo(secret):
     data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
@@ -204,7 +207,8 @@ def test_an_api_key_that_is_a_valid_variable_name_is_still_refused_without_echo(
 
 
 @pytest.mark.parametrize("name", ["DEEPSEEK_API_KEY", "OPENAI_API_KEY", "MY_KEY_2", "AZURE_OPENAI_API_KEY", "HF_TOKEN",
-                                  "OPENAI_API_KEY_2024", "MyApiKey", "sk_key", "TOGETHER_API_KEY_PRODUCTION_TEAM_2"])
+                                  "OPENAI_API_KEY_2024", "MyApiKey", "sk_key", "TOGETHER_API_KEY_PRODUCTION_TEAM_2",
+                                  "sk_prod_deepseek_key_1", "MyCompanyOpenAIKey2024Prod", "GROQ_API_KEY"])
 def test_ordinary_variable_names_are_accepted(name):
     data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
             "teacher": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key_env": name}}
@@ -323,3 +327,15 @@ def test_an_unknown_key_that_is_not_a_python_name_is_named(data, message):
     # union-member tags are cut from error locations; a hyphenated key was taken for one (and crashed)
     with pytest.raises(DistillError, match=message):
         validate_config({"name": "x", "template": "fraud", **data})
+
+
+def test_a_base_url_that_is_no_url_is_not_echoed():
+    # a key pasted into base_url by mistake: refused without repeating it
+    data = {"name": "x", "template": "fraud", "student": {"base": "embedded:smollm2-135m-instruct"},
+            "teacher": {"kind": "openai", "base_url": "sk-proj-Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1Df", "model": "m"}}
+    with pytest.raises(DistillError, match="teacher.base_url: must be an http") as err:
+        validate_config(data)
+    assert "Ab3De5Gh7" not in str(err.value) and "the value given is not shown" in str(err.value)
+    data["teacher"]["base_url"] = "ftp://host/v1"
+    with pytest.raises(DistillError, match="got 'ftp://host/v1'"):
+        validate_config(data)
