@@ -121,6 +121,12 @@ class Project:
                     return RunResult(run.root, {}, {}, ran_now)
                 continue
             ctx.key = stable_hash([name, upstream, given])
+            if not ran and not run.is_done(name, ctx.key, stage.outputs(run)):
+                # a run made before the stage's inputs changed shape, from the same config, stays up to date
+                for old in getattr(stage, "legacy_inputs", lambda _: [])(ctx):
+                    if run.is_done(name, stable_hash([name, upstream, old]), stage.outputs(run)):
+                        ctx.key = stable_hash([name, upstream, old])
+                        break
             # a stage that ran (e.g. its outputs were missing) may have written new outputs under the same
             # input hash: every stage below it runs again, so the report never shows stale figures
             if not ran and run.is_done(name, ctx.key, stage.outputs(run)):

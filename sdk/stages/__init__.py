@@ -4,7 +4,8 @@ means done), `run(ctx) -> info` (the work; info goes to the manifest).
 
 `sdk.project` knows their order and skips a stage whose input hash and outputs are in place; nothing
 else. An optional stage returns None from `inputs` when the project does not configure it: it is skipped and
-left out of the hash chain, so adding it changes no existing run. Stages read and write the run folder only through `sdk.rundir.RunDir`.
+left out of the hash chain, so adding it changes no existing run. A stage whose inputs changed shape may
+offer `legacy_inputs(ctx)`: the earlier shapes, under which a run made from the same config stays up to date. Stages read and write the run folder only through `sdk.rundir.RunDir`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,15 @@ def inputs(ctx: Context) -> Any:
             c["student"]["base"], c["student"]["model"], *([precision] if trains and precision != "auto" else [])]
 
 
+def legacy_inputs(ctx: Context) -> list[Any]:
+    """The key's inputs before 2026-12-04, when an openai teacher's whole section was in it: a run made then,
+    from this same config, stays up to date (the stages after it too) instead of paying its evaluation again."""
+    c = ctx.config.model_dump(mode="json")
+    if c["teacher"]["kind"] != "openai":
+        return []
+    return [[c["teacher"], None, c["student"]["base"], c["student"]["model"]]]
+
+
 def outputs(run: RunDir) -> list[Path]:
     return [run.path("teacher", "teacher.json")]
 

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,14 @@ LEDGER_FILE = "teacher_spend.json"
 
 
 class SpendLedger:
-    """What a run folder has spent on teacher calls (`cost`, `calls`), and the worst cost of the calls in
-    flight: the budget is held against both. With a path, every paid call is added to the file at once
-    (atomically), so the annotate stage and the evaluation worker, and a re-run after a stop, count against
-    one budget; without one (tests, a client outside a run), it lives in memory. One object per file per
-    process: the clients of one process share it."""
+    """What a run folder has spent on teacher calls (`cost`, `calls`), and the worst cost of this process's
+    calls in flight: the budget is held against both. With a path, the file is the count: read before each
+    reservation and updated after each billed reply (read, add, write atomically, under a lock on a sidecar
+    file), so the annotate stage, the evaluation worker (another process) and a re-run after a stop spend
+    from one budget, and a process never writes back a stale total. Without a path (tests, a client outside a
+    run), it lives in memory. One object per file per process: the clients of one process share its
+    reservations. (Processes of one run do not call the teacher at the same time; their reservations are
+    their own.)"""
 
     _open: dict[str, "SpendLedger"] = {}
     _open_lock = threading.Lock()
@@ -58,18 +61,7 @@ class SpendLedger:
         self.path, self.cost, self.calls = path, 0.0, 0
         self.reserved, self.in_flight = 0.0, 0
         self.lock = threading.Lock()
-        if path is not None and path.is_file():
-            import json
-
-            try:
-                data = json.loads(path.read_text())
-                self.cost, self.calls = float(data["cost"]), int(data["calls"])
-                if not (math.isfinite(self.cost) and self.cost >= 0 and self.calls >= 0):
-                    raise ValueError("negative or not finite")
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                raise DistillError(f"{path}: the run's record of teacher spending is damaged ({err}); it counts "
-                                   "money already spent against teacher.budget, so it is not guessed: check "
-                                   "the endpoint's usage page, then delete the file to count from 0") from None
+        self._read()
 
     @classmethod
     def at(cls, path: Path | str | None) -> "SpendLedger":
@@ -81,8 +73,43 @@ class SpendLedger:
                 cls._open[str(path)] = cls(path)
             return cls._open[str(path)]
 
+    def _read(self) -> None:
+        if self.path is None or not self.path.is_file():
+            return
+        import json
+
+        try:
+            data = json.loads(self.path.read_text())
+            cost, calls = float(data["cost"]), int(data["calls"])
+            if not (math.isfinite(cost) and cost >= 0 and calls >= 0):
+                raise ValueError("negative or not finite")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DistillError(f"{self.path}: the run's record of teacher spending is damaged ({err}); it counts "
+                               "money already spent against teacher.budget, so it is not guessed: check "
+                               "the endpoint's usage page, then delete the file to count from 0") from None
+        self.cost, self.calls = cost, calls
+
+    def _file_lock(self):
+        import contextlib
+        import fcntl
+
+        if self.path is None:
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def locked():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        return locked()
+
     def reserve(self, worst: float, budget: float | None) -> None:
-        with self.lock:
+        with self.lock, self._file_lock():
+            self._read()  # another process (the evaluation worker, a notebook's earlier run) may have spent
             if budget is not None and self.cost + self.reserved + worst > budget:
                 flight = (f", {self.reserved:.4f} held for {self.in_flight} calls still in flight"
                           if self.in_flight else "")
@@ -95,12 +122,13 @@ class SpendLedger:
             self.in_flight += 1
 
     def settle(self, worst: float, cost: float | None) -> None:
-        """A reserved call ended: `cost` when it was answered (and paid), None when it failed."""
-        with self.lock:
+        """A reserved call ended: `cost` when a reply came (billed), None when none did."""
+        with self.lock, self._file_lock():
             self.reserved -= worst
             self.in_flight -= 1
             if cost is None:
                 return
+            self._read()
             self.cost += cost
             self.calls += 1
             if self.path is not None:
@@ -175,6 +203,7 @@ class OpenAITeacher:
         self.usage = Usage()  # this object's calls; the budget counts the run's, in the ledger
         self.ledger = SpendLedger.at(ledger)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # set when a batch stops: its running prompts send nothing more
         self._limiter = RateLimiter(requests_per_minute)
         self.logprobs_refused: str | None = None  # why decisions stopped asking for log-probabilities
         self._answered_without_logprobs = 0  # prompts whose logprobs request was refused, plain one answered
@@ -242,68 +271,91 @@ class OpenAITeacher:
                 (self.planned_without_logprobs if only_without_logprobs else self.planned).append(
                     (est_prompt_tokens, int(body.get("max_tokens", 0))))
             return {"text": "", "reasoning": None, **(placeholder or {})}
-        # worst-case cost of the call, held against the budget until it is answered
+        # worst-case cost of each attempt, held against the budget until its reply comes
         worst = self._cost(est_prompt_tokens, int(body.get("max_tokens", 0)))
-        self.ledger.reserve(worst, self.budget)
-        cost = None
-        try:
-            for attempt in range(self.max_retries + 1):
+        for attempt in range(self.max_retries + 1):
+            if self._stopping.is_set():  # the run is stopping (Ctrl-C, another prompt's error): start nothing
+                raise _Stopped()
+            self.ledger.reserve(worst, self.budget)
+            billed = None  # a reply came: what it cost (its usage, else the worst case), paid even if unusable
+            try:
                 self._limiter.wait()
                 t0 = time.perf_counter()
-                try:
-                    raw = self._call(body)
-                    answer = parse(raw)
-                    answer["usage"] = _usage(raw)  # checked here: a reply with unreadable usage is retried
-                    break
-                except openai.APIStatusError as err:
-                    # the client's message repeats the status ("Error code: 400 - ..."), said once here
-                    said = _short(_redacted(re.sub(r"^Error code: \d+ - ", "", err.message), self._key))
-                    if err.status_code in (400, 422) and ("logprobs" in body or "top_logprobs" in body):
-                        raise _LogprobsRefused(f"HTTP {err.status_code}: {said}") from None
-                    raise DistillError(f"teacher endpoint {self.base_url} refused {record}: HTTP {err.status_code}"
-                                       f"{_hint(err.status_code, self.api_key_env)}: {said}") from None
-                except openai.APIConnectionError as err:
-                    raise DistillError(f"teacher endpoint {self.base_url} unreachable for {record} after "
-                                       f"{self.max_retries} retries: {type(err).__name__}") from None
-                except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, IndexError,
-                        AttributeError, OverflowError) as err:  # any reply not shaped as asked
-                    with self._lock:
-                        self.usage.malformed_retries += 1
-                    if attempt == self.max_retries:
-                        raise DistillError(f"teacher endpoint {self.base_url}: malformed reply for {record} after "
-                                           f"{self.max_retries + 1} attempts: {type(err).__name__}: "
-                                           f"{_short(_redacted(str(err), self._key))}") from None
-                    time.sleep(min(0.5 * 2 ** attempt, 8.0) * (0.5 + random.random()))
-            prompt_tokens, completion_tokens = answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]
-            cost = self._cost(prompt_tokens, completion_tokens)
-            answer["usage"].update(cost=cost, latency_ms=1000.0 * (time.perf_counter() - t0))
-            if self.cache is not None:
-                self.cache.put(key, answer)
-            with self._lock:
-                u = self.usage
-                u.calls += 1
-                u.prompt_tokens += prompt_tokens
-                u.completion_tokens += completion_tokens
-                u.reasoning_tokens += answer["usage"]["reasoning_tokens"]
-                u.cost += cost
-            return answer
-        finally:
-            self.ledger.settle(worst, cost)
+                raw = self._call(body)
+                billed = self._billed(raw, worst)
+                answer = parse(raw)
+                answer["usage"] = _usage(raw)  # checked here: a reply with unreadable usage is retried
+                break
+            except openai.APIStatusError as err:
+                # the client's message repeats the status ("Error code: 400 - ..."), said once here
+                said = _short(_redacted(re.sub(r"^Error code: \d+ - ", "", err.message), self._key))
+                if err.status_code in (400, 422) and ("logprobs" in body or "top_logprobs" in body):
+                    raise _LogprobsRefused(f"HTTP {err.status_code}: {said}") from None
+                raise DistillError(f"teacher endpoint {self.base_url} refused {record}: HTTP {err.status_code}"
+                                   f"{_hint(err.status_code, self.api_key_env)}: {said}") from None
+            except openai.APIConnectionError as err:
+                raise DistillError(f"teacher endpoint {self.base_url} unreachable for {record} after "
+                                   f"{self.max_retries} retries: {type(err).__name__}") from None
+            except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, IndexError,
+                    AttributeError, OverflowError) as err:  # any reply not shaped as asked
+                with self._lock:
+                    self.usage.malformed_retries += 1
+                    self.usage.cost += billed or 0.0
+                if attempt == self.max_retries:
+                    raise DistillError(f"teacher endpoint {self.base_url}: malformed reply for {record} after "
+                                       f"{self.max_retries + 1} attempts: {type(err).__name__}: "
+                                       f"{_short(_redacted(str(err), self._key))}") from None
+                time.sleep(min(0.5 * 2 ** attempt, 8.0) * (0.5 + random.random()))
+            finally:
+                self.ledger.settle(worst, billed)
+        prompt_tokens, completion_tokens = answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]
+        cost = self._cost(prompt_tokens, completion_tokens)
+        answer["usage"].update(cost=cost, latency_ms=1000.0 * (time.perf_counter() - t0))
+        if self.cache is not None:
+            self.cache.put(key, answer)
+        with self._lock:
+            u = self.usage
+            u.calls += 1
+            u.prompt_tokens += prompt_tokens
+            u.completion_tokens += completion_tokens
+            u.reasoning_tokens += answer["usage"]["reasoning_tokens"]
+            u.cost += cost
+        return answer
+
+    def _billed(self, raw: Any, worst: float) -> float:
+        """What a reply cost: from its usage, or the worst case when the usage cannot be read (it was billed)."""
+        try:
+            u = _usage(raw)
+        except (MalformedReply, AttributeError, TypeError):
+            return worst
+        return self._cost(u["prompt_tokens"], u["completion_tokens"])
 
     def _map(self, fn: Callable[[int], Any], n: int, desc: str | None) -> list[Any]:
         """fn(i) for i < n, `concurrency` at a time, results in order; the first error stops the rest."""
         from tqdm.auto import tqdm
 
         out: list[Any] = [None] * n
+        self._stopping.clear()
+
+        def guarded(i: int) -> Any:
+            try:
+                return fn(i)
+            except BaseException:
+                self._stopping.set()  # before this thread takes the next prompt
+                raise
+
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        futures = {pool.submit(fn, i): i for i in range(n)}
+        futures = {pool.submit(guarded, i): i for i in range(n)}
         try:
-            for fut in tqdm(futures, total=n, desc=desc, disable=desc is None):
+            # as they finish: the first error stops the batch at once, not after the prompts before it
+            for fut in tqdm(as_completed(futures), total=n, desc=desc, disable=desc is None):
                 out[futures[fut]] = fut.result()
         except KeyboardInterrupt:  # Ctrl-C: stop now; requests in flight end on their own (cached if answered)
+            self._stopping.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         except BaseException:
+            self._stopping.set()  # running prompts start no further request
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
@@ -338,9 +390,9 @@ class OpenAITeacher:
                     got = self._answer(body, lambda raw: _parse_decision_logprobs(raw, words, self.api),
                                        f"decision prompt {i}", est_tokens[i],
                                        {"label_logprobs": [-math.log(len(words))] * len(words)})
-                    if self.dry_run:  # what the prompt costs if the endpoint gives no log-probabilities
-                        samples(i, only_without_logprobs=True)
                     if got.get("label_logprobs") is not None:
+                        if self.dry_run:  # what the prompt costs if the endpoint gives no log-probabilities
+                            samples(i, only_without_logprobs=True)
                         return got
                     # the server answered and ignored the request for log-probabilities: it will do so again
                     self._refuse_logprobs("the endpoint answered without log-probabilities")
@@ -432,8 +484,13 @@ def probe_endpoint(base_url: str, model: str, api_key_env: str | None, timeout_s
     except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as err:
         return [], [f"teacher endpoint: {base_url} answered GET /models with something else than a model list "
                     f"({type(err).__name__}); the model is checked at the first call"]
-    if model in listed:
+    # names a server accepts beside the one it lists: Ollama's "llama3" for "llama3:latest", Gemini's "models/..."
+    if {model, f"{model}:latest", f"models/{model}"} & set(listed):
         return [], [f"teacher endpoint: {base_url} reachable, key accepted, serves {model!r}"]
+    if len(listed) == 1:  # llama.cpp's server lists its one model by file or alias and answers any name with it
+        return [], [f"teacher endpoint: {base_url} reachable, key accepted; it lists one model, {listed[0]!r}, not "
+                    f"{model!r}: a one-model server (llama.cpp's) answers with it whatever the name, another "
+                    "refuses the name at the first call"]
     close = difflib.get_close_matches(model, listed, n=2, cutoff=0.6)
     shown = ", ".join(repr(m) for m in (close or listed[:5]))
     return [f"teacher.model: {base_url} does not serve {model!r} (it lists {len(listed)} models"
@@ -448,6 +505,10 @@ _KNOWN_ARGS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_
 
 class _LogprobsRefused(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """A request not sent because its batch is stopping (never seen outside `_map`)."""
 
 
 def _hint(status: int, key_env: str | None) -> str:

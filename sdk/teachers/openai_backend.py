@@ -23,6 +23,8 @@ from sdk.teachers.cache import CACHE_FILE, ResponseCache
 OPERATIONAL_KEYS = ("api_key_env", "concurrency", "requests_per_minute", "timeout_s", "max_retries", "prices",
                     "budget")
 
+TIMED_KEYS = ("requests_per_minute",)  # operational, but the wait shows in timed calls
+
 # Below this mean share of the first answer token's top-k probability on the label words, the teacher mostly
 # answers something else: its log-probabilities over the label words, renormalised, are mostly noise.
 LOW_LABEL_MASS = 0.5
@@ -97,9 +99,12 @@ class OpenAIBackend:
         from evaluation.harness import Artifact
 
         c, t = self.ctx.config, self.ctx.template
-        # operational settings and the ledger ride apart: the harness keys a result on what is computed only
-        spec = {"settings": answer_settings(self.settings), "chat": bool(t.chat), "seed": c.seed,
-                "operational": {**{k: self.settings[k] for k in OPERATIONAL_KEYS}, "ledger": str(self.ledger)},
+        # operational settings and the ledger ride apart: the harness keys a result on what is computed only;
+        # a rate limit spaces the timed latency calls too, so a result measured under another one is not reused
+        timed = {k: self.settings[k] for k in TIMED_KEYS}
+        spec = {"settings": {**answer_settings(self.settings), **timed}, "chat": bool(t.chat), "seed": c.seed,
+                "operational": {**{k: self.settings[k] for k in OPERATIONAL_KEYS if k not in timed},
+                                "ledger": str(self.ledger)},
                 "label_words": [t.label_words[i] for i in range(len(t.label_words))] if t.task == "decision" else None}
         return Artifact("teacher-api", "teacher", "openai", None, self.settings["base_url"], None, None, spec, None)
 

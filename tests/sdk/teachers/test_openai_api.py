@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 
 import pytest
 
@@ -133,6 +134,47 @@ def test_the_budget_is_the_run_folders_across_clients_and_processes(tmp_path):
     with FakeOpenAI() as server, pytest.raises(DistillError, match=r"teacher_spend.json: the run's record of teacher "
                                                                    r"spending is damaged"):
         client(server, ledger=ledger)
+
+
+def test_another_process_spending_is_seen_and_never_overwritten(tmp_path):
+    import subprocess
+    import sys
+
+    from sdk.teachers.openai_api import SpendLedger
+
+    ledger = tmp_path / "teacher_spend.json"
+    here = SpendLedger.at(ledger)
+    here.reserve(1.0, 10.0)
+    here.settle(1.0, 1.0)
+    # the evaluation worker: another process spends 5 through its own ledger object on the same file
+    subprocess.run([sys.executable, "-c", "import sys; from sdk.teachers.openai_api import SpendLedger as L; "
+                    "x = L.at(sys.argv[1]); x.reserve(5.0, 10.0); x.settle(5.0, 5.0)", str(ledger)], check=True)
+    with pytest.raises(BudgetReached, match="6.0000 spent on 2 calls"):
+        here.reserve(4.5, 10.0)  # 1 + 5 spent: 4.5 more would pass 10
+    here.reserve(3.0, 10.0)
+    here.settle(3.0, 3.0)
+    assert json_of(ledger) == {"cost": 9.0, "calls": 3}  # the other process's 5 kept
+
+
+def test_a_billed_reply_that_is_unusable_is_counted_too(tmp_path):
+    ledger = tmp_path / "teacher_spend.json"
+    prices = {"input_per_million": 1000.0, "output_per_million": 1000.0}
+    with FakeOpenAI({1: "nan-logprob", 2: "usage-text"}) as server:
+        c = client(server, concurrency=1, prices=prices, ledger=ledger)
+        c.decide(PROMPTS[:1], [" no", " yes"], [10], desc=None)
+    one = (max(1, len(PROMPTS[0]) // 4) + 1) * 1000.0 / 1e6  # what each reply cost (usage known)
+    worst = (10 + 1) * 1000.0 / 1e6  # unreadable usage: the worst case reserved for it
+    assert len(server.log) == 3 and json_of(ledger) == {"cost": pytest.approx(2 * one + worst), "calls": 3}
+    assert c.usage.calls == 1 and c.usage.cost == pytest.approx(2 * one + worst)
+
+
+def test_an_error_stops_the_batch_without_new_requests():
+    # prompt 0 is slow; prompt 1 is refused (an error that stops the run): prompt 0 sends no further sample
+    with FakeOpenAI({1: "slow", 2: "400"}, slow_s=0.5) as server, pytest.raises(DistillError, match="HTTP 400"):
+        client(server, concurrency=2, top_logprobs=0, decision_samples=3, timeout_s=5.0).decide(
+            PROMPTS[:6], [" no", " yes"], [10] * 6, desc=None)
+    time.sleep(0.8)  # prompt 0's slow request has ended; nothing else may follow it
+    assert len(server.log) == 2
 
 
 def json_of(path):

@@ -190,6 +190,12 @@ def test_distill_check_asks_the_endpoint_for_its_models(tiny_llama, tmp_path, is
         typo = check(base_url=server.base_url, model="fake-r2")
         assert typo.returncode == 2 and "teacher.model: " in typo.stderr
         assert "does not serve 'fake-r2' (it lists 2 models; did you mean 'fake-r1'" in typo.stderr
+        server.models = ["fake-r2:latest", "other"]  # as Ollama lists a name it also accepts without its tag
+        assert check(base_url=server.base_url, model="fake-r2").returncode == 0
+        server.models = ["/models/teacher-q8_0.gguf"]  # llama.cpp's server: one model, any name answers
+        one = check(base_url=server.base_url)
+        assert one.returncode == 0 and "it lists one model, '/models/teacher-q8_0.gguf', not 'fake-r1'" in one.stdout
+        server.models = ["fake-r1", "fake-chat"]
         # no /v1: the server answers 404 there; a server without a model list is not a problem, only said
         bare = check(base_url=server.base_url.removesuffix("/v1"))
         assert bare.returncode == 0 and "answered GET /models with HTTP 404 (vLLM's and llama.cpp's" in bare.stdout
@@ -200,3 +206,23 @@ def test_distill_check_asks_the_endpoint_for_its_models(tiny_llama, tmp_path, is
         assert all(r["outcome"].startswith("GET /") for r in server.log)  # nothing but model lists was asked
     gone = check(base_url=server.base_url)
     assert gone.returncode == 2 and "teacher.base_url: " in gone.stderr and "is unreachable from here" in gone.stderr
+
+
+def test_a_run_keyed_before_operational_settings_left_the_key_stays_up_to_date(tiny_llama, tmp_path, isolated_cache):
+    from sdk.rundir import stable_hash
+
+    with FakeOpenAI() as server:
+        cfg = cfgmod.validate_config(openai_config(server.base_url, tiny_llama))
+        Project(cfg).run(tmp_path / "run", until="adapt")
+        manifest = tmp_path / "run" / "manifest.json"
+        m = json.loads(manifest.read_text())
+        c = cfg.model_dump(mode="json")  # the adapt key as it was made before: the whole teacher section
+        old = stable_hash(["adapt", m["stages"]["data"]["hash"],
+                           [c["teacher"], None, c["student"]["base"], c["student"]["model"]]])
+        assert old != m["stages"]["adapt"]["hash"]
+        m["stages"]["adapt"]["hash"] = old
+        manifest.write_text(json.dumps(m))
+        again = Project(cfg).run(tmp_path / "run", until="adapt")
+        assert again.ran == []
+        changed = Project(cfgmod.validate_config(openai_config(server.base_url, tiny_llama, model="fake-chat")))
+        assert changed.run(tmp_path / "run", until="adapt").ran == ["adapt"]  # another teacher: not up to date
