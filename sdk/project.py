@@ -29,14 +29,23 @@ class RunResult:
     report_paths: dict[str, Path]
     ran: list[str] = field(default_factory=list)  # stages that ran this time (the others were up to date)
 
+    def __repr__(self) -> str:  # the report itself is tens of kilobytes: a notebook shows what it is instead
+        what = (f"{len(self.report.get('artifacts', []))} artifacts, headline {self.report.get('headline_metric')}"
+                if self.report else "no report (stopped early)")
+        return f"RunResult(run_dir={str(self.run_dir)!r}, ran={self.ran}, {what})"
+
 
 class Project:
     def __init__(self, config: ProjectConfig):
+        self.config = config
+        self._bind_template()
+
+    def _bind_template(self) -> None:
+        """The template and its typed options, from the config as it is now (edits after construction count)."""
         from sdk.registry import get_template
 
-        self.config = config
-        self.options = cfgmod.template_options(config)
-        self.template = get_template(config.template, self.options)
+        self.options = cfgmod.template_options(self.config)
+        self.template = get_template(self.config.template, self.options)
 
     # ---- construction
     @classmethod
@@ -48,7 +57,9 @@ class Project:
         path = template.preset_path(preset)
         if not path.is_file():
             raise DistillError(f"template {name!r} has no preset {preset!r} ({path} missing)")
-        data = cfgmod.deep_merge(cfgmod.load_yaml(path), overrides)
+        # a relative path in the overrides means from here (the working directory), as in any Python call: kept
+        # absolute, so the run folder's config.yaml and a later chdir still find it
+        data = cfgmod.deep_merge(cfgmod.load_yaml(path), cfgmod.resolve_relative_paths(overrides, Path.cwd()))
         return cls(cfgmod.validate_config(data, source=f"{name}/{preset} preset + overrides"))
 
     @classmethod
@@ -79,7 +90,16 @@ class Project:
         that many processes under torchrun (one per GPU; gloo on CPU), training like one process with the
         same global batch. `nnodes` > 1: that many machines, `nproc` processes each, meet at `rdzv_endpoint`
         (host:port of this machine); the others run `distill join <run folder>` (docs/distillation.md)."""
+        from sdk.stages import stage_list
+
+        self._bind_template()  # template_options edited since construction
         c = self.config
+        stages = [n for n, _ in stage_list()]
+        if until is not None and until not in stages:
+            raise DistillError(f"until={until!r}: not a stage (one of {', '.join(stages)})")
+        for name, value in (("nproc", nproc), ("nnodes", nnodes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DistillError(f"{name}={value!r}: a number of processes, 1 or more")
         if nnodes > 1:  # checked before any stage, not when the distill stage starts minutes later
             from sdk.distill.launch import check_rendezvous
 
@@ -91,6 +111,7 @@ class Project:
         root = Path(out) if out else Path("runs") / c.name
         if root.exists() and not root.is_dir():
             raise DistillError(f"--out {root}: this is a file; the run folder must be a folder")
+        _check_same_template(root, c.template)
         created = _highest_missing(root)
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)
@@ -154,6 +175,18 @@ class Project:
         report = json.loads(run.path("report.json").read_text())
         return RunResult(run.root, report, {"json": run.path("report.json"), "md": run.path("report.md"),
                                             "html": run.path("report.html")}, ran_now)
+
+
+def _check_same_template(root: Path, template: str) -> None:
+    """A run folder holding another template's run is not overwritten: its stages would be replaced one by one
+    while its later files (artifacts, evaluation) stayed, describing the other project."""
+    try:
+        earlier = json.loads((root / "manifest.json").read_text()).get("template")
+    except (OSError, ValueError, AttributeError):
+        return  # none, or damaged: RunDir says so
+    if earlier and earlier != template:
+        raise DistillError(f"{root} holds a run of template {earlier!r}, not {template!r}: give another run folder "
+                           "(out=, --out), or delete that one first")
 
 
 def _highest_missing(path: Path) -> Path | None:

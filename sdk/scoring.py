@@ -48,6 +48,12 @@ class FinishedRun:
                 raise DistillError(f"{root} is not a finished run: {rel} is missing (run the project to the end: "
                                    f"{rerun_command(root)})")
         self.run = RunDir(root)
+        if self.run.manifest_path.is_file() and "evaluate" not in self.run.manifest["stages"]:
+            # its files may be another run's: a later run into this folder redid an earlier stage (and stopped
+            # before evaluating), so the artifacts and their evaluation no longer belong to its config
+            raise DistillError(f"{root} is not a finished run: manifest.json does not record its evaluate stage as "
+                               "done (it stopped before, or a later run into this folder changed an earlier stage); "
+                               f"run the project to the end: {rerun_command(root)}")
         source = str(root / "config.yaml")
         self.config = cfgmod.validate_config(cfgmod.load_yaml(root / "config.yaml"), source=source)
         self.options = cfgmod.template_options(self.config, source)

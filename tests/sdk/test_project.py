@@ -79,3 +79,34 @@ def test_tensorboard_logging_keeps_the_distill_stage_hash(tmp_path):
 
     assert distill_inputs(tensorboard=True) == distill_inputs()
     assert distill_inputs(lr=1e-4) != distill_inputs()  # what is trained still changes it
+
+
+def test_the_python_api_checks_its_arguments_and_follows_edits(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    p = sdk.Project.from_template("fraud", preset="tiny")
+    with pytest.raises(DistillError, match=r"until='evalute': not a stage \(one of data, "):
+        p.run(tmp_path / "r", until="evalute")  # a typo used to run every stage
+    with pytest.raises(DistillError, match="nproc=0: a number of processes, 1 or more"):
+        p.run(tmp_path / "r", nproc=0)
+    assert not (tmp_path / "r").exists()
+    # options edited after construction are the ones the data is made with (config.yaml recorded them already)
+    p.config.template_options["fraud_rate"] = 0.9
+    result = p.run(tmp_path / "r", until="data")
+    assert pd.read_parquet(tmp_path / "r" / "data" / "train.parquet")["label"].mean() > 0.6
+    assert "RunResult(run_dir=" in repr(result) and len(repr(result)) < 300
+    # a folder holding another template's run is not overwritten stage by stage
+    with pytest.raises(DistillError, match="holds a run of template 'fraud', not 'education'"):
+        sdk.Project.from_template("education", preset="tiny").run(tmp_path / "r", until="data")
+    # files that look finished but whose evaluate stage the manifest does not record are not scored
+    (tmp_path / "r" / "evaluation").mkdir()
+    (tmp_path / "r" / "evaluation" / "artifacts.json").write_text(json.dumps([]))
+    with pytest.raises(DistillError, match="is not a finished run: manifest.json does not record its evaluate"):
+        sdk.Project.load(tmp_path / "r")
+    # a relative data path means from the working directory, and is kept absolute in the config
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.csv").write_text("x\n")
+    q = sdk.Project.from_template("fraud", preset="tiny", data={"path": "rows.csv", "label_column": "x"})
+    assert str(q.config.data.path) == str(tmp_path / "rows.csv")
