@@ -362,6 +362,17 @@ class DistillConfig(_Model):
         return validate_loss(v)
 
     @model_validator(mode="after")
+    def _stage_names_unique(self) -> "DistillConfig":
+        # a stage's checkpoints are found by its name: a second stage of the same name resumed the first one's
+        # finished training and trained nothing
+        names = [st.name for st in self.stages or []]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"stages: names must differ (each names its checkpoints); {', '.join(repeated)} "
+                             "is given more than once")
+        return self
+
+    @model_validator(mode="after")
     def _fsdp_supported(self) -> "DistillConfig":
         # these run the student (or the teacher beside it) outside the sharded copy that FSDP trains
         unsupported = [k for k in ("features", "on_policy") if getattr(self, k) is not None]

@@ -502,7 +502,10 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool
         mine, theirs = student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
         if mine != theirs:
             loss = cfg.distill.loss
-            token_level = template.task == "generation" and float(loss.get("alpha", 0.5)) < 1.0
+            from sdk.distill.schedules import uses_teacher_distributions
+
+            # alpha may be a schedule: token-level KD whenever it is below 1 at some step
+            token_level = template.task == "generation" and uses_teacher_distributions({"alpha": 0.5, **loss})
             if token_level and loss.get("alignment", "vocabulary") != "uld":
                 f.problems.append(f"{field} {student.spec!r} uses another tokenizer than the teacher ({len(mine)} vs "
                                   f"{len(theirs)} tokens): token-level KD then needs distill.loss.alignment: uld "

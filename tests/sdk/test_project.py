@@ -110,3 +110,9 @@ def test_the_python_api_checks_its_arguments_and_follows_edits(tmp_path, monkeyp
     (tmp_path / "rows.csv").write_text("x\n")
     q = sdk.Project.from_template("fraud", preset="tiny", data={"path": "rows.csv", "label_column": "x"})
     assert str(q.config.data.path) == str(tmp_path / "rows.csv")
+
+
+def test_stage_names_must_differ():
+    # a second stage of the same name resumed the first one's finished checkpoint and trained nothing
+    with pytest.raises(DistillError, match="distill.stages: names must differ .* kd is given more than once"):
+        sdk.Project.from_template("code", preset="tiny", distill={"stages": [{"name": "kd"}, {"name": "kd"}]})
