@@ -49,7 +49,8 @@ def verdict(ratio: float | None, ci: list[float] | None) -> str:
     if ratio > 1.0:
         return "as good as teacher (higher, within the interval)" if ci else "better than teacher"
     if ci and ci[1] >= 1.0:
-        return f"keeps {ratio:.1%} (as good within the interval)"
+        # the interval reaches 1: not shown to be worse, which is not "as good" (at 0% it would read absurdly)
+        return f"keeps {ratio:.1%} (not shown to be worse: its interval reaches {ci[1]:.2f})"
     return f"keeps {ratio:.1%}"
 
 

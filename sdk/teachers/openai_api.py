@@ -354,9 +354,14 @@ class OpenAITeacher:
             self._stopping.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        except BaseException:
+        except BaseException as err:
             self._stopping.set()  # running prompts start no further request
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(err, _Stopped):  # a prompt that stopped because another failed: raise the failure
+                for fut in futures:
+                    cause = None if fut.cancelled() else fut.exception()
+                    if cause is not None and not isinstance(cause, _Stopped):
+                        raise cause from None
             raise
         pool.shutdown()
         return out

@@ -109,3 +109,10 @@ def test_generation_report_uses_tokens_per_second_and_shows_the_sequence_kd_twin
     assert "| Q4_K_M | 0.400 | 0.460 |" in md
     assert "accepted 180 (45.0%)" in md and "64 bytes per response token" in md
     assert "tokens/s (batch 1)" in md
+
+
+def test_a_ratio_whose_interval_reaches_one_is_not_called_as_good():
+    from evaluation.report import verdict
+
+    assert verdict(0.0, [0.0, 1.4]) == "keeps 0.0% (not shown to be worse: its interval reaches 1.40)"
+    assert verdict(0.9, [0.8, 0.95]) == "keeps 90.0%"
