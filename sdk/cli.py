@@ -340,10 +340,10 @@ def join(run_dir: Path, nproc: Optional[int] = typer.Option(None, min=1, help="P
 def _shown_set(assignment: str) -> str:
     """An --set value as messages may show it: not where it may be a key pasted by mistake (the config checks
     refuse such values without showing them; this keeps the flag from repeating them)."""
-    from sdk.config import _looks_like_a_secret
+    from sdk.config import looks_like_a_secret
 
     key, _, value = assignment.partition("=")
-    secret = key.strip().endswith(("api_key_env", "base_url")) or _looks_like_a_secret(value.strip())
+    secret = key.strip().endswith(("api_key_env", "base_url")) or looks_like_a_secret(value.strip())
     return f"{key}=..." if secret else assignment
 
 

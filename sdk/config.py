@@ -187,7 +187,7 @@ class OpenAITeacherConfig(_Model):
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError("must be the name of an environment variable (letters, digits and _, e.g. "
                              "DEEPSEEK_API_KEY), not the key itself; the value given is not shown")
-        if value is not None and _looks_like_a_secret(value):
+        if value is not None and looks_like_a_secret(value):
             raise ValueError("looks like an API key itself, not the name of the environment variable holding it; "
                              "put the key in a variable (export DEEPSEEK_API_KEY=...) and write its name here; the "
                              "value given is not shown")
@@ -217,7 +217,7 @@ class OpenAITeacherConfig(_Model):
                                        "request (server-specific options).")
 
 
-def _looks_like_a_secret(value: str) -> bool:
+def looks_like_a_secret(value: str) -> bool:
     """A value no one names an environment variable, but keys look like: 32+ hex digits, a provider's prefix
     (sk-, sk_, hf_, gsk_, xai-, AIza...) before a long run, or a random-looking run of 20+ characters (digits in
     3+ places, or letters switching case at nearly every other one). DEEPSEEK_API_KEY, MY_KEY_2,

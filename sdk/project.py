@@ -111,10 +111,10 @@ class Project:
         root = Path(out) if out else Path("runs") / c.name
         if root.exists() and not root.is_dir():
             raise DistillError(f"--out {root}: this is a file; the run folder must be a folder")
-        _check_same_template(root, c.template)
         created = _highest_missing(root)
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)
+        _check_same_template(run, c.template)
         try:
             return self._run_stages(run, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint)
         except BaseException:  # KeyboardInterrupt too: Ctrl-C must not leave an empty run behind
@@ -144,10 +144,9 @@ class Project:
             ctx.key = stable_hash([name, upstream, given])
             if not ran and not run.is_done(name, ctx.key, stage.outputs(run)):
                 # a run made before the stage's inputs changed shape, from the same config, stays up to date
-                for old in getattr(stage, "legacy_inputs", lambda _: [])(ctx):
-                    if run.is_done(name, stable_hash([name, upstream, old]), stage.outputs(run)):
-                        ctx.key = stable_hash([name, upstream, old])
-                        break
+                legacy = [stable_hash([name, upstream, old])
+                          for old in getattr(stage, "legacy_inputs", lambda _: [])(ctx)]
+                ctx.key = next((k for k in legacy if run.is_done(name, k, stage.outputs(run))), ctx.key)
             # a stage that ran (e.g. its outputs were missing) may have written new outputs under the same
             # input hash: every stage below it runs again, so the report never shows stale figures
             if not ran and run.is_done(name, ctx.key, stage.outputs(run)):
@@ -177,16 +176,13 @@ class Project:
                                             "html": run.path("report.html")}, ran_now)
 
 
-def _check_same_template(root: Path, template: str) -> None:
+def _check_same_template(run: RunDir, template: str) -> None:
     """A run folder holding another template's run is not overwritten: its stages would be replaced one by one
     while its later files (artifacts, evaluation) stayed, describing the other project."""
-    try:
-        earlier = json.loads((root / "manifest.json").read_text()).get("template")
-    except (OSError, ValueError, AttributeError):
-        return  # none, or damaged: RunDir says so
+    earlier = run.manifest.get("template")
     if earlier and earlier != template:
-        raise DistillError(f"{root} holds a run of template {earlier!r}, not {template!r}: give another run folder "
-                           "(out=, --out), or delete that one first")
+        raise DistillError(f"{run.root} holds a run of template {earlier!r}, not {template!r}: give another run "
+                           "folder (out=, --out), or delete that one first")
 
 
 def _highest_missing(path: Path) -> Path | None:
