@@ -29,6 +29,31 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def remove_orphaned_temporaries(folder: Path) -> int:
+    """Delete the temporary files atomic_write left in `folder` when its process was killed mid-write (SIGKILL,
+    power loss): `.name.<pid>.<thread>.tmp` of a process that no longer runs (a checkpoint's is the size of the
+    model). Live writers' files are kept. Returns the bytes freed."""
+    freed = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        parts = tmp.name.split(".")
+        if len(parts) < 5 or not parts[-3].isdigit():
+            continue
+        pid = int(parts[-3])
+        try:
+            os.kill(pid, 0)
+            continue  # a process of that id runs (maybe the writer): keep its file
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # another user's process of that id
+            continue
+        try:
+            freed += tmp.stat().st_size
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+    return freed
+
+
 def atomic_write(path: Path, write) -> Path:
     """write(tmp_path) then rename into place: a crash never leaves a half-written file at `path`, and a
     power loss never leaves the new name on unwritten data (the file, then its folder, are synced). The

@@ -5,8 +5,9 @@ then learns to recover from its own mistakes rather than only to imitate.
 `distill.on_policy` (generation templates, a local teacher with the student's vocabulary): on such a step the
 batch's prompts are completed by the student (sampling at `temperature`, up to `max_new_tokens`), the teacher
 runs on prompt + sample, and the loss is the configured divergence alone (alpha 0: the samples are not
-targets). Which steps go on-policy is drawn from the seed and the batch's examples, so a resumed run makes the
-same choices. An API teacher would need the logprobs of tokens it did not generate, which chat endpoints do
+targets). Which steps go on-policy is drawn from the seed and the step's whole batch (the recipe announces it
+through `start_step`), so a resumed run makes the same choices, and so do all micro-batches of a step and all
+ranks under torchrun: they would otherwise log different terms and disagree in the step's all-reduce. An API teacher would need the logprobs of tokens it did not generate, which chat endpoints do
 not return: refused with a clear error (sdk.stages.distill).
 """
 
@@ -64,11 +65,18 @@ def with_on_policy(batch_loss: Callable, prompts: Sequence[Sequence[int]], kd_lo
     """batch_loss(model, idx) that, on a `config.fraction` of the batches, trains `kd_loss` (alpha 0) on the
     student's own samples of prompts[idx] against the teacher run alongside."""
 
+    step_batch: list[int] | None = None  # the step's whole batch, when the recipe announced it
+
+    def start_step(batch: list[int]) -> None:
+        nonlocal step_batch
+        step_batch = list(batch)
+
     def wrapped(model: torch.nn.Module, idx: list[int]):
-        if not on_policy_step(seed, idx, config.fraction):
+        if not on_policy_step(seed, step_batch if step_batch is not None else idx, config.fraction):
             return batch_loss(model, idx)
         own = [prompts[i] for i in idx]
         samples = sample_responses(model, own, config.max_new_tokens, config.temperature, pad_id, eos_ids)
         return make_response_loss(own, samples, kd_loss, pad_id, teacher=teacher)(model, list(range(len(idx))))
 
+    wrapped.start_step = start_step
     return wrapped

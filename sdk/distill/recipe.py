@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from sdk.distill.losses import Loss
 from sdk.errors import DistillError
-from sdk.rundir import atomic_write, atomic_write_text
+from sdk.rundir import atomic_write, atomic_write_text, remove_orphaned_temporaries
 
 
 @dataclass
@@ -41,6 +41,8 @@ class TrainResult:
     steps: int
     seconds: float
     stopped_early: bool
+    # one entry per validation check: step, val (None without validation data) and loss_ema, the training
+    # loss smoothed over steps (0.9 decay); the log (log.jsonl) has each step's own loss
     history: list[dict] = field(default_factory=list)
 
 
@@ -223,6 +225,16 @@ def _all_reduce_step(params: list[torch.nn.Parameter], numbers: list[float], dev
     return flat[offset:].tolist()
 
 
+def _all_term_names(terms: dict[str, float]) -> list[str]:
+    """The logged terms of every rank, in one order: the step's all-reduce carries one slot per name, so the ranks
+    must agree on them though a rank may log fewer (an empty share of a short last batch logs none)."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(terms))
+    return sorted(set().union(*gathered))
+
+
 def _broadcast(value: float, device: torch.device) -> float:
     import torch.distributed as dist
 
@@ -330,6 +342,8 @@ def train(
     # the best weights live in best.pt, not in memory (a copy of every trained parameter for the whole run);
     # best_state is only for checkpoints written before best.pt existed
     best_path, best_state = checkpoint_dir / "best.pt", None
+    if rank == 0:  # a process killed mid-write left its temporary checkpoint behind
+        remove_orphaned_temporaries(checkpoint_dir)
     if rank == 0 and not ckpt_path.is_file():
         best_path.unlink(missing_ok=True)  # a fresh training: an earlier one's best is not this one's
     if ckpt_path.is_file():  # resume an interrupted run exactly where its last checkpoint left it
@@ -374,7 +388,15 @@ def train(
             if hasattr(f, "set_progress"):
                 f.set_progress(step / max(1, total_steps - 1))
         loss_sum, units, terms = 0.0, 0, {}
-        for micro in _micro_batches(batch_at(step)[rank::world], grad_accum):  # this rank's share of the batch
+        if hasattr(batch_loss, "start_step"):  # a choice made per step (on-policy), the same on every rank
+            batch_loss.start_step(batch_at(step))
+        share = batch_at(step)[rank::world]  # this rank's share of the batch
+        if fsdp and not share:  # a short last batch left this rank none: FSDP's collectives still need its
+            # forward and backward, so it runs one example at weight 0
+            with autocast(device, precision):
+                out = batch_loss(model, batch_at(step)[:1])
+            ((out[0] if isinstance(out, tuple) else out) * 0.0).backward()
+        for micro in _micro_batches(share, grad_accum):
             for f in losses:  # a loss not called in this micro-batch (e.g. on-policy's) logs nothing
                 if hasattr(f, "last_terms"):
                     f.last_terms = {}
@@ -387,8 +409,8 @@ def train(
                 for k, v in (getattr(f, "last_terms", None) or {}).items():
                     terms[k] = terms.get(k, 0.0) + v * n
         if world > 1:
-            names = sorted(terms)
-            loss_sum, units, *summed = _all_reduce_step(whole, [loss_sum, units, *(terms[k] for k in names)],
+            names = _all_term_names(terms)
+            loss_sum, units, *summed = _all_reduce_step(whole, [loss_sum, units, *(terms.get(k, 0.0) for k in names)],
                                                         device)
             units = round(units)
             terms = dict(zip(names, summed))
@@ -419,7 +441,7 @@ def train(
                     board.add_scalar(f"train/{k}", v, step)
         at_check = step % eval_every == 0 or step == total_steps
         if at_check and evaluate is None:  # nothing to validate on: each check checkpoints, the last weights stay
-            history.append({"step": step, "loss": running, "val": None})
+            history.append({"step": step, "loss_ema": running, "val": None})
             best_step = step
             log.flush()
             save()
@@ -433,7 +455,7 @@ def train(
             if not math.isfinite(metric):
                 raise DistillError(f"{desc}: validation metric is {metric} at step {step} "
                                    "(does the validation split hold both labels?)")
-            history.append({"step": step, "loss": running, "val": metric})
+            history.append({"step": step, "loss_ema": running, "val": metric})
             log.write(json.dumps({"step": step, "val": metric}) + "\n")
             log.flush()
             if board is not None:

@@ -77,6 +77,21 @@ def test_training_with_on_policy_steps_runs_and_logs_them(tiny_llama, tmp_path):
     assert any(r["alpha"] == 0.0 and r["kd"] > 0 for r in log) and any(r["alpha"] == 1.0 for r in log)
 
 
+def test_a_step_goes_on_policy_whole_with_its_micro_batches(tiny_llama, tmp_path):
+    """The coin is drawn once per step from its whole batch (the recipe's start_step), so micro-batches (and
+    ranks under torchrun, which then log the same terms) agree: no step mixes the two."""
+    teacher, student, tok, prompts, responses = _setup(tiny_llama)
+    main, kd = ResponseKD(alpha=1.0), ResponseKD(alpha=0.0)
+    base = make_response_loss(prompts, responses, main, tok.pad_token_id)
+    batch_loss = with_on_policy(base, prompts, kd, teacher, OnPolicyConfig(fraction=0.5, max_new_tokens=4), 0,
+                                tok.pad_token_id, [tok.eos_token_id])
+    train(student, batch_loss, len(prompts), lambda m: 0.0, lr=1e-3, batch_size=4, max_epochs=3, eval_every=100,
+          patience=5, seed=0, checkpoint_dir=tmp_path, loss_fn=[main, kd], grad_accum=4)
+    alphas = [json.loads(x)["alpha"] for x in (tmp_path / "log.jsonl").read_text().splitlines()
+              if "alpha" in json.loads(x)]
+    assert len(alphas) == 6 and set(alphas) == {0.0, 1.0}, alphas
+
+
 def test_on_policy_keys_in_yaml():
     from sdk.config import DistillConfig
 

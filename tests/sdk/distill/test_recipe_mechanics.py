@@ -197,7 +197,13 @@ def test_sigkill_mid_epoch_then_resume_ends_exactly_like_an_uninterrupted_run(ti
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert torch.load(killed / "last.pt", weights_only=False)["step"] in (8, 10)
+    # what a kill during a checkpoint's write leaves (the killed process's temporary file) goes on resume; a
+    # running process's stays
+    orphan, live = killed / f".best.pt.{proc.pid}.1.tmp", killed / f".last.pt.{os.getpid()}.1.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
     out, err = _run([tiny_llama, killed, 0.0, root]).communicate(timeout=300)
+    assert not orphan.exists() and live.exists()
     assert out, err[-2000:]
     resumed = json.loads(out.strip().splitlines()[-1])
     assert resumed["steps"] == 16
@@ -218,9 +224,10 @@ def test_two_runs_are_identical(tiny_llama, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0) -> dict | None:
+def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0, short: bool = False) -> dict | None:
     """The 1-layer student trained 3 epochs at a global batch of 8, in one process or as one rank of several
-    (the process group already initialised); rank 0 returns its losses, token counts and weights."""
+    (the process group already initialised); rank 0 returns its losses, token counts and weights. short:
+    length-grouped batches of 5, so each epoch ends with a batch of 1 and one rank gets no example."""
     import torch.distributed as dist
 
     from sdk.distill.sharding import full
@@ -237,8 +244,8 @@ def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0) -> dict |
 
     res = train(student, dying, n, lambda m: -float(sum(full(p).square().sum() for p in m.parameters()
                                                        if p.requires_grad)),
-                lr=3e-3, batch_size=8, max_epochs=3, eval_every=4, patience=100, seed=0, checkpoint_dir=out,
-                loss_fn=kd, shard=shard)
+                lr=3e-3, batch_size=5 if short else 8, max_epochs=3, eval_every=4, patience=100, seed=0,
+                checkpoint_dir=out, loss_fn=kd, shard=shard, lengths=list(range(n)) if short else None)
     rank = dist.get_rank() if dist.is_initialized() else 0
     weights = sum(float(p.double().sum()) for p in student.parameters())
     if dist.is_initialized():  # every rank holds the same weights
@@ -265,7 +272,8 @@ import torch.distributed as dist
 torch.set_num_threads(1)
 dist.init_process_group("gloo")
 from tests.sdk.distill.test_recipe_mechanics import ddp_train
-res = ddp_train(sys.argv[1], Path(sys.argv[2]), sys.argv[4] == "fsdp", int(sys.argv[5]))
+res = ddp_train(sys.argv[1], Path(sys.argv[2]), sys.argv[4].startswith("fsdp"), int(sys.argv[5]),
+                short=sys.argv[4].endswith("short"))
 dist.destroy_process_group()
 if res:
     print(json.dumps(res))
@@ -292,16 +300,19 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_llama
     torch.set_num_threads(1)
     try:
         results["one"] = ddp_train(str(tiny_llama), tmp_path / "one" / "ckpt", shard=False)
+        (tmp_path / "one-short").mkdir()
+        results["one-short"] = ddp_train(str(tiny_llama), tmp_path / "one-short" / "ckpt", shard=False, short=True)
     finally:
         torch.set_num_threads(threads)
-    for name, mode in (("two", "plain"), ("fsdp", "fsdp")):
+    for name, mode in (("two", "plain"), ("fsdp", "fsdp"), ("fsdp-short", "fsdp-short")):
         if mode == "fsdp":  # sharded: killed in step 6 (after the step-4 checkpoint of whole tensors), then resumed
             assert launch(name, mode, die_at=6).returncode != 0
         done = launch(name, mode)
         assert done.returncode == 0, done.stderr[-3000:]
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    one = results["one"]
-    for two in (results["two"], results["fsdp"]):
-        assert one["units"] == two["units"] and len(one["losses"]) == 6  # each step saw the same global batch
+    # a rank without examples in a step (the batch of 1) still takes part in the step's collectives
+    for one, two in ((results["one"], results["two"]), (results["one"], results["fsdp"]),
+                     (results["one-short"], results["fsdp-short"])):
+        assert one["units"] == two["units"] and len(one["losses"]) in (6, 12)  # each step saw the same global batch
         assert max(abs(a - b) for a, b in zip(one["losses"], two["losses"])) < 1e-4
         assert abs(one["weights"] - two["weights"]) < 1e-3 and one["best_step"] == two["best_step"]
