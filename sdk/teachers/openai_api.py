@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -344,26 +344,27 @@ class OpenAITeacher:
                 self._stopping.set()  # before this thread takes the next prompt
                 raise
 
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        futures = {pool.submit(guarded, i): i for i in range(n)}
+        futures = {fut: i for i, fut in enumerate(_daemon_pool(guarded, n, self.concurrency))}
         try:
             # as they finish: the first error stops the batch at once, not after the prompts before it
             for fut in tqdm(as_completed(futures), total=n, desc=desc, disable=desc is None):
                 out[futures[fut]] = fut.result()
-        except KeyboardInterrupt:  # Ctrl-C: stop now; requests in flight end on their own (cached if answered)
+        except KeyboardInterrupt:  # Ctrl-C: stop now; requests in flight are abandoned (cached if answered)
             self._stopping.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            for fut in futures:
+                fut.cancel()
             raise
         except BaseException as err:
             self._stopping.set()  # running prompts start no further request
-            pool.shutdown(wait=True, cancel_futures=True)
+            for fut in futures:
+                fut.cancel()
+            wait(futures)  # the running ones end (each at its next request at the latest)
             if isinstance(err, _Stopped):  # a prompt that stopped because another failed: raise the failure
                 for fut in futures:
                     cause = None if fut.cancelled() else fut.exception()
                     if cause is not None and not isinstance(cause, _Stopped):
                         raise cause from None
             raise
-        pool.shutdown()
         return out
 
     # ---- what the stages ask for
@@ -455,6 +456,38 @@ class OpenAITeacher:
                                      "max_completion_tokens": extra_out,
                                      "max_cost": self._cost(extra_prompt, extra_out)},
                 "spent_before": self.ledger.cost}
+
+
+def _daemon_pool(fn: Callable[[int], Any], n: int, workers: int) -> list[Future]:
+    """fn(i) for i < n on `workers` daemon threads, as futures (cancel() drops the ones not started).
+
+    Why not ThreadPoolExecutor: its threads are joined when the interpreter exits, so a Ctrl-C'd `distill` waited
+    for every request in flight to answer or time out (timeout_s times the client's retries: minutes); an HTTP
+    read blocked in another thread cannot be interrupted, and closing the client does not wake it. Daemon
+    threads are abandoned at exit; each answer is cached the moment it arrives, so nothing received is lost."""
+    import queue
+
+    futures = [Future() for _ in range(n)]
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(n):
+        todo.put(i)
+
+    def work() -> None:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            if not futures[i].set_running_or_notify_cancel():
+                continue
+            try:
+                futures[i].set_result(fn(i))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+                futures[i].set_exception(err)
+
+    for _ in range(min(workers, n)):
+        threading.Thread(target=work, daemon=True, name="teacher-request").start()
+    return futures
 
 
 def probe_endpoint(base_url: str, model: str, api_key_env: str | None, timeout_s: float = 10.0

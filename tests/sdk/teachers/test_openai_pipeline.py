@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -159,7 +160,8 @@ def test_annotate_dry_run_needs_no_key_and_ctrl_c_says_how_to_resume(tiny_llama,
 
     with FakeOpenAI({3: "hang"}, key=SECRET) as server:
         project = tmp_path / "project.yaml"
-        project.write_text(yaml.safe_dump(openai_config(server.base_url, tiny_llama, concurrency=1)))
+        # a long timeout: Ctrl-C must not wait for the request in flight to time out
+        project.write_text(yaml.safe_dump(openai_config(server.base_url, tiny_llama, concurrency=1, timeout_s=60.0)))
         monkeypatch.delenv("FAKE_TEACHER_KEY")  # an estimate sends nothing: no key needed
         dry = _annotate(project, "--dry-run", "--out", str(tmp_path / "run"))
         assert dry.returncode == 0, dry.stderr
@@ -170,8 +172,11 @@ def test_annotate_dry_run_needs_no_key_and_ctrl_c_says_how_to_resume(tiny_llama,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert server.hanging.wait(timeout=120), "the client never reached the hanging request"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        t0 = time.perf_counter()
+        _, err = proc.communicate(timeout=120)
+        waited = time.perf_counter() - t0
     assert proc.returncode == 130, err
+    assert waited < 15, f"Ctrl-C took {waited:.0f} s: it waited for the request in flight"
     assert f"interrupted; every answer received is cached: re-run `distill annotate {project}` to resume" in err
     assert "Traceback" not in err
 
