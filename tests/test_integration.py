@@ -72,8 +72,9 @@ def test_report_json_contract(run_dir):
         assert 0 <= g["parity"]["decision_agreement"] <= 1 and g["parity"]["max_abs_prob_diff"] >= 0
     t, s = arts["teacher-torch"]["metrics"]["roc_auc"], arts["student-gguf-Q8_0"]["metrics"]["roc_auc"]
     assert r["retention"]["student-gguf-Q8_0"]["roc_auc"] == pytest.approx(s / t)
-    # a student cut to 2 of 30 layers decides faster than the teacher, in every runtime
-    assert all(r["summary"][n]["speedup_vs_teacher"] > 1.5 for n in r["summary"])
+    # a student cut to 2 of 30 layers decides faster than the teacher, in every runtime (8-18x alone on 2 cores;
+    # timings taken while other processes load both cores came as low as 1.4x: faster is what is asserted)
+    assert all(r["summary"][n]["speedup_vs_teacher"] > 1.0 for n in r["summary"])
     # one operating point for all, with intervals; a tiny split is flagged, not trusted
     assert r["operating_point"]["kind"] == "fpr" and r["headline_metric"] == "recall"
     for a in arts.values():
