@@ -218,16 +218,20 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> floa
 
 def transaction_prompt(row: dict) -> str:
     """The fraud prompt of one transaction (standard library only: it is shipped in bundles as it is). Values
-    may come as text (CSV, JSON): a value that is not what its column holds is named, never guessed."""
+    may come as text (CSV, JSON): a value that is not what its column holds is named, never guessed, and so is
+    one outside its column's range (hour 99 or a negative amount would be rendered as "99h" or "$-5" and scored
+    as if it meant something)."""
 
-    def number(column):
+    def number(column, low=0.0, high=None, whole=False, what="0 or more"):
         try:
             value = float(row[column])
             if value != value or value in (float("inf"), float("-inf")):
                 raise ValueError
-            return value
         except (TypeError, ValueError):
             raise ValueError(f"column {column!r}: {row[column]!r} is not a number") from None
+        if value < low or (high is not None and value > high) or (whole and value != int(value)):
+            raise ValueError(f"column {column!r}: {row[column]!r} is out of range (allowed: {what})")
+        return value
 
     flag = row["device_change"]
     if isinstance(flag, str):  # "false" is a true value to bool(): read the words instead
@@ -238,6 +242,8 @@ def transaction_prompt(row: dict) -> str:
     device = "new device" if flag else "same device"
     note = row.get("note")
     note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
-    return (f"${number('amount'):.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
-            f"{int(number('hour')):02d}h {row['country']}, account {int(number('account_age_days'))}d, "
-            f"{device}, {int(number('velocity_1h'))} tx/h, {row['merchant']}.{note} Fraud?")
+    amount = number("amount")
+    hour = int(number("hour", 0, 23, whole=True, what="a whole hour of the day, 0 to 23"))
+    age, velocity = int(number("account_age_days")), int(number("velocity_1h"))
+    return (f"${amount:.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
+            f"{hour:02d}h {row['country']}, account {age}d, {device}, {velocity} tx/h, {row['merchant']}.{note} Fraud?")
