@@ -33,7 +33,7 @@ def paired_bootstrap(n: int, metrics_on: MetricsOn, *, teacher: str, compared: I
     ratios: dict[str, dict[str, list[float]]] = {}
     steps = range(resamples)
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=progress, leave=False)
     for _ in steps:

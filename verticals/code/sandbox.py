@@ -795,7 +795,7 @@ def run_programs(programs: list[str], *, timeout_s: float = 5.0, memory_mb: int 
                  progress: Optional[bool] = None, desc: str = "sandbox") -> list[SandboxResult]:
     """run_program over many programs, `workers` at a time; results in input order. A tqdm bar is shown
     when there are more than PROGRESS_MIN_PROGRAMS programs (or when `progress` says so)."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     workers = max(1, int(workers))
     slots: list[int] = list(range(workers))
