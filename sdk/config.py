@@ -7,6 +7,8 @@ Defaults live here and only here.
 from __future__ import annotations
 
 import difflib
+import functools
+import typing
 import re
 import urllib.parse
 from pathlib import Path
@@ -27,6 +29,19 @@ EMBEDDED_TEACHER = "embedded:smollm2-135m-instruct"
 
 class _Model(TypedConfig):
     model_config = ConfigDict(validate_assignment=True)  # extra="forbid" comes from TypedConfig
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `project.config.distill.lr = -1` in a notebook: the SDK's error naming the field as a project file
+        # does, not pydantic's ValidationError
+        before = self.__dict__.get(name)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            if name in self.__dict__:  # a model-level check fails after pydantic set the field: take it back
+                self.__dict__[name] = before
+            prefix = _section_prefixes().get(type(self), "")
+            raise DistillError("invalid configuration: " + "; ".join(
+                _describe_error(e, type(self), prefix) for e in _collapsed(err))) from None
 
 
 class DataConfig(_Model):
@@ -362,6 +377,36 @@ class DistillConfig(_Model):
         return validate_loss(v)
 
     @model_validator(mode="after")
+    def _stage_losses(self) -> "DistillConfig":
+        # a stage's loss of the same kind as `distill.loss` takes the keys it omits from it (temperature,
+        # divergence, ...), as every other key of a stage does; another kind starts from its own defaults
+        for st in self.stages or []:
+            if st.loss is not None:
+                base = self.loss if st.loss["kind"] == self.loss["kind"] else {}
+                merged = validate_loss({**base, **st.loss})
+                if merged != st.loss:
+                    st.loss = merged
+        return self
+
+    @model_validator(mode="after")
+    def _micro_batches_fit(self) -> "DistillConfig":
+        # more micro-batches than examples would be capped silently at one example each
+        for where, st in [("", self)] + [(f"stage {x.name}: ", x) for x in self.stages or []]:
+            accum, batch = st.grad_accum or self.grad_accum, st.batch_size or self.batch_size
+            if accum > batch:
+                raise ValueError(f"stages: {where}grad_accum {accum} is more than batch_size {batch}" if where else
+                                 f"grad_accum: {accum} is more than batch_size {batch}: a micro-batch holds at least "
+                                 "one example")
+        return self
+
+    def trained_losses(self) -> list[tuple[str, dict[str, Any]]]:
+        """(config field, loss) of every training the distill stage runs: each stage's, or `distill.loss`."""
+        if not self.stages:
+            return [("distill.loss", self.loss)]
+        return [(f"distill.stages[{i}].loss" if st.loss is not None else "distill.loss", st.loss or self.loss)
+                for i, st in enumerate(self.stages)]
+
+    @model_validator(mode="after")
     def _stage_names_unique(self) -> "DistillConfig":
         # a stage's checkpoints are found by its name: a second stage of the same name resumed the first one's
         # finished training and trained nothing
@@ -409,20 +454,28 @@ class TrainingStage(_Model):
     from `distill:`."""
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$", description="Names the stage in the log, checkpoints and report.")
-    loss: dict[str, Any] | None = Field(None, description="This stage's loss (`kind` and its parameters).")
-    lr: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    max_epochs: float | None = Field(None, gt=0, le=1000)
-    eval_every: int | None = Field(None, ge=1)
+    loss: dict[str, Any] | None = Field(None, description="This stage's loss (`kind` and its parameters); of the "
+                                        "same kind as `distill.loss`, the parameters it omits come from there, of "
+                                        "another kind from that loss's defaults. Default: `distill.loss`.")
+    lr: float | None = Field(None, gt=0, description="Default: distill.lr.")
+    batch_size: int | None = Field(None, ge=1, description="Default: distill.batch_size.")
+    max_epochs: float | None = Field(None, gt=0, le=1000, description="Default: distill.max_epochs.")
+    eval_every: int | None = Field(None, ge=1, description="Default: distill.eval_every.")
     patience: int | None = Field(None, ge=1, description="Checks without improvement before this stage stops.")
-    grad_accum: int | None = Field(None, ge=1)
-    lr_schedule: Literal["linear", "cosine", "constant_with_warmup", "cosine_with_restarts", "polynomial"] | None = None
-    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    grad_accum: int | None = Field(None, ge=1, description="Default: distill.grad_accum.")
+    lr_schedule: Literal["linear", "cosine", "constant_with_warmup", "cosine_with_restarts", "polynomial"] | None = Field(
+        None, description="Default: distill.lr_schedule (each stage warms up and decays over its own steps).")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Default: distill.warmup_ratio.")
 
     @field_validator("loss")
     @classmethod
     def _loss_config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if v is None else validate_loss(v)
+        # checked now, but only the keys given are kept: the rest come from `distill.loss` when its kind is the
+        # same (DistillConfig._stage_losses), else the loss's defaults
+        if v is None:
+            return None
+        checked = validate_loss(v)
+        return {k: x for k, x in checked.items() if k in v}
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
@@ -668,6 +721,29 @@ def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: 
     return f"{where}: {msg}"
 
 
+@functools.cache
+def _section_prefixes() -> dict[type, str]:
+    """Each config section's class -> its dotted place in a project file (`distill.`), first place found."""
+    out: dict[type, str] = {}
+
+    def walk(model: type, prefix: str) -> None:
+        out.setdefault(model, prefix)
+        for name, f in model.model_fields.items():
+            for t in _model_types(f.annotation):
+                if t not in out:
+                    walk(t, f"{prefix}{name}.")
+
+    walk(ProjectConfig, "")
+    return out
+
+
+def _model_types(annotation: Any) -> list[type]:
+    """The pydantic models inside a field's type (X, X | None, list[X], Annotated unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [t for arg in typing.get_args(annotation) for t in _model_types(arg)]
+
+
 def _known_keys() -> list[str]:
     """Every key a project file may hold, including each registered loss's parameters under distill.loss."""
     from sdk.registry import LOSSES, load, names
@@ -865,6 +941,11 @@ def reference_markdown() -> str:
                 kinds.append((f"{prefix}{name}.", _sections(ann)))
                 continue
             key = f"{prefix}{name}"
+            # an optional section (X | None: off when absent) or a list of them: its own table after this one
+            inner = [t for t in _model_types(ann) if t.__name__ != "Schedule"]
+            if len(inner) == 1:
+                is_list = typing.get_origin(ann) is list or any(typing.get_origin(a) is list for a in typing.get_args(ann))
+                nested.append((inner[0], f"{key}[]." if is_list else f"{key}."))
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
             shown = ["" if key not in presets[c] else f"`{presets[c][key]!r}`" for c in cols]
             if key == "distill.loss":

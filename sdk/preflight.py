@@ -75,10 +75,44 @@ def check_config(cfg, hints: dict[str, str] | None = None, sends: bool = True) -
         f.problems.append(f"teacher.adapt.enabled: adapting the teacher is implemented for decision templates; "
                           f"template {template.name!r} is a generation template (set teacher.adapt.enabled: false)")
     _check_data(cfg, template, options, hints.get("data.path", ""), f)
-    _check_models(cfg, template, hints, f, sends)
+    layers = _check_models(cfg, template, hints, f, sends)
+    _check_training(cfg, template, layers, f)
     _check_llama_cpp(f)
     _training_fact(cfg, f)
     return f
+
+
+def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -> None:
+    """The distillation settings against the template and the models: each loss's task, what needs the
+    teacher's weights beside the student, the feature layer map. layers: decoder layers of the teacher and the
+    student where known."""
+    from sdk.stages.distill import loss_problems
+
+    d = cfg.distill
+    f.problems += loss_problems(d, template.task)
+    if d.compare_sequence_kd and template.task != "generation":
+        f.problems.append("distill.compare_sequence_kd: generation templates only (sequence-level KD trains on "
+                          "completions); for a decision template, compare_fine_tuning trains the twin on the labels "
+                          "alone")
+    alongside = [k for k in ("features", "on_policy") if getattr(d, k) is not None]
+    if alongside and cfg.teacher.kind != "hf":
+        f.problems.append(f"distill.{alongside[0]}: needs the teacher's weights at training time; a "
+                          f"{cfg.teacher.kind} teacher has none (remove it, or use a local teacher: kind hf)")
+        return
+    if d.features is None:
+        return
+    if d.features.layers is None:
+        if cfg.student.model:
+            f.problems.append("distill.features.layers: give the layer map (student layer: teacher layer) for a "
+                              "student that is not cut from the teacher")
+        return
+    n_s, n_t = layers.get("student"), layers.get("teacher")
+    bad = [f"{j}: {t}" for j, t in d.features.layers.items()
+           if (n_s is not None and j >= n_s) or (n_t is not None and t >= n_t)]
+    if bad:
+        f.problems.append(f"distill.features.layers: {', '.join(bad)} out of range (student layers "
+                          f"0-{n_s - 1 if n_s is not None else '?'}, teacher layers "
+                          f"0-{n_t - 1 if n_t is not None else '?'})")
 
 
 def _training_fact(cfg, f: Findings) -> None:
@@ -87,8 +121,8 @@ def _training_fact(cfg, f: Findings) -> None:
 
     try:
         device = pick_device(cfg.distill.device)
-    except DistillError as err:  # the distill stage refuses it; stages before it can still run here
-        f.facts.append(f"training: {err}")
+    except DistillError as err:  # the distill stage would refuse it after the teacher's annotation was paid for
+        f.problems.append(str(err))
         return
     precision = resolve_precision(cfg.distill.precision, device)
     why = ("" if cfg.distill.precision != "auto" else " (CUDA)" if device.type == "cuda" else
@@ -451,7 +485,7 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings, sen
         f.problems.append(f"teacher.api_key_env: environment variable {t.api_key_env} is not set (it must hold the "
                           "API key; set teacher.api_key_env: null for a server without keys)")
     try:
-        check_distill_loss(t.kind, cfg.distill.loss, template.task)
+        check_distill_loss(t.kind, cfg.distill.trained_losses(), template.task)
     except DistillError as err:
         f.problems.append(str(err))
     f.facts.append(f"teacher: {t.model} at {t.base_url} (openai-compatible, {t.api} API)")
@@ -468,10 +502,11 @@ def _check_remote_teacher(cfg, template, hints: dict[str, str], f: Findings, sen
         f.problems += _label_word_problems(template, local, field)
 
 
-def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool = True) -> None:
+def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool = True) -> dict[str, int | None]:
+    """Checks of the teacher and the student's model; their decoder layers where known."""
     if cfg.teacher.kind != "hf":
         _check_remote_teacher(cfg, template, hints, f, sends)
-        return
+        return {}
     trust = cfg.teacher.trust_remote_code
     s = cfg.student
     teacher = _inspect_model("teacher.model", cfg.teacher.model, trust, hints.get("teacher.model", ""), f)
@@ -482,8 +517,10 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool
     if s.base and student is not None and student.layers is not None and s.layers > student.layers:
         f.problems.append(f"student.layers ({s.layers}) is more than the {student.layers} decoder layers of "
                           f"student.base {student.spec!r}, which the student is cut from")
+    layers = {"teacher": teacher.layers if teacher is not None else None,
+              "student": student.layers if s.model and student is not None else s.layers}
     if teacher is None:
-        return
+        return layers
     f.facts.append(f"teacher: {teacher.spec} ({_layers(teacher)}, vocabulary "
                    f"{len(teacher.tokenizer) if teacher.tokenizer is not None else '?'})")
     if teacher.tokenizer is not None and cfg.annotate.top_k > len(teacher.tokenizer):
@@ -501,14 +538,15 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool
         what = f"{student.spec} ({_layers(student)})" if s.model else f"{s.layers} layers of {student.spec}"
         mine, theirs = student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
         if mine != theirs:
-            loss = cfg.distill.loss
             from sdk.distill.schedules import uses_teacher_distributions
 
             # alpha may be a schedule: token-level KD whenever it is below 1 at some step
-            token_level = template.task == "generation" and uses_teacher_distributions({"alpha": 0.5, **loss})
-            if token_level and loss.get("alignment", "vocabulary") != "uld":
+            token_level = [(where, loss) for where, loss in cfg.distill.trained_losses()
+                           if template.task == "generation" and uses_teacher_distributions(loss)]
+            unaligned = [where for where, loss in token_level if loss.get("alignment", "vocabulary") != "uld"]
+            if unaligned:
                 f.problems.append(f"{field} {student.spec!r} uses another tokenizer than the teacher ({len(mine)} vs "
-                                  f"{len(theirs)} tokens): token-level KD then needs distill.loss.alignment: uld "
+                                  f"{len(theirs)} tokens): token-level KD then needs {unaligned[0]}.alignment: uld "
                                   "(or alpha: 1.0, sequence-level KD alone)")
             else:
                 f.facts.append(f"student: {what}, another tokenizer than the teacher's "
@@ -521,6 +559,7 @@ def _check_models(cfg, template, hints: dict[str, str], f: Findings, sends: bool
             f.facts.append(f"student: {what}, same vocabulary as the teacher")
     if template.task == "decision" and teacher.tokenizer is not None:
         f.problems += _label_word_problems(template, teacher)
+    return layers
 
 
 def teacher_tokenizer(cfg):

@@ -152,6 +152,67 @@ def test_a_dpo_stage_aligns_on_verified_pairs(run_dir, tmp_path):
     assert {"reward_margin", "reward_accuracy"} <= set(log[0])
 
 
+def test_annotate_keeps_top_k_while_a_stage_needs_it_and_ignores_the_temperature(run_dir, tmp_path):
+    """The top-level loss trains on completions alone (alpha 1) and a later stage weights the teacher's
+    distributions: the annotations (with the teacher's top-k) still serve (annotate decided from `distill.loss`
+    alone: it re-ran without top-k, and the stage failed or read the earlier run's file). A new temperature asks
+    the teacher nothing; when no training needs top-k any more, the run's file goes with the re-run."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "p"
+    root.mkdir()
+    project = yaml.safe_load((run_dir.parent / "project.yaml").read_text())
+    project["distill"]["compare_sequence_kd"] = False
+    project["distill"]["loss"]["alpha"] = 1.0
+    project["distill"]["stages"] = [{"name": "seq"}, {"name": "kd", "loss": {"kind": "response_kd", "alpha": 0.5}}]
+    copy = root / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*", "student*"))
+
+    def annotate(**loss_changes):
+        project["distill"]["stages"][1]["loss"].update(loss_changes)
+        (root / "project.yaml").write_text(yaml.safe_dump(project))
+        out = run_cli("run", root / "project.yaml", "--out", copy, "--until", "annotate")
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout, json.loads((copy / "manifest.json").read_text())["stages"]["annotate"]
+
+    said, ann = annotate()
+    assert "annotate: up to date, skipped" in said and ann["topk_tokens"] > 0
+    said, ann = annotate(temperature=3.0)
+    assert "annotate: up to date, skipped" in said
+    said, ann = annotate(alpha=1.0)
+    assert "annotate: running" in said and "topk_tokens" not in ann
+    assert not (copy / "annotations" / "topk.safetensors").exists()
+
+
+def test_two_processes_train_with_feature_terms_and_on_policy_steps(run_dir, tmp_path):
+    """`distill run --nproc 2` (gloo) with feature distillation and on-policy steps: the ranks draw the same
+    on-policy steps (each drew its own from its share, logged other terms and failed the step's all-reduce with
+    a collective mismatch) and no step mixes the two kinds."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "p"
+    root.mkdir()
+    project = yaml.safe_load((run_dir.parent / "project.yaml").read_text())
+    project["distill"].update(compare_sequence_kd=False, max_epochs=2, features={"weight": 0.5},
+                              on_policy={"fraction": 0.5, "max_new_tokens": 8})
+    (root / "project.yaml").write_text(yaml.safe_dump(project))
+    copy = root / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("artifacts", "evaluation", "report*", "student*"))
+    out = subprocess.run([sys.executable, "-m", "sdk.cli", "run", root / "project.yaml", "--out", copy, "--nproc", "2",
+                          "--until", "distill", "--keep-checkpoints"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    log = [json.loads(x) for x in next((copy / "checkpoints").glob("distill-*")).joinpath("log.jsonl")
+           .read_text().splitlines() if "loss" in json.loads(x)]
+    assert len(log) >= 4
+    on, off = [r for r in log if r["alpha"] == 0.0], [r for r in log if r["alpha"] == 0.5]
+    assert len(on) + len(off) == len(log)  # each step wholly on- or off-policy, on both ranks
+    assert all("feat_hidden" in r for r in off) and not any("feat_hidden" in r for r in on)
+
+
 def test_a_second_student_is_trained_from_the_signal_store_without_the_teacher(run_dir, tmp_path):
     """Another project (another student) over the same teacher and data, in a new run folder: its completions
     come from the completion cache and its top-k targets from the teacher-signal store the first run wrote;

@@ -21,6 +21,10 @@ from sdk.typed_config import TypedConfig
 
 
 class Loss(Protocol):
+    """A registered loss (`distill.loss.kind`). It may declare `tasks`, the template shapes it trains
+    ("decision": logits at the answer position; "generation": response tokens), and `stage_only` when it only
+    continues a trained student (a later `distill.stages` entry); both are checked before training."""
+
     def __call__(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """logits: [B, vocab] at the answer position; batch: per-example tensors (`target`, teacher top-k)."""
         ...
@@ -103,6 +107,8 @@ class SoftTargetKD(_Scheduled):
     the gradient scale independent of T.
     """
 
+    tasks = ("decision",)
+
     class Config(_KDConfig):
         """`distill.loss` parameters of `kind: soft_target_kd`."""
 
@@ -135,6 +141,8 @@ class ResponseKD(_Scheduled):
     its logits are then built chunk by chunk too, so neither model's [N x vocab] logits exist whole).
     alpha=1 is plain sequence-level KD (CE on the teacher's completions).
     """
+
+    tasks = ("generation",)
 
     class Config(_KDConfig):
         """`distill.loss` parameters of `kind: response_kd`."""

@@ -58,6 +58,9 @@ class DPOLoss:
     """The DPO objective on (chosen, rejected) sequence log-probabilities and their reference values; the
     `dpo` loss of a `distill.stages` entry (generation templates)."""
 
+    tasks = ("generation",)
+    stage_only = True  # aligns a trained student: a later entry of distill.stages
+
     class Config(TypedConfig):
         """`distill.stages[].loss` parameters of `kind: dpo`."""
 

@@ -32,11 +32,19 @@ class Schedule(TypedConfig):
                 raise ValueError("a step schedule needs len(values) == len(milestones) + 1")
             if any(not 0 < m < 1 for m in self.milestones) or self.milestones != sorted(set(self.milestones)):
                 raise ValueError("milestones must increase strictly, each in (0, 1)")
+            if self.start is not None or self.end is not None:
+                raise ValueError("a step schedule takes values and milestones, not start or end")
         else:
             if self.start is None:
                 raise ValueError(f"a {self.kind} schedule needs `start`")
             if self.kind != "constant" and self.end is None:
                 raise ValueError(f"a {self.kind} schedule needs `end`")
+            # a key the kind does not read would be ignored silently (a constant schedule's end)
+            unread = [k for k in ("end", "values", "milestones") if getattr(self, k) not in (None, [])
+                      and (k != "end" or self.kind == "constant")]
+            if unread:
+                raise ValueError(f"a {self.kind} schedule does not use {', '.join(unread)} "
+                                 + ("(constant: start throughout)" if self.kind == "constant" else "(start to end)"))
         return self
 
     def at(self, progress: float) -> float:
@@ -80,3 +88,24 @@ def check_range(v: Scheduled, name: str, lo: float, hi: float, lo_open: bool = F
         if not lo <= x <= hi or (lo_open and x == lo):  # written so that NaN fails too
             raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {x}")
     return v
+
+
+def compact(v: object) -> object:
+    """A config value as a person reads it: schedule dicts without the keys their kind does not use (None, []),
+    recursively (the manifest's and the log's record of a loss)."""
+    if isinstance(v, dict):
+        return {k: compact(x) for k, x in v.items() if not ("kind" in v and x in (None, []))}
+    return v
+
+
+def describe(v: Scheduled | dict) -> str:
+    """A number or a schedule in a few characters: 2.0, linear 5.0->1.0, step 0.0/0.5 at 0.5."""
+    if isinstance(v, dict):
+        v = Schedule.model_validate(v)
+    if not isinstance(v, Schedule):
+        return f"{float(v):g}"
+    if v.kind == "constant":
+        return f"{v.start:g}"
+    if v.kind == "step":
+        return f"step {'/'.join(f'{x:g}' for x in v.values)} at {'/'.join(f'{m:g}' for m in v.milestones)}"
+    return f"{v.kind} {v.start:g}->{v.end:g}"

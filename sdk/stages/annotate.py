@@ -21,13 +21,41 @@ from sdk.rundir import RunDir
 from sdk.stages import Context
 
 
-def inputs(ctx: Context) -> Any:
+def _config(ctx: Context) -> dict[str, Any]:
     c = ctx.config.model_dump(mode="json")
     if c["annotate"]["sampling_gguf"] == "F16":  # the default: runs made before the setting keep their stage
         del c["annotate"]["sampling_gguf"]
     if c["annotate"]["signals"] is None:  # likewise; where the store lives does not change what it holds
         del c["annotate"]["signals"]
-    return [c["annotate"], c["template_options"], c["distill"]["loss"], c["evaluation"]["threads"]]
+    return c
+
+
+def inputs(ctx: Context) -> Any:
+    c = _config(ctx)
+    return [c["annotate"], c["template_options"], _distill_needs(ctx), c["evaluation"]["threads"]]
+
+
+def legacy_inputs(ctx: Context) -> list[Any]:
+    """The key's inputs before 2026-12-04, when the whole `distill.loss` was in it (changing a temperature
+    re-ran the teacher): a run made then, from this same config, stays up to date."""
+    c = _config(ctx)
+    return [[c["annotate"], c["template_options"], c["distill"]["loss"], c["evaluation"]["threads"]]]
+
+
+def _distill_needs(ctx: Context) -> dict[str, Any] | None:
+    """What of the distillation config decides the annotations: whether some training weights the teacher's
+    token distributions (then they are stored, in the alignment its loss asks for). Nothing else: a new
+    temperature or alpha schedule asks the teacher nothing again."""
+    if ctx.template.task != "generation":
+        return None
+    needing = [loss for _, loss in ctx.config.distill.trained_losses() if uses_teacher_distributions(loss)]
+    return {"teacher_topk": bool(needing),
+            "alignment": sorted({loss.get("alignment", "vocabulary") for loss in needing})}
+
+
+def topk_needed_by(distill_cfg: Any) -> list[str]:
+    """The config fields (`distill.loss`, `distill.stages[i].loss`) whose training needs the teacher's top-k."""
+    return [where for where, loss in distill_cfg.trained_losses() if uses_teacher_distributions(loss)]
 
 
 def outputs(run: RunDir) -> list[Path]:
@@ -111,8 +139,10 @@ def _annotate_generation(ctx: Context) -> dict[str, Any]:
         "prompt_yield": sum(1 for x in per_prompt if x > 0) / max(len(prompts), 1),
         "per_prompt_accepted": per_prompt, "training_examples": len(kept_text),
     }
-    if _needs_topk(c.distill.loss):
+    if topk_needed_by(c.distill):
         info.update(_store_topk(ctx, teacher, [prompts[i] for i in kept_prompt], responses, kept_text))
+    else:  # an earlier run's top-k belongs to other responses: no training may read it
+        run_dir.path("annotations", "topk.safetensors").unlink(missing_ok=True)
     run_dir.write_json("annotations/responses.json", {"prompt_index": kept_prompt, "text": kept_text,
                                                       "response_ids": responses})
     run_dir.write_json("annotations/annotations.json", info)
@@ -133,10 +163,6 @@ def _split(answer: dict[str, Any], keep_traces: bool) -> dict[str, Any]:
     text, inline = split_reasoning(answer["text"])
     reasoning = answer.get("reasoning") or inline
     return {**answer, "text": text, "reasoning": reasoning if keep_traces else None}
-
-
-def _needs_topk(loss: dict[str, Any]) -> bool:
-    return uses_teacher_distributions(loss)
 
 
 def with_reasoning(text: str, reasoning: str | None) -> str:
@@ -180,9 +206,11 @@ def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list
     run_tok = run_tokenizer(ctx)
     own = teacher.own_tokens() if hasattr(teacher, "own_tokens") else None
     cross = own is not None
-    if cross and ctx.config.distill.loss.get("alignment", "vocabulary") != "uld":
-        raise DistillError("distill.loss.alignment: the teacher's tokenizer differs from the student's; token-level "
-                           "KD then needs alignment: uld (or alpha: 1.0, sequence-level KD alone)")
+    unaligned = [where for where, loss in ctx.config.distill.trained_losses()
+                 if uses_teacher_distributions(loss) and loss.get("alignment", "vocabulary") != "uld"]
+    if cross and unaligned:
+        raise DistillError(f"{unaligned[0]}.alignment: the teacher's tokenizer differs from the student's; "
+                           "token-level KD then needs alignment: uld (or alpha: 1.0, sequence-level KD alone)")
     if cross:  # the teacher reads the same texts in its own tokens
         teacher_tok = teacher.tokenizer()
         eos = [teacher_tok.eos_token_id] if teacher_tok.eos_token_id is not None else []
@@ -202,9 +230,10 @@ def _store_topk(ctx: Context, teacher, prompts: list[list[int]], responses: list
     if missing:
         got = teacher.response_topk([t_prompts[i] for i in missing], [t_resps[i] for i in missing], k)
         if got is None:
-            raise DistillError(f"distill.loss.alpha: token-level KD needs the teacher's distributions over the "
+            where = topk_needed_by(ctx.config.distill)[0]
+            raise DistillError(f"{where}.alpha: token-level KD needs the teacher's distributions over the "
                                f"student's vocabulary, which a {teacher.kind} teacher does not give; set "
-                               "distill.loss.alpha: 1.0")
+                               f"{where}.alpha: 1.0")
         rows, vocab = got
         if store is None:
             store = SignalStore.open(root, teacher=teacher.identity(), k=k, vocab_size=vocab)

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdk.distill.schedules import compact
 from sdk.errors import DistillError
 from sdk.rundir import RunDir, replace_dir
 from sdk.stages import Context
@@ -102,6 +103,40 @@ def _save(ctx: Context, student, tok, folder: str, meta: dict[str, Any]) -> None
     replace_dir(tmp, ctx.run.path(folder))
 
 
+def loss_summary(loss: dict[str, Any]) -> str:
+    """A loss in one short phrase for the log and the manifest's note: response_kd (alpha 0.5, T linear 5->1)."""
+    from sdk.distill.schedules import describe as scheduled
+
+    shown = {"beta": "beta"} if loss["kind"] == "dpo" else {"alpha": "alpha", "temperature": "T"}
+    parts = [f"{name} {scheduled(loss[k])}" for k, name in shown.items() if k in loss]
+    if loss.get("divergence", "forward_kl") != "forward_kl":
+        parts.append(str(loss["divergence"]))
+    return loss["kind"] + (f" ({', '.join(parts)})" if parts else "")
+
+
+def loss_problems(distill_cfg: Any, task: str) -> list[str]:
+    """What makes the configured trainings impossible for a template of this task (decision or generation):
+    a loss of the other shape, an alignment loss first, on-policy steps without sequences. Found before any
+    stage runs (distill check) and again by this stage, instead of a crash at the first step."""
+    from sdk.registry import LOSSES, load, names
+
+    out = []
+    for where, loss in distill_cfg.trained_losses():
+        cls = load(LOSSES, loss["kind"])
+        tasks = getattr(cls, "tasks", (task,))
+        if task not in tasks:
+            fits = [n for n in names(LOSSES) if task in getattr(load(LOSSES, n), "tasks", (task,))
+                    and not getattr(load(LOSSES, n), "stage_only", False)]
+            out.append(f"{where}: {loss['kind']} trains {' or '.join(tasks)} templates; this template is a {task} "
+                       f"template" + (f" (use {' or '.join(fits)})" if fits else ""))
+        elif getattr(cls, "stage_only", False) and not distill_cfg.stages:
+            out.append(f"{where}: {loss['kind']} aligns a trained student; use it in a later entry of "
+                       "distill.stages, after a stage that distils")
+    if distill_cfg.on_policy is not None and task != "generation":
+        out.append("distill.on_policy: decision templates have no sequences to sample (generation only)")
+    return out
+
+
 def run(ctx: Context) -> dict[str, Any]:
     import torch
 
@@ -113,10 +148,9 @@ def run(ctx: Context) -> dict[str, Any]:
     if ctx.nproc * ctx.nnodes > 1 and process_world()[1] == 1:  # the parent: start the ranks, which run this again
         return launch(ctx, ctx.nproc, ctx.nnodes, ctx.rdzv_endpoint)
     c = ctx.config
-    if c.distill.loss["kind"] == "dpo":
-        raise DistillError("distill.loss: dpo aligns a trained student; use it in a later entry of distill.stages")
-    if any(s.loss and s.loss["kind"] == "dpo" for s in c.distill.stages or []) and ctx.template.task != "generation":
-        raise DistillError("distill.stages: a dpo stage needs verified completions (generation templates)")
+    problems = loss_problems(c.distill, ctx.template.task)
+    if problems:
+        raise DistillError("; ".join(problems))
     teacher, tok, info = _source(ctx)  # with student.base/model: that model and its tokenizer (the run's)
     torch.manual_seed(c.seed)
     student, origin = _student(ctx, teacher, tok)
@@ -163,13 +197,14 @@ def run(ctx: Context) -> dict[str, Any]:
             out["sequence_kd"] = {"train": twin_res.__dict__, "loss": seq_loss}
     if c.distill.stages:
         out["stages"] = done
-    _save(ctx, student, tok, "student", {**meta, "loss": c.distill.loss, **({"stages": done} if c.distill.stages else {})})
-    note = f"{origin}, {count_params(student):,} params; loss {c.distill.loss['kind']}: {describe(res)}"
+    else:
+        out["loss"] = compact(c.distill.loss)
+    _save(ctx, student, tok, "student", {**meta, "loss": compact(c.distill.loss),
+                                          **({"stages": done} if c.distill.stages else {})})
+    note = f"{origin}, {count_params(student):,} params; loss {loss_summary(c.distill.loss)}: {describe(res)}"
     if c.distill.stages:
         note = f"{origin}, {count_params(student):,} params; " + "; ".join(
-            f"stage {d['name']} ({d['loss']['kind']}"
-            + (f", alpha {d['loss']['alpha']}" if "alpha" in d["loss"] else "") + f"): {describe(_Res(**d['train']))}"
-            for d in done)
+            f"stage {d['name']} ({loss_summary(d['loss'])}): {describe(_Res(**d['train']))}" for d in done)
     if "sequence_kd" in out:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
     if "fine_tuned" in out:
@@ -191,10 +226,11 @@ def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
     done, res = [], None
     for name, stage_cfg in plan:
         if d.stages:
-            print(f"[distill] training stage {name[6:]} (loss {stage_cfg.loss['kind']}, lr {stage_cfg.lr})", flush=True)
+            print(f"[distill] training stage {name[6:]} (loss {loss_summary(stage_cfg.loss)}, lr {stage_cfg.lr})",
+                  flush=True)
         cx = dataclasses.replace(ctx, config=ctx.config.model_copy(update={"distill": stage_cfg}))
         res = train_one(cx, name)
-        done.append({"name": name[6:] if d.stages else name, "loss": stage_cfg.loss, "lr": stage_cfg.lr,
+        done.append({"name": name[6:] if d.stages else name, "loss": compact(stage_cfg.loss), "lr": stage_cfg.lr,
                      "train": res.__dict__})
     return res, done
 
@@ -302,8 +338,6 @@ def _live_teacher(ctx: Context, teacher, student, info: dict[str, Any]):
     wanted = [k for k in ("features", "on_policy") if getattr(d, k) is not None]
     if not wanted:
         return None
-    if d.on_policy is not None and ctx.template.task != "generation":
-        raise DistillError("distill.on_policy: decision templates have no sequences to sample (generation only)")
     if info.get("cut_from"):
         raise DistillError(f"distill.{wanted[0]}: needs the teacher's weights at training time; a "
                            f"{info.get('kind', 'remote')} teacher has none (remove it, or use a local teacher)")
@@ -448,7 +482,10 @@ def _distill_generation(ctx: Context, student, tok, loss_cfg: dict[str, Any], na
     if uses_teacher_distributions(loss_cfg):
         store_path = run_dir.path("annotations", "topk.safetensors")
         if not store_path.is_file():
-            raise DistillError("distill.loss.alpha < 1 needs the teacher's top-k log-probabilities; re-run annotate")
+            where = ("distill.loss" if not d.stages else
+                     f"the {name[6:]} stage's loss" if name.startswith("stage-") else name)
+            raise DistillError(f"{where}: alpha < 1 needs the teacher's top-k log-probabilities, which the annotate "
+                               "stage did not store; re-run annotate (distill run does when the config asks for them)")
         topk = TopKStore.read(store_path).subset(train_idx)
     loss_fn = load(LOSSES, loss_cfg["kind"])(**{k: v for k, v in loss_cfg.items() if k != "kind"})
     t_prompts = [data["prompts"][i] for i in train_idx]

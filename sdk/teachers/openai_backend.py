@@ -130,12 +130,16 @@ def decision_warnings(client, answers: list[dict[str, Any]], label_words) -> lis
     return out
 
 
-def check_distill_loss(teacher_kind: str, loss: dict[str, Any], task: str) -> None:
-    """Token-level KD on responses needs the teacher's distributions over the run's vocabulary."""
-    if teacher_kind == "openai" and task == "generation" and uses_teacher_distributions(loss):
-        raise DistillError("distill.loss.alpha: token-level KD needs the teacher's distributions over the student's "
-                           "vocabulary, which an openai teacher does not give; set distill.loss.alpha: 1.0 "
-                           "(sequence-level KD on its verified completions)")
+def check_distill_loss(teacher_kind: str, losses: list[tuple[str, dict[str, Any]]], task: str) -> None:
+    """Token-level KD on responses needs the teacher's distributions over the run's vocabulary. losses: (config
+    field, loss) of every training (DistillConfig.trained_losses)."""
+    if teacher_kind != "openai" or task != "generation":
+        return
+    for where, loss in losses:
+        if uses_teacher_distributions(loss):
+            raise DistillError(f"{where}.alpha: token-level KD needs the teacher's distributions over the student's "
+                               f"vocabulary, which an openai teacher does not give; set {where}.alpha: 1.0 "
+                               "(sequence-level KD on its verified completions)")
 
 
 def _mean(xs):

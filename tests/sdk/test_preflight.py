@@ -96,6 +96,39 @@ def test_frozen_bottom_not_below_layers_exits_2(tmp_path, tiny_llama):
     assert out.exit_code == 2 and "frozen_bottom (2) must be smaller than layers (2)" in out.output
 
 
+def test_training_settings_the_template_or_models_cannot_train_exit_2(tmp_path, tiny_llama):
+    """Found before any stage, not as a crash at the first training step after the teacher was paid for."""
+    import torch
+
+    out = check(write_project(tmp_path / "a", tiny_llama, distill__loss={"kind": "response_kd"},
+                              distill__on_policy={"fraction": 0.5}, distill__compare_sequence_kd=True))
+    assert out.exit_code == 2
+    assert "distill.compare_sequence_kd: generation templates only" in out.output
+    assert "distill.loss: response_kd trains generation templates; this template is a decision template (use " \
+           "soft_target_kd)" in out.output
+    assert "distill.on_policy: decision templates have no sequences to sample" in out.output
+    # a stage's loss is named by its place in the list
+    out = check(write_project(tmp_path / "b", tiny_llama, distill__stages=[{"name": "kd"},
+                                                                          {"name": "align", "loss": {"kind": "dpo"}}]))
+    assert out.exit_code == 2 and "distill.stages[1].loss: dpo trains generation templates" in out.output
+    # the tiny model has 4 layers; the tiny preset's student 2
+    out = check(write_project(tmp_path / "c", tiny_llama, distill__features={"layers": {1: 3, 2: 1, 0: 9}}))
+    assert out.exit_code == 2
+    assert "distill.features.layers: 0: 9, 2: 1 out of range (student layers 0-1, teacher layers 0-3)" in out.output
+    out = check(write_project(tmp_path / "d", tiny_llama, distill__features={"layers": {}}))
+    assert out.exit_code == 2 and "distill.features.layers: an empty layer map distils no layer" in out.output
+    # settings that were ignored without a word
+    out = check(write_project(tmp_path / "f", tiny_llama,
+                              distill__loss={"kind": "soft_target_kd", "temperature": {"kind": "constant", "start": 2,
+                                                                                        "end": 1}}))
+    assert out.exit_code == 2 and "a constant schedule does not use end" in out.output
+    out = check(write_project(tmp_path / "g", tiny_llama, distill__grad_accum=32))
+    assert out.exit_code == 2 and "distill.grad_accum: 32 is more than batch_size" in out.output
+    if not torch.cuda.is_available():
+        out = check(write_project(tmp_path / "e", tiny_llama, distill__device="cuda"))
+        assert out.exit_code == 2 and "distill.device is 'cuda' but torch sees no CUDA GPU" in out.output
+
+
 def test_missing_model_exits_2_naming_it(tmp_path):
     out = check(write_project(tmp_path, tmp_path / "no-such-model"))
     assert out.exit_code == 2

@@ -116,3 +116,30 @@ def test_stage_names_must_differ():
     # a second stage of the same name resumed the first one's finished checkpoint and trained nothing
     with pytest.raises(DistillError, match="distill.stages: names must differ .* kd is given more than once"):
         sdk.Project.from_template("code", preset="tiny", distill={"stages": [{"name": "kd"}, {"name": "kd"}]})
+
+
+def test_a_stage_loss_of_the_same_kind_takes_what_it_omits_from_distill_loss(tmp_path):
+    from sdk.config import load_config
+
+    p = sdk.Project.from_template("code", preset="tiny", distill={
+        "loss": {"kind": "response_kd", "alpha": 0.5, "temperature": 2.0, "divergence": "reverse_kl"},
+        "stages": [{"name": "a", "loss": {"kind": "response_kd", "alpha": 0.0}}, {"name": "b"},
+                   {"name": "c", "loss": {"kind": "dpo", "beta": 0.2}}]})
+    a, b, c = p.config.distill.stages
+    assert (a.loss["alpha"], a.loss["temperature"], a.loss["divergence"]) == (0.0, 2.0, "reverse_kl")
+    assert b.loss is None and c.loss["beta"] == 0.2 and c.loss["temperature"] == 1.0  # dpo's own default
+    assert [w for w, _ in p.config.distill.trained_losses()] == ["distill.stages[0].loss", "distill.loss",
+                                                                 "distill.stages[2].loss"]
+    p.to_yaml(tmp_path / "project.yaml")  # the resolved losses read back the same
+    assert load_config(tmp_path / "project.yaml").distill.stages == p.config.distill.stages
+
+
+def test_assigning_a_bad_config_value_names_the_field():
+    p = sdk.Project.from_template("fraud", preset="tiny")
+    with pytest.raises(DistillError, match=r"invalid configuration: distill.lr: Input should be greater than 0"):
+        p.config.distill.lr = -1
+    with pytest.raises(DistillError, match=r"distill.grad_accum: 64 is more than batch_size"):
+        p.config.distill.grad_accum = 64
+    assert p.config.distill.grad_accum == 1  # a refused value is not kept
+    p.config.distill.lr = 1e-3  # a good value is taken
+    assert p.config.distill.lr == 1e-3
