@@ -118,7 +118,8 @@ def _run(job_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    from sdk.quiet import quiet_library_noise
+    from sdk.quiet import quiet_library_noise, quiet_warnings
 
     quiet_library_noise()
+    quiet_warnings()  # peft's wrap of an adapted teacher warns here as in the caller
     main(sys.argv[1], sys.argv[2])

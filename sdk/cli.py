@@ -35,11 +35,16 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+def _options(ctx: typer.Context,
+             version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="Print the installed version and exit.")) -> None:
+    from sdk.errors import speaking
     from sdk.quiet import quiet_library_noise
 
     quiet_library_noise()
+    # messages name settings as flags (--out) for the whole command, the Python API it calls included; given
+    # back when the command ends (a test process invokes the app, then calls the Python API)
+    ctx.with_resource(speaking("cli"))
 
 
 @app.command()
@@ -459,14 +464,6 @@ def _add_plugin_commands() -> None:
 _add_plugin_commands()
 
 
-def _quiet_warnings() -> None:
-    """Library deprecation notices (e.g. transformers' `is_gradient_checkpointing` FutureWarning, raised on
-    every peft wrap) repeat through a run and say nothing to a user of the CLI; the Python API keeps them."""
-    for module in ("transformers", "peft", "torch"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=rf"{module}(\.|$)")
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
 def _plain_warnings() -> None:
     """The SDK's own warnings (a repeated record's conflicting label, a cache moved aside) read as `warning: ...`
     on the CLI, like its errors; Python's default adds the SDK's file, line and source line, which are about us,
@@ -484,7 +481,11 @@ def _plain_warnings() -> None:
 
 
 def main() -> None:
-    _quiet_warnings()
+    from sdk.quiet import quiet_warnings
+
+    # library deprecation notices repeat through a run and say nothing to the user (the Python API silences
+    # them only during its calls: sdk.quiet.quieted)
+    quiet_warnings()
     _plain_warnings()
     try:
         app()

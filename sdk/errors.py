@@ -1,4 +1,16 @@
-"""User-facing errors: bad input is reported with the field or file it came from (CLI exit code 2)."""
+"""User-facing errors: bad input is reported with the field or file it came from (CLI exit code 2).
+
+A message that names a setting names it as the caller gives it: `--out runs/x` to the `distill` CLI,
+`out='runs/x'` to the Python API (`option`, `speaks_python`). The interface is set for the length of a call
+(`speaking`): the CLI for each command, `Project.run` / `Project.load` and a loaded run's `predict` for
+theirs unless a command already set it; code called from neither reads as the CLI.
+"""
+
+import contextlib
+from contextvars import ContextVar
+
+_SPEAKS: ContextVar[str | None] = ContextVar("distill_speaks", default=None)
+_UNSET = object()
 
 
 class DistillError(Exception):
@@ -24,3 +36,33 @@ def problems_error(where: str, problems: list[str], noun: str, limit: int = 20) 
     user fixes them all in one pass instead of one per run."""
     more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
     return DistillError(f"{where}: {len(problems)} bad {noun}(s):\n  " + "\n  ".join(problems[:limit]) + more)
+
+
+@contextlib.contextmanager
+def speaking(interface: str, outer_wins: bool = False):
+    """Within the block, messages name settings as `interface` ("cli" or "python") gives them. `outer_wins`:
+    keep the interface an enclosing block set (the CLI's commands call the Python API)."""
+    if interface not in ("cli", "python"):
+        raise ValueError(f"interface {interface!r}: cli or python")
+    if outer_wins and _SPEAKS.get() is not None:
+        yield
+        return
+    token = _SPEAKS.set(interface)
+    try:
+        yield
+    finally:
+        _SPEAKS.reset(token)
+
+
+def speaks_python() -> bool:
+    return _SPEAKS.get() == "python"
+
+
+def option(name: str, value=_UNSET) -> str:
+    """A setting as the caller gives it: option("out", "runs/x") is `--out runs/x` on the CLI and
+    `out='runs/x'` in Python; option("keep_checkpoints", True) `--keep-checkpoints` / `keep_checkpoints=True`;
+    option("out") `--out` / `out=`."""
+    if speaks_python():
+        return f"{name}=" + ("" if value is _UNSET else repr(str(value) if hasattr(value, "__fspath__") else value))
+    flag = "--" + name.replace("_", "-")
+    return flag if value is _UNSET or value is True else f"{flag} {value}"

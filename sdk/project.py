@@ -9,6 +9,7 @@ manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from sdk import config as cfgmod
 from sdk.config import ProjectConfig
-from sdk.errors import DistillError
+from sdk.errors import DistillError, option, speaking
 from sdk.rundir import RunDir, atomic_write_text, machine, stable_hash, versions
 
 
@@ -69,10 +70,12 @@ class Project:
     @staticmethod
     def load(run_dir: str | Path):
         """A finished run, ready to score new data with any of its evaluated artifacts:
-        `Project.load("runs/fraud-demo").predict(df, artifact="student-gguf-Q4_K_M")`."""
-        from sdk.scoring import load_run
+        `Project.load("runs/fraud-demo").predict(df, artifact="student-gguf-Q4_K_M")`. Its messages name
+        settings as Python does, and its `predict` leaves no worker process behind (see `run`)."""
+        from sdk.scoring import FinishedRun
 
-        return load_run(run_dir)
+        with api_call():
+            return FinishedRun(run_dir, python_api=True)
 
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
@@ -89,7 +92,14 @@ class Project:
         after that stage (e.g. "annotate"); the result then has no report. `nproc` > 1 runs the distill stage on
         that many processes under torchrun (one per GPU; gloo on CPU), training like one process with the
         same global batch. `nnodes` > 1: that many machines, `nproc` processes each, meet at `rdzv_endpoint`
-        (host:port of this machine); the others run `distill join <run folder>` (docs/distillation.md)."""
+        (host:port of this machine); the others run `distill join <run folder>` (docs/distillation.md).
+        While it runs, the libraries' import and deprecation notices are silenced as on the CLI (sdk.quiet;
+        your logging levels and warning filters are given back after), and the worker process it starts
+        for torch evaluation (evaluation.zygote, ~400 MB) is ended when it returns."""
+        with api_call():
+            return self._run(out, preflight, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint)
+
+    def _run(self, out, preflight, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint) -> RunResult:
         from sdk.stages import stage_list
 
         self._bind_template()  # template_options edited since construction
@@ -110,7 +120,7 @@ class Project:
             require_ready(c, source=f"project {c.name!r}")
         root = Path(out) if out else Path("runs") / c.name
         if root.exists() and not root.is_dir():
-            raise DistillError(f"--out {root}: this is a file; the run folder must be a folder")
+            raise DistillError(f"{option('out', root)}: this is a file; the run folder must be a folder")
         created = _highest_missing(root)
         fresh = not (root / "manifest.json").is_file()  # no earlier run to keep in this folder
         run = RunDir(root)
@@ -167,7 +177,7 @@ class Project:
                     freed = run.drop_checkpoints(ctx.key)
                     if freed:
                         print(f"[distill] {name}: removed its checkpoints ({freed / 1e6:.0f} MB; "
-                              "--keep-checkpoints keeps them)")
+                              f"{option('keep_checkpoints', True)} keeps them)")
             upstream = ctx.key
             if name == until:
                 return RunResult(run.root, {}, {}, ran_now)
@@ -176,13 +186,25 @@ class Project:
                                             "html": run.path("report.html")}, ran_now)
 
 
+@contextlib.contextmanager
+def api_call(python: bool = True):
+    """The scope of one call of the Python API: messages name settings as Python does (`python`, unless the CLI
+    called it), the libraries' noise is silenced (sdk.quiet), and a torch-worker zygote started within is ended
+    on leaving, so a notebook's kernel does not keep it (the CLI's process ends anyway)."""
+    from evaluation.zygote import ended_on_exit
+    from sdk.quiet import quieted
+
+    with (speaking("python", outer_wins=True) if python else contextlib.nullcontext()), quieted(), ended_on_exit():
+        yield
+
+
 def _check_same_template(run: RunDir, template: str) -> None:
     """A run folder holding another template's run is not overwritten: its stages would be replaced one by one
     while its later files (artifacts, evaluation) stayed, describing the other project."""
     earlier = run.manifest.get("template")
     if earlier and earlier != template:
         raise DistillError(f"{run.root} holds a run of template {earlier!r}, not {template!r}: give another run "
-                           "folder (out=, --out), or delete that one first")
+                           f"folder ({option('out')}), or delete that one first")
 
 
 def _highest_missing(path: Path) -> Path | None:

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import DistillError
+from sdk.errors import DistillError, speaks_python
 
 PACKAGES = ("distill-sdk", "torch", "transformers", "peft", "gguf", "llama_cpp_python", "scikit-learn",
             "pandas", "numpy")
@@ -143,7 +143,10 @@ def machine() -> dict[str, Any]:
 
 
 def rerun_command(root: Path) -> str:
-    """The command that runs a run folder's project again into the same folder (finished stages are kept)."""
+    """The command that runs a run folder's project again into the same folder (finished stages are kept): the
+    CLI's, or the Python call when the Python API asked (sdk.errors.speaking)."""
+    if speaks_python():
+        return f"`Project.from_yaml({str(Path(root) / 'config.yaml')!r}).run(out={str(root)!r})`"
     return f"`distill run {Path(root) / 'config.yaml'} --out {root}`"
 
 

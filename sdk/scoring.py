@@ -35,11 +35,13 @@ WRITE_SUFFIXES = (".csv", ".jsonl")
 class FinishedRun:
     """A run folder whose evaluation is done: its config, template, task facts and evaluated artifacts."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, python_api: bool = False):
+        """`python_api`: made by `Project.load`, so `predict` names settings as Python does (sdk.errors.speaking)."""
         from sdk import config as cfgmod
         from sdk.registry import get_template
         from sdk.rundir import RunDir, rerun_command
 
+        self._python_api = python_api
         root = Path(root)
         if not root.is_dir():
             raise DistillError(f"run folder {root} " + ("is a file, not a folder" if root.exists() else "does not exist"))
@@ -188,8 +190,18 @@ class FinishedRun:
             df = data
         elif isinstance(data, Mapping):
             df = pd.DataFrame([dict(data)])
-        elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
-            df = pd.DataFrame([dict(r) for r in data])
+        elif isinstance(data, (str, Path)):  # a file name: rows are read from it by `read`, never guessed here
+            raise DistillError(f"{source}: got {str(data)!r}, a {type(data).__name__}, not rows (a DataFrame, a dict "
+                               f"or a list of dicts): read the file's rows first, "
+                               f"`run.predict(run.read({str(data)!r}))` with run = Project.load(<run folder>) "
+                               f"(read takes {', '.join(READ_SUFFIXES)})")
+        elif isinstance(data, Iterable) and not isinstance(data, bytes):
+            records = list(data)
+            for i, r in enumerate(records):
+                if not isinstance(r, Mapping):
+                    raise DistillError(f"{source}: record {i} (row {i + 1}) is a {type(r).__name__}, not a dict of "
+                                       "column values")
+            df = pd.DataFrame([dict(r) for r in records])
         else:
             raise DistillError(f"{source}: expected a DataFrame or records (dicts), got {type(data).__name__}")
         if self.table is not None and self.table.mode == "columns":
@@ -214,6 +226,8 @@ class FinishedRun:
 
         prompt = prompt_function(self.template, self.table)
         out = []
+        # rows given in Python (not read from a file) are also named by their index: records[i], df.loc[label]
+        labels = None if "source" in df.attrs else df.index.tolist()
         for i, row in enumerate(df.to_dict("records")):
             try:
                 out.append(prompt(row))
@@ -222,8 +236,9 @@ class FinishedRun:
                 # input column it quotes is the field at fault (a template's prompt code is stdlib-only, as it
                 # ships in bundles, so it has no structured error to carry it)
                 quoted = [c for c in re.findall(r"column '([^']+)'", str(err)) if c in row]
-                raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}",
-                                   field=quoted[0] if len(set(quoted)) == 1 else None) from None
+                index = f"; the row's index is {labels[i]!r}" if labels is not None else ""
+                raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}"
+                                   f"{index}", field=quoted[0] if len(set(quoted)) == 1 else None) from None
         return out
 
     def tokenize(self, prompts: list[str]) -> list[list[int]]:
@@ -261,7 +276,14 @@ class FinishedRun:
     def predict(self, data, artifact: str | None = None):
         """The rows (a DataFrame or records) with the model's outputs added (see the module docstring).
         `artifact`: an evaluated artifact's name (default: `default_artifact`). The returned frame's
-        `attrs` hold the artifact, its threshold and operating point."""
+        `attrs` hold the artifact, its threshold and operating point. A worker process it starts for a torch
+        artifact is ended when it returns, and the libraries' notices are silenced meanwhile (sdk.project.api_call)."""
+        from sdk.project import api_call
+
+        with api_call(python=self._python_api):
+            return self._predict(data, artifact)
+
+    def _predict(self, data, artifact: str | None):
         import numpy as np
 
         entry = self.entry(artifact)
