@@ -388,6 +388,16 @@ class DistillConfig(_Model):
                     st.loss = merged
         return self
 
+    def continued_loss(self) -> dict[str, Any]:
+        """The loss that training continues with after the distill stage (QAD twins): the last stage's that
+        distils (an alignment loss such as dpo only finishes a student), else `distill.loss`."""
+        from sdk.registry import LOSSES, load
+
+        for _, loss in reversed(self.trained_losses()):
+            if not getattr(load(LOSSES, loss["kind"]), "stage_only", False):
+                return loss
+        return self.loss
+
     @model_validator(mode="after")
     def _micro_batches_fit(self) -> "DistillConfig":
         # more micro-batches than examples would be capped silently at one example each

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import DistillError
+from sdk.errors import DistillError, option
 
 RESULT = "distributed-result.json"
 MEETING = "distributed.json"  # in the run folder while a multi-machine distill stage runs: read by `distill join`
@@ -34,8 +34,8 @@ def check_rendezvous(endpoint: str | None) -> None:
     """--rdzv-endpoint for several machines: host:port."""
     host, sep, port = (endpoint or "").rpartition(":")
     if not endpoint or not sep or not host or not port.isdigit():
-        raise DistillError(f"--rdzv-endpoint {endpoint!r}: --nnodes > 1 needs host:port (this machine's address, "
-                           "reachable from the others, and a free port), e.g. node-a:29500")
+        raise DistillError(f"{option('rdzv_endpoint', endpoint)}: {option('nnodes')} > 1 needs host:port (this "
+                           "machine's address, reachable from the others, and a free port), e.g. node-a:29500")
 
 
 def torchrun_command(nproc: int, nnodes: int, rdzv_endpoint: str | None, rdzv_id: str, run_dir: str, key: str,
@@ -143,4 +143,8 @@ def main(run_dir: str, key: str, config_json: str) -> None:
 
 
 if __name__ == "__main__":
+    from sdk.quiet import quiet_library_noise, quiet_warnings
+
+    quiet_library_noise()  # each rank is an entry point, as the CLI: the libraries' notices say nothing here
+    quiet_warnings()
     main(*sys.argv[1:4])

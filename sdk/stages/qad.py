@@ -1,8 +1,8 @@
 """qad: quantization-aware distillation twins of the trained student (sdk.distill.qad), when `distill.qad` is
 set; a run without it skips this stage and its hash chain does not include it.
 
-From the student's weights, each twin trains `distill.qad.steps` more steps on the distill stage's loss and
-data, through fake quantization to one target GGUF type (student-qad-<type>/); the control twin trains as
+From the student's weights, each twin trains `distill.qad.steps` more steps on the distill stage's loss (its
+last distilling stage's, with `distill.stages`) and data, through fake quantization to one target GGUF type (student-qad-<type>/); the control twin trains as
 many steps without it (student-cont/). Export writes each QAD twin in its type and the control in every QAD
 type; the report puts them side by side.
 """
@@ -49,6 +49,7 @@ def run(ctx: Context) -> dict[str, Any]:
     from sdk.teachers import trust_remote_code
 
     c, q = ctx.config, ctx.config.distill.qad
+    loss = c.distill.continued_loss()  # with distill.stages: the last stage's that distils
     cx = dataclasses.replace(ctx, config=c.model_copy(update={"distill": c.distill.model_copy(
         update={"lr": q.lr or c.distill.lr})}))
     meta = {k: v for k, v in read_meta(ctx.run.path("student")).items() if k not in ("stages",)}
@@ -64,8 +65,8 @@ def run(ctx: Context) -> dict[str, Any]:
 
     def train_twin(twin, name: str):
         if data is None:
-            return d._distill_decision(cx, twin, tok, cx.config.distill.loss, name, steps=q.steps)
-        return d._distill_generation(cx, twin, tok, cx.config.distill.loss, name, data, steps=q.steps,
+            return d._distill_decision(cx, twin, tok, loss, name, steps=q.steps)
+        return d._distill_generation(cx, twin, tok, loss, name, data, steps=q.steps,
                                      cache=d._frozen_cache(cx, twin, tok, data))
 
     out: dict[str, Any] = {}
@@ -75,7 +76,7 @@ def run(ctx: Context) -> dict[str, Any]:
         twin = fresh()
         res = train_twin(twin, "qad-control")
         info = {"type": None, "steps": q.steps, "lr": cx.config.distill.lr, "precision": precision}
-        d._save(ctx, twin, tok, CONTROL_DIR, {**meta, "loss": cx.config.distill.loss, "continued": info})
+        d._save(ctx, twin, tok, CONTROL_DIR, {**meta, "loss": loss, "continued": info})
         out[CONTROL_DIR] = {"train": res.__dict__, **info}
     for qtype in q.types:
         types = quantized_tensor_types(ctx.run.path("student"), qtype, c.evaluation.threads)
@@ -87,7 +88,7 @@ def run(ctx: Context) -> dict[str, Any]:
         qad_mod.detach(twin)
         info = {"type": qtype, "steps": q.steps, "lr": cx.config.distill.lr, "tensor_types": counts,
                 "precision": precision}
-        d._save(ctx, twin, tok, f"{QAD_PREFIX}{qtype}", {**meta, "loss": cx.config.distill.loss, "qad": info})
+        d._save(ctx, twin, tok, f"{QAD_PREFIX}{qtype}", {**meta, "loss": loss, "qad": info})
         out[f"{QAD_PREFIX}{qtype}"] = {"train": res.__dict__, **info}
     atomic_write_text(ctx.run.path("qad.json"), json.dumps(out, indent=2))
     note = "; ".join(f"{folder}: {o['steps']} steps" + (f" through {o['type']}" if o["type"] else " without fake "

@@ -130,6 +130,11 @@ def test_a_stage_loss_of_the_same_kind_takes_what_it_omits_from_distill_loss(tmp
     assert b.loss is None and c.loss["beta"] == 0.2 and c.loss["temperature"] == 1.0  # dpo's own default
     assert [w for w, _ in p.config.distill.trained_losses()] == ["distill.stages[0].loss", "distill.loss",
                                                                  "distill.stages[2].loss"]
+    # QAD twins continue with the last stage's loss that distils, not dpo's nor the unused top-level one
+    assert p.config.distill.continued_loss() == p.config.distill.loss  # stage b trains distill.loss
+    p.config.distill.stages = p.config.distill.stages[:1] + p.config.distill.stages[2:]
+    assert p.config.distill.continued_loss() == a.loss
+    p.config.distill.stages = [a, b, c]
     p.to_yaml(tmp_path / "project.yaml")  # the resolved losses read back the same
     assert load_config(tmp_path / "project.yaml").distill.stages == p.config.distill.stages
 
