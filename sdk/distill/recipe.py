@@ -388,15 +388,19 @@ def train(
             if hasattr(f, "set_progress"):
                 f.set_progress(step / max(1, total_steps - 1))
         loss_sum, units, terms = 0.0, 0, {}
+        batch = batch_at(step)
         if hasattr(batch_loss, "start_step"):  # a choice made per step (on-policy), the same on every rank
-            batch_loss.start_step(batch_at(step))
-        share = batch_at(step)[rank::world]  # this rank's share of the batch
-        if fsdp and not share:  # a short last batch left this rank none: FSDP's collectives still need its
-            # forward and backward, so it runs one example at weight 0
+            batch_loss.start_step(batch)
+        share = batch[rank::world]  # this rank's share of the batch
+        micros = _micro_batches(share, grad_accum)
+        # FSDP gathers the shards in every forward and reduces gradients in every backward: every rank must run
+        # as many as rank 0 (the largest share); a rank with fewer examples (a short last batch) runs the
+        # missing ones on one example at weight 0
+        for _ in range(min(grad_accum, len(batch[0::world])) - len(micros) if fsdp else 0):
             with autocast(device, precision):
-                out = batch_loss(model, batch_at(step)[:1])
+                out = batch_loss(model, batch[:1])
             ((out[0] if isinstance(out, tuple) else out) * 0.0).backward()
-        for micro in _micro_batches(share, grad_accum):
+        for micro in micros:
             for f in losses:  # a loss not called in this micro-batch (e.g. on-policy's) logs nothing
                 if hasattr(f, "last_terms"):
                     f.last_terms = {}

@@ -227,7 +227,8 @@ def test_two_runs_are_identical(tiny_llama, tmp_path):
 def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0, short: bool = False) -> dict | None:
     """The 1-layer student trained 3 epochs at a global batch of 8, in one process or as one rank of several
     (the process group already initialised); rank 0 returns its losses, token counts and weights. short:
-    length-grouped batches of 5, so each epoch ends with a batch of 1 and one rank gets no example."""
+    length-grouped batches of 5 in 3 micro-batches, so the ranks' shares (3 and 2) split into different numbers
+    of micro-batches and each epoch ends with a batch of 1, where one rank gets no example."""
     import torch.distributed as dist
 
     from sdk.distill.sharding import full
@@ -245,7 +246,8 @@ def ddp_train(model_dir: str, out: Path, shard: bool, die_at: int = 0, short: bo
     res = train(student, dying, n, lambda m: -float(sum(full(p).square().sum() for p in m.parameters()
                                                        if p.requires_grad)),
                 lr=3e-3, batch_size=5 if short else 8, max_epochs=3, eval_every=4, patience=100, seed=0,
-                checkpoint_dir=out, loss_fn=kd, shard=shard, lengths=list(range(n)) if short else None)
+                checkpoint_dir=out, loss_fn=kd, shard=shard, lengths=list(range(n)) if short else None,
+                grad_accum=3 if short else 1)
     rank = dist.get_rank() if dist.is_initialized() else 0
     weights = sum(float(p.double().sum()) for p in student.parameters())
     if dist.is_initialized():  # every rank holds the same weights
