@@ -219,8 +219,8 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> floa
 def transaction_prompt(row: dict) -> str:
     """The fraud prompt of one transaction (standard library only: it is shipped in bundles as it is). Values
     may come as text (CSV, JSON): a value that is not what its column holds is named, never guessed, and so is
-    one outside its column's range (hour 99 or a negative amount would be rendered as "99h" or "$-5" and scored
-    as if it meant something)."""
+    one outside its column's range (hour 99 would be rendered as "99h" and scored as if it meant something). A
+    negative amount (a refund) is written -$25."""
 
     def number(column, low=0.0, high=None, whole=False, what="0 or more"):
         try:
@@ -242,8 +242,9 @@ def transaction_prompt(row: dict) -> str:
     device = "new device" if flag else "same device"
     note = row.get("note")
     note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
-    amount = number("amount")
+    amount = number("amount", low=float("-inf"))
+    money = f"${amount:.0f}" if amount >= 0 else f"-${-amount:.0f}"
     hour = int(number("hour", 0, 23, whole=True, what="a whole hour of the day, 0 to 23"))
     age, velocity = int(number("account_age_days")), int(number("velocity_1h"))
-    return (f"${amount:.0f} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
+    return (f"{money} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
             f"{hour:02d}h {row['country']}, account {age}d, {device}, {velocity} tx/h, {row['merchant']}.{note} Fraud?")
