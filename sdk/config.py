@@ -39,7 +39,8 @@ class _Model(TypedConfig):
         except ValidationError as err:
             if name in self.__dict__:  # a model-level check fails after pydantic set the field: take it back
                 self.__dict__[name] = before
-            prefix = _section_prefixes().get(type(self), "")
+            # an entry of a list (a distill.stages entry) is named by its `name`
+            prefix = _section_prefixes().get(type(self), "").replace("[]", f"[{getattr(self, 'name', '')}]")
             raise DistillError("invalid configuration: " + "; ".join(
                 _describe_error(e, type(self), prefix) for e in _collapsed(err))) from None
 
@@ -376,17 +377,14 @@ class DistillConfig(_Model):
     def _loss_config(cls, v: dict[str, Any]) -> dict[str, Any]:
         return validate_loss(v)
 
-    @model_validator(mode="after")
-    def _stage_losses(self) -> "DistillConfig":
-        # a stage's loss of the same kind as `distill.loss` takes the keys it omits from it (temperature,
-        # divergence, ...), as every other key of a stage does; another kind starts from its own defaults
-        for st in self.stages or []:
-            if st.loss is not None:
-                base = self.loss if st.loss["kind"] == self.loss["kind"] else {}
-                merged = validate_loss({**base, **st.loss})
-                if merged != st.loss:
-                    st.loss = merged
-        return self
+    def stage_loss(self, stage: "TrainingStage") -> dict[str, Any]:
+        """The loss a stage trains with: its own, whose omitted parameters come from `distill.loss` when the
+        kind is the same (else from that loss's defaults), or `distill.loss` when it gives none. Resolved where
+        it is used, so a loss assigned in Python and one read from YAML train alike."""
+        if stage.loss is None:
+            return self.loss
+        base = self.loss if stage.loss["kind"] == self.loss["kind"] else {}
+        return validate_loss({**base, **stage.loss})
 
     def continued_loss(self) -> dict[str, Any]:
         """The loss that training continues with after the distill stage (QAD twins): the last stage's that
@@ -398,22 +396,11 @@ class DistillConfig(_Model):
                 return loss
         return self.loss
 
-    @model_validator(mode="after")
-    def _micro_batches_fit(self) -> "DistillConfig":
-        # more micro-batches than examples would be capped silently at one example each
-        for where, st in [("", self)] + [(f"stage {x.name}: ", x) for x in self.stages or []]:
-            accum, batch = st.grad_accum or self.grad_accum, st.batch_size or self.batch_size
-            if accum > batch:
-                raise ValueError(f"stages: {where}grad_accum {accum} is more than batch_size {batch}" if where else
-                                 f"grad_accum: {accum} is more than batch_size {batch}: a micro-batch holds at least "
-                                 "one example")
-        return self
-
     def trained_losses(self) -> list[tuple[str, dict[str, Any]]]:
         """(config field, loss) of every training the distill stage runs: each stage's, or `distill.loss`."""
         if not self.stages:
             return [("distill.loss", self.loss)]
-        return [(f"distill.stages[{i}].loss" if st.loss is not None else "distill.loss", st.loss or self.loss)
+        return [(f"distill.stages[{i}].loss" if st.loss is not None else "distill.loss", self.stage_loss(st))
                 for i, st in enumerate(self.stages)]
 
     @model_validator(mode="after")
@@ -431,15 +418,16 @@ class DistillConfig(_Model):
     def _fsdp_supported(self) -> "DistillConfig":
         # these run the student (or the teacher beside it) outside the sharded copy that FSDP trains
         unsupported = [k for k in ("features", "on_policy") if getattr(self, k) is not None]
-        unsupported += ["a dpo stage"] if any(st.loss and st.loss["kind"] == "dpo" for st in self.stages or []) else []
+        unsupported += ["a dpo stage"] if any(loss["kind"] == "dpo" for _, loss in self.trained_losses()) else []
         if self.fsdp and unsupported:
             raise ValueError(f"fsdp: not yet with {', '.join(unsupported)} (train those without fsdp; --nproc "
                              "alone still shares every batch across the processes)")
         return self
 
 
-def validate_loss(v: dict[str, Any]) -> dict[str, Any]:
-    """The loss owns its parameters: validate them with its own pydantic model, chosen by `kind`."""
+def validate_loss(v: dict[str, Any], given_only: bool = False) -> dict[str, Any]:
+    """The loss owns its parameters: validate them with its own pydantic model, chosen by `kind`. given_only:
+    only the keys `v` gives (a stage's, completed from `distill.loss` where it is used)."""
     from sdk.registry import LOSSES, load
 
     if "kind" not in v:
@@ -454,6 +442,8 @@ def validate_loss(v: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
             _describe_error(e, loss_cls.Config) for e in _collapsed(err))) from None
     stored = params.model_dump(mode="json")
+    if given_only:
+        return {"kind": v["kind"], **{k: x for k, x in stored.items() if k in v}}
     changed = params.model_dump(mode="json", exclude_defaults=True)
     omit = getattr(loss_cls.Config, "omit_if_default", ())  # keys added later: absent at their defaults
     return {"kind": v["kind"], **{k: x for k, x in stored.items() if k not in omit or k in changed}}
@@ -481,11 +471,8 @@ class TrainingStage(_Model):
     @classmethod
     def _loss_config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         # checked now, but only the keys given are kept: the rest come from `distill.loss` when its kind is the
-        # same (DistillConfig._stage_losses), else the loss's defaults
-        if v is None:
-            return None
-        checked = validate_loss(v)
-        return {k: x for k, x in checked.items() if k in v}
+        # same, else the loss's defaults (DistillConfig.stage_loss)
+        return None if v is None else validate_loss(v, given_only=True)
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
@@ -741,10 +728,16 @@ def _section_prefixes() -> dict[type, str]:
         for name, f in model.model_fields.items():
             for t in _model_types(f.annotation):
                 if t not in out:
-                    walk(t, f"{prefix}{name}.")
+                    walk(t, f"{prefix}{name}[]." if _is_list(f.annotation) else f"{prefix}{name}.")
 
     walk(ProjectConfig, "")
     return out
+
+
+def _is_list(annotation: Any) -> bool:
+    """list[X] or list[X] | None."""
+    return typing.get_origin(annotation) is list or any(typing.get_origin(a) is list
+                                                         for a in typing.get_args(annotation))
 
 
 def _model_types(annotation: Any) -> list[type]:
@@ -954,8 +947,7 @@ def reference_markdown() -> str:
             # an optional section (X | None: off when absent) or a list of them: its own table after this one
             inner = [t for t in _model_types(ann) if t.__name__ != "Schedule"]
             if len(inner) == 1:
-                is_list = typing.get_origin(ann) is list or any(typing.get_origin(a) is list for a in typing.get_args(ann))
-                nested.append((inner[0], f"{key}[]." if is_list else f"{key}."))
+                nested.append((inner[0], f"{key}[]." if _is_list(ann) else f"{key}."))
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
             shown = ["" if key not in presets[c] else f"`{presets[c][key]!r}`" for c in cols]
             if key == "distill.loss":

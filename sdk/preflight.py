@@ -60,7 +60,7 @@ def inspect_project(path: str | Path, sends: bool = True) -> Findings:
     return check_config(cfg, hints=_relative_hints(cfgmod.load_yaml(path), path.parent), sends=sends)
 
 
-def check_config(cfg, hints: dict[str, str] | None = None, sends: bool = True) -> Findings:
+def check_config(cfg, hints: dict[str, str] | None = None, sends: bool = True, until: str | None = None) -> Findings:
     """Checks of a validated ProjectConfig (paths already absolute). `hints` maps a field path to a note
     appended to its "does not exist" message."""
     from sdk import config as cfgmod
@@ -78,8 +78,19 @@ def check_config(cfg, hints: dict[str, str] | None = None, sends: bool = True) -
     layers = _check_models(cfg, template, hints, f, sends)
     _check_training(cfg, template, layers, f)
     _check_llama_cpp(f)
-    _training_fact(cfg, f)
+    _training_fact(cfg, f, trains_here=_runs_stage("distill", until))
     return f
+
+
+def alongside_problem(setting: str, teacher_kind: str) -> str:
+    """Why `distill.features` / `distill.on_policy` cannot train: they run the teacher beside the student,
+    which needs its weights and a student cut from it (with student.base / student.model the distill stage
+    loads that model, not the teacher)."""
+    why = (f"a {teacher_kind} teacher has no weights here" if teacher_kind != "hf" else
+           "with student.base or student.model the student is not cut from the teacher, which the distill stage "
+           "then does not load")
+    return (f"distill.{setting}: runs the teacher beside the student during training; {why} (remove it, or cut "
+            "the student from a local teacher: teacher.kind hf without student.base / student.model)")
 
 
 def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -> None:
@@ -88,18 +99,33 @@ def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -
     student where known."""
     from sdk.stages.distill import loss_problems
 
+    from sdk.distill.schedules import schedule_problems
+
     d = cfg.distill
-    f.problems += loss_problems(d, template.task)
+    f.problems += loss_problems(d, template.task, trained_student=bool(cfg.student.model))
+    for where, loss in d.trained_losses():
+        f.problems += schedule_problems({k: v for k, v in loss.items() if k != "kind"}, where)
+    if d.features is not None:
+        f.problems += schedule_problems(d.features.model_dump(), "distill.features")
+    # more micro-batches than examples would be capped silently at one example each
+    for where, st in [("distill", d)] + [(f"distill.stages[{i}]", x) for i, x in enumerate(d.stages or [])]:
+        accum, batch = st.grad_accum or d.grad_accum, st.batch_size or d.batch_size
+        if accum > batch:
+            f.problems.append(f"{where}.grad_accum: {accum} is more than batch_size {batch}: a micro-batch holds at "
+                              "least one example")
     if d.compare_sequence_kd and template.task != "generation":
         f.problems.append("distill.compare_sequence_kd: generation templates only (sequence-level KD trains on "
                           "completions); for a decision template, compare_fine_tuning trains the twin on the labels "
                           "alone")
     alongside = [k for k in ("features", "on_policy") if getattr(d, k) is not None]
-    if alongside and cfg.teacher.kind != "hf":
-        f.problems.append(f"distill.{alongside[0]}: needs the teacher's weights at training time; a "
-                          f"{cfg.teacher.kind} teacher has none (remove it, or use a local teacher: kind hf)")
+    if alongside and (cfg.teacher.kind != "hf" or cfg.student.base or cfg.student.model):
+        f.problems.append(alongside_problem(alongside[0], cfg.teacher.kind))
         return
     if d.features is None:
+        return
+    if d.features.layers is not None and not d.features.layers:
+        f.problems.append("distill.features.layers: an empty layer map distils no layer: give student layer: "
+                          "teacher layer pairs, or omit it for the layers the student was cut from")
         return
     if d.features.layers is None:
         if cfg.student.model:
@@ -115,14 +141,28 @@ def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -
                           f"0-{n_t - 1 if n_t is not None else '?'})")
 
 
-def _training_fact(cfg, f: Findings) -> None:
+def _runs_stage(stage: str, until: str | None) -> bool:
+    """Whether a run stopping after `until` (None: every stage) runs `stage`."""
+    from sdk.stages import stage_list
+
+    names = [n for n, _ in stage_list()]
+    return until is None or until not in names or names.index(until) >= names.index(stage)
+
+
+def _training_fact(cfg, f: Findings, trains_here: bool = True) -> None:
     """Where and in what arithmetic training will run on this machine (distill.device / precision: auto)."""
     from sdk.distill.recipe import cpu_has_amx_bf16, pick_device, resolve_precision
 
     try:
         device = pick_device(cfg.distill.device)
-    except DistillError as err:  # the distill stage would refuse it after the teacher's annotation was paid for
-        f.problems.append(str(err))
+    except DistillError as err:
+        if trains_here:  # the distill stage would refuse it after the teacher's annotation was paid for
+            from sdk.errors import option
+
+            f.problems.append(f"{err}; a run that trains on another machine can stop before it here "
+                              f"({option('until', 'annotate')})")
+        else:  # a run that stops before the distill stage (the training happens on another machine)
+            f.facts.append(f"training: {err}")
         return
     precision = resolve_precision(cfg.distill.precision, device)
     why = ("" if cfg.distill.precision != "auto" else " (CUDA)" if device.type == "cuda" else
@@ -143,9 +183,10 @@ def _check_llama_cpp(f: Findings) -> None:
         pass
 
 
-def require_ready(cfg, source: str = "config") -> None:
-    """Raise one DistillError listing every problem (Project.run calls this before any stage)."""
-    problems = check_config(cfg).problems
+def require_ready(cfg, source: str = "config", until: str | None = None) -> None:
+    """Raise one DistillError listing every problem (Project.run calls this before any stage; `until`: the last
+    stage the run will run)."""
+    problems = check_config(cfg, until=until).problems
     if problems:
         raise DistillError(format_problems(problems, source))
 

@@ -102,6 +102,9 @@ class Project:
     def _run(self, out, preflight, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint) -> RunResult:
         from sdk.stages import stage_list
 
+        # the whole config checked again: an assignment to a nested section (config.distill.stages[0].grad_accum)
+        # is checked by that section alone, not by the checks across sections
+        cfgmod.validate_config(self.config.model_dump(), source=f"project {self.config.name!r}")
         self._bind_template()  # template_options edited since construction
         c = self.config
         stages = [n for n, _ in stage_list()]
@@ -117,7 +120,7 @@ class Project:
         if preflight:
             from sdk.preflight import require_ready
 
-            require_ready(c, source=f"project {c.name!r}")
+            require_ready(c, source=f"project {c.name!r}", until=until)
         root = Path(out) if out else Path("runs") / c.name
         if root.exists() and not root.is_dir():
             raise DistillError(f"{option('out', root)}: this is a file; the run folder must be a folder")
@@ -187,14 +190,16 @@ class Project:
 
 
 @contextlib.contextmanager
-def api_call(python: bool = True):
+def api_call(python: bool = True, end_workers: bool = True):
     """The scope of one call of the Python API: messages name settings as Python does (`python`, unless the CLI
-    called it), the libraries' noise is silenced (sdk.quiet), and a torch-worker zygote started within is ended
-    on leaving, so a notebook's kernel does not keep it (the CLI's process ends anyway)."""
+    called it), the libraries' noise is silenced (sdk.quiet), and, with `end_workers`, a torch-worker zygote
+    started within is ended on leaving, so a notebook's kernel does not keep it after a run (the CLI's process
+    ends anyway). predict keeps it: the next call is seconds faster."""
     from evaluation.zygote import ended_on_exit
     from sdk.quiet import quieted
 
-    with (speaking("python", outer_wins=True) if python else contextlib.nullcontext()), quieted(), ended_on_exit():
+    with (speaking("python", outer_wins=True) if python else contextlib.nullcontext()), quieted(), \
+            (ended_on_exit() if end_workers else contextlib.nullcontext()):
         yield
 
 

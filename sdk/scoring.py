@@ -276,11 +276,12 @@ class FinishedRun:
     def predict(self, data, artifact: str | None = None):
         """The rows (a DataFrame or records) with the model's outputs added (see the module docstring).
         `artifact`: an evaluated artifact's name (default: `default_artifact`). The returned frame's
-        `attrs` hold the artifact, its threshold and operating point. A worker process it starts for a torch
-        artifact is ended when it returns, and the libraries' notices are silenced meanwhile (sdk.project.api_call)."""
+        `attrs` hold the artifact, its threshold and operating point. The worker process it starts for a torch
+        artifact stays for the next call (a run's ends with it), and the libraries' notices are silenced meanwhile
+        (sdk.project.api_call)."""
         from sdk.project import api_call
 
-        with api_call(python=self._python_api):
+        with api_call(python=self._python_api, end_workers=False):
             return self._predict(data, artifact)
 
     def _predict(self, data, artifact: str | None):

@@ -45,9 +45,6 @@ class FeatureConfig(TypedConfig):
     @field_validator("layers")
     @classmethod
     def _layer_map(cls, v: dict[int, int] | None) -> dict[int, int] | None:
-        if v is not None and not v:
-            raise ValueError("an empty layer map distils no layer: give student layer: teacher layer pairs, or omit "
-                             "it for the layers the student was cut from")
         negative = [f"{j}: {t}" for j, t in (v or {}).items() if j < 0 or t < 0]
         if negative:
             raise ValueError(f"layers are counted from 0 ({', '.join(negative)})")

@@ -32,20 +32,19 @@ class Schedule(TypedConfig):
                 raise ValueError("a step schedule needs len(values) == len(milestones) + 1")
             if any(not 0 < m < 1 for m in self.milestones) or self.milestones != sorted(set(self.milestones)):
                 raise ValueError("milestones must increase strictly, each in (0, 1)")
-            if self.start is not None or self.end is not None:
-                raise ValueError("a step schedule takes values and milestones, not start or end")
         else:
             if self.start is None:
                 raise ValueError(f"a {self.kind} schedule needs `start`")
             if self.kind != "constant" and self.end is None:
                 raise ValueError(f"a {self.kind} schedule needs `end`")
-            # a key the kind does not read would be ignored silently (a constant schedule's end)
-            unread = [k for k in ("end", "values", "milestones") if getattr(self, k) not in (None, [])
-                      and (k != "end" or self.kind == "constant")]
-            if unread:
-                raise ValueError(f"a {self.kind} schedule does not use {', '.join(unread)} "
-                                 + ("(constant: start throughout)" if self.kind == "constant" else "(start to end)"))
         return self
+
+    def unused_keys(self) -> list[str]:
+        """Keys given that this kind does not read (a constant schedule's `end`): ignored, which the user would not
+        expect. A preflight problem, not a validation error, so that finished runs written with them still load."""
+        unused = {"constant": ("end", "values", "milestones"), "step": ("start", "end")}.get(
+            self.kind, ("values", "milestones"))
+        return [k for k in unused if getattr(self, k) not in (None, [])]
 
     def at(self, progress: float) -> float:
         p = min(max(progress, 0.0), 1.0)
@@ -109,3 +108,17 @@ def describe(v: Scheduled | dict) -> str:
     if v.kind == "step":
         return f"step {'/'.join(f'{x:g}' for x in v.values)} at {'/'.join(f'{m:g}' for m in v.milestones)}"
     return f"{v.kind} {v.start:g}->{v.end:g}"
+
+
+def schedule_problems(v: object, where: str) -> list[str]:
+    """Preflight: the keys a schedule (or the schedules inside a config dict) gives but its kind ignores."""
+    if isinstance(v, dict) and v.get("kind") in ("constant", "linear", "cosine", "step"):
+        v = Schedule.model_validate(v)
+    if isinstance(v, Schedule):
+        unused = v.unused_keys()
+        return [f"{where}: a {v.kind} schedule does not use {', '.join(unused)} "
+                + ("(constant: start throughout)" if v.kind == "constant" else "(step: values at milestones)"
+                   if v.kind == "step" else "(start to end)")] if unused else []
+    if isinstance(v, dict):
+        return [p for k, x in v.items() for p in schedule_problems(x, f"{where}.{k}")]
+    return []

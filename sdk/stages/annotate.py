@@ -37,8 +37,16 @@ def inputs(ctx: Context) -> Any:
 
 def legacy_inputs(ctx: Context) -> list[Any]:
     """The key's inputs before 2026-12-04, when the whole `distill.loss` was in it (changing a temperature
-    re-ran the teacher): a run made then, from this same config, stays up to date."""
+    re-ran the teacher): a run made then, from this same config, stays up to date, unless it decided otherwise
+    on storing the teacher's top-k than the annotation now does (it read `distill.loss` alone, so a stage
+    needing top-k went without): that run's annotations lack what its training needs."""
     c = _config(ctx)
+    if ctx.template.task == "generation":
+        loss = ctx.config.distill.loss
+        then = uses_teacher_distributions(loss)
+        if {"teacher_topk": then, "alignment": [loss.get("alignment", "vocabulary")] if then else []} \
+                != _distill_needs(ctx):
+            return []
     return [[c["annotate"], c["template_options"], c["distill"]["loss"], c["evaluation"]["threads"]]]
 
 

@@ -40,6 +40,10 @@ def inputs(ctx: Context) -> Any:
     c = ctx.config.model_dump(mode="json")
     distill = {k: v for k, v in c["distill"].items() if k not in OTHER_STAGES_KEYS + HOW_TO_RUN_KEYS
                and (k not in DistillConfig.omit_if_default or v != DistillConfig.model_fields[k].default)}
+    if distill.get("stages"):  # the losses the stages train with (completed from distill.loss), as keyed before
+        for st, resolved in zip(distill["stages"], ctx.config.distill.trained_losses()):
+            if st["loss"] is not None:
+                st["loss"] = resolved[1]
     return [c["student"], distill, fingerprint(c["student"]["model"])]
 
 
@@ -114,14 +118,15 @@ def loss_summary(loss: dict[str, Any]) -> str:
     return loss["kind"] + (f" ({', '.join(parts)})" if parts else "")
 
 
-def loss_problems(distill_cfg: Any, task: str) -> list[str]:
+def loss_problems(distill_cfg: Any, task: str, trained_student: bool = False) -> list[str]:
     """What makes the configured trainings impossible for a template of this task (decision or generation):
-    a loss of the other shape, an alignment loss first, on-policy steps without sequences. Found before any
-    stage runs (distill check) and again by this stage, instead of a crash at the first step."""
+    a loss of the other shape, an alignment loss first (unless the student is a trained model of its own,
+    `trained_student`), on-policy steps without sequences. Found before any stage runs (distill check) and again
+    by this stage, instead of a crash at the first step."""
     from sdk.registry import LOSSES, load, names
 
     out = []
-    for where, loss in distill_cfg.trained_losses():
+    for i, (where, loss) in enumerate(distill_cfg.trained_losses()):
         cls = load(LOSSES, loss["kind"])
         tasks = getattr(cls, "tasks", (task,))
         if task not in tasks:
@@ -132,6 +137,10 @@ def loss_problems(distill_cfg: Any, task: str) -> list[str]:
         elif getattr(cls, "stage_only", False) and not distill_cfg.stages:
             out.append(f"{where}: {loss['kind']} aligns a trained student; use it in a later entry of "
                        "distill.stages, after a stage that distils")
+        elif getattr(cls, "stage_only", False) and i == 0 and not trained_student:
+            out.append(f"{where}: {loss['kind']} in the first stage would align a student cut from the teacher "
+                       f"and never trained (stage {distill_cfg.stages[0].name}); put a stage that distils before "
+                       "it (or start from a trained student: student.model)")
     if distill_cfg.on_policy is not None and task != "generation":
         out.append("distill.on_policy: decision templates have no sequences to sample (generation only)")
     return out
@@ -148,7 +157,7 @@ def run(ctx: Context) -> dict[str, Any]:
     if ctx.nproc * ctx.nnodes > 1 and process_world()[1] == 1:  # the parent: start the ranks, which run this again
         return launch(ctx, ctx.nproc, ctx.nnodes, ctx.rdzv_endpoint)
     c = ctx.config
-    problems = loss_problems(c.distill, ctx.template.task)
+    problems = loss_problems(c.distill, ctx.template.task, trained_student=bool(c.student.model))
     if problems:
         raise DistillError("; ".join(problems))
     teacher, tok, info = _source(ctx)  # with student.base/model: that model and its tokenizer (the run's)
@@ -176,7 +185,7 @@ def run(ctx: Context) -> dict[str, Any]:
     else:
         data = _generation_data(ctx)
         # features read every layer and on-policy steps generate with the whole student: no frozen-layer cache
-        dpo = any(s.loss and s.loss["kind"] == "dpo" for s in c.distill.stages or [])  # samples from the whole student
+        dpo = any(loss["kind"] == "dpo" for _, loss in c.distill.trained_losses())  # samples from the whole student
         cache = _frozen_cache(ctx, student, tok, data) if live is None and not dpo else None
 
         def train_one(cx: Context, name: str):
@@ -222,7 +231,7 @@ def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
 
     d = ctx.config.distill
     plan = [("distill", d)] if not d.stages else [
-        (f"stage-{s.name}", d.model_copy(update=s.overrides())) for s in d.stages]
+        (f"stage-{s.name}", d.model_copy(update={**s.overrides(), "loss": d.stage_loss(s)})) for s in d.stages]
     done, res = [], None
     for name, stage_cfg in plan:
         if d.stages:
@@ -339,8 +348,9 @@ def _live_teacher(ctx: Context, teacher, student, info: dict[str, Any]):
     if not wanted:
         return None
     if info.get("cut_from"):
-        raise DistillError(f"distill.{wanted[0]}: needs the teacher's weights at training time; a "
-                           f"{info.get('kind', 'remote')} teacher has none (remove it, or use a local teacher)")
+        from sdk.preflight import alongside_problem
+
+        raise DistillError(alongside_problem(wanted[0], info.get("kind", "remote")))
     return teacher.to(next(student.parameters()).device).eval()
 
 

@@ -15,6 +15,7 @@ log line or error message.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import random
@@ -485,8 +486,9 @@ def _daemon_pool(fn: Callable[[int], Any], n: int, workers: int) -> list[Future]
             except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
                 futures[i].set_exception(err)
 
-    for _ in range(min(workers, n)):
-        threading.Thread(target=work, daemon=True, name="teacher-request").start()
+    for _ in range(min(workers, n)):  # each in a copy of the caller's context (how messages name settings)
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
+                         name="teacher-request").start()
     return futures
 
 

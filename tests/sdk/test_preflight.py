@@ -124,9 +124,19 @@ def test_training_settings_the_template_or_models_cannot_train_exit_2(tmp_path, 
     assert out.exit_code == 2 and "a constant schedule does not use end" in out.output
     out = check(write_project(tmp_path / "g", tiny_llama, distill__grad_accum=32))
     assert out.exit_code == 2 and "distill.grad_accum: 32 is more than batch_size" in out.output
+    # features need the teacher beside the student: not with a student from student.base
+    out = check(write_project(tmp_path / "h", tiny_llama, student__base=str(tiny_llama), distill__features={}))
+    assert out.exit_code == 2 and "distill.features: runs the teacher beside the student during training; with " \
+        "student.base or student.model the student is not cut from the teacher" in out.output
     if not torch.cuda.is_available():
-        out = check(write_project(tmp_path / "e", tiny_llama, distill__device="cuda"))
+        from sdk.config import load_config
+        from sdk.preflight import check_config
+
+        project = write_project(tmp_path / "e", tiny_llama, distill__device="cuda")
+        out = check(project)
         assert out.exit_code == 2 and "distill.device is 'cuda' but torch sees no CUDA GPU" in out.output
+        # a run that stops before training (it trains on another machine) is not refused for it
+        assert check_config(load_config(project), until="annotate").problems == []
 
 
 def test_missing_model_exits_2_naming_it(tmp_path):

@@ -120,31 +120,52 @@ def test_stage_names_must_differ():
 
 def test_a_stage_loss_of_the_same_kind_takes_what_it_omits_from_distill_loss(tmp_path):
     from sdk.config import load_config
+    from sdk.stages.distill import loss_problems
 
     p = sdk.Project.from_template("code", preset="tiny", distill={
         "loss": {"kind": "response_kd", "alpha": 0.5, "temperature": 2.0, "divergence": "reverse_kl"},
         "stages": [{"name": "a", "loss": {"kind": "response_kd", "alpha": 0.0}}, {"name": "b"},
-                   {"name": "c", "loss": {"kind": "dpo", "beta": 0.2}}]})
-    a, b, c = p.config.distill.stages
-    assert (a.loss["alpha"], a.loss["temperature"], a.loss["divergence"]) == (0.0, 2.0, "reverse_kl")
-    assert b.loss is None and c.loss["beta"] == 0.2 and c.loss["temperature"] == 1.0  # dpo's own default
-    assert [w for w, _ in p.config.distill.trained_losses()] == ["distill.stages[0].loss", "distill.loss",
-                                                                 "distill.stages[2].loss"]
+                   {"name": "c", "loss": {"kind": "dpo", "beta": 0.2}},
+                   {"name": "d", "loss": {"kind": "response_kd", "divergence": "forward_kl"}}]})
+    d_cfg = p.config.distill
+    a, b, c, d = d_cfg.stages
+    assert a.loss == {"kind": "response_kd", "alpha": 0.0}  # what the stage gives, resolved where it is used
+    resolved = dict(d_cfg.trained_losses())
+    assert [w for w, _ in d_cfg.trained_losses()] == ["distill.stages[0].loss", "distill.loss",
+                                                      "distill.stages[2].loss", "distill.stages[3].loss"]
+    first = d_cfg.stage_loss(a)
+    assert (first["alpha"], first["temperature"], first["divergence"]) == (0.0, 2.0, "reverse_kl")
+    assert resolved["distill.stages[2].loss"]["temperature"] == 1.0  # another kind: dpo's own default
+    # a default given on purpose is kept, not replaced by distill.loss's value
+    assert d_cfg.stage_loss(d).get("divergence", "forward_kl") == "forward_kl"
+    # assigned in Python, resolved as from YAML
+    p.config.distill.loss = {"kind": "response_kd", "alpha": 0.5, "temperature": 3.0}
+    assert d_cfg.stage_loss(a)["temperature"] == 3.0
     # QAD twins continue with the last stage's loss that distils, not dpo's nor the unused top-level one
-    assert p.config.distill.continued_loss() == p.config.distill.loss  # stage b trains distill.loss
-    p.config.distill.stages = p.config.distill.stages[:1] + p.config.distill.stages[2:]
-    assert p.config.distill.continued_loss() == a.loss
-    p.config.distill.stages = [a, b, c]
-    p.to_yaml(tmp_path / "project.yaml")  # the resolved losses read back the same
-    assert load_config(tmp_path / "project.yaml").distill.stages == p.config.distill.stages
+    assert d_cfg.continued_loss() == d_cfg.stage_loss(d)
+    d_cfg.stages = [a, b, c]
+    assert d_cfg.continued_loss() == d_cfg.loss  # stage b trains distill.loss
+    assert loss_problems(d_cfg, "generation") == []
+    # an alignment loss first would align a student that was never trained (unless it is a trained model)
+    d_cfg.stages = [c, a]
+    assert "distill.stages[0].loss: dpo in the first stage would align a student cut from the teacher" in \
+        loss_problems(d_cfg, "generation")[0]
+    assert loss_problems(d_cfg, "generation", trained_student=True) == []
+    d_cfg.stages = [a, b, c, d]
+    p.to_yaml(tmp_path / "project.yaml")  # the stages read back the same
+    assert load_config(tmp_path / "project.yaml").distill.stages == d_cfg.stages
 
 
-def test_assigning_a_bad_config_value_names_the_field():
-    p = sdk.Project.from_template("fraud", preset="tiny")
+def test_assigning_a_bad_config_value_names_the_field(tmp_path):
+    p = sdk.Project.from_template("fraud", preset="tiny", distill={"stages": [{"name": "kd"}]})
     with pytest.raises(DistillError, match=r"invalid configuration: distill.lr: Input should be greater than 0"):
         p.config.distill.lr = -1
-    with pytest.raises(DistillError, match=r"distill.grad_accum: 64 is more than batch_size"):
-        p.config.distill.grad_accum = 64
-    assert p.config.distill.grad_accum == 1  # a refused value is not kept
+    with pytest.raises(DistillError, match=r"distill.stages\[kd\].lr: Input should be greater than 0"):
+        p.config.distill.stages[0].lr = 0
     p.config.distill.lr = 1e-3  # a good value is taken
     assert p.config.distill.lr == 1e-3
+    # a check across keys runs before the run starts: an entry of a list is checked alone when assigned
+    p.config.distill.stages[0].grad_accum = 64
+    with pytest.raises(DistillError, match=r"distill.stages\[0\].grad_accum: 64 is more than batch_size"):
+        p.run(tmp_path / "r", until="data")
+    assert not (tmp_path / "r").exists()

@@ -332,3 +332,13 @@ def test_a_placeholder_key_does_not_garble_the_endpoint_message():
     said = 'max_tokens exceeds the context: expected 512 ("Authorization": "Bearer x", "n": 1)'
     assert _redacted(said, "x") == 'max_tokens exceeds the context: expected 512 ("Authorization": "Bearer [redacted]", "n": 1)'
     assert _redacted(f"bad key {SECRET}!", SECRET) == "bad key [api key redacted]!"
+
+
+def test_request_threads_speak_as_their_caller():
+    """Messages built in the request threads name settings as the caller does (a ContextVar the threads copy)."""
+    from sdk.errors import option, speaking
+    from sdk.teachers.openai_api import _daemon_pool
+
+    with speaking("python"):
+        futures = _daemon_pool(lambda i: option("out", "x"), 3, 2)
+        assert [f.result(timeout=10) for f in futures] == ["out='x'"] * 3
