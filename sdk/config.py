@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-import typing
 import re
+import typing
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal

@@ -97,9 +97,9 @@ def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -
     """The distillation settings against the template and the models: each loss's task, what needs the
     teacher's weights beside the student, the feature layer map. layers: decoder layers of the teacher and the
     student where known."""
-    from sdk.stages.distill import loss_problems
-
+    from sdk.distill.features import layer_map_problem
     from sdk.distill.schedules import schedule_problems
+    from sdk.stages.distill import loss_problems
 
     d = cfg.distill
     f.problems += loss_problems(d, template.task, trained_student=bool(cfg.student.model))
@@ -108,7 +108,8 @@ def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -
     if d.features is not None:
         f.problems += schedule_problems(d.features.model_dump(), "distill.features")
     # more micro-batches than examples would be capped silently at one example each
-    for where, st in [("distill", d)] + [(f"distill.stages[{i}]", x) for i, x in enumerate(d.stages or [])]:
+    own = [(f"distill.stages[{i}]", x) for i, x in enumerate(d.stages or []) if x.grad_accum or x.batch_size]
+    for where, st in [("distill", d)] + own:  # a stage setting neither is the top-level check's
         accum, batch = st.grad_accum or d.grad_accum, st.batch_size or d.batch_size
         if accum > batch:
             f.problems.append(f"{where}.grad_accum: {accum} is more than batch_size {batch}: a micro-batch holds at "
@@ -132,13 +133,9 @@ def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -
             f.problems.append("distill.features.layers: give the layer map (student layer: teacher layer) for a "
                               "student that is not cut from the teacher")
         return
-    n_s, n_t = layers.get("student"), layers.get("teacher")
-    bad = [f"{j}: {t}" for j, t in d.features.layers.items()
-           if (n_s is not None and j >= n_s) or (n_t is not None and t >= n_t)]
-    if bad:
-        f.problems.append(f"distill.features.layers: {', '.join(bad)} out of range (student layers "
-                          f"0-{n_s - 1 if n_s is not None else '?'}, teacher layers "
-                          f"0-{n_t - 1 if n_t is not None else '?'})")
+    problem = layer_map_problem(d.features.layers, layers.get("student"), layers.get("teacher"))
+    if problem:
+        f.problems.append(problem)
 
 
 def _runs_stage(stage: str, until: str | None) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,14 @@ class Project:
     def _run(self, out, preflight, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint) -> RunResult:
         from sdk.stages import stage_list
 
-        # the whole config checked again: an assignment to a nested section (config.distill.stages[0].grad_accum)
-        # is checked by that section alone, not by the checks across sections
-        cfgmod.validate_config(self.config.model_dump(), source=f"project {self.config.name!r}")
+        # the run uses the whole config checked again: an assignment to a nested section
+        # (config.distill.stages[0].grad_accum) is checked by that section alone, and a list mutated in place
+        # (stages.append({...})) holds what was appended unchecked; `self.config` stays the caller's object
+        with warnings.catch_warnings():  # pydantic's note on dumping such an unchecked entry
+            warnings.simplefilter("ignore", UserWarning)
+            dumped = self.config.model_dump()
+        c = cfgmod.validate_config(dumped, source=f"project {self.config.name!r}")
         self._bind_template()  # template_options edited since construction
-        c = self.config
         stages = [n for n, _ in stage_list()]
         if until is not None and until not in stages:
             raise DistillError(f"until={until!r}: not a stage (one of {', '.join(stages)})")
@@ -129,17 +133,16 @@ class Project:
         run = RunDir(root)
         _check_same_template(run, c.template)
         try:
-            return self._run_stages(run, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint)
+            return self._run_stages(run, c, keep_checkpoints, until, nproc, nnodes, rdzv_endpoint)
         except BaseException:  # KeyboardInterrupt too: Ctrl-C must not leave an empty run behind
             if fresh and not run.manifest["stages"]:
                 _remove_unfinished(run, created)
             raise
 
-    def _run_stages(self, run: RunDir, keep_checkpoints: bool = False, until: str | None = None,
+    def _run_stages(self, run: RunDir, c, keep_checkpoints: bool = False, until: str | None = None,
                     nproc: int = 1, nnodes: int = 1, rdzv_endpoint: str | None = None) -> RunResult:
         from sdk.stages import Context, stage_list
 
-        c = self.config
         atomic_write_text(run.path("config.yaml"), cfgmod.config_to_yaml(c))
         run.save(project=c.name, template=c.template, task=self.template.task, seed=c.seed, versions=versions(),
                  machine=machine(),

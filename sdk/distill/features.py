@@ -56,6 +56,17 @@ class FeatureConfig(TypedConfig):
         return check_range(v, "weight", 0.0, 1e6)
 
 
+def layer_map_problem(layer_map: dict[int, int], n_student: int | None, n_teacher: int | None) -> str | None:
+    """The pairs of `distill.features.layers` beyond the models' decoder layers (a count None: not known)."""
+    bad = [f"{j}: {t}" for j, t in layer_map.items()
+           if (n_student is not None and j >= n_student) or (n_teacher is not None and t >= n_teacher)]
+    if not bad:
+        return None
+    return (f"distill.features.layers: {', '.join(bad)} out of range (student layers "
+            f"0-{n_student - 1 if n_student is not None else '?'}, teacher layers "
+            f"0-{n_teacher - 1 if n_teacher is not None else '?'})")
+
+
 def _decoder_layers(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder().layers

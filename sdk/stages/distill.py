@@ -229,12 +229,14 @@ def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
     `distill:`, from where the previous stage ended), or once as `distill`; (the last result, every stage's)."""
     import dataclasses
 
+    from sdk.distill.launch import rank_zero
+
     d = ctx.config.distill
     plan = [("distill", d)] if not d.stages else [
         (f"stage-{s.name}", d.model_copy(update={**s.overrides(), "loss": d.stage_loss(s)})) for s in d.stages]
     done, res = [], None
     for name, stage_cfg in plan:
-        if d.stages:
+        if d.stages and rank_zero():  # under torchrun: one line, not one per rank
             print(f"[distill] training stage {name[6:]} (loss {loss_summary(stage_cfg.loss)}, lr {stage_cfg.lr})",
                   flush=True)
         cx = dataclasses.replace(ctx, config=ctx.config.model_copy(update={"distill": stage_cfg}))
@@ -356,7 +358,7 @@ def _live_teacher(ctx: Context, teacher, student, info: dict[str, Any]):
 
 def _features(ctx: Context, teacher, student):
     """(FeatureKD, the teacher) for `distill.features`."""
-    from sdk.distill.features import FeatureKD, use_eager_attention
+    from sdk.distill.features import FeatureKD, layer_map_problem, use_eager_attention
     from sdk.students import bottom_and_spread_layers
 
     f = ctx.config.distill.features
@@ -368,11 +370,9 @@ def _features(ctx: Context, teacher, student):
         keep = bottom_and_spread_layers(teacher.config.num_hidden_layers, ctx.config.student.layers,
                                         ctx.config.student.frozen_bottom)
         layer_map = dict(enumerate(keep))
-    n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-    bad = [f"{j}: {t}" for j, t in layer_map.items() if not (0 <= j < n_s and 0 <= t < n_t)]
-    if bad:
-        raise DistillError(f"distill.features.layers: {', '.join(bad)} out of range (student layers 0-{n_s - 1}, "
-                           f"teacher layers 0-{n_t - 1})")
+    problem = layer_map_problem(layer_map, student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    if problem:
+        raise DistillError(problem)
     fkd = FeatureKD(layer_map, student.config.hidden_size, teacher.config.hidden_size, f.loss, f.weight,
                     f.attention_weight).to(next(student.parameters()).device)
     if fkd.attention:

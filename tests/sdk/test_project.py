@@ -169,3 +169,8 @@ def test_assigning_a_bad_config_value_names_the_field(tmp_path):
     with pytest.raises(DistillError, match=r"distill.stages\[0\].grad_accum: 64 is more than batch_size"):
         p.run(tmp_path / "r", until="data")
     assert not (tmp_path / "r").exists()
+    # a list mutated in place holds what was appended unchecked: the run checks it (it crashed with AttributeError)
+    p.config.distill.stages[0].grad_accum = None
+    p.config.distill.stages.append({"name": "x", "loss": {"kind": "dpo"}})
+    with pytest.raises(DistillError, match=r"distill.stages\[1\].loss: dpo trains generation templates"):
+        p.run(tmp_path / "r", until="data")
