@@ -243,7 +243,8 @@ def transaction_prompt(row: dict) -> str:
     note = row.get("note")
     note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
     amount = number("amount", low=float("-inf"))
-    money = f"${amount:.0f}" if amount >= 0 else f"-${-amount:.0f}"
+    dollars = f"{abs(amount):.0f}"  # rounded first, so -0.4 (and -0.0) is $0, never -$0
+    money = f"-${dollars}" if amount < 0 and dollars != "0" else f"${dollars}"
     hour = int(number("hour", 0, 23, whole=True, what="a whole hour of the day, 0 to 23"))
     age, velocity = int(number("account_age_days")), int(number("velocity_1h"))
     return (f"{money} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "

@@ -39,7 +39,8 @@ def test_a_value_out_of_range_is_named_with_its_range(row, column, value, allowe
 def test_the_ends_of_each_range_and_every_synthesized_row_are_accepted(row):
     for column, value, shown in [("hour", 0, " 00h "), ("hour", 23, " 23h "), ("hour", "7", " 07h "),
                                  ("hour", 7.0, " 07h "), ("amount", 0, "$0 "), ("amount", -25.0, "-$25 "),
-                                 ("amount", "-5", "-$5 "), ("account_age_days", 0, "account 0d"),
+                                 ("amount", "-5", "-$5 "), ("amount", -0.4, "$0 "), ("amount", -0.0, "$0 "),
+                                 ("amount", -0.6, "-$1 "), ("account_age_days", 0, "account 0d"),
                                  ("velocity_1h", 0, " 0 tx/h")]:
         assert shown in transaction_prompt({**row, column: value})
     t = FraudTemplate()
