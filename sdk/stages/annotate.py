@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,16 @@ def topk_needed_by(distill_cfg: Any) -> list[str]:
 
 
 def outputs(run: RunDir) -> list[Path]:
-    return [run.path("annotations", "annotations.json")]
+    """annotations.json and the tensors it says were written beside it (a deleted topk.safetensors or
+    train_topk.pt re-runs the stage instead of failing the distill stage)."""
+    info_path = run.path("annotations", "annotations.json")
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return [info_path]
+    tensors = {"decision_topk": ["train_topk.pt"], "generation": ["responses.json"]}.get(info.get("kind"), []) \
+        + (["topk.safetensors"] if "topk_bytes_per_token" in info else [])
+    return [info_path] + [run.path("annotations", name) for name in tensors]
 
 
 def run(ctx: Context) -> dict[str, Any]:

@@ -60,7 +60,9 @@ def train_settings(ctx: Context) -> dict[str, Any]:
 
 
 def outputs(run: RunDir) -> list[Path]:
-    return [run.path("student", "config.json")]
+    # the weights too: a student folder whose model.safetensors was deleted trains again (export failed on it)
+    sharded = run.path("student", "model.safetensors.index.json")
+    return [run.path("student", "config.json"), sharded if sharded.exists() else run.path("student", "model.safetensors")]
 
 
 def _source(ctx: Context):

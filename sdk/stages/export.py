@@ -9,6 +9,7 @@ compressed) type only; a QAD twin in its GGUF type, the QAD control in every QAD
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,14 @@ def inputs(ctx: Context) -> Any:
 
 
 def outputs(run: RunDir) -> list[Path]:
-    return [run.path("artifacts", "exports.json")]
+    """exports.json and every artifact it lists (a deleted GGUF file exports again instead of failing the
+    evaluate stage)."""
+    listing = run.path("artifacts", "exports.json")
+    try:
+        exported = json.loads(listing.read_text())
+        return [listing] + [run.root / a["path"] for per in exported.values() for a in per]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return [listing]
 
 
 def students(ctx: Context) -> list[str]:
@@ -62,8 +70,6 @@ def exporters(ctx: Context) -> list[Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    import json
-
     from deployment.exporters import ExportRequest
     from sdk.rundir import atomic_write_text
     from sdk.stages.package import task_metadata

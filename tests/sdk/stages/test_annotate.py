@@ -31,3 +31,22 @@ def test_a_run_keyed_by_the_whole_loss_stays_up_to_date_only_where_it_decided_al
     staged = _ctx(loss={"kind": "response_kd", "alpha": 1.0},
                   stages=[{"name": "seq"}, {"name": "kd", "loss": {"kind": "response_kd", "alpha": 0.5}}])
     assert annotate.legacy_inputs(staged) == []
+
+
+def test_the_stage_is_done_only_while_the_files_its_record_names_are_there(tmp_path):
+    from sdk.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.write_json("annotations/annotations.json", {"kind": "generation", "topk_bytes_per_token": 40.0})
+    for name in ("responses.json", "topk.safetensors"):
+        run.path("annotations", name).write_text("{}")
+    run.record("annotate", "k", 1.0)
+    assert run.is_done("annotate", "k", annotate.outputs(run))
+    # a deleted top-k file re-runs the stage (the distill stage failed reading it)
+    run.path("annotations", "topk.safetensors").unlink()
+    assert not run.is_done("annotate", "k", annotate.outputs(run))
+    # a run that stored no top-k needs none; a decision run needs its targets
+    run.write_json("annotations/annotations.json", {"kind": "generation"})
+    assert run.is_done("annotate", "k", annotate.outputs(run))
+    run.write_json("annotations/annotations.json", {"kind": "decision_topk"})
+    assert not run.is_done("annotate", "k", annotate.outputs(run))
