@@ -439,8 +439,7 @@ def validate_loss(v: dict[str, Any], given_only: bool = False) -> dict[str, Any]
     try:
         params = loss_cls.Config.model_validate({k: x for k, x in v.items() if k != "kind"})
     except ValidationError as err:  # one line per problem, with the loss's own keys as suggestions
-        raise ValueError(f"loss {v['kind']!r}: " + "; ".join(
-            _describe_error(e, loss_cls.Config) for e in _collapsed(err))) from None
+        raise ComponentError(f"loss {v['kind']!r}", loss_cls.Config, err) from None
     stored = params.model_dump(mode="json")
     if given_only:
         return {"kind": v["kind"], **{k: x for k, x in stored.items() if k in v}}
@@ -525,8 +524,7 @@ class ExportConfig(_Model):
             try:
                 out[kind] = exporter.Config.model_validate(params or {}).model_dump()
             except ValidationError as err:
-                raise ValueError(f"format {kind!r}: " + "; ".join(
-                    _describe_error(e, exporter.Config) for e in _collapsed(err))) from None
+                raise ComponentError(f"format {kind!r}", exporter.Config, err, at=(kind,)) from None
         return out
 
 
@@ -647,6 +645,26 @@ def _all_keys(model: Any, prefix: str = "") -> list[str]:
     return sorted(set(out), key=out.index)
 
 
+class ComponentError(ValueError):
+    """A component's own config failed (a loss's or an exporter's, validated by the model its `kind` chose):
+    its errors kept with that model, so the report names each at its own key (distill.loss.temperature,
+    export.formats.gguf.quants[0]) with that model's suggestions. `at`: the keys between the field and the
+    component's own (an exporter's name)."""
+
+    def __init__(self, what: str, model: type, err: ValidationError, at: tuple = ()):
+        self.what, self.model, self.at, self.errors = what, model, at, _collapsed(err)
+        super().__init__(f"{what}: " + "; ".join(_describe_error(e, model) for e in self.errors))
+
+
+def field_path(loc: tuple) -> str:
+    """A pydantic error's location as a project file's field: distill.stages[0].lr (list items by index, as
+    every other message names them), never distill.stages.0.lr."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
 def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] | None = None,
                  data: Any = None) -> str:
     """'; did you mean `x.y`?' for an unknown key: a close key of the same section (of the kind `data` chose)
@@ -659,7 +677,7 @@ def did_you_mean(loc: tuple, model: Any, prefix: str = "", elsewhere: list[str] 
     close = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
     ratio = lambda a: difflib.SequenceMatcher(None, key, a).ratio()  # noqa: E731
     if here and not (close and ratio(close[0]) > ratio(here[0])):  # a closer key elsewhere wins
-        return f"; did you mean `{prefix}{'.'.join(map(str, (*loc[:-1], here[0])))}`?"
+        return f"; did you mean `{prefix}{field_path((*loc[:-1], here[0]))}`?"
     if not close:
         return ""
     section = f"{prefix}{loc[0]}." if len(loc) > 1 else prefix
@@ -701,7 +719,13 @@ def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: 
     loc = tuple(e["loc"])
     if len(loc) > 1 and loc[0] == "teacher" and loc[1] in TEACHER_KINDS:  # pydantic adds the union's tag
         loc = (loc[0], *loc[2:])
-    where = prefix + ".".join(map(str, loc)) if loc else prefix.rstrip(".") or "(root)"
+    where = prefix + field_path(loc) if loc else prefix.rstrip(".") or "(root)"
+    component = (e.get("ctx") or {}).get("error")
+    if isinstance(component, ComponentError):  # each of its errors at its own key, under this field's
+        inner = [_describe_error(x, component.model, f"{prefix}{field_path((*loc, *component.at))}.")
+                 for x in component.errors]
+        return "; ".join(line.replace(": unknown key", f": unknown key ({component.what})", 1)
+                         if x["type"] == "extra_forbidden" else line for x, line in zip(component.errors, inner))
     if e["type"] == "extra_forbidden":
         _, others, kind = _models_at(model, loc, data)
         owners = [_kind_of(m) for m in others if str(loc[-1]) in getattr(m, "model_fields", {})]

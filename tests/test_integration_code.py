@@ -211,6 +211,13 @@ def test_two_processes_train_with_feature_terms_and_on_policy_steps(run_dir, tmp
     on, off = [r for r in log if r["alpha"] == 0.0], [r for r in log if r["alpha"] == 0.5]
     assert len(on) + len(off) == len(log)  # each step wholly on- or off-policy, on both ranks
     assert all("feat_hidden" in r for r in off) and not any("feat_hidden" in r for r in on)
+    # the records say what trained beside the loss: the manifest (and so the report's stage note), the student
+    rec = json.loads((copy / "manifest.json").read_text())["stages"]["distill"]
+    assert rec["features"]["weight"] == 0.5 and rec["on_policy"]["fraction"] == 0.5
+    assert "feature KD (cosine, each layer to the one it was cut from, weight 0.5), on-policy steps (50% of steps" \
+        in rec["note"]
+    meta = json.loads((copy / "student" / "distill_meta.json").read_text())
+    assert meta["features"] == rec["features"] and meta["on_policy"] == rec["on_policy"]
 
 
 def test_a_second_student_is_trained_from_the_signal_store_without_the_teacher(run_dir, tmp_path):

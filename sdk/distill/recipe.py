@@ -435,7 +435,8 @@ def train(
         loss = loss_sum / max(units, 1)
         running = loss if running is None else 0.9 * running + 0.1 * loss
         bar.update(1)
-        bar.set_postfix(loss=f"{running:.4f}", best=f"{best:.4f}")
+        shown = {"loss": f"{running:.4f}"}  # and the best validation metric once there is one (not -inf)
+        bar.set_postfix(shown | ({"best": f"{best:.4f}"} if math.isfinite(best) else {}))
         record = {"step": step, "loss": loss, "lr": step_lr, "units": units}
         record.update({k: v / max(units, 1) for k, v in terms.items()})
         log.write(json.dumps(record) + "\n")
@@ -468,6 +469,7 @@ def train(
             if metric > best:
                 best, best_step, bad_checks = metric, step, 0
                 best_state = None
+                bar.set_postfix(shown | {"best": f"{best:.4f}"})
                 if rank == 0 or fsdp:
                     weights = snapshot(model)
                     if rank == 0:

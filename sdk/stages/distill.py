@@ -120,6 +120,34 @@ def loss_summary(loss: dict[str, Any]) -> str:
     return loss["kind"] + (f" ({', '.join(parts)})" if parts else "")
 
 
+def beside_loss(distill_cfg: Any, features: bool, on_policy: bool) -> dict[str, Any]:
+    """What trained beside the loss, as the manifest and the student's distill_meta.json record it:
+    `features` and `on_policy` (their configs) where they ran."""
+    out = {}
+    if features and distill_cfg.features is not None:
+        out["features"] = distill_cfg.features.model_dump(mode="json")
+    if on_policy and distill_cfg.on_policy is not None:
+        out["on_policy"] = distill_cfg.on_policy.model_dump(mode="json")
+    return out
+
+
+def beside_summary(beside: dict[str, Any]) -> str:
+    """beside_loss in a phrase: feature KD (cosine, 6 layer pairs, weight 1), on-policy steps (50%, T 1)."""
+    from sdk.distill.schedules import describe as scheduled
+
+    parts = []
+    if "features" in beside:
+        f = beside["features"]
+        pairs = f"{len(f['layers'])} layer pairs" if f.get("layers") else "each layer to the one it was cut from"
+        attention = f", attention weight {scheduled(f['attention_weight'])}" if f.get("attention_weight") else ""
+        parts.append(f"feature KD ({f['loss']}, {pairs}, weight {scheduled(f['weight'])}{attention})")
+    if "on_policy" in beside:
+        o = beside["on_policy"]
+        parts.append(f"on-policy steps ({o['fraction']:.0%} of steps, T {o['temperature']:g}, "
+                     f"up to {o['max_new_tokens']} tokens)")
+    return ", ".join(parts)
+
+
 def loss_problems(distill_cfg: Any, task: str, trained_student: bool = False) -> list[str]:
     """What makes the configured trainings impossible for a template of this task (decision or generation):
     a loss of the other shape, an alignment loss first (unless the student is a trained model of its own,
@@ -210,12 +238,16 @@ def run(ctx: Context) -> dict[str, Any]:
         out["stages"] = done
     else:
         out["loss"] = compact(c.distill.loss)
+    beside = beside_loss(c.distill, features is not None, live is not None)
+    out.update(beside)
     _save(ctx, student, tok, "student", {**meta, "loss": compact(c.distill.loss),
-                                          **({"stages": done} if c.distill.stages else {})})
+                                          **({"stages": done} if c.distill.stages else {}), **beside})
     note = f"{origin}, {count_params(student):,} params; loss {loss_summary(c.distill.loss)}: {describe(res)}"
     if c.distill.stages:
         note = f"{origin}, {count_params(student):,} params; " + "; ".join(
             f"stage {d['name']} ({loss_summary(d['loss'])}): {describe(_Res(**d['train']))}" for d in done)
+    if beside:
+        note += f"; beside the loss{' (distilling stages)' if c.distill.stages else ''}: {beside_summary(beside)}"
     if "sequence_kd" in out:
         note += f"; sequence-KD-only twin: {describe(_Res(**out['sequence_kd']['train']))}"
     if "fine_tuned" in out:
@@ -226,21 +258,26 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"note": note, "train": res.__dict__, "precision": precision, **out}
 
 
+def _say(message: str) -> None:
+    """A line of the stage's log, printed by rank 0 only (under torchrun: one line, not one per rank)."""
+    from sdk.distill.launch import rank_zero
+
+    if rank_zero():
+        print(f"[distill] {message}", flush=True)
+
+
 def _in_stages(ctx: Context, train_one) -> tuple[Any, list[dict[str, Any]]]:
     """Run train_one(context, checkpoint name) once per stage of `distill.stages` (each with its keys laid over
     `distill:`, from where the previous stage ended), or once as `distill`; (the last result, every stage's)."""
     import dataclasses
-
-    from sdk.distill.launch import rank_zero
 
     d = ctx.config.distill
     plan = [("distill", d)] if not d.stages else [
         (f"stage-{s.name}", d.model_copy(update={**s.overrides(), "loss": d.stage_loss(s)})) for s in d.stages]
     done, res = [], None
     for name, stage_cfg in plan:
-        if d.stages and rank_zero():  # under torchrun: one line, not one per rank
-            print(f"[distill] training stage {name[6:]} (loss {loss_summary(stage_cfg.loss)}, lr {stage_cfg.lr})",
-                  flush=True)
+        if d.stages:
+            _say(f"training stage {name[6:]} (loss {loss_summary(stage_cfg.loss)}, lr {stage_cfg.lr})")
         cx = dataclasses.replace(ctx, config=ctx.config.model_copy(update={"distill": stage_cfg}))
         res = train_one(cx, name)
         done.append({"name": name[6:] if d.stages else name, "loss": compact(stage_cfg.loss), "lr": stage_cfg.lr,
@@ -286,8 +323,8 @@ def _align_dpo(ctx: Context, student, tok, data: dict[str, Any], name: str):
             pair_prompts.append(prompts[i])
             chosen.append(data["responses"][first[order[i]]])
             rejected_text.append(failed)
-    print(f"[distill] {name}: {len(chosen)} preference pairs from {len(prompts)} prompts "
-          f"({sum(v['passed'] for vs in verdicts for v in vs)}/{sum(map(len, verdicts))} student samples passed)")
+    _say(f"{name}: {len(chosen)} preference pairs from {len(prompts)} prompts "
+         f"({sum(v['passed'] for vs in verdicts for v in vs)}/{sum(map(len, verdicts))} student samples passed)")
     if not chosen:
         raise DistillError(f"distill.stages {name}: the student passed every sampled completion; no pair to align on")
     rejected = response_ids(ctx, rejected_text)
@@ -454,7 +491,7 @@ def _cache_fits(start: int, positions: int, student) -> bool:
     """Whether a cache of `positions` fp32 hidden states fits CACHE_MAX_BYTES (said when it does not)."""
     size = positions * student.config.hidden_size * 4
     if size > CACHE_MAX_BYTES:
-        print(f"[distill] a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
+        _say(f"a cache of the {start} frozen layers would take {size / 2**30:.1f} GiB; training without it")
     return size <= CACHE_MAX_BYTES
 
 
@@ -470,8 +507,8 @@ def _frozen_cache(ctx: Context, student, tok, data: dict[str, Any]):
         return None
     if not _cache_fits(start, sum(map(len, seqs)), student):
         return None
-    print(f"[distill] caching the {start} frozen layers' output for {len(seqs)} sequences "
-          f"({sum(map(len, seqs)) * student.config.hidden_size * 4 / 2**20:.0f} MiB)")
+    _say(f"caching the {start} frozen layers' output for {len(seqs)} sequences "
+         f"({sum(map(len, seqs)) * student.config.hidden_size * 4 / 2**20:.0f} MiB)")
     return cache_sequences(student, seqs, start, tok.pad_token_id, batch_size=ctx.config.evaluation.batch_size,
                            desc=f"cache frozen layers 0-{start - 1}")
 

@@ -83,7 +83,13 @@ def test_a_teacher_kinds_table_shows_only_the_presets_of_that_kind():
     ({"template": "fraud", "distill": {"temprature": 2.0}},
      "distill.temprature: unknown key; did you mean `distill.loss.temperature` or `distill.on_policy.temperature`?"),
     ({"template": "fraud", "distill": {"loss": {"kind": "soft_target_kd", "alpah": 0.5}}},
-     "distill.loss: loss 'soft_target_kd': alpah: unknown key; did you mean `alpha`?"),
+     "distill.loss.alpah: unknown key (loss 'soft_target_kd'); did you mean `distill.loss.alpha`?"),
+    # a loss's own check, at its own key (it named the whole loss), and a list entry by its index
+    ({"template": "code", "distill": {"stages": [{"name": "kd", "loss": {
+        "kind": "response_kd", "temperature": {"kind": "step", "values": [5, 2, 1], "milestones": [0.5, 0.2]}}}]}},
+     "distill.stages[0].loss.temperature: milestones must increase strictly, each in (0, 1)"),
+    ({"template": "fraud", "export": {"formats": {"gguf": {"quants": ["Q9"]}}}},
+     "export.formats.gguf.quants: unknown GGUF type(s) ['Q9']"),
     ({"template": "fraud", "template_options": {"fraud_rat": 0.1}},
      "template_options.fraud_rat: unknown key (template 'fraud'); did you mean `template_options.fraud_rate`?"),
     ({"template": "fraud", "student": {"layers": "six"}},
@@ -307,9 +313,9 @@ def test_numbers_written_as_text_still_read():
     # a schedule's end: one line, at the schedule's own key, not one per member of the number-or-schedule union
     ({"distill": {"loss": {"kind": "soft_target_kd", "alpha": {"kind": "linear", "start": 0.0,
                                                                  "end": float("nan")}}}},
-     r"loss 'soft_target_kd': alpha.end: Input should be a finite number \(got nan\)$"),
+     r"distill.loss.alpha.end: Input should be a finite number \(got nan\)$"),
     ({"distill": {"loss": {"kind": "soft_target_kd", "alpha": float("nan")}}},
-     r"loss 'soft_target_kd': alpha: Input should be a finite number \(got nan\)$"),
+     r"distill.loss.alpha: Input should be a finite number \(got nan\)$"),
 ])
 def test_nan_infinity_and_out_of_range_numbers_are_refused(data, message):
     # NaN fails no comparison, so it would pass every `ge=`/`le=` bound if pydantic did not refuse it first
@@ -320,7 +326,7 @@ def test_nan_infinity_and_out_of_range_numbers_are_refused(data, message):
 @pytest.mark.parametrize("data, message", [
     ({"distill": {"max-epochs": 3}}, r"distill.max-epochs: unknown key; did you mean `distill.max_epochs`"),
     ({"my-key": 3}, r"my-key: unknown key"),
-    ({"distill": {"loss": {"kind": "soft_target_kd", "alpha-x": 1}}}, r"loss 'soft_target_kd': alpha-x: unknown key"),
+    ({"distill": {"loss": {"kind": "soft_target_kd", "alpha-x": 1}}}, r"distill.loss.alpha-x: unknown key \(loss 'soft_target_kd'\)"),
     ({"template_options": {"fraud-rate": 0.1}}, r"template_options.fraud-rate: unknown key"),
 ])
 def test_an_unknown_key_that_is_not_a_python_name_is_named(data, message):

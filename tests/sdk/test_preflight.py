@@ -124,6 +124,8 @@ def test_training_settings_the_template_or_models_cannot_train_exit_2(tmp_path, 
     assert out.exit_code == 2 and "a constant schedule does not use end" in out.output
     out = check(write_project(tmp_path / "g", tiny_llama, distill__grad_accum=32))
     assert out.exit_code == 2 and "distill.grad_accum: 32 is more than batch_size" in out.output
+    out = check(write_project(tmp_path / "i", tiny_llama, distill__stages=[]))
+    assert out.exit_code == 2 and "distill.stages: an empty list" in out.output
     # features need the teacher beside the student: not with a student from student.base
     out = check(write_project(tmp_path / "h", tiny_llama, student__base=str(tiny_llama), distill__features={}))
     assert out.exit_code == 2 and "distill.features: runs the teacher beside the student during training; with " \

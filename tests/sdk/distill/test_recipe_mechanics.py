@@ -115,6 +115,14 @@ def test_without_validation_data_training_runs_its_epochs_and_keeps_the_last_wei
     assert all(torch.equal(weights["none"][k], weights["rising"][k]) for k in weights["none"])
 
 
+def test_the_progress_bar_shows_the_best_metric_once_validated_never_minus_infinity(tiny_llama, tmp_path, capsys):
+    student, kd, batch_loss, n = _setup(str(tiny_llama), tmp_path / "topk.safetensors")
+    train(student, batch_loss, n, lambda m: 0.25, lr=3e-3, batch_size=4, max_epochs=1, eval_every=4, patience=1,
+          seed=0, checkpoint_dir=tmp_path / "c", loss_fn=kd)  # one check, at the last step
+    bar = capsys.readouterr().err
+    assert "best=0.2500" in bar.splitlines()[-1] and "inf" not in bar
+
+
 def test_bf16_precision_autocasts_the_step_on_cpu_and_keeps_fp32_weights(tiny_llama, tmp_path):
     """distill.precision bf16 on CPU (auto's choice where the CPU has AMX-BF16): the forward runs in bf16, the
     weights and their updates stay fp32, and training still lowers the loss as fp32 does."""
