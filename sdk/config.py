@@ -400,8 +400,14 @@ class DistillConfig(_Model):
         """(config field, loss) of every training the distill stage runs: each stage's, or `distill.loss`."""
         if not self.stages:
             return [("distill.loss", self.loss)]
-        return [(f"distill.stages[{i}].loss" if st.loss is not None else "distill.loss", self.stage_loss(st))
-                for i, st in enumerate(self.stages)]
+        out = []
+        for i, st in enumerate(self.stages):
+            try:
+                out.append((f"distill.stages[{i}].loss" if st.loss is not None else "distill.loss",
+                            self.stage_loss(st)))
+            except ComponentError as err:  # a loss's cross-key check on the completed loss: named at the stage
+                raise err.under(("stages", i, "loss") if st.loss is not None else ("loss",)) from None
+        return out
 
     @model_validator(mode="after")
     def _stage_names_unique(self) -> "DistillConfig":
@@ -617,6 +623,8 @@ def _models_at(model: Any, loc: tuple, data: Any = None) -> tuple[list[Any], lis
             node = node[part]
         else:
             node = None
+        if isinstance(part, int):  # an entry of a list section (distill.stages[0]): the same models
+            continue
         members = [m for model in models for f in [getattr(model, "model_fields", {}).get(str(part))] if f
                    for m in _sections(f.annotation)]
         chosen = node.get("kind", DEFAULT_KIND.get(str(part))) if isinstance(node, dict) else None
@@ -640,6 +648,9 @@ def _all_keys(model: Any, prefix: str = "") -> list[str]:
     """Every dotted key path of a config model, nested sections included."""
     out = []
     for name, f in getattr(model, "model_fields", {}).items():
+        if _is_list(f.annotation):  # entries' keys have no one path (distill.stages[0].lr): not suggested
+            out.append(f"{prefix}{name}")
+            continue
         nested = [k for m in _sections(f.annotation) for k in _all_keys(m, f"{prefix}{name}.")]
         out.extend(nested or [f"{prefix}{name}"])
     return sorted(set(out), key=out.index)
@@ -651,9 +662,18 @@ class ComponentError(ValueError):
     export.formats.gguf.quants[0]) with that model's suggestions. `at`: the keys between the field and the
     component's own (an exporter's name)."""
 
-    def __init__(self, what: str, model: type, err: ValidationError, at: tuple = ()):
-        self.what, self.model, self.at, self.errors = what, model, at, _collapsed(err)
+    def __init__(self, what: str, model: type, err: ValidationError | list[dict[str, Any]], at: tuple = ()):
+        self.what, self.model, self.at = what, model, at
+        self.errors = _collapsed(err) if isinstance(err, ValidationError) else err
         super().__init__(f"{what}: " + "; ".join(_describe_error(e, model) for e in self.errors))
+
+    def __reduce__(self):  # pickled (a ValidationError holding it, sent between processes) as what it says
+        return ValueError, (str(self),)
+
+    def under(self, at: tuple) -> "ComponentError":
+        """The same errors, found where they sit below the field that reported them (a stage's loss checked by
+        the distill section's own check)."""
+        return ComponentError(self.what, self.model, self.errors, (*at, *self.at))
 
 
 def field_path(loc: tuple) -> str:
@@ -722,7 +742,9 @@ def _describe_error(e: dict[str, Any], model: Any, prefix: str = "", elsewhere: 
     where = prefix + field_path(loc) if loc else prefix.rstrip(".") or "(root)"
     component = (e.get("ctx") or {}).get("error")
     if isinstance(component, ComponentError):  # each of its errors at its own key, under this field's
-        inner = [_describe_error(x, component.model, f"{prefix}{field_path((*loc, *component.at))}.")
+        if not elsewhere and any(x["type"] == "extra_forbidden" for x in component.errors):
+            elsewhere = _known_keys()  # a key of another section put here (distill.loss.lr) is suggested there
+        inner = [_describe_error(x, component.model, f"{prefix}{field_path((*loc, *component.at))}.", elsewhere)
                  for x in component.errors]
         return "; ".join(line.replace(": unknown key", f": unknown key ({component.what})", 1)
                          if x["type"] == "extra_forbidden" else line for x, line in zip(component.errors, inner))

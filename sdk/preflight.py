@@ -103,8 +103,8 @@ def _check_training(cfg, template, layers: dict[str, int | None], f: Findings) -
 
     d = cfg.distill
     if d.stages is not None and not d.stages:  # trained as if absent: said, in case the list lost its entries
-        f.problems.append("distill.stages: an empty list; leave it out to train once with distill.loss, or give "
-                          "the stages")
+        f.problems.append("distill.stages: an empty list; leave it out (or null) to train once with "
+                          "distill.loss, or give the stages")
     f.problems += loss_problems(d, template.task, trained_student=bool(cfg.student.model))
     for where, loss in d.trained_losses():
         f.problems += schedule_problems({k: v for k, v in loss.items() if k != "kind"}, where)

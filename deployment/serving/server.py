@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 
 from deployment.runtimes.generation import GenerationParams
 from deployment.serving.engine import EngineStopped, Job, LlamaCppEngine, Overloaded
+from sdk.config import field_path
 from sdk.errors import DistillError
 from sdk.typed_config import TypedConfig
 
@@ -187,13 +188,13 @@ def create_app(served: ServedModel):
     async def _invalid(request: Request, err: RequestValidationError):
         problems: dict[str, str] = {}  # field -> message (a union's members each report: one line per field)
         for e in err.errors():
-            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            loc = [x for x in e.get("loc", ()) if x != "body"]
             msg = str(e.get("msg", "")).removeprefix("Value error, ")
             head, sep, rest = msg.partition(": ")
             if e.get("type") == "value_error" and sep and head.isidentifier():  # a body check naming its field
                 loc, msg = [*loc, head], rest
             union = bool(loc) and loc[-1] in _UNION_TAGS and len(loc) > 1
-            where = ".".join(loc[:-1] if union else loc) or "body"
+            where = field_path(tuple(loc[:-1] if union else loc)) or "body"  # messages[0].content
             if where in problems:
                 continue
             if e.get("type") == "json_invalid":

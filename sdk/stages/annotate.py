@@ -72,8 +72,8 @@ def outputs(run: RunDir) -> list[Path]:
     train_topk.pt re-runs the stage instead of failing the distill stage)."""
     info_path = run.path("annotations", "annotations.json")
     try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
+        info = dict(json.loads(info_path.read_text()))
+    except (OSError, ValueError, TypeError):
         return [info_path]
     tensors = {"decision_topk": ["train_topk.pt"], "generation": ["responses.json"]}.get(info.get("kind"), []) \
         + (["topk.safetensors"] if "topk_bytes_per_token" in info else [])

@@ -60,9 +60,21 @@ def train_settings(ctx: Context) -> dict[str, Any]:
 
 
 def outputs(run: RunDir) -> list[Path]:
-    # the weights too: a student folder whose model.safetensors was deleted trains again (export failed on it)
-    sharded = run.path("student", "model.safetensors.index.json")
-    return [run.path("student", "config.json"), sharded if sharded.exists() else run.path("student", "model.safetensors")]
+    """The student's folder with its weights, and each comparison twin's that the stage's record says it
+    trained: a folder whose weights were deleted trains again (the export stage failed on it)."""
+    record = run.manifest["stages"].get("distill", {})
+    folders = ["student"] + [folder for folder, variant in TWINS.items() if variant in record]
+    return [p for folder in folders for p in model_files(run.path(folder))]
+
+
+def model_files(folder: Path) -> list[Path]:
+    """config.json and the weights of a saved model: model.safetensors, or the index and every shard it lists."""
+    index = folder / "model.safetensors.index.json"
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [folder / "config.json", index if index.exists() else folder / "model.safetensors"]
+    return [folder / "config.json", index, *(folder / s for s in shards)]
 
 
 def _source(ctx: Context):

@@ -29,9 +29,12 @@ def outputs(run: RunDir) -> list[Path]:
     listing = run.path("artifacts", "exports.json")
     try:
         exported = json.loads(listing.read_text())
-        return [listing] + [run.root / a["path"] for per in exported.values() for a in per]
+        paths = [run.root / a["path"] for per in exported.values() for a in per]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return [listing]
+    # a folder artifact (ONNX) needs its graphs: an emptied folder gives a path that never exists
+    return [listing] + [g for p in paths for g in
+                        ((sorted(p.glob("*.onnx")) or [p / "*.onnx"]) if p.is_dir() else [p])]
 
 
 def students(ctx: Context) -> list[str]:

@@ -10,6 +10,7 @@ type; the report puts them side by side.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,18 @@ def folders(ctx: Context) -> list[str]:
 
 
 def outputs(run: RunDir) -> list[Path]:
-    return [run.path("qad.json")]
+    """qad.json and the model files of every twin it lists (a deleted twin trains again)."""
+    from sdk.stages.distill import model_files
+
+    listing = run.path("qad.json")
+    try:
+        twins = list(dict(json.loads(listing.read_text())))
+    except (OSError, ValueError, TypeError):
+        return [listing]
+    return [listing] + [p for folder in twins for p in model_files(run.path(folder))]
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    import json
-
     from transformers import AutoTokenizer
 
     from deployment.gguf import quantized_tensor_types
@@ -52,7 +59,7 @@ def run(ctx: Context) -> dict[str, Any]:
     loss = c.distill.continued_loss()  # with distill.stages: the last stage's that distils
     cx = dataclasses.replace(ctx, config=c.model_copy(update={"distill": c.distill.model_copy(
         update={"lr": q.lr or c.distill.lr})}))
-    meta = {k: v for k, v in read_meta(ctx.run.path("student")).items() if k not in ("stages",)}
+    meta = {k: v for k, v in read_meta(ctx.run.path("student")).items() if k not in ("stages", "features", "on_policy")}
     device = pick_device(c.distill.device)
     data = d._generation_data(ctx) if ctx.template.task == "generation" else None
 

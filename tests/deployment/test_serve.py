@@ -152,6 +152,8 @@ def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(serv
     assert status == 400 and body["error"]["param"] == "prompt"
     status, body = server.request("POST", "/v1/completions", {"prompt": "word " * 1500, "max_tokens": 4})
     assert status == 400 and "exceeds" in body["error"]["message"]
+    status, body = server.request("POST", "/v1/chat/completions", {"messages": [{"role": "user"}]})
+    assert status == 400 and body["error"]["param"] == "messages[0].content", body
     status, body = server.request("POST", "/v1/completions", {"prompt": "hi", "n": 3})
     assert status == 400 and body["error"]["param"] == "n"
     status, body = server.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": True})

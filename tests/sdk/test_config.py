@@ -345,3 +345,55 @@ def test_a_base_url_that_is_no_url_is_not_echoed():
     data["teacher"]["base_url"] = "ftp://host/v1"
     with pytest.raises(DistillError, match="got 'ftp://host/v1'"):
         validate_config(data)
+
+
+def test_a_components_error_found_by_its_sections_check_is_named_where_it_sits_and_pickles():
+    """A stage's completed loss is checked by the distill section's own check (pydantic then reports it at
+    `distill`): its errors are still named at the stage's loss key; and a ValidationError holding one crosses
+    processes (pickle)."""
+    import pickle
+
+    from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+    from sdk.config import ComponentError, _collapsed, _describe_error
+
+    class Loss(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        a: int = 0
+        b: int = 0
+
+        @model_validator(mode="after")
+        def _order(self):
+            if self.a > self.b:
+                raise ValueError("a: must not exceed b")
+            return self
+
+    class Section(BaseModel):
+        stages: list[dict]
+
+        @model_validator(mode="after")
+        def _losses(self):
+            for i, st in enumerate(self.stages):
+                try:
+                    Loss.model_validate(st)
+                except ValidationError as err:
+                    raise ComponentError("loss 'x'", Loss, err).under(("stages", i, "loss")) from None
+            return self
+
+    with pytest.raises(ValidationError) as err:
+        Section.model_validate({"stages": [{}, {"a": 2, "b": 1}]})
+    assert [_describe_error(e, Section, "distill.") for e in _collapsed(err.value)] == [
+        "distill.stages[1].loss.a: must not exceed b"]
+    assert "loss 'x': a: must not exceed b" in str(pickle.loads(pickle.dumps(err.value)))
+
+
+def test_a_misspelt_key_in_a_list_entry_or_a_loss_gets_the_key_meant():
+    for data, expected in [
+        ({"distill": {"stages": [{"name": "kd", "lrr": 1e-4}]}}, "distill.stages[0].lrr: unknown key; did you mean "
+                                                                  "`distill.stages[0].lr`?"),
+        ({"distill": {"loss": {"kind": "soft_target_kd", "lr": 1e-4}}},
+         "distill.loss.lr: unknown key (loss 'soft_target_kd'); did you mean `distill.lr`"),
+    ]:
+        with pytest.raises(DistillError) as err:
+            validate_config({"name": "x", "template": "fraud", **data})
+        assert expected in str(err.value)
