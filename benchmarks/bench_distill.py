@@ -255,7 +255,7 @@ def main() -> None:
             continue
         print(f"{variant:7s} {rows[variant]['tokens_per_s']:8.1f} tokens/s (median of {rows[variant]['timed_steps']} steps: "
               f"{' '.join(f'{s:.2f}' for s in rows[variant]['step_s'])} s), "
-              f"peak RSS {rows[variant]['peak_rss_mb']:.0f} MB"
+              f"peak RSS {rows[variant]['peak_rss_mb']:.0f} MiB"
               + (f", max GPU memory allocated {rows[variant]['max_memory_allocated_gib']:.1f} GiB"
                  if "max_memory_allocated_gib" in rows[variant] else ""), flush=True)
     trl, online, cached = rows["trl"], rows["online"], rows["cached"]

@@ -199,7 +199,7 @@ def main() -> None:
     print(f"\n{Path(args.run).name}: {len(val)} validation prompts, {args.threads} threads, {name} on them; latency "
           f"over {n_latency} decisions at batch 1; prefill/decode over {n_gen} greedy completions of 32 tokens\n")
     print(f"| artifact | MB | {name} (val) | P50 ms | P99 ms | decisions/s | batched/s | prefill tok/s | decode tok/s "
-          "| peak RSS MB |")
+          "| peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['artifact']} | {r['mb']:.1f} | {r['metric']:.4f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "

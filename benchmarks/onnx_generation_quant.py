@@ -108,7 +108,7 @@ def main() -> None:
     print(f"\n{args.run}: first {len(rows)} test problems, greedy, {args.threads} threads, each graph in its own "
           "process\n")
     print("| recipe | MB | pass@1 | only fp32 / only this | identical to fp32 | tokens/s (batch 1) | tokens/s "
-          "(batched) | peak RSS MB |")
+          "(batched) | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         same = np.mean([a == b for a, b in zip(r["texts"], ref["texts"])])

@@ -92,7 +92,7 @@ def to_markdown(c: dict[str, Any]) -> str:
     for h in c["rows"]:
         vs = h["vs_teacher"]
         lines.append(f"| {h['run']} | {h['name']} | {h['headline_metric']} | {_fmt(h['headline'])}"
-                     f"{_ci(h['headline_ci'])} | {_fmt(h['primary'])} | {h['size_mb']:.1f} | "
+                     f"{_ci(h['headline_ci'])} | {_fmt(h['primary'])} | {_fmt(h['size_mb'], 1)} | "
                      f"{_fmt(h['speed'], 1)} {SPEED_LABEL[h['task']].split(' ')[0]} | {h['p99_ms']:.0f} | {vs} |")
     return "\n".join(lines) + "\n"
 
@@ -114,7 +114,7 @@ def to_html(c: dict[str, Any]) -> str:
     parts.append("<h2>What changed in the figures</h2>" + _table(
         ["run", "artifact", "headline", "value", "primary", "size MB", "speed", "P99 ms", "vs teacher"],
         [[h["run"], h["name"], h["headline_metric"], f"{_fmt(h['headline'])}{_ci(h['headline_ci'])}",
-          _fmt(h["primary"]), f"{h['size_mb']:.1f}", _fmt(h["speed"], 1), f"{h['p99_ms']:.0f}",
+          _fmt(h["primary"]), _fmt(h["size_mb"], 1), _fmt(h["speed"], 1), f"{h['p99_ms']:.0f}",
           h["vs_teacher"]] for h in c["rows"]]))
     return "\n".join(parts) + "</body></html>"
 

@@ -9,7 +9,9 @@ Three verdicts, because a validation split can be too small to tell: "pass" (the
 "fail" (below the floor, and the paired-bootstrap interval of the retention lies wholly below it too) and
 "inconclusive" (below the floor on these examples, but the interval reaches the floor: on 10 code problems one
 problem is 10% of pass@1, so a file that loses one problem is not shown to be worse). Only a pass is shipped
-by default; an inconclusive artifact can be bundled by name, its verdict recorded in the model card.
+by default; an inconclusive artifact can be bundled by name, its verdict recorded in the model card. A metric
+undefined on the validation split (NaN: ROC-AUC without both classes) decides nothing: inconclusive, with the
+reason.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def release_gate(val_metrics: dict[str, float], reference_metrics: dict[str, flo
     """The verdict of one artifact. retention_ci: the paired interval of its retention on the same validation
     examples (gate_intervals); without one a retention under the floor is a plain fail."""
     value, ref = float(val_metrics[metric]), float(reference_metrics[metric])
+    if not (np.isfinite(value) and np.isfinite(ref)):  # e.g. ROC-AUC on a validation split of one class
+        return {"metric": metric, "split": "val", "value": value if np.isfinite(value) else None,
+                "reference_value": ref if np.isfinite(ref) else None, "retention": None, "retention_ci": None,
+                "min_retention": min_retention, "verdict": "inconclusive", "passed": False,
+                "reason": f"{metric} is undefined on the validation split (one class only?)"}
     kept = retention(value, ref, lower_is_better)
     if kept is None:  # the reference is at the worst end (0 for higher-is-better), or the artifact is perfect
         passed = value <= ref if lower_is_better else value >= ref

@@ -55,7 +55,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _card(h: dict[str, Any], hm: str, task: str, op: dict[str, Any] | None) -> str:
     role = h["role"]
     verdict = {"teacher": "reference (the teacher)", "baseline": "plain baseline (no LLM)"}.get(role, h["verdict"])
-    cls = "good" if role == "student" and (h["retention"] or 0) >= 0.9 else ("bad" if role == "student" else "")
+    # green: keeps 90% of the teacher (or is better at a zero) and did not fail its release gate
+    kept = (h["retention"] or 0) >= 0.9 or str(h["verdict"]).startswith("better than teacher")
+    cls = ("good" if kept and h.get("gate") != "fail" else "bad") if role == "student" else ""
     ci = h["headline_ci"]
     kv = [(f"{hm} vs teacher", "-" if role == "teacher" else h["vs_teacher"]),
           ("size", "- (an API)" if h["size_mb"] is None else f"{h['size_mb']:.1f} MB"), ("P99 latency", f"{h['p99_ms']:.1f} ms"),
@@ -63,6 +65,8 @@ def _card(h: dict[str, Any], hm: str, task: str, op: dict[str, Any] | None) -> s
           ("speed-up", "-" if h["speedup"] is None else f"{h['speedup']:.2f}x")]
     if task == "decision" and h["threshold"] is not None:
         kv.append(("threshold", f"{h['threshold']:.4g}"))
+    if h.get("gate"):
+        kv.append(("release gate", {"fail": "FAILED"}.get(h["gate"], h["gate"])))
     if op and op.get("constraint_metric") and h["constraint"] is not None:
         kv.insert(0, (f"{op['constraint_metric']} on test", _fmt(h["constraint"])))
     rows = "".join(f"<span>{html.escape(k)}</span><span>{html.escape(str(v))}</span>" for k, v in kv)
@@ -141,7 +145,7 @@ def to_html(r: dict[str, Any], run_dir: Path) -> str:
                     for n, ret in r["retention"].items()]))
     speed = r["speed_metric"]
     out.append("<h2>Cost</h2>" + _table(
-        ["artifact", "params", "size MB", "bits/weight", "P50 ms", "P99 ms", SPEED_LABEL[task], "peak RSS MB",
+        ["artifact", "params", "size MB", "bits/weight", "P50 ms", "P99 ms", SPEED_LABEL[task], "peak RSS MiB",
          "threads"],
         [[a["name"], f"{_n(a['params'])}", _fmt(None if a.get("size_bytes") is None else a["size_bytes"] / 1e6, 1), _fmt(a.get("bits_per_weight"), 2),
           f"{a['latency_ms']['p50']:.1f}", f"{a['latency_ms']['p99']:.1f}", _fmt(a.get(speed), 1),

@@ -71,7 +71,8 @@ def _inherited_unmapped_kb() -> int:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far.
+    """Peak resident memory of this process so far, in MiB (2**20 bytes: the key keeps its older name; file
+    sizes are in MB, 10**6 bytes).
 
     VmHWM first: ru_maxrss of a child started by fork+exec still counts the parent's pages on Linux."""
     kb = _status_kb("VmHWM")

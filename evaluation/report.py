@@ -7,6 +7,7 @@ the template; the speed figure is decisions/s (decision shape) or generated toke
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,19 @@ def retention(teacher: dict[str, float], student: dict[str, float], compared, lo
         else:
             out[k] = (s / t) if t > 0 else None
     return out
+
+
+def better_at_zero(student: float | None, teacher: float | None, lower: bool) -> str | None:
+    """The verdict where the ratio is undefined because the student is better at a zero: a student scoring 0
+    on a lower-is-better metric (no false positives) or a teacher scoring 0 on a higher-is-better one. None
+    when the ratio is undefined for another reason (both undefined, the student at the worst end)."""
+    if student is None or teacher is None or not (math.isfinite(student) and math.isfinite(teacher)):
+        return None
+    if lower and student == 0 < teacher:
+        return "better than teacher (the student scores 0, the best value)"
+    if not lower and teacher == 0 < student:
+        return "better than teacher (the teacher scores 0)"
+    return None
 
 
 def verdict(ratio: float | None, ci: list[float] | None) -> str:
@@ -84,10 +98,13 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
                 "headline_metric": headline,
                 "headline_retention": r.get(headline),
                 "headline_retention_ci": ci.get(headline),
-                "verdict": verdict(r.get(headline), ci.get(headline)),
+                "verdict": verdict(r.get(headline), ci.get(headline)) if r.get(headline) is not None else (
+                    better_at_zero(a["metrics"].get(headline), teacher["metrics"].get(headline),
+                                   _matches(headline, lower)) or "undefined"),
             }
     notes = []
-    better = [n for n, s in summary.items() if (s["headline_retention"] or 0) > 1.0]
+    # shown better: above 1 with an interval wholly above it (or none), or better at a zero
+    better = [n for n, s in summary.items() if s["verdict"].startswith("better than teacher")]
     if better:
         notes.append(f"{', '.join(better)} score{'s' if len(better) == 1 else ''} higher than the teacher on "
                      f"{headline}: the teacher is weak on this data (the student learned from its filtered or "
@@ -96,7 +113,8 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
     t_head = teacher["metrics"].get(headline)
     for b in (a for a in artifacts if a["role"] == "baseline"):
         r = retention(teacher["metrics"], b["metrics"], compared, lower).get(headline)
-        if r is not None and t_head is not None and r > 1.0:
+        b_ci = ret_ci.get(b["name"], {}).get(headline)
+        if r is not None and t_head is not None and r > 1.0 and not (b_ci and b_ci[0] <= 1.0):  # shown higher
             notes.append(f"The plain baseline {b['name']} scores higher than the teacher on {headline} "
                          f"({_fmt(b['metrics'][headline])} vs {_fmt(t_head)}), at a fraction of the cost: the "
                          "teacher is not the ceiling on this data; distillation is worth it only where the LLM "
@@ -109,6 +127,12 @@ def build_report(*, template: str, task: str, project: str, primary_metric: str,
         g0 = gates[failed[0]]
         warnings.append(f"release gate failed for {', '.join(failed)}: {g0['metric']} on validation below "
                         f"{g0['min_retention']:.0%} of the unquantized student's; kept out of bundles")
+    undefined = [n for n in unsure if gates[n].get("reason")]
+    if undefined:
+        warnings.append(f"release gate undecided for {', '.join(undefined)}: {gates[undefined[0]]['reason']}; "
+                        "judge them by the test figures, or give the validation split both labels. Bundled only "
+                        "when named.")
+    unsure = [n for n in unsure if n not in undefined]
     if unsure:
         g0 = gates[unsure[0]]
         warnings.append(f"release gate inconclusive for {', '.join(unsure)}: {g0['metric']} on validation is below "
@@ -183,6 +207,8 @@ def _ratio(x: float | None, ci: list[float] | None = None, who: str = "student")
     """A retention ratio as read by a manager: above 1 is a better student, not a retention above 100%."""
     if x is None:
         return "-"
+    if x > 1.0 and ci and ci[0] <= 1.0:  # higher here, but the interval holds 1: not shown better (verdict())
+        return f"as good (x{x:.2f}){_ci(ci, 2)}"
     if x > 1.0:
         return f"{who} better (x{x:.2f}){_ci(ci, 2)}"
     return f"{x:.1%}{_ci(ci, pct=True)}"
@@ -206,6 +232,8 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                         who="baseline")
         else:
             vs = _ratio(s.get("headline_retention"), s.get("headline_retention_ci"))
+            if s.get("headline_retention") is None and s.get("verdict", "").startswith("better than teacher"):
+                vs = f"student {s['verdict']}"  # better at a zero, where no ratio exists
         rows.append({
             "name": a["name"], "role": a["role"], "format": a["format"], "quant": a["quant"],
             "variant": a.get("variant"),
@@ -216,7 +244,7 @@ def headline_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             "size_mb": None if a.get("size_bytes") is None else a["size_bytes"] / 1e6, "p99_ms": a["latency_ms"]["p99"], "speed": a.get(speed),
             "speedup": s.get("speedup_vs_teacher"), "retention": s.get("headline_retention"),
             "retention_ci": s.get("headline_retention_ci"), "verdict": s.get("verdict", "reference"),
-            "vs_teacher": vs,
+            "vs_teacher": vs, "gate": gate_verdict(a["gate"]) if a.get("gate") else None,
         })
     return rows
 
@@ -386,7 +414,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     if task == "decision":
         lines += ["", "## Cost", "",
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | decisions/s (batch 1) "
-                  "| batched/s | peak RSS MB | threads |", "|" + "---|" * 10]
+                  "| batched/s | peak RSS MiB | threads |", "|" + "---|" * 10]
         for a in r["artifacts"]:
             lines.append(f"| {a['name']} | {_n(a['params'])} | {_mb(a.get('size_bytes'))} | "
                          f"{_fmt(a.get('bits_per_weight'), 2)} | {a['latency_ms']['p50']:.1f} | "
@@ -395,7 +423,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     else:
         lines += ["", "## Cost (latency per problem at batch 1, greedy)", "",
                   "| artifact | params | size MB | bits/weight | P50 ms | P99 ms | tokens/s (batch 1) | TTFT ms "
-                  "| batched tokens/s | peak RSS MB | threads |", "|" + "---|" * 11]
+                  "| batched tokens/s | peak RSS MiB | threads |", "|" + "---|" * 11]
         for a in r["artifacts"]:
             lines.append(f"| {a['name']} | {_n(a['params'])} | {_mb(a.get('size_bytes'))} | "
                          f"{_fmt(a.get('bits_per_weight'), 2)} | {a['latency_ms']['p50']:.0f} | "
@@ -444,13 +472,25 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finite(x: Any) -> Any:
+    """x with every NaN or infinite float replaced by None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     """report.json, report.md and report.html (the figures report.png and tradeoffs.png are written first,
     by the report stage, and embedded in the HTML)."""
     from evaluation.html import to_html
 
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md", "html": run_dir / "report.html"}
-    atomic_write_text(paths["json"], json.dumps(report, indent=2))
+    # NaN (a metric undefined on a split: ROC-AUC of one class) as null: NaN is not JSON (browsers' parsers refuse it)
+    atomic_write_text(paths["json"], json.dumps(_finite(report), indent=2, allow_nan=False))
     atomic_write_text(paths["md"], to_markdown(report))
     atomic_write_text(paths["html"], to_html(report, run_dir))
     return paths

@@ -39,7 +39,7 @@ def figures_markdown(r: dict[str, Any], source: str) -> str:
         lines.append(f"| {h['name']} | {_fmt(h['headline'])}{_ci(h['headline_ci'])} | "
                      + (f"{_fmt(h['constraint'])} | " if cm else "")
                      + (f"{_fmt(h['primary'])}{_ci(h['primary_ci'])} | " if pm != hm else "")
-                     + f"{h['size_mb']:.1f} | {_fmt(h['speed'], 1)} | {h['p99_ms']:.0f} | "
+                     + f"{_fmt(h['size_mb'], 1)} | {_fmt(h['speed'], 1)} | {h['p99_ms']:.0f} | "
                      + ("-" if h["speedup"] is None else f"{h['speedup']:.2f}x") + f" | {vs} |")
     for w in r.get("warnings", []):
         lines += ["", f"Warning from the run: {w}"]

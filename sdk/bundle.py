@@ -39,6 +39,11 @@ RUNTIME_PACKAGES = {"gguf": "llama_cpp_python", "onnx": "onnxruntime"}
 PIP_NAMES = {"llama_cpp_python": "llama-cpp-python", "onnxruntime": "onnxruntime"}
 
 
+def _num(x: float | None, nd: int = 4) -> str:
+    """A gate's figure; "-" where the metric was undefined on validation (evaluation.gates)."""
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
 def choose_artifacts(entries: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
     """The named artifacts (default: every export of the main student), each runnable outside the SDK and
     past its release gate; a named one that is not is an error saying why."""
@@ -65,12 +70,13 @@ def choose_artifacts(entries: list[dict[str, Any]], names: list[str] | None) -> 
         verdict = gate_verdict(gate)
         if verdict == "fail" and names:
             raise DistillError(f"artifact {e['name']!r} failed its release gate: {gate['metric']} on validation "
-                               f"{gate['value']:.4f} vs the student's {gate['reference_value']:.4f} "
+                               f"{_num(gate['value'])} vs the student's {_num(gate['reference_value'])} "
                                f"(below {gate['min_retention']:.0%}); it is kept out of bundles")
         if verdict == "inconclusive" and names:
-            print(f"[distill] warning: {e['name']}: release gate inconclusive ({gate['metric']} on validation "
-                  f"{gate['value']:.4f} vs the student's {gate['reference_value']:.4f} on {gate.get('n', '?')} "
-                  "examples); bundled because it was named, and the model card says so")
+            why = gate.get("reason") or (f"{gate['metric']} on validation {_num(gate['value'])} vs the student's "
+                                         f"{_num(gate['reference_value'])} on {gate.get('n', '?')} examples")
+            print(f"[distill] warning: {e['name']}: release gate inconclusive ({why}); bundled because it was "
+                  "named, and the model card says so")
     # named: passed and inconclusive ones; by default only those that passed
     shippable = {"pass", "inconclusive"} if names else {"pass"}
     chosen = [e for e in chosen if gate_verdict(e["gate"]) in shippable]
@@ -385,7 +391,7 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> st
         kept = "-" if g["retention"] is None else f"{g['retention']:.3f}"
         lines.append(f"| {name} | {cell(hm)} | {cell(pm)} | {a['size_bytes'] / 1e6:.1f} | {a['latency_ms']['p50']:.1f} "
                      f"| {a['latency_ms']['p99']:.1f} | {a['threads']} | {gate_verdict(g)}: {g['metric']} "
-                     f"{g['value']:.3f} vs student {g['reference_value']:.3f} (x{kept}) |")
+                     f"{_num(g['value'], 3)} vs student {_num(g['reference_value'], 3)} (x{kept}) |")
     teacher = next((a for a in report.get("artifacts", []) if a.get("role") == "teacher"), None)
     if teacher:
         lines += ["", f"Teacher ({teacher['name']}): {hm} {teacher['metrics'].get(hm, float('nan')):.3f}."]

@@ -45,6 +45,11 @@ class FinishedRun:
         root = Path(root)
         if not root.is_dir():
             raise DistillError(f"run folder {root} " + ("is a file, not a folder" if root.exists() else "does not exist"))
+        if not (root / "config.yaml").is_file() and (root / "project.yaml").is_file():
+            # `distill init`'s folder given for the run's: "run config.yaml --out <project folder>" misled
+            raise DistillError(f"{root} is a project folder (it holds project.yaml), not a run folder: give the folder "
+                               f"its run wrote (`--out`; default runs/<name>), or run it: `distill run "
+                               f"{root / 'project.yaml'}`")
         for rel in ("config.yaml", "data/task.json", "evaluation/artifacts.json"):
             if not (root / rel).is_file():
                 raise DistillError(f"{root} is not a finished run: {rel} is missing (run the project to the end: "
@@ -110,12 +115,15 @@ class FinishedRun:
                 (lambda e: main_student(e) and e.get("gate") and verdict(e) == "pass",
                  "no student GGUF passed its gate: the smallest export that did"),
                 (lambda e: e["name"] == "student-torch", "no export passed its gate: the unquantized student"),
-                (lambda e: e["role"] == "student" and verdict(e) != "fail",
+                # never a comparison twin (labels alone, sequence KD, QAD): not the student the run distilled
+                (lambda e: main_student(e) and verdict(e) != "fail",
                  "no export passed its gate: the smallest student artifact whose gate did not fail")):
             found = [e for e in self.entries if pick(e)]
             if found:
                 return min(found, key=lambda e: e["size_bytes"])["name"], why
-        raise DistillError(f"{self.run.path('evaluation', 'artifacts.json')} lists no student artifact")
+        raise DistillError(f"{self.run.path('evaluation', 'artifacts.json')}: every artifact of the distilled student "
+                           "failed its release gate (the report says by how much); name one with --artifact to use "
+                           "it anyway")
 
     def entry(self, artifact: str | None = None) -> dict[str, Any]:
         """The evaluation's entry of an artifact (metrics, threshold, operating point when present)."""

@@ -144,6 +144,8 @@ def describe(p: Prepared) -> str:
     bits = []
     for name, s in p.info["splits"].items():
         b = f"{name} {s['rows']}" + (f" ({s['positives']} pos)" if "positives" in s else "")
+        if "label_counts" in s:
+            b += f" ({', '.join(f'{w} {n}' for w, n in s['label_counts'].items())})"
         if "time_range" in s:
             b += f" [{s['time_range'][0]} .. {s['time_range'][1]}]"
         bits.append(b)
@@ -189,7 +191,16 @@ def run(ctx: Context) -> dict[str, Any]:
     lengths = [len(x) for x in prompts["train"]]
     if not lengths:
         raise DistillError(f"dataset {p.source}: the training split is empty")
-    counts = {n: {"rows": len(part), **({"positives": int((part["label"] > 0).sum())} if "label" in part else {}),
+    words = getattr(ctx.template, "label_words", {}) or {}
+
+    def labels(part) -> dict[str, Any]:  # grades are counted per grade ("39 pos" of three grades said little)
+        if "label" not in part:
+            return {}
+        if len(words) > 2:
+            return {"label_counts": {words[k].strip(): int((part["label"] == k).sum()) for k in sorted(words)}}
+        return {"positives": int((part["label"] > 0).sum())}
+
+    counts = {n: {"rows": len(part), **labels(part),
                   **({"time_range": p.info["splits"][n]["time_range"]} if "time_range" in p.info["splits"][n] else {})}
               for n, part in parts.items()}
     out = {"note": describe(Prepared({**p.parts, "train": parts["train"]}, p.source, p.spec,

@@ -19,6 +19,7 @@ MIN_TEST_POSITIVES = 30
 MIN_VAL_POSITIVES = 15
 MIN_TEST_PROBLEMS = 100
 MIN_GATE_PROBLEMS = 30  # a generation gate on fewer validation problems passes files that lose a fifth on test
+MIN_LATENCY_SAMPLES = 100  # a P99 of fewer requests is their maximum
 WIDE_RETENTION_CI = 0.2  # a retention interval wider than this cannot tell the student from the teacher
 
 
@@ -70,6 +71,8 @@ def run(ctx: Context) -> dict[str, Any]:
         report["breakdown"] = t.breakdown(parts["test"], {n: np.asarray(d["probs_test"]) for n, d in details.items()},
                                           {e["name"]: e["metrics"].get("threshold") for e in entries})
     report["warnings"] = report["warnings"] + _warnings(report)  # after build_report's own (the gates')
+    if hasattr(t, "report_warnings"):  # what only the template knows (fraud: an operating point too tight to hold)
+        report["warnings"] += t.report_warnings(report, ctx.options)
     for who, knob, train in _trainings(run_dir):
         warn, note = training_health(who, knob, train)
         report["warnings"] += warn
@@ -167,18 +170,27 @@ def _warnings(r: dict[str, Any]) -> list[str]:
                        "teacher are rough; use a larger test split (data.n_test) before deciding.")
         if vpos < MIN_VAL_POSITIVES:
             out.append(f"only {vpos} positive examples in the validation split (fewer than {MIN_VAL_POSITIVES}): "
-                       "thresholds chosen there meet the operating point only roughly on new data.")
+                       "thresholds chosen there meet the operating point only roughly on new data, and the release "
+                       "gates decided there: a pass does not show that a file keeps the student's quality; compare "
+                       "the test figures, or raise data.n_val.")
     elif d["n_test"] < MIN_TEST_PROBLEMS:
         what = "problems" if r["task"] == "generation" else "examples"
         out.append(f"only {d['n_test']} test {what} (fewer than {MIN_TEST_PROBLEMS}): each one is "
                    f"{1 / d['n_test']:.1%} of the split, so differences of a few points of {r['headline_metric']} "
                    "between artifacts are noise.")
     n = min((g["n"] for g in (r.get("gates") or {}).values() if g.get("n") is not None), default=None)
-    if r["task"] == "generation" and n is not None and n < MIN_GATE_PROBLEMS:
-        out.append(f"the release gates decided on only {n} validation problems (fewer than {MIN_GATE_PROBLEMS}): "
+    rare_positives = r["task"] == "decision" and "recall" in r["compared_metrics"]  # said above, by positives
+    if not rare_positives and n is not None and n < MIN_GATE_PROBLEMS:
+        what = "problems" if r["task"] == "generation" else "examples"
+        out.append(f"the release gates decided on only {n} validation {what} (fewer than {MIN_GATE_PROBLEMS}): "
                    "a pass there does not show that a file keeps the student's quality (on the code student, "
                    "dynamic INT8 passed on 10 problems and lost a fifth of pass@1 on 200); compare the test "
                    "figures, or raise data.n_val.")
+    timed = [a["latency_ms"]["n"] for a in r.get("artifacts", []) if (a.get("latency_ms") or {}).get("n")]
+    if timed and min(timed) < MIN_LATENCY_SAMPLES:
+        out.append(f"latency was timed on only {min(timed)} requests per artifact (fewer than {MIN_LATENCY_SAMPLES}): "
+                   "its P99 is about the slowest of them, not a 99th percentile; raise evaluation.latency_samples "
+                   "(at most the test split's size) before quoting it.")
     hm = r["headline_metric"]
     for name, s in r["summary"].items():
         ci = s.get("headline_retention_ci")
@@ -186,7 +198,7 @@ def _warnings(r: dict[str, Any]) -> list[str]:
             out.append(f"{name}: its {hm} ratio to the teacher is only known to lie in [{ci[0]:.2f}, {ci[1]:.2f}] "
                        f"(95% interval, wider than {WIDE_RETENTION_CI:.1f}): the test split is too small to measure "
                        f"it to +-{WIDE_RETENTION_CI / 2:.0%}.")
-        elif s.get("headline_retention") is None:
+        elif s.get("headline_retention") is None and not s.get("verdict", "").startswith("better than teacher"):
             out.append(f"{name}: its {hm} ratio to the teacher is undefined (the teacher scores 0 or the metric "
                        "is undefined on this split).")
     return out

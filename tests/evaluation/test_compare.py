@@ -31,6 +31,19 @@ def test_compare_lists_config_changes_and_figures(tmp_path):
     assert f"| {b} | student-gguf-Q4_K_M | recall | 0.800 |" in md and "90.0%" in md and "100.0%" in md
 
 
+def test_a_run_with_an_api_teacher_compares_without_a_size(tmp_path):
+    from evaluation.compare import to_html
+    from evaluation.summary import figures_markdown
+
+    a = _run(tmp_path, "a", 0.72, 6)
+    r = json.loads((a / "report.json").read_text())
+    r["artifacts"][0]["size_bytes"] = None  # an API teacher: no file
+    (a / "report.json").write_text(json.dumps(r))
+    c = compare([load_run(a), load_run(_run(tmp_path, "b", 0.8, 8))])
+    assert "| teacher-torch | recall | 0.800 | 0.900 | - |" in to_markdown(c) and "teacher-torch" in to_html(c)
+    assert "| teacher-torch | 0.800 | 0.900 | - | 4.0 |" in figures_markdown(r, a / "report.json")
+
+
 def test_compare_command_writes_html_and_refuses_an_unfinished_run(tmp_path):
     import typer
 

@@ -23,6 +23,14 @@ def test_gate_retention_both_directions_and_a_zero_reference():
     assert release_gate({"pass@1": 0.1}, {"pass@1": 0.0}, "pass@1", False, 0.95)["passed"]
 
 
+def test_a_metric_undefined_on_validation_decides_nothing():
+    """ROC-AUC of a validation split of one class is NaN: every export "failed", with a warning saying its AUC
+    fell below the floor, and NaN went into report.json."""
+    g = release_gate({"roc_auc": float("nan")}, {"roc_auc": float("nan")}, "roc_auc", False, 0.95)
+    assert g["verdict"] == "inconclusive" and not g["passed"] and g["value"] is None and g["retention"] is None
+    assert "undefined on the validation split" in g["reason"]
+
+
 def test_parity_figures():
     ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     got = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])

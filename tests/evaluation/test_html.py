@@ -46,3 +46,19 @@ def test_report_html_renders_in_chromium(tmp_path):
     blank = tmp_path / "blank.html"
     blank.write_text("<html><body></body></html>")
     assert ink(screenshot(blank, tmp_path / "blank.png"))[0] < 0.001  # the check can fail
+
+
+def test_a_card_shows_its_release_gate_and_is_never_green_when_it_failed():
+    from evaluation.html import _card
+    from evaluation.report import headline_rows
+
+    arts = [_art("teacher-torch", "teacher", 0.9, 0.8, 0.05, 4.0),
+            _art("student-gguf-Q4_K_M", "student", 0.9, 0.8, 0.05, 24.0, "gguf", "Q4_K_M")]
+    arts[1]["gate"] = {"verdict": "fail", "passed": False, "metric": "roc_auc", "value": 0.5, "reference_value": 0.9,
+                       "retention": 0.55, "retention_ci": None, "min_retention": 0.95}
+    r = build_report(template="fraud", task="decision", project="p", primary_metric="roc_auc",
+                     compared=("roc_auc", "recall"), lower_is_better=set(), artifacts=arts,
+                     data={"n_train": 1, "n_val": 2, "n_test": 3}, machine={"cpus": 2, "platform": "linux"}, stages={})
+    row = next(h for h in headline_rows(r) if h["role"] == "student")
+    card = _card(row, "roc_auc", "decision", None)
+    assert "<span>release gate</span><span>FAILED</span>" in card and 'class="verdict bad"' in card

@@ -116,3 +116,48 @@ def test_a_ratio_whose_interval_reaches_one_is_not_called_as_good():
 
     assert verdict(0.0, [0.0, 1.4]) == "keeps 0.0% (not shown to be worse: its interval reaches 1.40)"
     assert verdict(0.9, [0.8, 0.95]) == "keeps 90.0%"
+
+
+def _decision_report(arts, iv=None, lower=frozenset({"fpr"}), op_metric="recall"):
+    return build_report(template="fraud", task="decision", project="p", primary_metric="roc_auc",
+                        compared=("roc_auc", "recall", "fpr"), lower_is_better=set(lower), artifacts=arts,
+                        data={"n_train": 1, "n_val": 2, "n_test": 3}, machine={"cpus": 2, "platform": "linux"},
+                        stages={}, operating_point={"kind": "x", "value": 0.5, "description": "d", "metric": op_metric},
+                        intervals=iv)
+
+
+def test_higher_within_its_interval_reads_as_good_in_every_place_and_calls_no_teacher_weak():
+    """Markdown said "student better (x1.50)", the card "as good", the note "the teacher is weak"."""
+    arts = [_art("teacher-torch", "teacher", 0.7, 1 / 3, 0.05, 4.0), _art("student-torch", "student", 0.7, 0.5, 0.05, 24.0),
+            _art("baseline-rule", "baseline", 0.7, 0.5, 0.05, 99.0)]
+    iv = {"level": 0.95, "resamples": 10, "method": "m", "metrics": {},
+          "retention": {"student-torch": {"recall": [0.5, 3.0]}, "baseline-rule": {"recall": [0.5, 3.0]}}}
+    r = _decision_report(arts, iv)
+    assert r["summary"]["student-torch"]["verdict"] == "as good as teacher (higher, within the interval)"
+    assert not any("teacher is weak" in n or "scores higher than the teacher" in n for n in r["notes"])
+    md = to_markdown(r)
+    assert "as good (x1.50) [0.50, 3.00]" in md and "student better (" not in md
+
+
+def test_a_student_better_at_a_zero_is_better_not_undefined(tmp_path):
+    """No false positive at all (lower is better) or a teacher at 0: the ratio has no value, the verdict does."""
+    from sdk.stages.report import _warnings
+
+    arts = [_art("teacher-torch", "teacher", 0.7, 0.5, 0.05, 4.0), _art("student-torch", "student", 0.7, 0.5, 0.0, 24.0)]
+    r = _decision_report(arts, op_metric="fpr")
+    s = r["summary"]["student-torch"]
+    assert s["headline_retention"] is None and s["verdict"] == "better than teacher (the student scores 0, the best value)"
+    assert any("teacher is weak" in n for n in r["notes"])
+    assert "student better than teacher (the student scores 0" in to_markdown(r)
+    assert not any("undefined" in w for w in _warnings(r))
+    arts = [_art("teacher-torch", "teacher", 0.7, 0.0, 0.05, 4.0), _art("student-torch", "student", 0.7, 0.2, 0.05, 24.0)]
+    assert _decision_report(arts)["summary"]["student-torch"]["verdict"] == "better than teacher (the teacher scores 0)"
+
+
+def test_report_json_holds_null_where_a_metric_is_undefined(tmp_path):
+    """NaN (ROC-AUC on one class) is not JSON: strict parsers (a browser's JSON.parse) refuse the file."""
+    arts = [_art("teacher-torch", "teacher", float("nan"), 0.5, 0.05, 4.0),
+            _art("student-torch", "student", float("nan"), 0.5, 0.05, 24.0)]
+    paths = write_report(_decision_report(arts), tmp_path)
+    text = paths["json"].read_text()
+    assert "NaN" not in text and json.loads(text)["artifacts"][0]["metrics"]["roc_auc"] is None

@@ -80,6 +80,12 @@ def test_the_default_artifact_says_why_it_was_chosen(fake_run):
     (fake_run / "evaluation" / "artifacts.json").write_text(json.dumps(entries))
     assert load_run(fake_run).default_choice() == ("student-onnx-fp32",
                                                    "no student GGUF passed its gate: the smallest export that did")
+    # every export of the student failed, no unquantized student evaluated: never the ungated twin (it was
+    # chosen: the labels-alone or sequence-KD student is not the one the run distilled), an error naming the way out
+    entries = [e for e in entries if e["name"] not in ("student-torch", "student-onnx-fp32")]
+    (fake_run / "evaluation" / "artifacts.json").write_text(json.dumps(entries))
+    with pytest.raises(DistillError, match="every artifact of the distilled student failed its release gate.*--artifact"):
+        load_run(fake_run).default_choice()
 
 
 def test_unfinished_run_names_the_missing_file(fake_run, tmp_path):
@@ -90,6 +96,11 @@ def test_unfinished_run_names_the_missing_file(fake_run, tmp_path):
         load_run(fake_run)
     with pytest.raises(DistillError, match="does not exist"):
         load_run(tmp_path / "nowhere")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "project.yaml").write_text("name: p\n")
+    with pytest.raises(DistillError, match=r"is a project folder \(it holds project.yaml\), not a run folder"):
+        load_run(project)
 
 
 @pytest.mark.parametrize("rel, text, message", [

@@ -17,6 +17,9 @@ from verticals.fraud.synth import synthesize_transactions
 _HERE = Path(__file__).parent
 
 
+MIN_FLAGGED_AT_POINT = 5  # validation rows the operating point may flag below which the report warns
+
+
 class OperatingPoint(TypedConfig):
     """Where the fraud team runs the model, in its own terms. Every artifact (teacher, students) gets its
     threshold on the validation split for this same point, so they are compared on equal terms."""
@@ -128,6 +131,21 @@ class FraudTemplate:
         return {"kind": op.kind, "value": op.value, "description": op.describe(), "metric": op.headline(),
                 "constraint_metric": op.constraint()}
 
+    def report_warnings(self, report: dict[str, Any], options: FraudOptions) -> list[str]:
+        """An operating point the validation split is too small to hold: fpr <= 2% of 18 legitimate transactions
+        allows none to be flagged, and on test the students flagged 11% of them."""
+        op, d = options.operating_point, report["data"]
+        pool = {"fpr": d["n_val"] - d.get("val_positives", 0), "alert_rate": d["n_val"]}.get(op.kind)
+        if pool is None or op.value * pool >= MIN_FLAGGED_AT_POINT:
+            return []
+        allowed = int(np.floor(op.value * pool + 1e-9))
+        who = "legitimate transactions" if op.kind == "fpr" else "transactions"
+        return [f"the operating point ({op.describe()}) lets the threshold flag only {allowed} of the {pool} "
+                f"validation {who}: a threshold set on so few moves a lot on new data, so the "
+                f"{op.constraint()} on test can be several times {op.value:.1%} (compare its column) and recall "
+                f"is compared at different real rates; raise data.n_val to at least "
+                f"{int(np.ceil(MIN_FLAGGED_AT_POINT / op.value))} {who}."]
+
     def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: FraudOptions) -> float:
         """The validation threshold for the configured operating point (decision: score >= threshold)."""
         return threshold_for(np.asarray(y_val).astype(int), np.asarray(probs_val)[:, 1], options.operating_point)
@@ -210,6 +228,8 @@ def threshold_for(y: np.ndarray, scores: np.ndarray, op: OperatingPoint) -> floa
         return float(pos[max(need, 1) - 1])
     pool = np.sort(scores[y == 0] if op.kind == "fpr" else scores)[::-1]
     allowed = int(np.floor(op.value * len(pool) + 1e-9))  # rows that may be flagged
+    if len(pool) == 0:  # no negative to keep within the budget (a validation split of positives only)
+        return float(np.min(scores)) if len(scores) else 0.5
     if allowed >= len(pool):
         return float(pool[-1])
     # everything strictly above the (allowed+1)-th highest score is flagged
@@ -220,10 +240,13 @@ def transaction_prompt(row: dict) -> str:
     """The fraud prompt of one transaction (standard library only: it is shipped in bundles as it is). Values
     may come as text (CSV, JSON): a value that is not what its column holds is named, never guessed, and so is
     one outside its column's range (hour 99 would be rendered as "99h" and scored as if it meant something). A
-    negative amount (a refund) is written -$25."""
+    negative amount (a refund) is written -$25. Counts (hour, account age, velocity) are whole numbers (2.7
+    transactions an hour was read as 2); categories are text; the merchant descriptor may be empty (left out)."""
 
     def number(column, low=0.0, high=None, whole=False, what="0 or more"):
         try:
+            if isinstance(row[column], bool):  # float(True) is 1.0: a flag is not an amount or a count
+                raise ValueError
             value = float(row[column])
             if value != value or value in (float("inf"), float("-inf")):
                 raise ValueError
@@ -242,10 +265,18 @@ def transaction_prompt(row: dict) -> str:
     device = "new device" if flag else "same device"
     note = row.get("note")
     note = f' Note: "{note}".' if isinstance(note, str) and note.strip() else ""
-    amount = number("amount", low=float("-inf"))
+    amount = number("amount", low=-1e9, high=1e9, what="a sum between -$1e9 and $1e9")
     dollars = f"{abs(amount):.0f}"  # rounded first, so -0.4 (and -0.0) is $0, never -$0
     money = f"-${dollars}" if amount < 0 and dollars != "0" else f"${dollars}"
     hour = int(number("hour", 0, 23, whole=True, what="a whole hour of the day, 0 to 23"))
-    age, velocity = int(number("account_age_days")), int(number("velocity_1h"))
+    age = int(number("account_age_days", whole=True, what="a whole number of days, 0 or more"))
+    velocity = int(number("velocity_1h", whole=True, what="a whole number of transactions, 0 or more"))
+    for column in ("merchant_category", "channel", "country"):
+        if not isinstance(row[column], str) or not row[column].strip():
+            raise ValueError(f"column {column!r}: {row[column]!r} is not a category name (text)")
+    merchant = row.get("merchant")
+    if merchant is not None and merchant == merchant and not isinstance(merchant, str):  # (NaN: a CSV's empty cell)
+        raise ValueError(f"column 'merchant': {merchant!r} is not text")
+    merchant = f", {merchant}" if isinstance(merchant, str) and merchant.strip() else ""
     return (f"{money} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "
-            f"{hour:02d}h {row['country']}, account {age}d, {device}, {velocity} tx/h, {row['merchant']}.{note} Fraud?")
+            f"{hour:02d}h {row['country']}, account {age}d, {device}, {velocity} tx/h{merchant}.{note} Fraud?")

@@ -48,3 +48,38 @@ def test_small_test_splits_are_warned_about_in_the_templates_own_terms():
     (code,) = _warnings(_report("generation", ["pass@1"], 40, "pass@1"))
     assert code.startswith("only 40 test problems") and "pass@1" in code
     assert _warnings(_report("decision", ["accuracy"], 400, "accuracy")) == []
+
+
+def test_gates_on_a_small_validation_split_and_latency_on_few_requests_are_warned_about():
+    from sdk.stages.report import _warnings
+
+    # a decision template of rare positives: the positives warning names the gates (the tiny fraud run's
+    # Q4_K_M passed on 6 validation positives and lost a sixth of ROC-AUC on test)
+    r = _report("decision", ["roc_auc", "recall"], 400, "recall")
+    r["data"]["val_positives"] = 6
+    (w,) = _warnings(r)
+    assert w.startswith("only 6 positive examples in the validation split") and "release gates decided there" in w
+    # another decision template: by the gates' examples
+    r = {**_report("decision", ["accuracy"], 400, "accuracy"), "gates": {"student-gguf-Q4_K_M": {"n": 20}}}
+    (w,) = _warnings(r)
+    assert w.startswith("the release gates decided on only 20 validation examples")
+    r = {**_report("decision", ["accuracy"], 400, "accuracy"),
+         "artifacts": [{"latency_ms": {"p99": 9.0, "n": 5}}, {"latency_ms": {"p99": 9.0, "n": 100}}]}
+    (w,) = _warnings(r)
+    assert w.startswith("latency was timed on only 5 requests per artifact") and "evaluation.latency_samples" in w
+
+
+def test_the_fraud_template_warns_of_an_operating_point_too_tight_for_the_validation_split():
+    import numpy as np
+
+    from verticals.fraud import FraudTemplate
+    from verticals.fraud.template import OperatingPoint, threshold_for
+
+    t = FraudTemplate()
+    tiny = {"data": {"n_val": 24, "val_positives": 6}}  # fpr <= 2% of 18 legitimate: none may be flagged
+    (w,) = t.report_warnings(tiny, t.Options())
+    assert "flag only 0 of the 18 validation legitimate transactions" in w and "at least 250" in w
+    assert t.report_warnings({"data": {"n_val": 2000, "val_positives": 90}}, t.Options()) == []
+    # a validation split of positives only: no budget to keep, every transaction may be flagged (IndexError)
+    scores = np.array([0.2, 0.7, 0.9])
+    assert threshold_for(np.ones(3, dtype=int), scores, OperatingPoint(kind="fpr", value=0.02)) == 0.2

@@ -42,6 +42,10 @@ def test_init_with_records_and_run_writes_the_report_contract(tmp_path):
     # the student keeps the teacher's bottom layer frozen and trains the layers above on its cached output
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["distill"]["note"].startswith("teacher layers [0, 1, ")
+    # three grades are counted per grade, not as "positives" (above the lowest)
+    counts = manifest["stages"]["data"]["counts"]["test"]
+    assert "positives" not in counts and set(counts["label_counts"]) == {"zero", "one", "two"}
+    assert " pos)" not in manifest["stages"]["data"]["note"]
     assert "cache frozen layers 0-0" in run.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     names = {a["name"]: a for a in report["artifacts"]}

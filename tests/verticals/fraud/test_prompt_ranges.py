@@ -21,7 +21,10 @@ def row():
 @pytest.mark.parametrize("column, value, allowed", [
     ("hour", 99, "a whole hour of the day, 0 to 23"), ("hour", 24, "a whole hour of the day, 0 to 23"),
     ("hour", -1, "a whole hour of the day, 0 to 23"), ("hour", 3.5, "a whole hour of the day, 0 to 23"),
-    ("account_age_days", -3, "0 or more"), ("velocity_1h", -1, "0 or more"),
+    ("account_age_days", -3, "a whole number of days, 0 or more"),
+    ("velocity_1h", -1, "a whole number of transactions, 0 or more"),
+    ("velocity_1h", 2.7, "a whole number of transactions, 0 or more"),  # was read as 2
+    ("amount", 1e300, "a sum between -$1e9 and $1e9"),  # a 300-digit amount went into the prompt
 ])
 def test_a_value_out_of_range_is_named_with_its_range(row, column, value, allowed):
     message = f"column '{column}': {value!r} is out of range (allowed: {allowed})"
@@ -34,6 +37,26 @@ def test_a_value_out_of_range_is_named_with_its_range(row, column, value, allowe
     with pytest.raises(ValueError) as err:
         scope["prompt"]({**row, column: value})
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("amount", True, "column 'amount': True is not a number"),  # was $1
+    ("channel", 7, "column 'channel': 7 is not a category name (text)"),  # was an AttributeError
+    ("country", "  ", "column 'country': '  ' is not a category name (text)"),
+    ("merchant", True, "column 'merchant': True is not text"),
+])
+def test_a_value_of_the_wrong_kind_is_named(row, column, value, message):
+    with pytest.raises(ValueError) as err:
+        transaction_prompt({**row, column: value})
+    assert str(err.value) == message
+
+
+def test_an_empty_merchant_descriptor_is_left_out_never_written_none_or_nan(row):
+    full = transaction_prompt(row)
+    assert f", {row['merchant']}." in full
+    for empty in (None, float("nan"), "", "  "):
+        prompt = transaction_prompt({**row, "merchant": empty})
+        assert prompt == full.replace(f", {row['merchant']}.", ".") and "None" not in prompt and "nan" not in prompt
 
 
 def test_the_ends_of_each_range_and_every_synthesized_row_are_accepted(row):
