@@ -28,6 +28,7 @@ known) until its cells are needed: least recently used first.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import queue
 import threading
@@ -64,6 +65,8 @@ class Job:
     pos: int = 0  # position of pending[0]
     generated: list[int] = field(default_factory=list)
     text: bytes = b""
+    # streaming: a character split over two tokens (CJK, accents, emoji) is held until whole, never sent as U+FFFD
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     sampler: object = None
     ttft: float = 0.0
     reused: int = 0  # prompt tokens whose KV came from the cache
@@ -350,7 +353,9 @@ class LlamaCppEngine:
             seen = len(job.text)
             job.text += piece
             if job.on_text is not None:
-                job.on_text(piece.decode("utf-8", errors="replace"))
+                text = job.decoder.decode(piece)
+                if text:
+                    job.on_text(text)
             stops = [s.encode() for s in p.stop]
             longest = max((len(s) for s in stops), default=0)
             if any(s in job.text[max(0, seen - longest + 1):] for s in stops):

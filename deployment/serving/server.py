@@ -4,8 +4,9 @@ endpoint.
 - `GET /health`, `GET /v1/models`;
 - `POST /v1/completions`, `POST /v1/chat/completions` (OpenAI's request and response shapes, `stream`
   included as server-sent events), so existing clients work unchanged;
-- `POST /v1/decide` (decision templates): one record of the template's input fields in; the decision, its
-  probability, every label's probability and the model's name and version out. The prompt is built and
+- `POST /v1/decide` (decision templates): one record of the template's input fields in; the decision, the
+  score (the last label's probability, which the threshold applies to), the decided label's probability,
+  every label's probability and the model's name and version out. The prompt is built and
   tokenised exactly as in evaluation (sdk.scoring.FinishedRun), and the threshold is the one the evaluation
   chose on validation for this artifact.
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 
 from deployment.runtimes.generation import GenerationParams
 from deployment.serving.engine import EngineStopped, Job, LlamaCppEngine, Overloaded
+from evaluation.report import gate_verdict
 from sdk.config import field_path
 from sdk.errors import DistillError
 from sdk.typed_config import TypedConfig
@@ -251,9 +253,12 @@ def create_app(served: ServedModel):
         threshold = served.run.threshold(served.name)
         label = decide_labels(template, probs[None, :], threshold, served.run.options)[0]
         words = [template.label_words[i].strip() for i in range(len(template.label_words))]
+        # score: the last label's probability, the figure the threshold applies to (as `distill score` and a
+        # bundle's predict.py give it); probability: the decided label's (a flagged fraud case at a low
+        # threshold reads "yes" with probability 0.04: the score, not a confidence)
         return {"model": served.name, "version": served.version, "decision": words[label], "label": label,
-                "probability": float(probs[label]), "probabilities": dict(zip(words, map(float, probs))),
-                "threshold": threshold}
+                "score": float(probs[-1]), "probability": float(probs[label]),
+                "probabilities": dict(zip(words, map(float, probs))), "threshold": threshold}
 
     def completion_tokens(text: str) -> list[int]:
         return list(served.tokenizer(text, add_special_tokens=True)["input_ids"])
@@ -366,6 +371,13 @@ def serve(run_dir: str | Path, artifact: str | None = None, host: str = "127.0.0
     except ValueError as err:  # llama.cpp refused the context (too many sequences for this machine's memory)
         raise DistillError(f"cannot serve {run_dir}: {err}") from None
     app = create_app(served)
+    gate = served.entry.get("gate")
+    if gate and gate_verdict(gate) != "pass":  # named on the command line: served, and said (as `distill bundle` does)
+        kept = gate.get("retention")
+        why = gate.get("reason") or (f"{gate['metric']} on validation kept {kept:.1%} of the unquantized student's"
+                                     if kept is not None else f"{gate['metric']} on validation")
+        print(f"[distill] warning: {served.name}: release gate {gate_verdict(gate)} ({why}; see the report's "
+              "Release gates)", flush=True)
     print(f"[distill] serving {served.name} ({served.version}) on http://{host}:{port} "
           f"with {served.threads} threads; {served.engine.n_seq} sequences, queue {max_queue}", flush=True)
     try:

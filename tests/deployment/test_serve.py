@@ -97,6 +97,9 @@ def test_concurrent_decisions_match_the_in_process_runtime(server):
     labels = decide_labels(served.template, expected, served.run.threshold(served.name), served.run.options)
     for (_, a), label in zip(answers, labels):
         assert a["label"] == label and a["model"] == served.name and "@" in a["version"]
+        # the score is what the threshold applies to (as `distill score` gives it); probability the decided label's
+        assert a["score"] == a["probabilities"][served.template.label_words[1].strip()]
+        assert a["label"] == int(a["score"] >= a["threshold"]) and a["probability"] == list(a["probabilities"].values())[label]
     # the same record again: its prompt's KV cells come from the cache (all but its last few tokens), and
     # its probabilities are still those of the prompt evaluated alone
     before = server.request("GET", "/health")[1]["stats"]["reused_tokens"]
@@ -124,6 +127,15 @@ def test_openai_client_completions_and_chat_match_greedy_runtime(server):
     pieces = client.chat.completions.create(model=served.name, max_tokens=8, temperature=0, stream=True,
                                             messages=[{"role": "user", "content": "Fraud?"}])
     assert "".join(c.choices[0].delta.content or "" for c in pieces) == chat.choices[0].message.content
+    # sampled text with characters split over two tokens: streamed whole, as in the one-piece reply (each
+    # token's bytes were decoded alone, and a split character went out as U+FFFD)
+    wide = 0
+    for seed in range(1, 4):
+        kw = dict(model=served.name, prompt="日本 日本 日本 日本 日本", max_tokens=24, temperature=1.0, seed=seed)
+        whole = client.completions.create(**kw).choices[0].text
+        assert "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True)) == whole
+        wide += any(ord(ch) > 127 for ch in whole)
+    assert wide  # the check saw non-ASCII output
 
 
 def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(server):
