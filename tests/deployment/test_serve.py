@@ -129,13 +129,12 @@ def test_openai_client_completions_and_chat_match_greedy_runtime(server):
     assert "".join(c.choices[0].delta.content or "" for c in pieces) == chat.choices[0].message.content
     # sampled text with characters split over two tokens: streamed whole, as in the one-piece reply (each
     # token's bytes were decoded alone, and a split character went out as U+FFFD)
-    wide = 0
-    for seed in range(1, 4):
-        kw = dict(model=served.name, prompt="日本 日本 日本 日本 日本", max_tokens=24, temperature=1.0, seed=seed)
+    # (on this tiny student, seeds 12 and 15 of this prompt split one; 30 seeds keep the check meaningful if the
+    # weights come out otherwise on another machine)
+    for seed in range(1, 31):
+        kw = dict(model=served.name, prompt="日本 日本 日本 日本 日本", max_tokens=32, temperature=1.0, seed=seed)
         whole = client.completions.create(**kw).choices[0].text
-        assert "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True)) == whole
-        wide += any(ord(ch) > 127 for ch in whole)
-    assert wide  # the check saw non-ASCII output
+        assert "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True)) == whole, seed
 
 
 def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(server):
