@@ -15,13 +15,16 @@ _UNSET = object()
 
 class DistillError(Exception):
     """An error caused by the user's input (config, data, model file); the CLI prints it and exits 2.
-    `field`: the input field (column) at fault, when one is (the server returns it as the error's `param`)."""
+    `field`: the input field (column) at fault, when one is (the server returns it as the error's `param`).
+    `detail`: what is wrong in the value itself, without the file, row or index (the server's message: an API
+    client sent one record, and "row 1 ... the row's index is 0" names nothing it sent)."""
 
     field: str | None = None  # also for a subclass whose __init__ does not call this one
+    detail: str | None = None
 
-    def __init__(self, *args, field: str | None = None):
+    def __init__(self, *args, field: str | None = None, detail: str | None = None):
         super().__init__(*args)
-        self.field = field
+        self.field, self.detail = field, detail
 
 
 def not_a_file(path) -> str:

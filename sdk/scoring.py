@@ -246,7 +246,8 @@ class FinishedRun:
                 quoted = [c for c in re.findall(r"column '([^']+)'", str(err)) if c in row]
                 index = f"; the row's index is {labels[i]!r}" if labels is not None else ""
                 raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}"
-                                   f"{index}", field=quoted[0] if len(set(quoted)) == 1 else None) from None
+                                   f"{index}", field=quoted[0] if len(set(quoted)) == 1 else None,
+                                   detail=str(err) if isinstance(err, ValueError) else None) from None
         return out
 
     def tokenize(self, prompts: list[str]) -> list[list[int]]:

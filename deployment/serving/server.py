@@ -90,9 +90,15 @@ class ServedModel:
 
 
 # ---- request bodies (OpenAI's field names; unknown fields are refused)
+class StreamOptions(TypedConfig):
+    include_usage: bool = False  # a last chunk with the token counts, as OpenAI sends it
+
+
 class _Sampling(TypedConfig):
     model: str | None = None
     max_tokens: int = Field(16, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)  # OpenAI's newer name for max_tokens (chat)
+    stream_options: StreamOptions | None = None
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
@@ -103,7 +109,8 @@ class _Sampling(TypedConfig):
 
     def params(self) -> GenerationParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return GenerationParams(max_new_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+        return GenerationParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
+                                temperature=self.temperature, top_p=self.top_p,
                                 stop=[s for s in stop if s], seed=self.seed or 0)
 
 
@@ -136,7 +143,14 @@ def decide_request_model(columns: list[str], optional: set[str]) -> type[BaseMod
             raise ValueError("must not be empty")
         return v
 
-    validators = {"not_blank": field_validator(*required)(not_blank)} if required else {}
+    def not_too_long(cls, v):  # named here, not as the prompt's token count over the server's limit
+        if isinstance(v, str) and len(v) > MAX_TEXT_CHARS:
+            raise ValueError(f"longer than {MAX_TEXT_CHARS} characters ({len(v)})")
+        return v
+
+    validators = {"not_too_long": field_validator(*columns)(not_too_long)}
+    if required:
+        validators["not_blank"] = field_validator(*required)(not_blank)
     return create_model("DecideRequest", __base__=TypedConfig, __validators__=validators, **fields)
 
 
@@ -145,6 +159,7 @@ def create_app(served: ServedModel):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title=f"distill-sdk: {served.name}", version=served.version)
     template = served.template
@@ -168,7 +183,8 @@ def create_app(served: ServedModel):
             data = json.loads(b"".join(chunks) or b"null")
             json.dumps(data, ensure_ascii=False).encode("utf-8")  # an unpaired surrogate escape is not text
         except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, 4,300+ digit numbers, deep nesting
-            msg = "nested too deeply" if isinstance(err, RecursionError) else _short(str(err))
+            msg = ("nested too deeply" if isinstance(err, RecursionError) else "a number with too many digits"
+                   if "int_max_str_digits" in str(err) else _short(str(err)))
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": msg}]) from None
         if not isinstance(data, dict):
             raise RequestValidationError([{"type": "model_type", "loc": ("body",),
@@ -181,6 +197,12 @@ def create_app(served: ServedModel):
     def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
         return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
                             status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
+
+    @app.exception_handler(StarletteHTTPException)  # 404 / 405 in the same error shape as every other reply
+    async def _http(request: Request, err: StarletteHTTPException):
+        what = {404: f"no such endpoint: {request.method} {request.url.path}",
+                405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
+        return error(err.status_code, what)
 
     @app.exception_handler(_BodyTooLarge)
     async def _too_large(request: Request, err: _BodyTooLarge):
@@ -244,8 +266,8 @@ def create_app(served: ServedModel):
         try:
             df = served.run.check([record], "request")
             text = served.run.prompts(df, "request")[0]
-        except DistillError as err:
-            return error(400, str(err), getattr(err, "field", None))
+        except DistillError as err:  # the template's own words where it gave them ("column 'amount': ...")
+            return error(400, getattr(err, "detail", None) or str(err), getattr(err, "field", None))
         tokens = served.run.tokenize([text])[0]
         probs = await run_job(Job(tokens=tokens, label_ids=list(served.run.task["label_ids"])))
         if not isinstance(probs, np.ndarray):
@@ -328,6 +350,11 @@ def create_app(served: ServedModel):
                 if len(gen.text) > len(sent):
                     yield chunk(gen.text[len(sent):], None)
                 yield chunk(None, gen.finish)
+                if req.stream_options is not None and req.stream_options.include_usage:
+                    yield "data: " + json.dumps({
+                        "id": rid, "object": f"{obj}.chunk" if chat else obj, "created": created, "model": served.name,
+                        "choices": [], "usage": {"prompt_tokens": len(tokens), "completion_tokens": gen.n_tokens,
+                                                 "total_tokens": len(tokens) + gen.n_tokens}}) + "\n\n"
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

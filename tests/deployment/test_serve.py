@@ -127,6 +127,11 @@ def test_openai_client_completions_and_chat_match_greedy_runtime(server):
     pieces = client.chat.completions.create(model=served.name, max_tokens=8, temperature=0, stream=True,
                                             messages=[{"role": "user", "content": "Fraud?"}])
     assert "".join(c.choices[0].delta.content or "" for c in pieces) == chat.choices[0].message.content
+    # OpenAI's newer names: max_completion_tokens, and the usage chunk a client asks for (both were refused)
+    chunks = list(client.chat.completions.create(model=served.name, max_completion_tokens=3, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": "Fraud?"}]))
+    assert chunks[-1].choices == [] and 1 <= chunks[-1].usage.completion_tokens <= 3
     # sampled text with characters split over two tokens: streamed whole, as in the one-piece reply (each
     # token's bytes were decoded alone, and a split character went out as U+FFFD)
     # (on this tiny student, seeds 12 and 15 of this prompt split one; 30 seeds keep the check meaningful if the
@@ -159,6 +164,13 @@ def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(serv
             assert field in body["error"]["message"] and body["error"]["param"] == field
     assert "invalid JSON" in results[0][1]["error"]["message"]
     assert results[4][1]["error"]["message"] == f"{text_field}: must not be empty"
+    # the template's own words, without "request: row 1: ... the row's index is 0" (nothing the client sent)
+    assert results[5][1]["error"]["message"] == "column 'amount': 'lots' is not a number"
+    free = sorted(optional)[0]  # over-long free text is named, not counted as the prompt's tokens
+    status, body = server.request("POST", "/v1/decide", {**record, free: "x" * 20_000})
+    assert status == 400 and body["error"]["param"] == free and "longer than 16000 characters" in body["error"]["message"]
+    status, body = server.request("GET", "/v1/nothing")
+    assert status == 404 and body["error"]["message"] == "no such endpoint: GET /v1/nothing"
     status, body = server.request("POST", "/v1/completions", {"prompt": "x" * 20_000})
     assert status == 400 and body["error"]["param"] == "prompt"
     status, body = server.request("POST", "/v1/completions", {"prompt": "word " * 1500, "max_tokens": 4})
