@@ -220,7 +220,9 @@ def read_rows(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise BadInput(f"{path}: line {n} is not JSON: {err}") from None
+                hint = (" (predict.py reads JSONL, one JSON object a line; the SDK's `distill score` reads CSV)"
+                        if path.suffix.lower() in (".csv", ".tsv", ".txt") else "")
+                raise BadInput(f"{path}: line {n} is not JSON: {err}{hint}") from None
             if not isinstance(row, dict):
                 raise BadInput(f"{path}: line {n} is not a JSON object")
             rows.append(row)
@@ -235,9 +237,10 @@ def prompts_from_rows(rows: list[dict], bundle: dict, source: str) -> list[str]:
     optional = set(bundle.get("optional_columns", bundle["input_columns"]))  # bundles before 2026-12-03: unchecked
     out = []
     for i, row in enumerate(rows):
-        missing = [c for c in bundle["input_columns"] if c not in row]
+        missing = [c for c in bundle["input_columns"] if c not in row and c not in optional]
         if missing:
             raise BadInput(f"{source}: row {i + 1} lacks column(s) {', '.join(missing)}")
+        row = {**{c: None for c in optional if c not in row}, **row}  # a row may leave free text out (no note)
         blank = [c for c in bundle["input_columns"] if c not in optional
                  and (row[c] is None or (isinstance(row[c], str) and not row[c].strip()))]
         if blank:  # as the SDK's `distill score` refuses it
@@ -314,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.verify and not args.prompts and not args.rows:
         ap.error("give a rows file or --prompts")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads {args.threads}: give 1 or more (or leave it out: every core)")
     try:
         if args.verify:
             found = verify()

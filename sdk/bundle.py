@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import math
 import os
 import shutil
@@ -356,6 +357,14 @@ def _check_tokenizer(path: Path, prompts: list[str], expected: list[list[int]], 
                                f"({len(g)} vs {len(x)} ids): predict.py would score other inputs")
 
 
+def about_bundle(text: str, bundled: list[str], artifacts: list[str]) -> bool:
+    """Whether a report's warning or note concerns a bundle of `bundled`: it names one of them, or no artifact at
+    all (the data, the teacher, the run). One about artifacts left out (another quantization, a comparison
+    twin) is not this bundle's limitation."""
+    named = [n for n in artifacts if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
+    return not named or any(n in bundled for n in named)
+
+
 def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> str:
     """MODEL_CARD.md: from the evaluation report, for the bundled artifacts."""
     from evaluation.report import class_balance, uses_thresholds
@@ -400,9 +409,9 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> st
               "decision after warm-up. Other machines differ: measure on yours (predict.py prints decisions; time "
               "it there).", "",
               "## Limitations", ""]
-    lines += [f"- {w}" for w in report.get("warnings", [])] + [f"- {n}" for n in report.get("notes", [])]
-    if not report.get("warnings") and not report.get("notes"):
-        lines.append("- None recorded by the evaluation.")
+    said = [x for x in report.get("warnings", []) + report.get("notes", [])
+            if about_bundle(x, list(manifest["artifacts"]), [a["name"] for a in report.get("artifacts", [])])]
+    lines += [f"- {x}" for x in said] or ["- None recorded by the evaluation."]
     lines += ["", "## Files", "", "`predict.py` (run `python predict.py --verify` first), `bundle.json`, "
               "`SHA256SUMS`, `requirements.txt`."]
     return "\n".join(lines) + "\n"

@@ -216,8 +216,9 @@ class FinishedRun:
             from sdk.tables import coerce_rows
 
             return coerce_rows(df, self.table, source)  # each input column read as the training table's was
+        optional = set(getattr(self.template, "text_columns", ()))  # free text may be empty (no note) or left out
+        df = df.assign(**{c: None for c in self.template.columns if c in optional and c not in df})
         check_columns(df, self.template.columns, source)
-        optional = set(getattr(self.template, "text_columns", ()))  # free text may be empty (no note)
         for col in self.template.columns:
             if col in optional:
                 continue

@@ -90,6 +90,19 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
                         (blank, "row 1: column 'merchant_category' is empty")):
         res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(given)], capture_output=True, text=True)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    # free text may be left out (as the server and `distill score` take it); a CSV is said to be one
+    no_note = tmp_path / "no_note.jsonl"
+    first = {k: v for k, v in test.to_dict("records")[0].items() if k != "note"}
+    no_note.write_text(json.dumps(first, default=str) + "\n")
+    res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(no_note)], capture_output=True, text=True)
+    assert res.returncode == 0 and "decision" in json.loads(res.stdout.splitlines()[-1]), res.stderr[-2000:]
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(tmp_path / "rows.csv")], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "reads JSONL" in res.stderr, res.stderr
+    res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(no_note), "--threads", "0"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--threads 0: give 1 or more" in res.stderr, res.stderr
 
     verify = subprocess.run([str(fresh_venv), str(out / "predict.py"), "--verify"], capture_output=True, text=True)
     assert verify.returncode == 0 and "intact" in verify.stdout
@@ -315,3 +328,21 @@ def test_the_model_card_says_how_a_graded_run_decides(threshold, says):
     manifest = {"project": "p", "template": "education", "input_columns": ["question"], "label_words": [" zero"],
                 "artifacts": {}}
     assert says in model_card(manifest, report, EducationTemplate())
+
+
+def test_the_model_cards_limitations_are_the_bundles_own():
+    """The card listed the warnings of artifacts left out of the bundle (Q8_0, the fine-tuned twin)."""
+    from sdk.bundle import model_card
+    from verticals.education.template import EducationTemplate
+
+    names = ["teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M"]
+    report = {"data": {"n_train": 20, "n_val": 10, "n_test": 10},
+              "artifacts": [{"name": n, "role": "student", "metrics": {"accuracy": 0.8}} for n in names],
+              "warnings": ["only 10 test examples", "student-gguf-Q8_0: its ratio is only known to lie in [0.5, 1.2]",
+                           "student-gguf-Q4_K_M: its ratio is only known to lie in [0.6, 1.1]"]}
+    manifest = {"project": "p", "template": "education", "input_columns": ["question"], "label_words": [" zero"],
+                "artifacts": {}}
+    card = model_card(manifest, report, EducationTemplate())
+    limits = card.split("## Limitations")[1].split("## Files")[0]
+    assert "only 10 test examples" in limits and "student-gguf-Q8_0" not in limits
+    assert "student-gguf-Q4_K_M" not in limits  # not bundled either (the manifest lists none)

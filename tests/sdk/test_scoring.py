@@ -88,6 +88,16 @@ def test_the_default_artifact_says_why_it_was_chosen(fake_run):
         load_run(fake_run).default_choice()
 
 
+def test_free_text_columns_may_be_left_out(fake_run):
+    """`distill score` refused a table without `note` ("lacks column(s) ['note']") that serve and predict.py take."""
+    from sdk.scoring import load_run
+
+    run = load_run(fake_run)
+    df = run.check(_rows(3).drop(columns=["note"]), "rows.csv")
+    assert df["note"].isna().all()
+    assert all(p.endswith("Fraud?") and "None" not in p and "nan" not in p for p in run.prompts(df, "rows.csv"))
+
+
 def test_unfinished_run_names_the_missing_file(fake_run, tmp_path):
     (fake_run / "evaluation" / "artifacts.json").unlink()
     from sdk.scoring import load_run
