@@ -130,8 +130,8 @@ def test_predict_refuses_out_of_range_records_by_index_and_field(fraud_tiny_run)
         run.predict(rows)
     assert err.value.field == "hour"
     rows[1]["hour"], rows[2]["account_age_days"] = 23, -12
-    with pytest.raises(DistillError, match=r"row 3: .*column 'account_age_days': -12 is out of range \(allowed: 0 or "
-                                           r"more\)"):
+    with pytest.raises(DistillError, match=r"row 3: .*column 'account_age_days': -12 is out of range \(allowed: a "
+                                           r"whole number of days, 0 or more\)"):
         run.predict(rows)
     import pandas as pd
 
