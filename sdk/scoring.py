@@ -234,7 +234,7 @@ class FinishedRun:
         from sdk.tables import prompt_function
 
         prompt = prompt_function(self.template, self.table)
-        out = []
+        out, bad = [], []
         # rows given in Python (not read from a file) are also named by their index: records[i], df.loc[label]
         labels = None if "source" in df.attrs else df.index.tolist()
         for i, row in enumerate(df.to_dict("records")):
@@ -246,9 +246,15 @@ class FinishedRun:
                 # ships in bundles, so it has no structured error to carry it)
                 quoted = [c for c in re.findall(r"column '([^']+)'", str(err)) if c in row]
                 index = f"; the row's index is {labels[i]!r}" if labels is not None else ""
-                raise DistillError(f"{source}: row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}"
-                                   f"{index}", field=quoted[0] if len(set(quoted)) == 1 else None,
-                                   detail=str(err) if isinstance(err, ValueError) else None) from None
+                bad.append((f"row {i + 1}: cannot build the prompt: {type(err).__name__}: {err}{index}", quoted, err))
+        if bad:  # every row the template cannot read, in one error (the first few named): not one per attempt
+            fields = {c for _, quoted, _ in bad for c in quoted}
+            shown = "; ".join(text for text, _, _ in bad[:MAX_ROWS_NAMED])
+            more = f"; and {len(bad) - MAX_ROWS_NAMED} more row(s)" if len(bad) > MAX_ROWS_NAMED else ""
+            head = f"{len(bad)} rows cannot be read: " if len(bad) > 1 else ""
+            err = bad[0][2]
+            raise DistillError(f"{source}: {head}{shown}{more}", field=fields.pop() if len(fields) == 1 else None,
+                               detail=str(err) if len(bad) == 1 and isinstance(err, ValueError) else None)
         return out
 
     def tokenize(self, prompts: list[str]) -> list[list[int]]:
@@ -351,6 +357,9 @@ def _run_job(job: dict[str, Any], name: str, redo: str) -> dict[str, Any]:
             where = f" from {model}" if isinstance(model, str) else ""
             raise DistillError(f"artifact {name} could not be run{where}: {err.reason or f'exit {err.exit_code}'}; "
                                f"if its file was damaged or changed since the evaluation, {redo}") from None
+
+
+MAX_ROWS_NAMED = 5  # rows named in one error about unreadable rows (the count says how many more)
 
 
 def decide_labels(template, probs, threshold: float | None, options) -> list[int]:

@@ -159,6 +159,11 @@ def test_input_checks_name_the_column_and_row(fake_run, tmp_path):
     bad.loc[2, "amount"] = "lots"
     with pytest.raises(DistillError, match="row 3: cannot build the prompt.*column 'amount': 'lots' is not a number"):
         run.prompts(run.check(bad))
+    bad.loc[0, "amount"], bad.loc[1, "hour"] = "none", 99  # every unreadable row in one error, not the first alone
+    with pytest.raises(DistillError, match=r"3 rows cannot be read: row 1: .*'none' is not a number.*; row 2: .*"
+                                           r"'hour': 99 is out of range.*; row 3: .*'lots'") as err:
+        run.prompts(run.check(bad))
+    assert err.value.field is None  # two columns at fault: no single field
     # flags written as text (a CSV, a JSON request) mean what they say: "false" is not true
     words = rows.astype({"device_change": object})
     words["device_change"] = ["false", "yes", "0"]
