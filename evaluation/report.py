@@ -31,6 +31,9 @@ def retention(teacher: dict[str, float], student: dict[str, float], compared, lo
         if not _matches(k, compared) or k not in student:
             continue
         s = student[k]
+        if s is None or t is None:  # undefined on the split (null in report.json since NaN is not JSON)
+            out[k] = None
+            continue
         if s == t:
             out[k] = 1.0  # also when both are 0
         elif _matches(k, lower_is_better):
@@ -441,10 +444,11 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines += ["", "## Summary" + (f" (teacher F16 size {f16 / 1e6:.1f} MB)" if f16 else " (the teacher is an API)"), "",
               f"| student | speed-up vs teacher ({SPEED_LABEL[task]}) | size vs teacher F16 | {hm} vs teacher |"
               + ("" if hm == pm else f" {pm} vs teacher |"), "|---|---|---|---|" + ("" if hm == pm else "---|")]
+    vs = {h["name"]: h["vs_teacher"] for h in headline_rows(r)}  # one wording: the headline table's
     for name, s in r["summary"].items():
         size, sp = s["size_vs_teacher_f16"], s["speedup_vs_teacher"]
         lines.append(f"| {name} | {'-' if sp is None else f'{sp:.2f}x'} | {'-' if size is None else f'{size:.1%}'} | "
-                     f"{_ratio(s.get('headline_retention'), s.get('headline_retention_ci'))} |"
+                     f"{vs.get(name) or _ratio(s.get('headline_retention'), s.get('headline_retention_ci'))} |"
                      + ("" if hm == pm else f" {_ratio(s[f'{pm}_retention'], s.get(f'{pm}_retention_ci'))} |"))
     twins = {"sequence_kd": "sequence-level KD alone", "fine_tuned": "labels alone (plain fine-tuning)"}
     variants = [a for a in r["artifacts"] if a.get("variant") in twins]

@@ -403,14 +403,15 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], template) -> st
                      f"{_num(g['value'], 3)} vs student {_num(g['reference_value'], 3)} (x{kept}) |")
     teacher = next((a for a in report.get("artifacts", []) if a.get("role") == "teacher"), None)
     if teacher:
-        lines += ["", f"Teacher ({teacher['name']}): {hm} {teacher['metrics'].get(hm, float('nan')):.3f}."]
+        lines += ["", f"Teacher ({teacher['name']}): {hm} {_num(teacher['metrics'].get(hm), 3)}."]
     lines += ["", "## Hardware", "",
               f"Measured on {machine.get('cpus', '?')} CPUs ({machine.get('platform', '?')}), batch 1, latency per "
               "decision after warm-up. Other machines differ: measure on yours (predict.py prints decisions; time "
               "it there).", "",
               "## Limitations", ""]
     said = [x for x in report.get("warnings", []) + report.get("notes", [])
-            if about_bundle(x, list(manifest["artifacts"]), [a["name"] for a in report.get("artifacts", [])])]
+            if about_bundle(x, list(manifest["artifacts"]),
+                            [a["name"] for a in report.get("artifacts", []) if a.get("role") == "student"])]
     lines += [f"- {x}" for x in said] or ["- None recorded by the evaluation."]
     lines += ["", "## Files", "", "`predict.py` (run `python predict.py --verify` first), `bundle.json`, "
               "`SHA256SUMS`, `requirements.txt`."]

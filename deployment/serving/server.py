@@ -202,7 +202,9 @@ def create_app(served: ServedModel):
     async def _http(request: Request, err: StarletteHTTPException):
         what = {404: f"no such endpoint: {request.method} {request.url.path}",
                 405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
-        return error(err.status_code, what)
+        response = error(err.status_code, what)
+        response.headers.update(err.headers or {})  # a 405 carries Allow
+        return response
 
     @app.exception_handler(_BodyTooLarge)
     async def _too_large(request: Request, err: _BodyTooLarge):

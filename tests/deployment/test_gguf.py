@@ -265,7 +265,7 @@ def test_package_stage_sets_metadata_in_place(tiny_llama_untied, tmp_path):
     assert json.loads(meta["distill.operating_point"]) == op
     assert json.loads(meta["distill.label_words"]) == [" no", " yes"]
     assert json.loads(meta["distill.label_token_ids"]) == [17, 23]
-    assert (meta["distill.template"], meta["distill.task"], meta["distill.prompt_format_version"]) == ("fraud", "decision", "2")
+    assert (meta["distill.template"], meta["distill.task"], meta["distill.prompt_format_version"]) == ("fraud", "decision", "3")
     assert meta["distill.chat"] is False and "tokenizer.chat_template" not in meta
     assert meta["general.architecture"] == "llama" and meta["tokenizer.ggml.pre"]  # the rest is kept
     assert {t.name: t.data.tobytes() for t in GGUFReader(q8).tensors} == tensors

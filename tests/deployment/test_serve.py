@@ -171,6 +171,11 @@ def test_bad_requests_get_4xx_naming_the_field_and_the_server_keeps_serving(serv
     assert status == 400 and body["error"]["param"] == free and "longer than 16000 characters" in body["error"]["message"]
     status, body = server.request("GET", "/v1/nothing")
     assert status == 404 and body["error"]["message"] == "no such endpoint: GET /v1/nothing"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("GET", "/v1/decide")
+    resp = conn.getresponse()
+    assert resp.status == 405 and "POST" in (resp.getheader("Allow") or "") and json.loads(resp.read())["error"]
+    conn.close()
     status, body = server.request("POST", "/v1/completions", {"prompt": "x" * 20_000})
     assert status == 400 and body["error"]["param"] == "prompt"
     status, body = server.request("POST", "/v1/completions", {"prompt": "word " * 1500, "max_tokens": 4})

@@ -25,6 +25,9 @@ def test_retention_ratios_and_lower_is_better_fpr():
     assert "threshold" not in r
     assert retention({"fpr": 0.0, "recall": 0.0}, {"fpr": 0.0, "recall": 0.0}, compared, lower) == {"fpr": 1.0, "recall": 1.0}
     assert retention({"fpr": 0.0}, {"fpr": 0.1}, compared, lower)["fpr"] == 0.0
+    # null in report.json (a metric undefined on the split): no ratio, no crash (compare, readme-figures)
+    assert retention({"recall": None, "fpr": 0.1}, {"recall": 0.5, "fpr": None}, compared, lower) == {
+        "recall": None, "fpr": None}
     # parameterised names follow their base metric: fpr_at_recall_0.8 is lower-is-better, pass@1_easy is compared
     r = retention({"fpr_at_recall_0.8": 0.2, "pass@1_easy": 0.5, "recall_x": 1.0},
                   {"fpr_at_recall_0.8": 0.4, "pass@1_easy": 0.25, "recall_x": 1.0}, ("fpr", "pass@1"), lower)

@@ -339,10 +339,13 @@ def test_the_model_cards_limitations_are_the_bundles_own():
     report = {"data": {"n_train": 20, "n_val": 10, "n_test": 10},
               "artifacts": [{"name": n, "role": "student", "metrics": {"accuracy": 0.8}} for n in names],
               "warnings": ["only 10 test examples", "student-gguf-Q8_0: its ratio is only known to lie in [0.5, 1.2]",
-                           "student-gguf-Q4_K_M: its ratio is only known to lie in [0.6, 1.1]"]}
+                           "student-gguf-Q4_K_M: its ratio is only known to lie in [0.6, 1.1]"],
+              "notes": ["The plain baseline baseline-rule scores higher than the teacher"]}
+    report["artifacts"].append({"name": "baseline-rule", "role": "baseline", "metrics": {"accuracy": 0.9}})
     manifest = {"project": "p", "template": "education", "input_columns": ["question"], "label_words": [" zero"],
                 "artifacts": {}}
     card = model_card(manifest, report, EducationTemplate())
     limits = card.split("## Limitations")[1].split("## Files")[0]
     assert "only 10 test examples" in limits and "student-gguf-Q8_0" not in limits
+    assert "The plain baseline baseline-rule" in limits  # about the run, not another export
     assert "student-gguf-Q4_K_M" not in limits  # not bundled either (the manifest lists none)

@@ -85,7 +85,7 @@ class FraudTemplate:
     task = "decision"
     columns = ("amount", "hour", "merchant_category", "channel", "country", "account_age_days",
                "device_change", "velocity_1h", "merchant", "note")
-    prompt_version = "2"  # 2: merchant descriptor and customer note added
+    prompt_version = "3"  # 2: merchant descriptor and customer note added; 3: an empty merchant is left out
     text_columns = ("merchant", "note")  # free text (a note may be empty): TF-IDF in the baselines
     label_words = {0: " no", 1: " yes"}
     hidden_columns = ("pattern",)  # the synthetic fraud type: it names the answer, never a model input
@@ -275,7 +275,9 @@ def transaction_prompt(row: dict) -> str:
         if not isinstance(row[column], str) or not row[column].strip():
             raise ValueError(f"column {column!r}: {row[column]!r} is not a category name (text)")
     merchant = row.get("merchant")
-    if merchant is not None and merchant == merchant and not isinstance(merchant, str):  # (NaN: a CSV's empty cell)
+    missing = merchant is None or type(merchant).__name__ in ("NAType", "NaTType") or (
+        isinstance(merchant, float) and merchant != merchant)  # NaN: a CSV's empty cell; pd.NA: a string column's
+    if not missing and not isinstance(merchant, str):
         raise ValueError(f"column 'merchant': {merchant!r} is not text")
     merchant = f", {merchant}" if isinstance(merchant, str) and merchant.strip() else ""
     return (f"{money} {row['merchant_category']} {row['channel'].replace('in_store', 'store')} "

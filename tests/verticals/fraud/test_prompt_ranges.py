@@ -54,7 +54,9 @@ def test_a_value_of_the_wrong_kind_is_named(row, column, value, message):
 def test_an_empty_merchant_descriptor_is_left_out_never_written_none_or_nan(row):
     full = transaction_prompt(row)
     assert f", {row['merchant']}." in full
-    for empty in (None, float("nan"), "", "  "):
+    import pandas as pd
+
+    for empty in (None, float("nan"), pd.NA, "", "  "):
         prompt = transaction_prompt({**row, "merchant": empty})
         assert prompt == full.replace(f", {row['merchant']}.", ".") and "None" not in prompt and "nan" not in prompt
 
