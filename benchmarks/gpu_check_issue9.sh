@@ -10,7 +10,7 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 "pyarrow>=24" \
 #     pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-# Then, through the device tool (carry [".whl"], timeout_s 600):
+# Then, through the device tool (carry [".whl"], timeout_s 600; BENCH_TIMEOUT=<s> shortens the bench's limit):
 #   bash benchmarks/gpu_check_issue9.sh
 # Tested on CPU with --arch qwen2-tiny (the same code path, tiny shapes).
 set -uo pipefail
@@ -21,5 +21,5 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 # the bench looks for TRL in .bench-site: point it at the installed wheels
 ln -sfn /tmp/site .bench-site
-timeout 540 python3 benchmarks/bench_distill.py --arch qwen2-0.5b-1.5b --device cuda --batch-size 8 \
+timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/bench_distill.py --arch qwen2-0.5b-1.5b --device cuda --batch-size 8 \
   --prompt-len 256 --response-len 768 --steps 6 --k 32 --threads 16 --work /tmp/bench-distill 2>&1 | tee "$OUT/bench_distill.log"
