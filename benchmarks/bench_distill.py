@@ -244,7 +244,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work)] + [
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
             if k not in ("quick", "variant", "work") and v is not None]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+        # keep a PYTHONPATH the caller set (the GPU machine's carried wheels: pydantic, TRL) behind the repo
+        path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
