@@ -171,6 +171,7 @@ def run_variant(args) -> dict:
     else:
         sys.path.insert(0, str(SITE))
         from datasets import Dataset
+        from datasets.table import InMemoryTable
         from transformers import TrainerCallback
         from trl.experimental.gkd import GKDConfig, GKDTrainer
 
@@ -187,7 +188,10 @@ def run_variant(args) -> dict:
                     torch.cuda.synchronize()
                 stamps.append(time.perf_counter())
 
-        data = Dataset.from_dict({"input_ids": [p + r for p, r in zip(prompts, responses)]})
+        # a fixed fingerprint: datasets otherwise hashes the table with dill, which failed on the H200 machine's
+        # Python 3.12 (pyarrow's MonthDayNano type cannot be pickled there); nothing here is cached
+        data = Dataset(InMemoryTable.from_pydict({"input_ids": [p + r for p, r in zip(prompts, responses)]}),
+                       fingerprint="bench-distill")
         cfg = GKDConfig(output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size,
                         max_steps=args.steps + WARMUP, learning_rate=1e-5, lr_scheduler_type="constant",
                         lmbda=0.0, beta=0.0, temperature=1.0, logging_steps=10**6, save_strategy="no", report_to=[],
