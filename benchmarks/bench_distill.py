@@ -146,7 +146,7 @@ def run_variant(args) -> dict:
         from sdk.distill.sequence import make_response_loss
         from sdk.distill.topk_store import TopKStore
 
-        kd = ResponseKD(temperature=1.0, alpha=0.0, chunk_tokens=256)
+        kd = ResponseKD(temperature=1.0, alpha=0.0, chunk_tokens=args.chunk_tokens, recompute=args.recompute)
         if args.variant == "cached":
             store = TopKStore.read(work / "topk.safetensors")
             batch_loss = make_response_loss(prompts, responses, kd, tok.pad_token_id, topk=store)
@@ -164,9 +164,14 @@ def run_variant(args) -> dict:
 
         ckpt = work / f"ckpt-{args.variant}"
         shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run, not a resume of the last one
-        train(student, batch_loss, n, lambda m: 0.0, lr=1e-5, batch_size=args.batch_size, max_epochs=1.0,
-              eval_every=10**9, patience=10**9, seed=0, checkpoint_dir=ckpt, warmup_ratio=0.0,
-              lr_schedule="constant_with_warmup", loss_fn=Clock())
+        profiler = _profiler(args, device)
+        with profiler:
+            train(student, batch_loss, n, lambda m: 0.0, lr=1e-5, batch_size=args.batch_size, max_epochs=1.0,
+                  eval_every=10**9, patience=10**9, seed=0, checkpoint_dir=ckpt, warmup_ratio=0.0,
+                  lr_schedule="constant_with_warmup", loss_fn=Clock())
+        if args.profile:  # to stderr: stdout's last line is the JSON the parent reads
+            print(profiler.key_averages().table(sort_by=f"self_{device.type}_time_total", row_limit=25,
+                                                max_name_column_width=60), file=sys.stderr)
         stamps = stamps[WARMUP:]  # the last stamp is the last step's start: its end holds the final checkpoint
     else:
         sys.path.insert(0, str(SITE))
@@ -217,6 +222,19 @@ def run_variant(args) -> dict:
     return out
 
 
+def _profiler(args, device):
+    """torch.profiler over the whole run when --profile is given (it slows the steps: time without it), else
+    a no-op context."""
+    import contextlib
+
+    import torch
+
+    if not args.profile:
+        return contextlib.nullcontext()
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return torch.profiler.profile(activities=acts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="8 timed steps of 2 x (64 + 192) tokens")
@@ -231,6 +249,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--chunk-tokens", type=int, default=256, help="response positions per chunk of this engine's loss")
+    ap.add_argument("--recompute", default="auto", choices=["auto", "always", "never"],
+                    help="recompute each loss chunk's logits in backward (this engine)")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of each engine variant "
+                    "(to stderr; slows the steps)")
     ap.add_argument("--variant", choices=["prepare", "online", "cached", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".distill"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,8 +269,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for variant in ("prepare", "trl", "online", "cached"):
         cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work)] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-            if k not in ("quick", "variant", "work") and v is not None]
+            f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            if k not in ("quick", "variant", "work") and v is not None and v is not False]
         # keep a PYTHONPATH the caller set (the GPU machine's carried wheels: pydantic, TRL) behind the repo
         path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
