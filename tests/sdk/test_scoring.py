@@ -354,8 +354,7 @@ def test_packaged_gguf_carries_the_evaluation(tiny_run):
     package = json.loads((tiny_run / "artifacts" / "package.json").read_text())
     # the twins too: labels alone, and the shared run's QAD control and twins
     assert set(package) == {"student-gguf-Q8_0", "student-gguf-Q4_K_M", "student-finetuned-gguf-Q4_K_M",
-                            "student-cont-gguf-Q4_K_M", "student-cont-gguf-Q2_K", "student-qad-Q4_K_M-gguf-Q4_K_M",
-                            "student-qad-Q2_K-gguf-Q2_K"}
+                            "student-cont-gguf-Q4_K_M", "student-qad-Q4_K_M-gguf-Q4_K_M"}
     for name, info in package.items():
         meta = read_metadata(tiny_run / "artifacts" / info["file"])
         _, entry = _evaluated(tiny_run, name)

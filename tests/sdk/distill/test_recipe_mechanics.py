@@ -152,28 +152,33 @@ def test_bf16_precision_autocasts_the_step_on_cpu_and_keeps_fp32_weights(tiny_ll
     assert losses["bf16"] != losses["fp32"] and abs(losses["bf16"][0] - losses["fp32"][0]) < 0.05 * losses["fp32"][0]
 
 
+def resumable_train(model_dir: str, out: Path, step_sleep: float) -> dict:
+    """4 epochs of 4 steps (2 micro-batches each), a checkpoint every 2 steps, dropout: what the SIGKILL test
+    runs whole, killed, and resumed; `step_sleep` slows each micro-batch so the test can kill it mid-epoch."""
+    from sdk.distill.recipe import train
+
+    student, kd, batch_loss, n = _setup(model_dir, out.parent / "topk.safetensors", dropout=0.2)
+
+    def slow(model, idx):
+        time.sleep(step_sleep)
+        return batch_loss(model, idx)
+
+    res = train(student, slow, n, lambda m: -float(sum(p.square().sum() for p in m.parameters() if p.requires_grad)),
+                lr=3e-3, batch_size=4, max_epochs=4, eval_every=6, patience=100, seed=0, checkpoint_dir=out,
+                checkpoint_every=2, grad_accum=2, lr_schedule="cosine", loss_fn=kd)
+    last = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)][-1]
+    return {"loss": last["loss"], "steps": res.steps,
+            "weights": sum(float(p.double().sum()) for p in student.parameters())}
+
+
 TRAIN_SCRIPT = r"""
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 import torch
 torch.set_num_threads(1)
-from tests.sdk.distill.test_recipe_mechanics import _setup
-from sdk.distill.recipe import train
-model_dir, out, step_sleep = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
-student, kd, batch_loss, n = _setup(model_dir, out.parent / "topk.safetensors", dropout=0.2)
-
-def slow(model, idx):
-    import time
-    time.sleep(step_sleep)
-    return batch_loss(model, idx)
-
-res = train(student, slow, n, lambda m: -float(sum(p.square().sum() for p in m.parameters() if p.requires_grad)),
-            lr=3e-3, batch_size=4, max_epochs=4, eval_every=6, patience=100, seed=0, checkpoint_dir=out,
-            checkpoint_every=2, grad_accum=2, lr_schedule="cosine", loss_fn=kd)
-last = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)][-1]
-print(json.dumps({"loss": last["loss"], "steps": res.steps,
-                  "weights": sum(float(p.double().sum()) for p in student.parameters())}))
+from tests.sdk.distill.test_recipe_mechanics import resumable_train
+print(json.dumps(resumable_train(sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]))))
 """
 
 
@@ -186,14 +191,17 @@ def test_sigkill_mid_epoch_then_resume_ends_exactly_like_an_uninterrupted_run(ti
     root = Path(__file__).resolve().parents[3]
     whole = tmp_path / "whole" / "ckpt"
     whole.parent.mkdir()
-    out, err = _run([tiny_llama, whole, 0.0, root]).communicate(timeout=300)
-    assert out, err[-2000:]
-    ref = json.loads(out.strip().splitlines()[-1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the uninterrupted reference in this process, on one thread as the script's
+    try:
+        ref = resumable_train(str(tiny_llama), whole, 0.0)
+    finally:
+        torch.set_num_threads(threads)
     assert ref["steps"] == 16
 
     killed = tmp_path / "killed" / "ckpt"
     killed.parent.mkdir()
-    proc = _run([tiny_llama, killed, 0.4, root])
+    proc = _run([tiny_llama, killed, 0.25, root])
     deadline = time.time() + 240
     log = killed / "log.jsonl"
     while time.time() < deadline:  # kill after step 9: mid-epoch (4 steps each), past the checkpoint of step 8
@@ -282,11 +290,18 @@ import torch.distributed as dist
 torch.set_num_threads(1)
 dist.init_process_group("gloo")
 from tests.sdk.distill.test_recipe_mechanics import ddp_train
-res = ddp_train(sys.argv[1], Path(sys.argv[2]), sys.argv[4].startswith("fsdp"), int(sys.argv[5]),
-                short=sys.argv[4].endswith("short"))
+# several trainings in one launch (name:mode,...), one after the other in the same process group: each launch
+# costs two interpreters importing torch and transformers
+results = {}
+for run in sys.argv[4].split(","):
+    name, mode = run.split(":")
+    (Path(sys.argv[2]) / name).mkdir(exist_ok=True)
+    results[name] = ddp_train(sys.argv[1], Path(sys.argv[2]) / name / "ckpt", mode.startswith("fsdp"),
+                              int(sys.argv[5]), short=mode.endswith("short"))
+rank = dist.get_rank()
 dist.destroy_process_group()
-if res:
-    print(json.dumps(res))
+if rank == 0:  # the other ranks' ddp_train returns None
+    print(json.dumps(results))
 """
 
 
@@ -296,11 +311,9 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_llama
     script.write_text(DDP_SCRIPT)
     results = {}
 
-    def launch(name, mode="plain", die_at=0):
-        out = tmp_path / name / "ckpt"
-        out.parent.mkdir(exist_ok=True)
+    def launch(runs, die_at=0):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               str(script), str(tiny_llama), str(out), str(root), mode, str(die_at)]
+               str(script), str(tiny_llama), str(tmp_path), str(root), runs, str(die_at)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -314,12 +327,11 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_llama
         results["one-short"] = ddp_train(str(tiny_llama), tmp_path / "one-short" / "ckpt", shard=False, short=True)
     finally:
         torch.set_num_threads(threads)
-    for name, mode in (("two", "plain"), ("fsdp", "fsdp"), ("fsdp-short", "fsdp-short")):
-        if mode == "fsdp":  # sharded: killed in step 6 (after the step-4 checkpoint of whole tensors), then resumed
-            assert launch(name, mode, die_at=6).returncode != 0
-        done = launch(name, mode)
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    # sharded: killed in step 6 (after the step-4 checkpoint of whole tensors), then resumed in the next launch
+    assert launch("fsdp:fsdp", die_at=6).returncode != 0
+    done = launch("two:plain,fsdp:fsdp,fsdp-short:fsdp-short")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results.update(json.loads(done.stdout.strip().splitlines()[-1]))
     # a rank without examples in a step (the batch of 1) still takes part in the step's collectives
     for one, two in ((results["one"], results["two"]), (results["one"], results["fsdp"]),
                      (results["one-short"], results["fsdp-short"])):
