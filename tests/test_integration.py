@@ -24,6 +24,14 @@ def test_report_json_contract(run_dir):
     r = json.loads((run_dir / "report.json").read_text())
     assert r["schema_version"] == "1.4" and r["template"] == "fraud"
     arts = {a["name"]: a for a in r["artifacts"]}
+    # proportions get the Wilson interval of their test counts: a recall of 0 is not "[0.000, 0.000]"
+    from evaluation.uncertainty import wilson
+
+    assert r["intervals"]["proportions"] == ["fpr", "precision", "recall"]
+    for name, a in arts.items():
+        m, iv = a["metrics"], r["intervals"]["metrics"][name]
+        assert iv["recall"] == pytest.approx(wilson(int(m["frauds_caught"]), int(m["positives"])), abs=1e-6)
+        assert iv["recall"][1] > m["recall"] or m["recall"] == 1.0
     qad_arts = {"student-cont-torch", "student-cont-gguf-Q4_K_M", "student-qad-Q4_K_M-gguf-Q4_K_M"}
     assert set(arts) == {"teacher-torch", "student-torch", "student-gguf-Q8_0", "student-gguf-Q4_K_M",
                          "student-onnx-fp32", "baseline-gradient-boosting", "baseline-logistic-regression",

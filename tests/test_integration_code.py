@@ -56,6 +56,7 @@ def test_code_report_contract(run_dir):
     assert any("release gates decided on only 4 validation problems" in w for w in r["warnings"])
     for name, g in r["gates"].items():
         assert g["verdict"] == "pass" or any(name in w and "release gate" in w for w in r["warnings"]), name
+    assert r["intervals"]["proportions"] == ["pass@1"]  # greedy pass@1 is passed of problems: a Wilson interval
     lo, hi = r["intervals"]["metrics"]["teacher-torch"]["pass@1"]
     assert lo <= arts["teacher-torch"]["metrics"]["pass@1"] <= hi and (run_dir / "report.html").is_file()
 

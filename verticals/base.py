@@ -10,6 +10,11 @@ A template owns its data (synthesizer, import), prompt, verifier, metrics, which
 thresholds and plots. The SDK core, `evaluation/` and `deployment/` only talk to this contract.
 `check_template` exercises a template the way scikit-learn's `check_estimator` does: it does not
 only look for attributes, it synthesizes rows, builds prompts and scores a known output.
+
+Optional hooks, called where a template has them (not in the Protocols, so a template without them still
+is one): `operating_point(options)`, `report_warnings(report, options)` (what only the domain knows is
+misleading in a report), `proportion_counts(metrics)` ({metric: (successes, trials)} of the metrics that
+are proportions: the report gives those Wilson intervals instead of bootstrap ones), `breakdown(...)`.
 """
 
 from __future__ import annotations

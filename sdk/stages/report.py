@@ -89,7 +89,7 @@ def paired_intervals(t, options, entries: list[dict], details: dict[str, Any], p
                      seed: int = 0, resamples: int = 1000) -> dict[str, Any]:
     """Every artifact's metrics recomputed by the template on shared resamples of the test split (its
     threshold fixed as chosen on validation)."""
-    from evaluation.uncertainty import paired_bootstrap
+    from evaluation.uncertainty import paired_bootstrap, with_proportion_intervals
 
     names = [e["name"] for e in entries if e["name"] in details]
     test = parts["test"]
@@ -116,6 +116,9 @@ def paired_intervals(t, options, entries: list[dict], details: dict[str, Any], p
     for per in iv["metrics"].values():  # counts and the fixed threshold have no sampling interval worth showing
         for k in ("threshold", "n", "positives"):
             per.pop(k, None)
+    if hasattr(t, "proportion_counts"):  # the template's proportions (fraud: recall, precision, fpr): Wilson
+        counts = {e["name"]: t.proportion_counts(e["metrics"]) for e in entries if e["name"] in iv["metrics"]}
+        iv = with_proportion_intervals(iv, counts)
     return iv
 
 

@@ -46,3 +46,38 @@ def test_undefined_metric_gets_no_interval():
         return {"t": {"auc": float("nan")}, "s": {"auc": float("nan")}}
     iv = paired_bootstrap(10, metrics_on, teacher="t", compared=("auc",), lower_is_better=(), resamples=20)
     assert iv["metrics"]["t"]["auc"] is None
+
+
+def test_wilson_interval_of_a_proportion_at_zero_is_not_a_point():
+    from evaluation.uncertainty import wilson
+
+    lo, hi = wilson(0, 6)
+    assert lo == 0.0 and hi == pytest.approx(1.96**2 / (6 + 1.96**2), abs=1e-3)  # 0.390: no catch in 6 is weak news
+    lo, hi = wilson(6, 6)
+    assert hi == 1.0 and lo == pytest.approx(1 - 0.3903, abs=1e-3)
+    lo, hi = wilson(50, 100)
+    assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
+    assert wilson(0, 0) is None
+    with pytest.raises(ValueError, match="7 successes in 6 trials"):
+        wilson(7, 6)
+
+
+def test_counted_proportions_replace_the_bootstrap_point_at_zero():
+    """A student that catches none of 6 positives: the percentile bootstrap says [0, 0]; the counts say up
+    to 39%. Metrics without counts keep their bootstrap interval, and the method names the Wilson ones."""
+    from evaluation.uncertainty import with_proportion_intervals
+
+    y = np.array([1] * 6 + [0] * 30)
+    caught = np.zeros(36, dtype=bool)
+
+    def metrics_on(idx):
+        pos = max(int(y[idx].sum()), 1)
+        return {"t": {"recall": float((caught[idx] & (y[idx] == 1)).sum() / pos), "auc": 0.5 + 0.01 * len(set(idx))}}
+
+    iv = paired_bootstrap(36, metrics_on, teacher="t", compared=("recall",), lower_is_better=(), resamples=200)
+    assert iv["metrics"]["t"]["recall"] == [0.0, 0.0]
+    auc = iv["metrics"]["t"]["auc"]
+    iv = with_proportion_intervals(iv, {"t": {"recall": (0, 6)}})
+    lo, hi = iv["metrics"]["t"]["recall"]
+    assert lo == 0.0 and 0.38 < hi < 0.40 and iv["metrics"]["t"]["auc"] == auc
+    assert iv["proportions"] == ["recall"] and iv["method"].endswith("recall: Wilson score intervals of their counts")

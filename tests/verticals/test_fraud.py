@@ -76,6 +76,18 @@ def test_metrics_match_definitions(t):
     assert m["fpr_at_recall_1"] == pytest.approx(1 / 5)  # reaching 0.4 also admits the 0.7 negative
 
 
+def test_proportion_counts_are_the_metrics_counts(t):
+    """The report's Wilson intervals read these: recall 2 of 3 frauds, precision 2 of 3 flagged, fpr 1 of 5
+    legitimate; none caught is 0 of 3 (an interval up to 56%, where the bootstrap said exactly 0)."""
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.4, 0.05, 0.9])
+    m = t.metrics(y, _probs(s), threshold=0.5, options=FraudOptions())
+    assert t.proportion_counts(m) == {"recall": (2, 3), "precision": (2, 3), "fpr": (1, 5)}
+    m = t.metrics(y, _probs(s), threshold=0.95, options=FraudOptions())
+    assert t.proportion_counts(m) == {"recall": (0, 3), "precision": (0, 0), "fpr": (0, 5)}
+    assert t.proportion_counts({"recall": 0.5}) == {}  # metrics without their counts: the bootstrap stays
+
+
 def test_threshold_maximises_validation_f1(t):
     y = np.array([0, 0, 0, 1, 1, 0, 1])
     s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.6, 0.9])

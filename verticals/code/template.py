@@ -81,6 +81,14 @@ class CodeTemplate:
             i += len(cs)
         return out
 
+    def proportion_counts(self, m: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """(passed, problems) of greedy pass@1: the report gives it a Wilson interval (evaluation/uncertainty.py).
+        pass@k from samples is an average of per-problem estimates, not a count: it keeps the bootstrap."""
+        n, p = int(m.get("n", 0)), m.get("pass@1")
+        if not n or p is None:
+            return {}
+        return {"pass@1": (int(round(p * n)), n)}
+
     def metrics(self, rows: list[dict[str, Any]], greedy_passed: list[bool],
                 sampled_passed: list[list[bool]] | None, options: CodeOptions) -> dict[str, float]:
         from verticals.code.metrics import pass_at_k_table

@@ -157,6 +157,13 @@ class EducationTemplate:
             return (probs[:, 1] >= threshold).astype(int)
         return np.argmax(probs, axis=1)
 
+    def proportion_counts(self, m: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """(right, graded) of accuracy: the report gives it a Wilson interval (evaluation/uncertainty.py)."""
+        n, acc = int(m.get("n", 0)), m.get("accuracy")
+        if not n or acc is None or not np.isfinite(acc):
+            return {}
+        return {"accuracy": (int(round(acc * n)), n)}
+
     def metrics(self, y_true: np.ndarray, probs: np.ndarray, threshold: float | None,
                 options: EducationOptions) -> dict[str, float]:
         y = np.asarray(y_true).astype(int)

@@ -146,6 +146,15 @@ class FraudTemplate:
                 f"is compared at different real rates; raise data.n_val to at least "
                 f"{int(np.ceil(MIN_FLAGGED_AT_POINT / op.value))} {who}."]
 
+    def proportion_counts(self, m: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """(successes, trials) of the metrics that are proportions, from `metrics`' own counts: the report gives
+        them Wilson intervals (evaluation/uncertainty.py says why)."""
+        if not all(k in m for k in ("n", "positives", "frauds_caught", "alerts_per_1000")):
+            return {}
+        n, pos, caught = int(m["n"]), int(m["positives"]), int(m["frauds_caught"])
+        flagged = int(round(m["alerts_per_1000"] * n / 1000))
+        return {"recall": (caught, pos), "precision": (caught, flagged), "fpr": (flagged - caught, n - pos)}
+
     def choose_threshold(self, y_val: np.ndarray, probs_val: np.ndarray, options: FraudOptions) -> float:
         """The validation threshold for the configured operating point (decision: score >= threshold)."""
         return threshold_for(np.asarray(y_val).astype(int), np.asarray(probs_val)[:, 1], options.operating_point)
