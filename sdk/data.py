@@ -35,10 +35,15 @@ def split(df: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int, so
     except ValueError as err:  # e.g. a label with a single row
         raise DistillError(f"dataset {source}: cannot make a stratified split: {err}") from None
     train = train.iloc[:n_train]
-    if stratify == "label":
+    if "label" in df.columns:  # decisions, stratified or not: thresholds, ROC-AUC and recall need both kinds
         for name, part in (("train", train), ("val", val), ("test", test)):
             if part["label"].nunique() < 2:
-                raise DistillError(f"dataset {source}: the {name} split has only one label; use more data")
+                use = {"train": "the student learns", "val": "thresholds are chosen",
+                       "test": "the report is measured"}[name]
+                label = part["label"].iloc[0]
+                raise DistillError(f"dataset {source}: all {len(part)} rows of the {name} split have label "
+                                   f"{label.item() if hasattr(label, 'item') else label!r} ({use} on it, and needs rows of more than one "
+                                   f"label); raise data.n_{name} or give data with more rows of the rarer label")
     return {"train": train.reset_index(drop=True), "val": val.reset_index(drop=True),
             "test": test.reset_index(drop=True)}
 

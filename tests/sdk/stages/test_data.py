@@ -53,3 +53,18 @@ def test_problems_that_differ_only_in_their_id_are_kept_once():
     assert p.info["duplicates_removed"] > 0  # 530 synthesized problems repeat a few
     prompts = pd.concat([p.parts[n] for n in ("train", "val", "test")]).apply(lambda r: t.prompt(r.to_dict()), axis=1)
     assert not prompts.duplicated().any()
+
+
+def test_a_decision_split_with_one_label_is_named_before_anything_trains():
+    """Synthesized fraud at a rate that leaves no fraud in a split: a threshold would be a guess and ROC-AUC
+    undefined, found only after training; the data stage names the split, what it is for, and the fix."""
+    import pytest
+
+    from sdk.errors import DistillError
+
+    t = get_template("fraud")
+    cfg = validate_config({"name": "x", "template": "fraud", "template_options": {"fraud_rate": 0.02},
+                           "data": {"n_train": 60, "n_val": 20, "n_test": 20}})
+    with pytest.raises(DistillError, match=r"all 20 rows of the test split have label 0 \(the report is measured "
+                                           r"on it.*raise data.n_test or give data with more rows of the rarer label"):
+        prepare(cfg, t, template_options(cfg))
