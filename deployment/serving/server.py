@@ -290,10 +290,14 @@ def create_app(served: ServedModel):
     def chat_tokens(messages: list[ChatMessage]) -> list[int]:
         tok = served.tokenizer
         msgs = [m.model_dump() for m in messages]
-        if getattr(tok, "chat_template", None):
+        if template.chat and getattr(tok, "chat_template", None):  # the run's prompts were chat turns
             ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
             return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        return completion_tokens("\n".join(f"{m['role']}: {m['content']}" for m in msgs) + "\nassistant:")
+        # the run's model read plain prompts (chat off, as fraud's, or a tokenizer without a chat template): the
+        # messages are one such prompt, their contents joined by newlines, tokenized as the data stage did; a
+        # one-message chat is then the completion of that message (the tokenizer's chat template wrapped it in
+        # turns the model never saw)
+        return served.run.tokenize(["\n".join(m["content"] for m in msgs)])[0]
 
     async def respond(req: _Sampling, tokens: list[int], chat: bool):
         created, rid = int(time.time()), f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"

@@ -121,6 +121,11 @@ def test_openai_client_completions_and_chat_match_greedy_runtime(server):
     assert out.choices[0].text == ref.text
     stream = client.completions.create(model=served.name, prompt=prompt, max_tokens=12, temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in stream) == ref.text
+    # fraud's prompts are plain text (chat off): a chat request is read as that prompt, so one message gets the
+    # completion's reply (it was wrapped in SmolLM2's chat template, turns the model never saw)
+    same = client.chat.completions.create(model=served.name, max_tokens=12, temperature=0,
+                                          messages=[{"role": "user", "content": prompt}])
+    assert served.template.chat is False and same.choices[0].message.content == ref.text
     chat = client.chat.completions.create(model=served.name, max_tokens=8, temperature=0,
                                           messages=[{"role": "user", "content": "Fraud?"}])
     assert chat.choices[0].finish_reason in ("stop", "length") and chat.usage.completion_tokens >= 1
