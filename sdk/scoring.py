@@ -82,6 +82,7 @@ class FinishedRun:
         from sdk.stages.data import table_spec
 
         self.table = table_spec(self.run)  # a user table's input columns and kinds (None: the template's columns)
+        self._trained_values: dict[str, set[str]] | None = None
 
     def __repr__(self) -> str:
         return f"FinishedRun({str(self.run.root)!r}, template={self.template.name!r}, artifacts={self.artifacts})"
@@ -229,6 +230,30 @@ class FinishedRun:
                                    f"{_row_number(df, empty[0])}", field=col)
         return df
 
+    def unseen_values(self, df) -> dict[str, dict[str, int]]:
+        """{column: {value: rows}} of the category columns' values that the training split never held. The model
+        still scores them (it reads text), but learned from no example of them: `distill score`, `predict` and
+        the server say so rather than score them silently."""
+        if self.table is None:
+            return {}
+        cats = [f.name for f in self.table.features if f.kind == "category" and f.name in df.columns]
+        if not cats:
+            return {}
+        if self._trained_values is None:
+            import pandas as pd
+
+            train = pd.read_parquet(self.run.path("data", "train.parquet"))
+            self._trained_values = {c: set(train[c].dropna().astype(str)) for c in cats if c in train.columns}
+        out = {}
+        for c in cats:
+            if c not in self._trained_values:
+                continue
+            values = df[c].dropna().astype(str)
+            new = values[~values.isin(self._trained_values[c])]
+            if len(new):
+                out[c] = {str(k): int(v) for k, v in new.value_counts().items()}
+        return out
+
     def prompts(self, df, source: str = "input") -> list[str]:
         """The template's prompt for every row (a row the template cannot read is named; row 1 = the first)."""
         from sdk.tables import prompt_function
@@ -319,7 +344,7 @@ class FinishedRun:
         if fmt in TEXT_FORMATS:  # an API tokenises the template's text itself
             seqs = texts
         out = df.copy()
-        out.attrs = {"artifact": name, "format": fmt, "quant": entry.get("quant")}
+        out.attrs = {"artifact": name, "format": fmt, "quant": entry.get("quant"), "unseen": self.unseen_values(df)}
         if self.template.task == "decision":
             job = {"format": fmt, "spec": spec, "label_ids": list(self.task["label_ids"]), "score": {"input": seqs}}
             probs = np.asarray(_run_job(job, name, redo)["probs_input"], dtype=np.float64)
@@ -480,6 +505,12 @@ def score_command(
     except DistillError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
+    for col, values in scored.attrs.get("unseen", {}).items():
+        shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:MAX_ROWS_NAMED])
+        more = f" and {len(values) - MAX_ROWS_NAMED} more" if len(values) > MAX_ROWS_NAMED else ""
+        typer.echo(f"warning: column {col!r}: {sum(values.values())} of {len(scored)} rows hold values the training "
+                   f"data never had ({shown}{more}): the model reads them, but learned from no example of them",
+                   err=True)
     summary = f"{name}: {len(scored)} rows"
     if "decision" in scored:
         words = run.template.label_words

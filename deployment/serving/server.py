@@ -280,9 +280,13 @@ def create_app(served: ServedModel):
         # score: the last label's probability, the figure the threshold applies to (as `distill score` and a
         # bundle's predict.py give it); probability: the decided label's (a flagged fraud case at a low
         # threshold reads "yes" with probability 0.04: the score, not a confidence)
-        return {"model": served.name, "version": served.version, "decision": words[label], "label": label,
-                "score": float(probs[-1]), "probability": float(probs[label]),
-                "probabilities": dict(zip(words, map(float, probs))), "threshold": threshold}
+        answer = {"model": served.name, "version": served.version, "decision": words[label], "label": label,
+                  "score": float(probs[-1]), "probability": float(probs[label]),
+                  "probabilities": dict(zip(words, map(float, probs))), "threshold": threshold}
+        unseen = served.run.unseen_values(df)  # a category the training data never held: scored, and said so
+        if unseen:
+            answer["unseen"] = {col: next(iter(values)) for col, values in unseen.items()}
+        return answer
 
     def completion_tokens(text: str) -> list[int]:
         return list(served.tokenizer(text, add_special_tokens=True)["input_ids"])

@@ -106,6 +106,11 @@ def test_concurrent_decisions_match_the_in_process_runtime(server):
     status, again = server.request("POST", "/v1/decide", records[3])
     assert status == 200 and again["probabilities"] == answers[3][1]["probabilities"]
     assert server.request("GET", "/health")[1]["stats"]["reused_tokens"] > before
+    # a merchant category the training data never held is scored, and the answer says so; a seen one is not named
+    seen = served.run.unseen_values(served.run.check(records[:1]))
+    status, odd = server.request("POST", "/v1/decide", {**records[0], "merchant_category": "crypto_exchange"})
+    assert status == 200 and odd["unseen"]["merchant_category"] == "crypto_exchange"
+    assert ("merchant_category" in seen) == ("merchant_category" in answers[0][1].get("unseen", {}))
 
 
 def test_openai_client_completions_and_chat_match_greedy_runtime(server):

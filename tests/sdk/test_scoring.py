@@ -234,7 +234,7 @@ def test_predict_assembles_outputs_from_the_worker(fake_run, monkeypatch):
     assert scored["decision"].tolist() == [0, 1, 1]  # threshold 0.42 of student-gguf-Q4_K_M, inclusive
     assert scored["score"].tolist() == [0.1, 0.42, 0.8] and scored["prob_no"].tolist() == [0.9, 0.58, 0.2]
     assert scored.attrs == {"artifact": "student-gguf-Q4_K_M", "format": "gguf", "quant": "Q4_K_M",
-                            "threshold": 0.42, "operating_point": None}
+                            "threshold": 0.42, "operating_point": None, "unseen": {}}  # no table.json: no kinds
 
 
 def test_generation_runs_score_greedy_completions(tmp_path, monkeypatch):
@@ -335,6 +335,26 @@ def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
     probs, entry = _evaluated(tiny_run, "student-gguf-Q8_0")
     assert np.abs(np.array([[r["prob_no"], r["prob_yes"]] for r in rows]) - probs).max() <= 1e-6
     assert [r["decision"] for r in rows] == (probs[:, 1] >= entry["metrics"]["threshold"]).astype(int).tolist()
+
+
+@pytest.mark.integration
+def test_values_the_training_data_never_had_are_scored_and_named(tiny_run, tmp_path):
+    """A merchant category no training row held: the model reads it as text but learned from no example of it;
+    `distill score` warns with the column, the value and its rows, predict's frame carries them in attrs."""
+    from sdk.scoring import load_run
+
+    rows = pd.read_parquet(tiny_run / "data" / "train.parquet").head(6)  # every value seen in training
+    run = load_run(tiny_run)
+    assert run.unseen_values(rows) == {}
+    rows.loc[rows.index[:2], "merchant_category"] = "crypto_exchange"
+    rows.loc[rows.index[3], "country"] = "AQ"
+    assert run.unseen_values(rows) == {"merchant_category": {"crypto_exchange": 2}, "country": {"AQ": 1}}
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    out = run_cli("score", tiny_run, tmp_path / "new.csv", "--out", tmp_path / "scored.csv")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ("warning: column 'merchant_category': 2 of 6 rows hold values the training data never had "
+            "('crypto_exchange' x2)") in out.stderr and "column 'country': 1 of 6 rows" in out.stderr
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 6  # scored all the same
 
 
 @pytest.mark.integration
