@@ -243,12 +243,12 @@ class FinishedRun:
             import pandas as pd
 
             train = pd.read_parquet(self.run.path("data", "train.parquet"))
-            self._trained_values = {c: set(train[c].dropna().astype(str)) for c in cats if c in train.columns}
+            self._trained_values = {c: set(_category_text(train[c].dropna())) for c in cats if c in train.columns}
         out = {}
         for c in cats:
             if c not in self._trained_values:
                 continue
-            values = df[c].dropna().astype(str)
+            values = _category_text(df[c].dropna())
             new = values[~values.isin(self._trained_values[c])]
             if len(new):
                 out[c] = {str(k): int(v) for k, v in new.value_counts().items()}
@@ -362,6 +362,12 @@ class FinishedRun:
             outs = _run_job(job, name, redo)["generations"]["greedy"]["outputs"]
             out["completion"] = [o[0]["text"] for o in outs]
         return out
+
+
+def _category_text(values):
+    """Category values as text to compare: a code read as 5411.0 (a column with gaps is float) is 5411, as a
+    request or a CSV without gaps gives it."""
+    return values.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
 
 
 def load_run(run_dir: str | Path) -> FinishedRun:

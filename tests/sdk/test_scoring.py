@@ -337,6 +337,12 @@ def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
     assert [r["decision"] for r in rows] == (probs[:, 1] >= entry["metrics"]["threshold"]).astype(int).tolist()
 
 
+def test_category_codes_compare_as_written():
+    from sdk.scoring import _category_text
+
+    assert _category_text(pd.Series([5411.0, 5812.5, "grocery", 7])).tolist() == ["5411", "5812.5", "grocery", "7"]
+
+
 @pytest.mark.integration
 def test_values_the_training_data_never_had_are_scored_and_named(tiny_run, tmp_path):
     """A merchant category no training row held: the model reads it as text but learned from no example of it;
