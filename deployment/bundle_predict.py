@@ -252,6 +252,39 @@ def prompts_from_rows(rows: list[dict], bundle: dict, source: str) -> list[str]:
     return out
 
 
+def category_text(value) -> str:
+    """A category value as text to compare with the training data's: a code read as 5411.0 (a column with gaps
+    is float) is 5411, as a request or a file without gaps gives it."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def unseen_values(columns: dict[str, list], trained: dict[str, set[str]]) -> dict[str, dict[str, int]]:
+    """{column: {value: rows}} of the given category values (missing ones left out) that the training data
+    never held: the model scores them, but learned from no example of them (shared with the SDK's scoring)."""
+    out: dict[str, dict[str, int]] = {}
+    for col, values in columns.items():
+        if col not in trained:
+            continue
+        counts: dict[str, int] = {}
+        for v in values:
+            text = category_text(v)
+            if text not in trained[col]:
+                counts[text] = counts.get(text, 0) + 1
+        if counts:
+            out[col] = counts
+    return out
+
+
+def unseen_warnings(unseen: dict[str, dict[str, int]], rows: int, named: int = 5) -> list[str]:
+    lines = []
+    for col, values in unseen.items():
+        shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:named])
+        more = f" and {len(values) - named} more" if len(values) > named else ""
+        lines.append(f"warning: column {col!r}: {sum(values.values())} of {rows} rows hold values the training data "
+                     f"never had ({shown}{more}): the model reads them, but learned from no example of them")
+    return lines
+
+
 # bundle.json's fields this script reads, with their JSON types
 FIELDS = {"default_artifact": str, "artifacts": dict, "label_words": list, "label_token_ids": list, "chat": bool,
           "input_columns": list}
@@ -334,7 +367,12 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.prompts) as f:
                 prompts = [line.rstrip("\n") for line in f if line.strip()]
         else:
-            prompts = prompts_from_rows(read_rows(Path(args.rows)), bundle, args.rows)
+            rows = read_rows(Path(args.rows))
+            prompts = prompts_from_rows(rows, bundle, args.rows)
+            trained = {c: set(v) for c, v in (bundle.get("trained_category_values") or {}).items()}
+            present = {c: [r[c] for r in rows if r.get(c) is not None and r[c] == r[c]] for c in trained}
+            for line in unseen_warnings(unseen_values(present, trained), len(rows)):
+                print(line, file=sys.stderr)
         lines = [json.dumps(r) for r in predict(prompts, args.artifact, args.threads, bundle)]
         if args.out:
             Path(args.out).write_text("\n".join(lines) + "\n")

@@ -40,6 +40,9 @@ RUNTIME_PACKAGES = {"gguf": "llama_cpp_python", "onnx": "onnxruntime"}
 PIP_NAMES = {"llama_cpp_python": "llama-cpp-python", "onnxruntime": "onnxruntime"}
 
 
+MAX_CATEGORY_VALUES = 5000  # per column, in bundle.json's trained_category_values
+
+
 def _num(x: float | None, nd: int = 4) -> str:
     """A gate's figure; "-" where the metric was undefined on validation (evaluation.gates)."""
     return "-" if x is None else f"{x:.{nd}f}"
@@ -204,6 +207,10 @@ def _write(run, t, chosen: list[dict[str, Any]], sources: dict[str, Path], tmp: 
         "optional_columns": (list(run.table.names) if run.table is not None and run.table.mode == "columns"
                              else [c for c in t.columns if c in set(getattr(t, "text_columns", ()))]),
         "prompt_builder": "prompt.py" if has_prompt else None, "default_artifact": default, "artifacts": files,
+        # predict.py names category values no training row held (as `distill score` does); a column of more
+        # values than a bundle should carry is left out
+        "trained_category_values": {c: sorted(v) for c, v in run.trained_category_values().items()
+                                    if len(v) <= MAX_CATEGORY_VALUES},
         "sdk_version": _version("distill-sdk"),
     }
     (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2))

@@ -230,29 +230,30 @@ class FinishedRun:
                                    f"{_row_number(df, empty[0])}", field=col)
         return df
 
+    def trained_category_values(self) -> dict[str, set[str]]:
+        """{column: values as text} of the category columns in the training split (data/train.parquet; kinds
+        from data/table.json): what `unseen_values` and a bundle's predict.py compare new rows with."""
+        if self._trained_values is None:
+            from deployment.bundle_predict import category_text
+
+            cats = [f.name for f in self.table.features if f.kind == "category"] if self.table is not None else []
+            self._trained_values = {}
+            if cats:
+                import pandas as pd
+
+                train = pd.read_parquet(self.run.path("data", "train.parquet"))
+                self._trained_values = {c: {category_text(v) for v in train[c].dropna()} for c in cats
+                                        if c in train.columns}
+        return self._trained_values
+
     def unseen_values(self, df) -> dict[str, dict[str, int]]:
         """{column: {value: rows}} of the category columns' values that the training split never held. The model
-        still scores them (it reads text), but learned from no example of them: `distill score`, `predict` and
-        the server say so rather than score them silently."""
-        if self.table is None:
-            return {}
-        cats = [f.name for f in self.table.features if f.kind == "category" and f.name in df.columns]
-        if not cats:
-            return {}
-        if self._trained_values is None:
-            import pandas as pd
+        still scores them (it reads text), but learned from no example of them: `distill score`, `predict`, the
+        server and a bundle's predict.py say so rather than score them silently."""
+        from deployment.bundle_predict import unseen_values
 
-            train = pd.read_parquet(self.run.path("data", "train.parquet"))
-            self._trained_values = {c: set(_category_text(train[c].dropna())) for c in cats if c in train.columns}
-        out = {}
-        for c in cats:
-            if c not in self._trained_values:
-                continue
-            values = _category_text(df[c].dropna())
-            new = values[~values.isin(self._trained_values[c])]
-            if len(new):
-                out[c] = {str(k): int(v) for k, v in new.value_counts().items()}
-        return out
+        trained = self.trained_category_values()
+        return unseen_values({c: df[c].dropna().tolist() for c in trained if c in df.columns}, trained)
 
     def prompts(self, df, source: str = "input") -> list[str]:
         """The template's prompt for every row (a row the template cannot read is named; row 1 = the first)."""
@@ -362,12 +363,6 @@ class FinishedRun:
             outs = _run_job(job, name, redo)["generations"]["greedy"]["outputs"]
             out["completion"] = [o[0]["text"] for o in outs]
         return out
-
-
-def _category_text(values):
-    """Category values as text to compare: a code read as 5411.0 (a column with gaps is float) is 5411, as a
-    request or a CSV without gaps gives it."""
-    return values.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
 
 
 def load_run(run_dir: str | Path) -> FinishedRun:
@@ -511,12 +506,10 @@ def score_command(
     except DistillError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
-    for col, values in scored.attrs.get("unseen", {}).items():
-        shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:MAX_ROWS_NAMED])
-        more = f" and {len(values) - MAX_ROWS_NAMED} more" if len(values) > MAX_ROWS_NAMED else ""
-        typer.echo(f"warning: column {col!r}: {sum(values.values())} of {len(scored)} rows hold values the training "
-                   f"data never had ({shown}{more}): the model reads them, but learned from no example of them",
-                   err=True)
+    from deployment.bundle_predict import unseen_warnings
+
+    for line in unseen_warnings(scored.attrs.get("unseen", {}), len(scored), MAX_ROWS_NAMED):
+        typer.echo(line, err=True)
     summary = f"{name}: {len(scored)} rows"
     if "decision" in scored:
         words = run.template.label_words

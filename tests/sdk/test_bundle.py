@@ -81,6 +81,15 @@ def test_bundle_installs_alone_and_gives_the_sdks_decisions(fraud_tiny_run, fres
         assert [g["decision"] for g in got] == want["decision"].tolist(), name
         np.testing.assert_allclose([g["score"] for g in got], want["score"].to_numpy(), atol=1e-5)
 
+    # a merchant category no training row held: scored, and named on stderr as `distill score` names it
+    assert "crypto_exchange" not in manifest["trained_category_values"]["merchant_category"]
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({**test.to_dict("records")[0], "merchant_category": "crypto_exchange"}, default=str) + "\n")
+    res = subprocess.run([str(fresh_venv), str(out / "predict.py"), str(odd)], capture_output=True, text=True)
+    assert res.returncode == 0 and "decision" in json.loads(res.stdout.splitlines()[-1]), res.stderr[-2000:]
+    assert ("warning: column 'merchant_category': 1 of 1 rows hold values the training data never had "
+            "('crypto_exchange' x1)") in res.stderr
+
     # input it cannot use: exit 2 naming the file or the row and column, never a traceback
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({**test.to_dict("records")[0], "device_change": "maybe"}, default=str) + "\n")

@@ -338,9 +338,12 @@ def test_score_command_on_csv_and_jsonl(tiny_run, tmp_path):
 
 
 def test_category_codes_compare_as_written():
-    from sdk.scoring import _category_text
+    from deployment.bundle_predict import category_text, unseen_values
 
-    assert _category_text(pd.Series([5411.0, 5812.5, "grocery", 7])).tolist() == ["5411", "5812.5", "grocery", "7"]
+    assert [category_text(v) for v in [5411.0, 5812.5, "grocery", 7]] == ["5411", "5812.5", "grocery", "7"]
+    trained = {"mcc": {"5411", "5812"}, "country": {"US"}}
+    assert unseen_values({"mcc": [5411.0, 5411, 7995, 7995], "country": ["US"], "other": ["x"]}, trained) == \
+        {"mcc": {"7995": 2}}
 
 
 @pytest.mark.integration
