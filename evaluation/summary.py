@@ -18,6 +18,15 @@ from typing import Any
 from evaluation.report import SPEED_LABEL, _ci, _fmt, headline_rows
 
 
+def _brackets(iv: dict[str, Any]) -> str:
+    """What the brackets are: the report's own methods (counted proportions get Wilson intervals since
+    2026-12-04; reports before have bootstrap intervals throughout)."""
+    props = iv.get("proportions") or []
+    how = (f"Wilson score intervals of the counts for {', '.join(props)}, paired-bootstrap intervals for the rest"
+           if props else "paired-bootstrap intervals")
+    return f"Brackets: 95% {how} over the test split, the spread a re-run on new test data would show."
+
+
 def figures_markdown(r: dict[str, Any], source: str) -> str:
     task, pm = r["task"], r["primary_metric"]
     hm, op = r.get("headline_metric", pm), r.get("operating_point")
@@ -29,8 +38,7 @@ def figures_markdown(r: dict[str, Any], source: str) -> str:
             if task == "decision" else f"{d['n_test']} held-out problems")
     lines = [f"Generated from `{source}` by `make readme-figures` ({r['machine']['cpus']} CPUs, stages "
              f"{minutes:.0f} min; {held}" + (f"; operating point: {op['description']}" if op else "") + "). "
-             "Brackets: 95% paired-bootstrap intervals over the test split, the spread a re-run on new test "
-             "data would show.", "",
+             + _brackets(r.get("intervals") or {}), "",
              f"| artifact | {hm} | " + (f"{cm} on test | " if cm else "") + (f"{pm} | " if pm != hm else "")
              + f"size MB | {SPEED_LABEL[task]} | P99 ms | speed-up | {hm} vs teacher |",
              "|" + "---|" * (7 + (pm != hm) + bool(cm))]

@@ -42,6 +42,11 @@ def test_a_run_with_an_api_teacher_compares_without_a_size(tmp_path):
     c = compare([load_run(a), load_run(_run(tmp_path, "b", 0.8, 8))])
     assert "| teacher-torch | recall | 0.800 | 0.900 | - |" in to_markdown(c) and "teacher-torch" in to_html(c)
     assert "| teacher-torch | 0.800 | 0.900 | - | 4.0 |" in figures_markdown(r, a / "report.json")
+    # the brackets are named by the report's own methods
+    assert "Brackets: 95% paired-bootstrap intervals over the test split" in figures_markdown(r, "x")
+    r["intervals"] = {"proportions": ["fpr", "recall"]}
+    assert ("Brackets: 95% Wilson score intervals of the counts for fpr, recall, paired-bootstrap intervals for "
+            "the rest over the test split") in figures_markdown(r, "x")
 
 
 def test_compare_command_writes_html_and_refuses_an_unfinished_run(tmp_path):
