@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 import math
 import os
+import re
 import shutil
 import struct
 import tarfile

@@ -41,9 +41,10 @@ def split(df: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int, so
                 use = {"train": "the student learns", "val": "thresholds are chosen",
                        "test": "the report is measured"}[name]
                 label = part["label"].iloc[0]
-                raise DistillError(f"dataset {source}: all {len(part)} rows of the {name} split have label "
-                                   f"{label.item() if hasattr(label, 'item') else label!r} ({use} on it, and needs rows of more than one "
-                                   f"label); raise data.n_{name} or give data with more rows of the rarer label")
+                label = label.item() if hasattr(label, "item") else label  # 0, not np.int64(0)
+                raise DistillError(f"dataset {source}: all {len(part)} rows of the {name} split have label {label!r} "
+                                   f"({use} on it, and needs rows of more than one label); raise data.n_{name} or "
+                                   "give data with more rows of the rarer label")
     return {"train": train.reset_index(drop=True), "val": val.reset_index(drop=True),
             "test": test.reset_index(drop=True)}
 
